@@ -1,0 +1,127 @@
+#include "core/autograd.h"
+
+#include <cassert>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "core/ops/elementwise.h"
+
+namespace qforge {
+
+namespace {
+thread_local bool grad_enabled = true;
+
+// Adds `gradient` into `slot`. An empty slot takes the gradient over when nothing else
+// can see its storage; otherwise it takes a copy, because a closure may hand the same
+// tensor to two inputs (add returns grad_output for both) and the slot is later
+// added into in place.
+void accumulate(Tensor& slot, Tensor&& gradient) {
+  if (slot.defined()) {
+    add_(slot, gradient);
+  } else if (gradient.impl_ptr().use_count() == 1 && gradient.impl()->storage.use_count() == 1) {
+    slot = std::move(gradient);
+  } else {
+    slot = gradient.clone();
+  }
+}
+}  // namespace
+
+bool is_grad_enabled() { return grad_enabled; }
+
+NoGradGuard::NoGradGuard() : previous_(grad_enabled) { grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { grad_enabled = previous_; }
+
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!grad_enabled) return false;
+  for (const Tensor* input : inputs)
+    if (input->requires_grad()) return true;
+  return false;
+}
+
+Tensor record(Tensor output, const char* name, std::vector<Tensor> inputs, Node::BackwardFn backward) {
+  if (!grad_enabled) return output;
+  bool needed = false;
+  for (const Tensor& input : inputs) needed = needed || input.requires_grad();
+  if (!needed) return output;
+  auto node = std::make_shared<Node>();
+  node->name = name;
+  node->inputs = std::move(inputs);
+  node->backward = std::move(backward);
+  output.impl()->requires_grad = true;
+  output.impl()->grad_fn = std::move(node);
+  return output;
+}
+
+void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_graph) {
+  QF_CHECK(root.defined(), "backward: called on an undefined tensor");
+  QF_CHECK(root.requires_grad(), "backward: tensor of shape ", root.shape(),
+           " does not require grad (no input of the graph has requires_grad set)");
+  Tensor seed;
+  if (grad_output.defined()) {
+    QF_CHECK(grad_output.shape() == root.shape(), "backward: gradient shape ", grad_output.shape(),
+             " does not match tensor shape ", root.shape());
+    seed = grad_output.detach();
+  } else {
+    QF_CHECK(root.numel() == 1,
+             "backward: gradient can be implicit only for a one-element "
+             "tensor, got shape ",
+             root.shape(), "; pass the gradient explicitly");
+    seed = Tensor::ones(root.shape());
+  }
+  NoGradGuard no_grad;
+
+  if (root.is_leaf()) {  // backward of a leaf: its gradient is the seed
+    accumulate(root.impl()->grad, std::move(seed));
+    return;
+  }
+
+  // Iterative post-order DFS gives a topological order (inputs before users). `order`
+  // owns the nodes: releasing a node's edges may drop the last other reference.
+  std::vector<std::shared_ptr<Node>> order;
+  std::unordered_set<Node*> visited;
+  std::vector<std::pair<std::shared_ptr<Node>, std::size_t>> stack{{root.grad_fn(), 0}};
+  visited.insert(stack.back().first.get());
+  while (!stack.empty()) {
+    auto& [node, next_input] = stack.back();
+    QF_CHECK(!node->is_released, "backward: the graph through '", node->name,
+             "' was already freed by an earlier backward; pass retain_graph=true to the "
+             "first backward to run it twice");
+    if (next_input < node->inputs.size()) {
+      const Tensor& input = node->inputs[next_input++];
+      const std::shared_ptr<Node>& child = input.grad_fn();
+      if (child && input.requires_grad() && visited.insert(child.get()).second) stack.push_back({child, 0});
+    } else {
+      order.push_back(std::move(node));
+      stack.pop_back();
+    }
+  }
+
+  std::unordered_map<Node*, Tensor> pending;  // dL/d(node output)
+  pending[root.grad_fn().get()] = std::move(seed);
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    Node* node = it->get();
+    auto found = pending.find(node);
+    if (found == pending.end()) continue;  // no gradient flows here
+    Tensor node_grad = std::move(found->second);
+    pending.erase(found);
+    std::vector<Tensor> input_grads = node->backward(node_grad, *node);
+    assert(input_grads.size() == node->inputs.size());
+    for (std::size_t i = 0; i < node->inputs.size(); ++i) {
+      const Tensor& input = node->inputs[i];
+      if (!input.requires_grad() || !input_grads[i].defined()) continue;
+      QF_CHECK(input_grads[i].shape() == input.shape(), "backward of '", node->name, "': gradient for input ",
+               i, " has shape ", input_grads[i].shape(), ", expected ", input.shape());
+      if (input.grad_fn())
+        accumulate(pending[input.grad_fn().get()], std::move(input_grads[i]));
+      else
+        accumulate(input.impl()->grad, std::move(input_grads[i]));
+    }
+    if (!retain_graph) {
+      node->backward = nullptr;  // frees the saved tensors
+      node->inputs.clear();
+      node->is_released = true;
+    }
+  }
+}
+
+}  // namespace qforge

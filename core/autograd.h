@@ -1,0 +1,55 @@
+// The define-by-run autograd engine (Note [Autograd]).
+//
+// Each differentiable op computes its output, then calls `record` with its inputs
+// and a backward closure. That makes one Node: the edges to the inputs and the local
+// rule "given dL/d(output), return dL/d(each input)". `backward()` sorts the nodes
+// reachable from the root (iteratively, only through tensors that require grad),
+// walks them in reverse topological order and accumulates gradients. Leaves collect
+// theirs in `.grad`. No higher-order gradients: backward closures run with grad off.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace qforge {
+
+struct Node {
+  using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output, const Node& node)>;
+
+  const char* name = "";       // the op, for error messages
+  std::vector<Tensor> inputs;  // edges; released with the graph
+  BackwardFn backward;         // owns the saved tensors; released with the graph
+  bool is_released = false;
+
+  // True when input i needs a gradient; backward closures skip the others.
+  bool needs_grad(std::size_t i) const { return inputs[i].requires_grad(); }
+};
+
+// Grad mode is per thread, on by default.
+bool is_grad_enabled();
+
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// True when grad mode is on and any input requires grad: then the op must record.
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
+
+// Attaches a Node to `output` when any input requires grad (and grad mode is on);
+// returns `output` for chaining. Undefined inputs (an absent bias) are allowed.
+Tensor record(Tensor output, const char* name, std::vector<Tensor> inputs, Node::BackwardFn backward);
+
+// Implementation of Tensor::backward.
+void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_graph);
+
+}  // namespace qforge

@@ -1,0 +1,52 @@
+// 2-D convolution kernels, NCHW activations, OIHW weights (O, C/groups, KH, KW).
+// Two backends with one contract (Note [Backends]):
+//   *_reference — im2col + GEMM, written to be read;
+//   *_onednn    — oneDNN primitives, created once per shape and cached.
+// Tests hold the two to the same outputs. Pure functions: pointers, then sizes.
+#pragma once
+
+#include <cstdint>
+#include <tuple>
+
+namespace qforge::kernels {
+
+struct Conv2dShape {
+  int64_t batch, in_channels, in_height, in_width;
+  int64_t out_channels, kernel_height, kernel_width;
+  int64_t stride_height = 1, stride_width = 1;
+  int64_t padding_height = 0, padding_width = 0;
+  int64_t dilation_height = 1, dilation_width = 1;
+  int64_t groups = 1;
+
+  int64_t out_height() const {
+    return (in_height + 2 * padding_height - dilation_height * (kernel_height - 1) - 1) / stride_height + 1;
+  }
+  int64_t out_width() const {
+    return (in_width + 2 * padding_width - dilation_width * (kernel_width - 1) - 1) / stride_width + 1;
+  }
+  // Multiply-adds of one forward pass; the backward passes cost the same each.
+  double macs() const {
+    return static_cast<double>(batch) * out_channels * out_height() * out_width() * (in_channels / groups) *
+           kernel_height * kernel_width;
+  }
+  auto key() const {
+    return std::tuple(batch, in_channels, in_height, in_width, out_channels, kernel_height, kernel_width,
+                      stride_height, stride_width, padding_height, padding_width, dilation_height,
+                      dilation_width, groups);
+  }
+};
+
+//   y (N,O,OH,OW) = conv(x (N,C,H,W), w (O,C/g,KH,KW)) + b (O) [b may be null]
+void conv2d_forward_reference(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s);
+//   dx (N,C,H,W) = conv_transpose(dy, w)
+void conv2d_backward_data_reference(float* dx, const float* dy, const float* w, const Conv2dShape& s);
+//   dw (O,C/g,KH,KW) = dy ⋆ x;  db (O) = Σ dy  [db may be null]
+void conv2d_backward_weights_reference(float* dw, float* db, const float* dy, const float* x,
+                                       const Conv2dShape& s);
+
+void conv2d_forward_onednn(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s);
+void conv2d_backward_data_onednn(float* dx, const float* dy, const float* w, const Conv2dShape& s);
+void conv2d_backward_weights_onednn(float* dw, float* db, const float* dy, const float* x,
+                                    const Conv2dShape& s);
+
+}  // namespace qforge::kernels

@@ -1,0 +1,66 @@
+// Derivative table (g = dL/dy, y = conv(x, W) + b):
+//   dx = conv_transpose(g, W)   (backward data)
+//   dW = g ⋆ x                  (backward weights: correlate g with x)
+//   db = Σ_{n,oh,ow} g
+#include "core/ops/conv.h"
+
+#include "core/autograd.h"
+#include "core/kernels/conv2d.h"
+
+namespace qforge {
+
+Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options,
+              Backend backend) {
+  QF_CHECK(input.dim() == 4, "conv2d: expected 4-D input (N,C,H,W), got ", input.shape());
+  QF_CHECK(weight.dim() == 4, "conv2d: expected 4-D weight (O,C/groups,KH,KW), got ", weight.shape());
+  const int64_t groups = options.groups;
+  QF_CHECK(groups >= 1 && input.size(1) % groups == 0 && weight.size(0) % groups == 0, "conv2d: groups ",
+           groups, " must divide input channels ", input.size(1), " and output channels ", weight.size(0));
+  QF_CHECK(weight.size(1) * groups == input.size(1), "conv2d: weight ", weight.shape(), " with groups ",
+           groups, " expects ", weight.size(1) * groups, " input channels, got input ", input.shape());
+  QF_CHECK(!bias.defined() || bias.shape() == Shape{weight.size(0)}, "conv2d: expected bias [",
+           weight.size(0), "], got ", bias.shape());
+  QF_CHECK(options.stride_height >= 1 && options.stride_width >= 1 && options.dilation_height >= 1 &&
+               options.dilation_width >= 1 && options.padding_height >= 0 && options.padding_width >= 0,
+           "conv2d: stride and dilation must be >= 1 and padding >= 0");
+  kernels::Conv2dShape s{input.size(0),          input.size(1),
+                         input.size(2),          input.size(3),
+                         weight.size(0),         weight.size(2),
+                         weight.size(3),         options.stride_height,
+                         options.stride_width,   options.padding_height,
+                         options.padding_width,  options.dilation_height,
+                         options.dilation_width, groups};
+  QF_CHECK(s.out_height() >= 1 && s.out_width() >= 1, "conv2d: input ", input.shape(),
+           " is smaller than the (dilated) kernel ", weight.shape(), " with padding ", options.padding_height,
+           "x", options.padding_width);
+
+  // The one place a conv backend is chosen.
+  const bool is_fast = backend == Backend::fast;
+  auto forward = is_fast ? kernels::conv2d_forward_onednn : kernels::conv2d_forward_reference;
+  auto backward_data =
+      is_fast ? kernels::conv2d_backward_data_onednn : kernels::conv2d_backward_data_reference;
+  auto backward_weights =
+      is_fast ? kernels::conv2d_backward_weights_onednn : kernels::conv2d_backward_weights_reference;
+
+  Tensor y = Tensor::empty({s.batch, s.out_channels, s.out_height(), s.out_width()});
+  forward(y.data(), input.data(), weight.data(), bias.defined() ? bias.data() : nullptr, s);
+  if (!any_requires_grad({&input, &weight, &bias})) return y;
+
+  Tensor saved_x = input.detach(), saved_w = weight.detach();  // (N,C,H,W), (O,C/g,KH,KW)
+  return record(y, "conv2d", {input, weight, bias}, [=](const Tensor& g, const Node& node) {
+    Tensor dx, dw, db;
+    if (node.needs_grad(0)) {
+      dx = Tensor::empty(saved_x.shape());
+      backward_data(dx.data(), g.data(), saved_w.data(), s);
+    }
+    if (node.needs_grad(1) || node.needs_grad(2)) {
+      dw = Tensor::empty(saved_w.shape());
+      if (node.needs_grad(2)) db = Tensor::empty({s.out_channels});
+      backward_weights(dw.data(), db.defined() ? db.data() : nullptr, g.data(), saved_x.data(), s);
+      if (!node.needs_grad(1)) dw = Tensor();
+    }
+    return std::vector<Tensor>{dx, dw, db};
+  });
+}
+
+}  // namespace qforge

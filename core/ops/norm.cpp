@@ -1,0 +1,121 @@
+// Derivative table (per channel c over its M = N·H·W values; x̂ = (x-μ)·σ⁻¹, g = dL/dy):
+//   dγ = Σ g·x̂          dβ = Σ g
+//   training (μ, σ from the batch):
+//     dx = γ·σ⁻¹/M · (M·g - Σg - x̂·Σ(g·x̂))
+//   evaluation (μ, σ running, constants):
+//     dx = γ·σ⁻¹·g
+#include "core/ops/norm.h"
+
+#include <cmath>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/threading.h"
+
+namespace qforge {
+
+Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, const Tensor& weight,
+                  const Tensor& bias, bool is_training, float momentum, float eps) {
+  QF_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: expected (N,C) or (N,C,H,W) input, got ", x.shape());
+  const int64_t batch = x.size(0), channels = x.size(1);
+  const int64_t spatial = x.dim() == 4 ? x.size(2) * x.size(3) : 1;
+  const int64_t count = batch * spatial;  // M
+  const Shape channel_shape{channels};
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&running_mean, &running_var, &weight, &bias})
+    QF_CHECK(!t->defined() || t->shape() == channel_shape,
+             "batch_norm: expected per-channel tensors of shape [", channels, "] for input ", x.shape(),
+             ", got ", t->shape());
+  QF_CHECK(running_mean.defined() && running_var.defined(), "batch_norm: running statistics are required");
+  QF_CHECK(!is_training || count > 1,
+           "batch_norm: training needs more than one value per channel, got input ", x.shape());
+
+  // Per-channel statistics used for normalization: μ and σ⁻¹.
+  std::vector<float> mean(channels), inverse_std(channels);
+  const float* px = x.data();
+  if (is_training) {
+    float* rm = running_mean.data();
+    float* rv = running_var.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < channels; ++c) {
+      double total = 0, total_squares = 0;
+      for (int64_t n = 0; n < batch; ++n) {
+        const float* row = px + (n * channels + c) * spatial;
+        for (int64_t s = 0; s < spatial; ++s) total += row[s];
+      }
+      double mu = total / count;
+      for (int64_t n = 0; n < batch; ++n) {
+        const float* row = px + (n * channels + c) * spatial;
+        for (int64_t s = 0; s < spatial; ++s) total_squares += (row[s] - mu) * (row[s] - mu);
+      }
+      double variance = total_squares / count;
+      mean[c] = static_cast<float>(mu);
+      inverse_std[c] = static_cast<float>(1.0 / std::sqrt(variance + eps));
+      rm[c] = (1 - momentum) * rm[c] + momentum * static_cast<float>(mu);
+      rv[c] = (1 - momentum) * rv[c] + momentum * static_cast<float>(total_squares / (count - 1));
+    }
+  } else {
+    for (int64_t c = 0; c < channels; ++c) {
+      mean[c] = running_mean.data()[c];
+      inverse_std[c] = 1.0f / std::sqrt(running_var.data()[c] + eps);
+    }
+  }
+
+  Tensor y = Tensor::empty(x.shape());
+  float* py = y.data();
+  const float* gamma = weight.defined() ? weight.data() : nullptr;
+  const float* beta = bias.defined() ? bias.data() : nullptr;
+#pragma omp parallel for collapse(2) schedule(static) if (x.numel() >= kParallelGrain)
+  for (int64_t n = 0; n < batch; ++n)
+    for (int64_t c = 0; c < channels; ++c) {
+      float scale = inverse_std[c] * (gamma ? gamma[c] : 1.0f);
+      float shift = (beta ? beta[c] : 0.0f) - mean[c] * scale;
+      const float* row = px + (n * channels + c) * spatial;
+      float* out = py + (n * channels + c) * spatial;
+      for (int64_t s = 0; s < spatial; ++s) out[s] = row[s] * scale + shift;
+    }
+  if (!any_requires_grad({&x, &weight, &bias})) return y;
+
+  Tensor saved_x = x.detach(), saved_weight = weight.defined() ? weight.detach() : Tensor();
+  return record(y, "batch_norm", {x, weight, bias}, [=](const Tensor& g, const Node& node) {
+    Tensor dx = node.needs_grad(0) ? Tensor::empty(saved_x.shape()) : Tensor();
+    Tensor dgamma = node.needs_grad(1) ? Tensor::empty({channels}) : Tensor();
+    Tensor dbeta = node.needs_grad(2) ? Tensor::empty({channels}) : Tensor();
+    const float* pg = g.data();
+    const float* px = saved_x.data();
+    const float* gamma = saved_weight.defined() ? saved_weight.data() : nullptr;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < channels; ++c) {
+      double sum_g = 0, sum_g_xhat = 0;  // Σg, Σ(g·x̂)
+      for (int64_t n = 0; n < batch; ++n) {
+        const float* grow = pg + (n * channels + c) * spatial;
+        const float* xrow = px + (n * channels + c) * spatial;
+        for (int64_t s = 0; s < spatial; ++s) {
+          sum_g += grow[s];
+          sum_g_xhat += grow[s] * (xrow[s] - mean[c]) * inverse_std[c];
+        }
+      }
+      if (dgamma.defined()) dgamma.data()[c] = static_cast<float>(sum_g_xhat);
+      if (dbeta.defined()) dbeta.data()[c] = static_cast<float>(sum_g);
+      if (!dx.defined()) continue;
+      const float k = (gamma ? gamma[c] : 1.0f) * inverse_std[c];
+      const float mean_g = static_cast<float>(sum_g / count),
+                  mean_g_xhat = static_cast<float>(sum_g_xhat / count);
+      for (int64_t n = 0; n < batch; ++n) {
+        const float* grow = pg + (n * channels + c) * spatial;
+        const float* xrow = px + (n * channels + c) * spatial;
+        float* out = dx.data() + (n * channels + c) * spatial;
+        for (int64_t s = 0; s < spatial; ++s) {
+          if (is_training) {
+            float xhat = (xrow[s] - mean[c]) * inverse_std[c];
+            out[s] = k * (grow[s] - mean_g - xhat * mean_g_xhat);
+          } else {
+            out[s] = k * grow[s];
+          }
+        }
+      }
+    }
+    return std::vector<Tensor>{dx, dgamma, dbeta};
+  });
+}
+
+}  // namespace qforge

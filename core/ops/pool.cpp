@@ -1,0 +1,177 @@
+// Derivative table (g = dL/dy):
+//   max_pool2d            dx[argmax of each window] += g
+//   avg_pool2d            dx[every window element] += g / divisor
+//   adaptive_avg_pool2d   the same, with per-window divisors
+// Forward and backward parallelize over the N·C planes, which never share outputs.
+#include "core/ops/pool.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/autograd.h"
+
+namespace qforge {
+
+namespace {
+
+struct PoolGeometry {
+  int64_t planes, height, width, out_height, out_width;
+};
+
+PoolGeometry geometry(const Tensor& x, const Pool2dOptions& o, const char* op) {
+  QF_CHECK(x.dim() == 4, op, ": expected 4-D input (N,C,H,W), got ", x.shape());
+  QF_CHECK(o.kernel_height >= 1 && o.kernel_width >= 1 && o.stride_height >= 1 && o.stride_width >= 1, op,
+           ": kernel and stride must be >= 1");
+  QF_CHECK(o.padding_height >= 0 && 2 * o.padding_height <= o.kernel_height && o.padding_width >= 0 &&
+               2 * o.padding_width <= o.kernel_width,
+           op, ": padding must be at most half the kernel, got ", o.padding_height, "x", o.padding_width,
+           " for kernel ", o.kernel_height, "x", o.kernel_width);
+  PoolGeometry g{x.size(0) * x.size(1), x.size(2), x.size(3), 0, 0};
+  g.out_height =
+      (g.height + 2 * o.padding_height - o.dilation_height * (o.kernel_height - 1) - 1) / o.stride_height + 1;
+  g.out_width =
+      (g.width + 2 * o.padding_width - o.dilation_width * (o.kernel_width - 1) - 1) / o.stride_width + 1;
+  QF_CHECK(g.out_height >= 1 && g.out_width >= 1, op, ": input ", x.shape(), " is smaller than the kernel ",
+           o.kernel_height, "x", o.kernel_width);
+  return g;
+}
+
+//   y (planes, OH, OW), argmax (planes, OH, OW) flat index within the plane
+void max_pool_forward(float* y, int32_t* argmax, const float* x, const PoolGeometry& g,
+                      const Pool2dOptions& o) {
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < g.planes; ++p) {
+    const float* plane = x + p * g.height * g.width;
+    for (int64_t oh = 0; oh < g.out_height; ++oh)
+      for (int64_t ow = 0; ow < g.out_width; ++ow) {
+        float best = -std::numeric_limits<float>::infinity();
+        int32_t best_index = -1;
+        for (int64_t kh = 0; kh < o.kernel_height; ++kh) {
+          int64_t ih = oh * o.stride_height - o.padding_height + kh * o.dilation_height;
+          if (ih < 0 || ih >= g.height) continue;
+          for (int64_t kw = 0; kw < o.kernel_width; ++kw) {
+            int64_t iw = ow * o.stride_width - o.padding_width + kw * o.dilation_width;
+            if (iw < 0 || iw >= g.width) continue;
+            float v = plane[ih * g.width + iw];
+            if (v > best || best_index < 0 || std::isnan(v)) {  // NaN propagates, as in PyTorch
+              best = v;
+              best_index = static_cast<int32_t>(ih * g.width + iw);
+            }
+          }
+        }
+        int64_t at = (p * g.out_height + oh) * g.out_width + ow;
+        y[at] = best;
+        argmax[at] = best_index;
+      }
+  }
+}
+
+// Visits every (output, input) pair of an average window with its divisor.
+template <typename Visit>
+void for_each_avg_window(const PoolGeometry& g, const Pool2dOptions& o, bool count_include_pad, Visit visit) {
+  for (int64_t oh = 0; oh < g.out_height; ++oh)
+    for (int64_t ow = 0; ow < g.out_width; ++ow) {
+      int64_t h0 = oh * o.stride_height - o.padding_height, w0 = ow * o.stride_width - o.padding_width;
+      int64_t h1 = std::min(h0 + o.kernel_height, g.height + o.padding_height);
+      int64_t w1 = std::min(w0 + o.kernel_width, g.width + o.padding_width);
+      int64_t padded_count = (h1 - h0) * (w1 - w0);
+      h0 = std::max<int64_t>(h0, 0), w0 = std::max<int64_t>(w0, 0);
+      h1 = std::min(h1, g.height), w1 = std::min(w1, g.width);
+      float divisor = static_cast<float>(count_include_pad ? padded_count : (h1 - h0) * (w1 - w0));
+      visit(oh * g.out_width + ow, h0, h1, w0, w1, divisor);
+    }
+}
+
+// Adaptive windows: start = floor(i·H/OH), end = ceil((i+1)·H/OH).
+template <typename Visit>
+void for_each_adaptive_window(const PoolGeometry& g, Visit visit) {
+  for (int64_t oh = 0; oh < g.out_height; ++oh) {
+    int64_t h0 = oh * g.height / g.out_height, h1 = ((oh + 1) * g.height + g.out_height - 1) / g.out_height;
+    for (int64_t ow = 0; ow < g.out_width; ++ow) {
+      int64_t w0 = ow * g.width / g.out_width, w1 = ((ow + 1) * g.width + g.out_width - 1) / g.out_width;
+      visit(oh * g.out_width + ow, h0, h1, w0, w1, static_cast<float>((h1 - h0) * (w1 - w0)));
+    }
+  }
+}
+
+// Average pooling forward/backward over any window enumeration.
+template <typename Windows>
+Tensor average_pool(const Tensor& x, const PoolGeometry& g, const char* name, Windows windows) {
+  Tensor y = Tensor::empty({x.size(0), x.size(1), g.out_height, g.out_width});
+  const float* px = x.data();
+  float* py = y.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < g.planes; ++p) {
+    const float* plane = px + p * g.height * g.width;
+    float* out = py + p * g.out_height * g.out_width;
+    windows([&](int64_t o, int64_t h0, int64_t h1, int64_t w0, int64_t w1, float divisor) {
+      float total = 0;
+      for (int64_t h = h0; h < h1; ++h)
+        for (int64_t w = w0; w < w1; ++w) total += plane[h * g.width + w];
+      out[o] = total / divisor;
+    });
+  }
+  Shape input_shape = x.shape();
+  return record(y, name, {x}, [input_shape, g, windows](const Tensor& grad, const Node&) {
+    Tensor dx = Tensor::zeros(input_shape);
+    const float* pg = grad.data();
+    float* pdx = dx.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < g.planes; ++p) {
+      float* plane = pdx + p * g.height * g.width;
+      const float* gp = pg + p * g.out_height * g.out_width;
+      windows([&](int64_t o, int64_t h0, int64_t h1, int64_t w0, int64_t w1, float divisor) {
+        float share = gp[o] / divisor;
+        for (int64_t h = h0; h < h1; ++h)
+          for (int64_t w = w0; w < w1; ++w) plane[h * g.width + w] += share;
+      });
+    }
+    return std::vector<Tensor>{dx};
+  });
+}
+
+}  // namespace
+
+Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
+  PoolGeometry g = geometry(x, options, "max_pool2d");
+  Tensor y = Tensor::empty({x.size(0), x.size(1), g.out_height, g.out_width});
+  std::vector<int32_t> argmax(y.numel());
+  max_pool_forward(y.data(), argmax.data(), x.data(), g, options);
+  if (!any_requires_grad({&x})) return y;
+  Shape input_shape = x.shape();
+  return record(y, "max_pool2d", {x},
+                [input_shape, g, argmax = std::move(argmax)](const Tensor& grad, const Node&) {
+                  Tensor dx = Tensor::zeros(input_shape);
+                  const float* pg = grad.data();
+                  float* pdx = dx.data();
+                  const int64_t per_plane = g.out_height * g.out_width;
+#pragma omp parallel for schedule(static)
+                  for (int64_t p = 0; p < g.planes; ++p)
+                    for (int64_t i = 0; i < per_plane; ++i) {
+                      int64_t at = p * per_plane + i;
+                      if (argmax[at] >= 0) pdx[p * g.height * g.width + argmax[at]] += pg[at];
+                    }
+                  return std::vector<Tensor>{dx};
+                });
+}
+
+Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options, bool count_include_pad) {
+  QF_CHECK(options.dilation_height == 1 && options.dilation_width == 1,
+           "avg_pool2d: dilation is not supported");
+  PoolGeometry g = geometry(x, options, "avg_pool2d");
+  return average_pool(x, g, "avg_pool2d", [g, options, count_include_pad](auto&& visit) {
+    for_each_avg_window(g, options, count_include_pad, visit);
+  });
+}
+
+Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_height, int64_t out_width) {
+  QF_CHECK(x.dim() == 4, "adaptive_avg_pool2d: expected 4-D input (N,C,H,W), got ", x.shape());
+  QF_CHECK(out_height >= 1 && out_width >= 1, "adaptive_avg_pool2d: output size must be >= 1, got ",
+           out_height, "x", out_width);
+  PoolGeometry g{x.size(0) * x.size(1), x.size(2), x.size(3), out_height, out_width};
+  return average_pool(x, g, "adaptive_avg_pool2d", [g](auto&& visit) { for_each_adaptive_window(g, visit); });
+}
+
+}  // namespace qforge

@@ -1,0 +1,26 @@
+// Pooling over NCHW: max_pool2d, avg_pool2d, adaptive_avg_pool2d with PyTorch's
+// semantics (max pads with -inf; avg counts padding by default; adaptive windows
+// span [floor(i·H/OH), ceil((i+1)·H/OH))). No ceil_mode, no dilation for avg.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace qforge {
+
+struct Pool2dOptions {
+  int64_t kernel_height, kernel_width;
+  int64_t stride_height, stride_width;  // PyTorch's default stride is the kernel size
+  int64_t padding_height = 0, padding_width = 0;
+  int64_t dilation_height = 1, dilation_width = 1;  // max_pool2d only
+
+  static Pool2dOptions square(int64_t kernel, int64_t stride = 0, int64_t padding = 0, int64_t dilation = 1) {
+    if (stride == 0) stride = kernel;
+    return {kernel, kernel, stride, stride, padding, padding, dilation, dilation};
+  }
+};
+
+Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options);
+Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options, bool count_include_pad = true);
+Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_height, int64_t out_width);
+
+}  // namespace qforge

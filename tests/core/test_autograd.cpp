@@ -1,0 +1,85 @@
+#include <doctest/doctest.h>
+
+#include "core/ops.h"
+
+using namespace qforge;
+
+TEST_CASE("backward from a scalar computes a chain of gradients") {
+  Tensor x = Tensor::from_vector({3}, {1, 2, 3}).set_requires_grad(true);
+  Tensor y = sum(mul(x, x));  // dy/dx = 2x
+  y.backward();
+  CHECK(x.grad().to_vector() == std::vector<float>{2, 4, 6});
+}
+
+TEST_CASE("gradients accumulate when a tensor is used twice and across backward calls") {
+  Tensor x = Tensor::from_vector({2}, {1, -2}).set_requires_grad(true);
+  Tensor y = sum(add(mul(x, 3.0f), mul(x, x)));  // dy/dx = 3 + 2x
+  y.backward();
+  CHECK(x.grad().to_vector() == std::vector<float>{5, -1});
+  sum(x).backward();  // accumulates: +1
+  CHECK(x.grad().to_vector() == std::vector<float>{6, 0});
+  x.zero_grad();
+  CHECK_FALSE(x.grad().defined());
+}
+
+TEST_CASE("a diamond graph sums both paths") {
+  Tensor x = Tensor::from_vector({1}, {2}).set_requires_grad(true);
+  Tensor a = exp(x);
+  Tensor y = sum(add(mul(a, a), a));  // e^{2x} + e^x -> 2e^{2x} + e^x
+  y.backward();
+  CHECK(x.grad().item() == doctest::Approx(2 * std::exp(4.0) + std::exp(2.0)).epsilon(1e-6));
+}
+
+TEST_CASE("shared gradient tensors are not corrupted by in-place accumulation") {
+  // add hands the same gradient to both inputs; b's slot is later accumulated in place.
+  Tensor a = Tensor::from_vector({2}, {1, 1}).set_requires_grad(true);
+  Tensor w = Tensor::from_vector({2}, {1, 1}).set_requires_grad(true);
+  Tensor b = mul(w, 2.0f);
+  Tensor y = sum(add(add(a, b), mul(b, 5.0f)));  // dy/db = 6, dy/da = 1
+  y.backward();
+  CHECK(a.grad().to_vector() == std::vector<float>{1, 1});
+  CHECK(w.grad().to_vector() == std::vector<float>{12, 12});
+}
+
+TEST_CASE("backward with an explicit gradient") {
+  Tensor x = Tensor::from_vector({2}, {1, 2}).set_requires_grad(true);
+  Tensor y = mul(x, 3.0f);
+  y.backward(Tensor::from_vector({2}, {1, 10}));
+  CHECK(x.grad().to_vector() == std::vector<float>{3, 30});
+}
+
+TEST_CASE("no-grad guard records nothing") {
+  Tensor x = Tensor::ones({2}).set_requires_grad(true);
+  {
+    NoGradGuard guard;
+    Tensor y = mul(x, 2.0f);
+    CHECK_FALSE(y.requires_grad());
+    CHECK(y.grad_fn() == nullptr);
+  }
+  CHECK(mul(x, 2.0f).requires_grad());
+}
+
+TEST_CASE("autograd errors are clear") {
+  Tensor x = Tensor::ones({2}).set_requires_grad(true);
+  Tensor y = mul(x, 2.0f);
+  CHECK_THROWS_WITH_AS(y.backward(),
+                       "backward: gradient can be implicit only for a one-element tensor, got shape [2]; "
+                       "pass the gradient explicitly",
+                       Error);
+  CHECK_THROWS_WITH_AS(
+      sum(Tensor::ones({2})).backward(),
+      "backward: tensor of shape [] does not require grad (no input of the graph has requires_grad set)",
+      Error);
+  Tensor z = sum(y);
+  z.backward();
+  CHECK_THROWS_WITH_AS(z.backward(),
+                       "backward: the graph through 'sum' was already freed by an earlier backward; pass "
+                       "retain_graph=true to the first backward to run it twice",
+                       Error);
+  Tensor w = sum(mul(x, 2.0f));
+  w.backward(/*retain_graph=*/true);
+  w.backward();
+  CHECK(x.grad().to_vector() == std::vector<float>{6, 6});  // 2 from z, 2+2 from w
+  CHECK_THROWS_AS(y.set_requires_grad(false), Error);
+  CHECK_THROWS_AS(y.backward(Tensor::ones({3})), Error);
+}

@@ -1,0 +1,191 @@
+// Finite-difference gradient checks for every differentiable core op: odd sizes,
+// broadcasting, stride > 1, padding, dilation, groups. One line per case.
+#include <doctest/doctest.h>
+
+#include "core/ops.h"
+#include "tests/gradcheck.h"
+
+using namespace qforge;
+using qforge::testing::check_gradients;
+using qforge::testing::distinct_leaf;
+using qforge::testing::random_leaf;
+using Inputs = std::vector<Tensor>;
+
+TEST_CASE("gradients: arithmetic with broadcasting") {
+  auto a = [] { return random_leaf({3, 1, 5}, 1); };
+  auto b = [] { return random_leaf({4, 5}, 2); };
+  CHECK(check_gradients([](const Inputs& in) { return add(in[0], in[1]); }, {a(), b()}));
+  CHECK(check_gradients([](const Inputs& in) { return sub(in[0], in[1]); }, {a(), b()}));
+  CHECK(check_gradients([](const Inputs& in) { return mul(in[0], in[1]); }, {a(), b()}));
+  CHECK(check_gradients([](const Inputs& in) { return div(in[0], in[1]); },
+                        {a(), random_leaf({4, 5}, 3, 0.5f, 2.0f)}));
+  CHECK(check_gradients([](const Inputs& in) { return mul(in[0], in[1]); },
+                        {random_leaf({2, 3}, 4), random_leaf({}, 5)}));
+  CHECK(check_gradients([](const Inputs& in) { return add(in[0], in[1]); },
+                        {random_leaf({3}, 6), random_leaf({2, 1}, 7)}));
+  CHECK(
+      check_gradients([](const Inputs& in) { return add(mul(in[0], 2.5f), -1.0f); }, {random_leaf({7}, 8)}));
+  CHECK(check_gradients([](const Inputs& in) { return neg(in[0]); }, {random_leaf({7}, 9)}));
+}
+
+TEST_CASE("gradients: pointwise functions") {
+  CHECK(check_gradients([](const Inputs& in) { return exp(in[0]); }, {random_leaf({3, 5}, 1)}));
+  CHECK(check_gradients([](const Inputs& in) { return log(in[0]); }, {random_leaf({3, 5}, 2, 0.5f, 3.0f)}));
+  CHECK(check_gradients([](const Inputs& in) { return pow(in[0], 2.5f); },
+                        {random_leaf({3, 5}, 3, 0.5f, 2.0f)}));
+  CHECK(check_gradients([](const Inputs& in) { return pow(in[0], 3.0f); }, {random_leaf({9}, 4)}));
+  CHECK(check_gradients([](const Inputs& in) { return sqrt(in[0]); }, {random_leaf({9}, 5, 0.5f, 2.0f)}));
+  CHECK(check_gradients([](const Inputs& in) { return sigmoid(in[0]); }, {random_leaf({3, 5}, 6, -3, 3)}));
+  CHECK(check_gradients([](const Inputs& in) { return tanh(in[0]); }, {random_leaf({3, 5}, 7, -2, 2)}));
+  // Kinked functions on a grid whose values stay clear of the kinks by more than a step.
+  CHECK(check_gradients([](const Inputs& in) { return relu(in[0]); }, {distinct_leaf({5, 7}, 8, 0.05f)}));
+  CHECK(check_gradients([](const Inputs& in) { return clamp(in[0], -0.3f, 0.25f); },
+                        {distinct_leaf({5, 7}, 9, 0.05f)}));
+}
+
+TEST_CASE("gradients: reductions") {
+  CHECK(check_gradients([](const Inputs& in) { return sum(in[0]); }, {random_leaf({3, 4, 5}, 1)}));
+  CHECK(check_gradients([](const Inputs& in) { return mean(in[0]); }, {random_leaf({3, 4, 5}, 2)}));
+  for (int64_t axis : {0, 1, 2, -1}) {
+    CAPTURE(axis);
+    CHECK(
+        check_gradients([axis](const Inputs& in) { return sum(in[0], axis); }, {random_leaf({3, 4, 5}, 3)}));
+    CHECK(check_gradients([axis](const Inputs& in) { return mean(in[0], axis, true); },
+                          {random_leaf({3, 4, 5}, 4)}));
+    CHECK(check_gradients([axis](const Inputs& in) { return max(in[0], axis); },
+                          {distinct_leaf({3, 4, 5}, 5)}));
+  }
+  CHECK(check_gradients([](const Inputs& in) { return max(in[0]); }, {distinct_leaf({3, 7}, 6)}));
+}
+
+TEST_CASE("gradients: shape ops") {
+  CHECK(check_gradients(
+      [](const Inputs& in) {
+        return mul(reshape(in[0], {5, -1}), 2.0f);
+      },
+      {random_leaf({3, 5}, 1)}));
+  CHECK(check_gradients([](const Inputs& in) { return flatten(in[0]); }, {random_leaf({2, 3, 2, 3}, 2)}));
+  CHECK(
+      check_gradients([](const Inputs& in) { return transpose(in[0], 0, 2); }, {random_leaf({2, 3, 5}, 3)}));
+  CHECK(check_gradients(
+      [](const Inputs& in) {
+        return permute(in[0], {2, 0, 3, 1});
+      },
+      {random_leaf({2, 3, 4, 5}, 4)}));
+  CHECK(check_gradients(
+      [](const Inputs& in) {
+        return cat({in[0], in[1], in[0]}, 1);
+      },
+      {random_leaf({2, 3, 2}, 5), random_leaf({2, 1, 2}, 6)}));
+  CHECK(
+      check_gradients([](const Inputs& in) { return slice(in[0], 1, 1, -1); }, {random_leaf({3, 5, 2}, 7)}));
+  Tensor indices = Tensor::from_data<int32_t>({4}, std::vector<int32_t>{2, 0, 2, 3});
+  CHECK(check_gradients([indices](const Inputs& in) { return index_select(in[0], 1, indices); },
+                        {random_leaf({3, 5, 2}, 8)}));
+}
+
+TEST_CASE("gradients: matmul and linear") {
+  CHECK(check_gradients([](const Inputs& in) { return matmul(in[0], in[1]); },
+                        {random_leaf({3, 4}, 1), random_leaf({4, 5}, 2)}));
+  CHECK(check_gradients([](const Inputs& in) { return matmul(in[0], in[1]); },
+                        {random_leaf({2, 3, 4}, 3), random_leaf({2, 4, 5}, 4)}));
+  CHECK(check_gradients([](const Inputs& in) { return matmul(in[0], in[1]); },
+                        {random_leaf({2, 3, 4}, 5), random_leaf({4, 5}, 6)}));
+  CHECK(check_gradients([](const Inputs& in) { return linear(in[0], in[1], in[2]); },
+                        {random_leaf({5, 7}, 7), random_leaf({3, 7}, 8), random_leaf({3}, 9)}));
+  CHECK(check_gradients([](const Inputs& in) { return linear(in[0], in[1]); },
+                        {random_leaf({2, 3, 7}, 10), random_leaf({4, 7}, 11)}));
+}
+
+TEST_CASE("gradients: conv2d on the reference kernels") {
+  struct Case {
+    Shape input, weight;
+    Conv2dOptions options;
+    bool has_bias;
+  };
+  const Case cases[] = {
+      {{2, 3, 7, 6}, {4, 3, 3, 3}, {}, true},
+      {{1, 2, 9, 8}, {3, 2, 3, 2}, {2, 3, 1, 0, 1, 1, 1}, true},              // stride 2x3, padding 1x0
+      {{2, 2, 9, 9}, {2, 2, 3, 3}, Conv2dOptions::square(1, 2, 2), false},    // dilation 2, padding 2
+      {{1, 4, 6, 5}, {6, 2, 3, 3}, Conv2dOptions::square(1, 1, 1, 2), true},  // groups 2
+      {{2, 4, 5, 5}, {4, 1, 3, 3}, Conv2dOptions::square(2, 1, 1, 4), true},  // depthwise, stride 2
+      {{1, 3, 5, 7}, {2, 3, 1, 1}, {}, true},                                 // 1x1
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.input);
+    CAPTURE(c.weight);
+    Inputs inputs{random_leaf(c.input, 1), random_leaf(c.weight, 2)};
+    if (c.has_bias) inputs.push_back(random_leaf({c.weight[0]}, 3));
+    Conv2dOptions options = c.options;
+    CHECK(check_gradients(
+        [options](const Inputs& in) {
+          return conv2d(in[0], in[1], in.size() > 2 ? in[2] : Tensor(), options, Backend::reference);
+        },
+        inputs));
+  }
+}
+
+TEST_CASE("gradients: pooling") {
+  CHECK(check_gradients([](const Inputs& in) { return max_pool2d(in[0], Pool2dOptions::square(2)); },
+                        {distinct_leaf({2, 3, 6, 7}, 1)}));
+  CHECK(check_gradients([](const Inputs& in) { return max_pool2d(in[0], Pool2dOptions::square(3, 2, 1)); },
+                        {distinct_leaf({1, 2, 7, 7}, 2)}));
+  CHECK(check_gradients([](const Inputs& in) { return max_pool2d(in[0], Pool2dOptions::square(2, 1, 0, 2)); },
+                        {distinct_leaf({1, 2, 6, 5}, 3)}));
+  CHECK(check_gradients([](const Inputs& in) { return avg_pool2d(in[0], Pool2dOptions::square(2)); },
+                        {random_leaf({2, 3, 5, 7}, 4)}));
+  CHECK(check_gradients([](const Inputs& in) { return avg_pool2d(in[0], Pool2dOptions::square(3, 2, 1)); },
+                        {random_leaf({1, 2, 7, 6}, 5)}));
+  CHECK(check_gradients(
+      [](const Inputs& in) { return avg_pool2d(in[0], Pool2dOptions::square(3, 2, 1), false); },
+      {random_leaf({1, 2, 7, 6}, 6)}));
+  CHECK(check_gradients([](const Inputs& in) { return adaptive_avg_pool2d(in[0], 3, 2); },
+                        {random_leaf({2, 2, 7, 5}, 7)}));
+  CHECK(check_gradients([](const Inputs& in) { return adaptive_avg_pool2d(in[0], 1, 1); },
+                        {random_leaf({2, 3, 4, 4}, 8)}));
+}
+
+TEST_CASE("gradients: batch_norm in training and evaluation") {
+  for (bool is_training : {true, false}) {
+    for (Shape shape : {Shape{4, 3, 3, 5}, Shape{6, 3}}) {
+      CAPTURE(is_training);
+      CAPTURE(shape);
+      Tensor running_mean = Tensor::from_vector({3}, {0.1f, -0.2f, 0.3f});
+      Tensor running_var = Tensor::from_vector({3}, {0.5f, 1.5f, 2.0f});
+      CHECK(check_gradients(
+          [=](const Inputs& in) mutable {
+            return batch_norm(in[0], running_mean, running_var, in[1], in[2], is_training);
+          },
+          {random_leaf(shape, 1, -2, 2), random_leaf({3}, 2, 0.5f, 1.5f), random_leaf({3}, 3)}));
+    }
+  }
+  Tensor running_mean = Tensor::zeros({3}), running_var = Tensor::ones({3});
+  CHECK(check_gradients(
+      [&](const Inputs& in) {
+        return batch_norm(in[0], running_mean, running_var, Tensor(), Tensor(), true);
+      },
+      {random_leaf({5, 3, 2, 2}, 4)}));
+}
+
+TEST_CASE("gradients: dropout with a fixed mask") {
+  CHECK(check_gradients(
+      [](const Inputs& in) {
+        Generator generator(42);  // the same mask on every evaluation
+        return dropout(in[0], 0.3f, true, generator);
+      },
+      {random_leaf({4, 9}, 1)}));
+}
+
+TEST_CASE("gradients: log_softmax and losses") {
+  CHECK(check_gradients([](const Inputs& in) { return log_softmax(in[0], 1); },
+                        {random_leaf({3, 5}, 1, -2, 2)}));
+  CHECK(check_gradients([](const Inputs& in) { return log_softmax(in[0], 0); },
+                        {random_leaf({4, 3, 2}, 2, -2, 2)}));
+  Tensor targets = Tensor::from_data<int32_t>({4}, std::vector<int32_t>{0, 4, 2, 2});
+  CHECK(check_gradients([targets](const Inputs& in) { return cross_entropy(in[0], targets); },
+                        {random_leaf({4, 5}, 3, -2, 2)}));
+  CHECK(check_gradients([targets](const Inputs& in) { return cross_entropy(in[0], targets, 0.1f); },
+                        {random_leaf({4, 5}, 4, -2, 2)}));
+  CHECK(check_gradients([](const Inputs& in) { return mse_loss(in[0], in[1]); },
+                        {random_leaf({3, 4}, 5), random_leaf({3, 4}, 6)}));
+}

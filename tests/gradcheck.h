@@ -1,0 +1,37 @@
+// Finite-difference gradient check (flashlight's jacobian test, tinygrad's helper).
+// For f: inputs -> output, it compares the autograd gradient of L = Σ f(inputs)·R
+// (R a fixed random tensor) against central differences of L, element by element, for
+// every input that requires grad. L is accumulated in double, so the terms an
+// element does not touch cancel exactly and the difference sees only its own effect.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace qforge::testing {
+
+struct GradcheckOptions {
+  double step = 1e-2;  // central-difference step (f32 data: larger than usual)
+  double absolute_tolerance = 2e-3;
+  double relative_tolerance = 1e-2;
+  uint64_t seed = 1234;
+};
+
+using TensorFunction = std::function<Tensor(const std::vector<Tensor>&)>;
+
+// Runs the check inside doctest assertions; returns true when every element passed.
+bool check_gradients(const TensorFunction& function, const std::vector<Tensor>& inputs,
+                     const GradcheckOptions& options = {});
+
+// A random f32 leaf that requires grad, values uniform in [low, high].
+Tensor random_leaf(const Shape& shape, uint64_t seed, float low = -1.0f, float high = 1.0f);
+// A leaf whose values are a shuffled grid with spacing `gap`: no two values within
+// `gap` of each other, so max/argmax stay put under a finite-difference step.
+Tensor distinct_leaf(const Shape& shape, uint64_t seed, float gap = 0.05f);
+
+// |a-b| <= atol + rtol·|b| for every element, reporting the first failure.
+bool all_close(const Tensor& actual, const Tensor& expected, double rtol = 1e-5, double atol = 1e-6);
+
+}  // namespace qforge::testing
