@@ -3,9 +3,6 @@
 // each reported as a fraction of this machine's fp32 peak, measured here with a
 // large sgemm (the better of OpenBLAS and oneDNN matmul). One JSON object per line.
 //   bench_kernels [--threads N] [--seconds S]
-#include <oneapi/dnnl/dnnl.hpp>
-
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -16,7 +13,7 @@
 
 #include "core/kernels/conv2d.h"
 #include "core/kernels/gemm.h"
-#include "core/kernels/onednn_context.h"
+#include "core/kernels/peak.h"
 #include "core/random.h"
 #include "core/threading.h"
 
@@ -27,56 +24,11 @@ namespace {
 
 double min_seconds = 0.3;
 
-// Seconds per call: warm up once, then repeat until min_seconds have passed.
-double time_per_call(const std::function<void()>& call) {
-  call();
-  int64_t calls = 0;
-  auto start = std::chrono::steady_clock::now();
-  double elapsed = 0;
-  do {
-    call();
-    ++calls;
-    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  } while (elapsed < min_seconds);
-  return elapsed / calls;
-}
-
 std::vector<float> random_buffer(int64_t count, uint64_t seed) {
   Generator generator(seed);
   std::vector<float> values(count);
   for (float& v : values) v = generator.uniform(-1, 1);
   return values;
-}
-
-// oneDNN matmul C (M,N) = A (M,K) · B (K,N), plain row-major: the alternative to sgemm.
-std::function<void()> onednn_matmul(int64_t m, int64_t n, int64_t k, float* a, float* b, float* c) {
-  using dnnl::memory;
-  memory::desc a_md({m, k}, memory::data_type::f32, memory::format_tag::ab);
-  memory::desc b_md({k, n}, memory::data_type::f32, memory::format_tag::ab);
-  memory::desc c_md({m, n}, memory::data_type::f32, memory::format_tag::ab);
-  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), kernels::onednn_engine());
-  auto primitive = std::make_shared<dnnl::matmul>(pd);
-  auto& engine = kernels::onednn_engine();
-  memory am(a_md, engine, a), bm(b_md, engine, b), cm(c_md, engine, c);
-  return [=] {
-    primitive->execute(kernels::onednn_stream(),
-                       {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-    kernels::onednn_stream().wait();
-  };
-}
-
-struct GemmResult {
-  double openblas_gflops, onednn_gflops;
-};
-
-GemmResult bench_gemm(int64_t m, int64_t n, int64_t k) {
-  auto a = random_buffer(m * k, 1), b = random_buffer(k * n, 2);
-  std::vector<float> c(m * n);
-  double flops = 2.0 * m * n * k;
-  double openblas = time_per_call(
-      [&] { kernels::gemm(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n); });
-  double onednn = time_per_call(onednn_matmul(m, n, k, a.data(), b.data(), c.data()));
-  return {flops / openblas / 1e9, flops / onednn / 1e9};
 }
 
 struct ConvLayer {
@@ -96,8 +48,8 @@ int main(int argc, char** argv) {
   }
   const int threads = num_threads();
 
-  GemmResult peak_gemm = bench_gemm(2048, 2048, 2048);
-  const double peak = std::max(peak_gemm.openblas_gflops, peak_gemm.onednn_gflops);
+  kernels::PeakMeasurement peak_gemm = kernels::measure_fp32_peak(2048, min_seconds);
+  const double peak = peak_gemm.peak_gflops();
   std::cout << json{{"kernel", "peak_sgemm"},
                     {"shape", "2048x2048x2048"},
                     {"threads", threads},
@@ -118,7 +70,7 @@ int main(int argc, char** argv) {
                                {"jermmy", "fc", 1000, 10}};
   for (const FcLayer& fc : fc_layers) {
     // Forward of a linear layer: (batch, in) · (in, out).
-    GemmResult r = bench_gemm(batch, fc.out, fc.in);
+    kernels::PeakMeasurement r = kernels::measure_gemm(batch, fc.out, fc.in, min_seconds);
     std::cout << json{{"kernel", "sgemm"},
                       {"model", fc.model},
                       {"layer", fc.layer},
@@ -178,8 +130,8 @@ int main(int argc, char** argv) {
          [&] { kernels::conv2d_backward_weights_reference(dw.data(), db.data(), dy.data(), x.data(), s); }},
     };
     for (const Direction& d : directions) {
-      double onednn = flops / time_per_call(d.onednn) / 1e9;
-      double reference = flops / time_per_call(d.reference) / 1e9;
+      double onednn = flops / kernels::seconds_per_call(d.onednn, min_seconds) / 1e9;
+      double reference = flops / kernels::seconds_per_call(d.reference, min_seconds) / 1e9;
       row[std::string(d.name) + "_gflops"] = onednn;
       row[std::string(d.name) + "_fraction_of_peak"] = onednn / peak;
       row[std::string(d.name) + "_reference_gflops"] = reference;

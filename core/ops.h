@@ -10,6 +10,7 @@
 #include "core/ops/norm.h"
 #include "core/ops/pool.h"
 #include "core/ops/reduce.h"
+#include "core/ops/rnn.h"
 #include "core/ops/shape.h"
 #include "core/random.h"
 #include "core/tensor.h"

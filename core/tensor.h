@@ -92,6 +92,9 @@ class Tensor {
   T* data_as();
   template <typename T>
   const T* data_as() const;
+  // Untyped bytes (numel·dtype_size of them), for serialization and the int8 runtime.
+  std::byte* bytes() const { return raw_data(); }
+  std::size_t size_bytes() const { return numel() * dtype_size(dtype()); }
   std::vector<float> to_vector() const;  // f32 only
   float item() const;                    // the value of a one-element f32 tensor
 

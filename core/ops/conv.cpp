@@ -5,6 +5,7 @@
 #include "core/ops/conv.h"
 
 #include "core/autograd.h"
+#include "core/flop_counter.h"
 #include "core/kernels/conv2d.h"
 
 namespace qforge {
@@ -44,11 +45,13 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, con
 
   Tensor y = Tensor::empty({s.batch, s.out_channels, s.out_height(), s.out_width()});
   forward(y.data(), input.data(), weight.data(), bias.defined() ? bias.data() : nullptr, s);
+  count_multiply_adds(s.macs());
   if (!any_requires_grad({&input, &weight, &bias})) return y;
 
   Tensor saved_x = input.detach(), saved_w = weight.detach();  // (N,C,H,W), (O,C/g,KH,KW)
   return record(y, "conv2d", {input, weight, bias}, [=](const Tensor& g, const Node& node) {
     Tensor dx, dw, db;
+    count_multiply_adds(s.macs() * (node.needs_grad(0) + (node.needs_grad(1) || node.needs_grad(2))));
     if (node.needs_grad(0)) {
       dx = Tensor::empty(saved_x.shape());
       backward_data(dx.data(), g.data(), saved_w.data(), s);

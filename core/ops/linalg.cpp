@@ -4,6 +4,7 @@
 #include "core/ops/linalg.h"
 
 #include "core/autograd.h"
+#include "core/flop_counter.h"
 #include "core/kernels/gemm.h"
 
 namespace qforge {
@@ -25,10 +26,12 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   for (int64_t i = 0; i < batches; ++i)
     kernels::gemm(false, false, m, n, k, 1.0f, a.data() + i * m * k, k, b.data() + i * k * n, n, 0.0f,
                   y.data() + i * m * n, n);
+  count_multiply_adds(static_cast<double>(batches) * m * n * k);
   if (!any_requires_grad({&a, &b})) return y;
   Tensor saved_a = a.detach(), saved_b = b.detach();
   return record(y, "matmul", {a, b}, [=](const Tensor& g, const Node& node) {
     Tensor da, db;
+    count_multiply_adds(static_cast<double>(batches) * m * n * k * (node.needs_grad(0) + node.needs_grad(1)));
     if (node.needs_grad(0)) {  // dA = g·Bᵀ   (B?,M,K)
       da = Tensor::empty(saved_a.shape());
       for (int64_t i = 0; i < batches; ++i)
@@ -62,10 +65,12 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   }
   kernels::gemm(false, true, rows, out, in, 1.0f, x.data(), in, weight.data(), in,
                 bias.defined() ? 1.0f : 0.0f, py, out);
+  count_multiply_adds(static_cast<double>(rows) * out * in);
   if (!any_requires_grad({&x, &weight, &bias})) return y;
   Tensor saved_x = x.detach(), saved_w = weight.detach();  // (rows,in), (out,in)
   return record(y, "linear", {x, weight, bias}, [=](const Tensor& g, const Node& node) {
     Tensor dx, dw, db;
+    count_multiply_adds(static_cast<double>(rows) * out * in * (node.needs_grad(0) + node.needs_grad(1)));
     if (node.needs_grad(0)) {  // dx = g·W   (rows,in)
       dx = Tensor::empty(saved_x.shape());
       kernels::gemm(false, false, rows, in, out, 1.0f, g.data(), out, saved_w.data(), in, 0.0f, dx.data(),

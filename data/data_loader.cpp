@@ -1,0 +1,98 @@
+#include "data/data_loader.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include "core/random.h"
+
+namespace qforge::data {
+
+namespace {
+// A generator for (seed, epoch, stream): independent streams without shared state.
+Generator derived_generator(uint64_t seed, int64_t epoch, int64_t stream) {
+  uint64_t mixed = seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(epoch) * 0xBF58476D1CE4E5B9ull +
+                   static_cast<uint64_t>(stream) * 0x94D049BB133111EBull;
+  return Generator(mixed ^ (mixed >> 31));
+}
+}  // namespace
+
+DataLoader::DataLoader(const Dataset& dataset, const LoaderOptions& options)
+    : dataset_(dataset), options_(options), order_(dataset.size()) {
+  QF_CHECK(options.batch_size >= 1, "data loader: batch_size must be >= 1, got ", options.batch_size);
+  QF_CHECK(dataset.size() > 0, "data loader: the dataset is empty");
+  QF_CHECK(options.augmentation.crop_padding >= 0, "data loader: crop_padding must be >= 0");
+  std::iota(order_.begin(), order_.end(), 0);
+}
+
+DataLoader::~DataLoader() {
+  if (pending_.valid()) pending_.wait();
+}
+
+int64_t DataLoader::batches_per_epoch() const {
+  const int64_t n = dataset_.size(), b = options_.batch_size;
+  return options_.drop_last ? n / b : (n + b - 1) / b;
+}
+
+void DataLoader::start_epoch(int64_t epoch) {
+  if (pending_.valid()) pending_.wait();
+  epoch_ = epoch;
+  next_batch_ = 0;
+  std::iota(order_.begin(), order_.end(), 0);
+  if (options_.shuffle) {  // Fisher–Yates with the epoch's generator
+    Generator generator = derived_generator(options_.seed, epoch, -1);
+    for (int64_t i = static_cast<int64_t>(order_.size()) - 1; i > 0; --i)
+      std::swap(order_[i], order_[generator.below(i + 1)]);
+  }
+  prefetch(0);
+}
+
+void DataLoader::prefetch(int64_t batch_index) {
+  if (batch_index >= batches_per_epoch()) return;
+  pending_ = std::async(std::launch::async, [this, batch_index] { return make_batch(batch_index); });
+}
+
+std::optional<Batch> DataLoader::next() {
+  if (!pending_.valid()) return std::nullopt;
+  Batch batch = pending_.get();
+  prefetch(++next_batch_);
+  return batch;
+}
+
+Batch DataLoader::make_batch(int64_t batch_index) const {
+  const int64_t start = batch_index * options_.batch_size;
+  const int64_t count = std::min(options_.batch_size, dataset_.size() - start);
+  const Shape& shape = dataset_.images.shape();
+  const int64_t channels = shape[1], height = shape[2], width = shape[3], image = channels * height * width;
+  Batch batch{Tensor::empty({count, channels, height, width}), Tensor::empty({count}, DType::s32)};
+  const Augmentation& augment = options_.augmentation;
+  const bool is_augmenting = augment.crop_padding > 0 || augment.horizontal_flip;
+  Generator generator = derived_generator(options_.seed, epoch_, batch_index);
+  const float* source_images = dataset_.images.data();
+  float* images = batch.images.data();
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t index = order_[start + i];
+    batch.labels.data_as<int32_t>()[i] = dataset_.labels.data_as<int32_t>()[index];
+    const float* source = source_images + index * image;
+    float* target = images + i * image;
+    if (!is_augmenting) {
+      std::memcpy(target, source, image * sizeof(float));
+      continue;
+    }
+    // Crop offset in [-padding, padding]; pixels from outside the image are zero.
+    const int64_t pad = augment.crop_padding;
+    const int64_t dy = pad ? static_cast<int64_t>(generator.below(2 * pad + 1)) - pad : 0;
+    const int64_t dx = pad ? static_cast<int64_t>(generator.below(2 * pad + 1)) - pad : 0;
+    const bool flip = augment.horizontal_flip && generator.below(2) == 1;
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t y = 0; y < height; ++y)
+        for (int64_t x = 0; x < width; ++x) {
+          const int64_t sy = y + dy, sx = (flip ? width - 1 - x : x) + dx;
+          const bool inside = sy >= 0 && sy < height && sx >= 0 && sx < width;
+          target[(c * height + y) * width + x] = inside ? source[(c * height + sy) * width + sx] : 0.0f;
+        }
+  }
+  return batch;
+}
+
+}  // namespace qforge::data

@@ -1,0 +1,78 @@
+#include "data/idx.h"
+
+#include <zlib.h>
+
+#include <array>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "core/error.h"
+#include "core/file_io.h"
+
+namespace qforge::data {
+
+namespace {
+struct GzCloser {
+  void operator()(gzFile_s* file) const { gzclose(file); }
+};
+
+// Reads exactly `count` bytes or reports how many arrived.
+int64_t read_bytes(gzFile file, uint8_t* out, int64_t count) {
+  int64_t done = 0;
+  while (done < count) {
+    unsigned chunk = static_cast<unsigned>(std::min<int64_t>(count - done, 1 << 30));
+    int got = gzread(file, out + done, chunk);
+    if (got <= 0) break;
+    done += got;
+  }
+  return done;
+}
+}  // namespace
+
+IdxArray read_idx(const std::string& path) {
+  QF_CHECK(std::filesystem::is_regular_file(path), path, ": IDX file not found");
+  std::unique_ptr<gzFile_s, GzCloser> file(gzopen(path.c_str(), "rb"));  // reads plain files too
+  QF_CHECK(file != nullptr, path, ": cannot open");
+  std::array<uint8_t, 4> magic{};
+  QF_CHECK(read_bytes(file.get(), magic.data(), 4) == 4, path,
+           ": truncated IDX header (file shorter than 4 bytes)");
+  QF_CHECK(magic[0] == 0 && magic[1] == 0, path, ": not an IDX file (magic bytes ", int(magic[0]), " ",
+           int(magic[1]), ", expected 0 0)");
+  QF_CHECK(magic[2] == 0x08, path, ": IDX type code 0x", std::hex, int(magic[2]), ", expected 0x08 (uint8)");
+  const int rank = magic[3];
+  QF_CHECK(rank >= 1 && rank <= 4, path, ": IDX header has ", rank, " dimensions, expected 1 to 4");
+  IdxArray array;
+  int64_t count = 1;
+  for (int i = 0; i < rank; ++i) {
+    std::array<uint8_t, 4> extent{};
+    QF_CHECK(read_bytes(file.get(), extent.data(), 4) == 4, path, ": truncated IDX header (dimension ", i,
+             ")");
+    int64_t value = (int64_t(extent[0]) << 24) | (extent[1] << 16) | (extent[2] << 8) | extent[3];
+    QF_CHECK(value > 0 && value < (1 << 28), path, ": implausible IDX extent ", value, " in dimension ", i);
+    array.dims.push_back(value);
+    count *= value;
+  }
+  QF_CHECK(count < (int64_t(1) << 34), path, ": IDX payload of ", count, " bytes is too large");
+  array.values.resize(count);
+  int64_t got = read_bytes(file.get(), array.values.data(), count);
+  int error_code = 0;
+  const char* zlib_message = gzerror(file.get(), &error_code);
+  QF_CHECK(error_code == Z_OK || error_code == Z_STREAM_END || error_code == Z_BUF_ERROR, path,
+           ": corrupt compressed data (", zlib_message, ")");
+  QF_CHECK(got == count, path, ": truncated: the header promises ", count, " values, the file holds ", got);
+  uint8_t extra = 0;
+  QF_CHECK(read_bytes(file.get(), &extra, 1) == 0, path, ": ", count,
+           " values expected, but the file holds more (trailing bytes)");
+  return array;
+}
+
+void write_idx(const std::string& path, const std::vector<int64_t>& dims, std::span<const uint8_t> values) {
+  std::string bytes{'\0', '\0', '\x08', static_cast<char>(dims.size())};
+  for (int64_t extent : dims)
+    for (int shift : {24, 16, 8, 0}) bytes.push_back(static_cast<char>((extent >> shift) & 0xff));
+  bytes.append(reinterpret_cast<const char*>(values.data()), values.size());
+  write_file_atomically(path, bytes);
+}
+
+}  // namespace qforge::data

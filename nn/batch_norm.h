@@ -1,0 +1,21 @@
+// BatchNorm2d (PyTorch's nn.BatchNorm2d): affine γ=1, β=0; running mean 0, variance 1;
+// momentum 0.1, eps 1e-5. Training uses batch statistics and updates the running ones.
+#pragma once
+
+#include "nn/module.h"
+
+namespace qforge::nn {
+
+class BatchNorm2d : public Module {
+ public:
+  explicit BatchNorm2d(int64_t channels, float eps = 1e-5f, float momentum = 0.1f);
+  Tensor forward(const Tensor& input) override;
+  std::string type_name() const override { return "BatchNorm2d"; }
+
+  int64_t channels;
+  float eps, momentum;
+  Tensor weight, bias;               // γ, β (C)
+  Tensor running_mean, running_var;  // buffers (C)
+};
+
+}  // namespace qforge::nn

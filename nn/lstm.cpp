@@ -1,0 +1,78 @@
+#include "nn/lstm.h"
+
+#include <cmath>
+
+#include "core/ops.h"
+#include "nn/linear.h"
+
+namespace qforge::nn {
+
+LSTM::LSTM(int64_t input_size, int64_t hidden_size, int64_t num_layers, Generator& generator)
+    : input_size(input_size), hidden_size(hidden_size), num_layers(num_layers) {
+  QF_CHECK(input_size >= 1 && hidden_size >= 1 && num_layers >= 1, "LSTM: sizes must be >= 1");
+  const float bound = 1.0f / std::sqrt(static_cast<float>(hidden_size));
+  for (int64_t layer = 0; layer < num_layers; ++layer) {
+    const int64_t in = layer == 0 ? input_size : hidden_size;
+    const std::string suffix = "_l" + std::to_string(layer);
+    weight_ih.push_back(register_parameter("weight_ih" + suffix,
+                                           Tensor::uniform({4 * hidden_size, in}, generator, -bound, bound)));
+    weight_hh.push_back(register_parameter(
+        "weight_hh" + suffix, Tensor::uniform({4 * hidden_size, hidden_size}, generator, -bound, bound)));
+    bias_ih.push_back(
+        register_parameter("bias_ih" + suffix, Tensor::uniform({4 * hidden_size}, generator, -bound, bound)));
+    bias_hh.push_back(
+        register_parameter("bias_hh" + suffix, Tensor::uniform({4 * hidden_size}, generator, -bound, bound)));
+  }
+}
+
+LstmOutput LSTM::forward_sequence(const Tensor& x, const Tensor& h0, const Tensor& c0) {
+  QF_CHECK(x.dim() == 3 && x.size(2) == input_size, "LSTM: expected input (B,T,", input_size, "), got ",
+           x.shape());
+  const int64_t batch = x.size(0), steps = x.size(1), hidden = hidden_size;
+  const Shape state_shape{num_layers, batch, hidden};
+  QF_CHECK(!h0.defined() || h0.shape() == state_shape, "LSTM: expected h0 ", state_shape, ", got ",
+           h0.shape());
+  QF_CHECK(!c0.defined() || c0.shape() == state_shape, "LSTM: expected c0 ", state_shape, ", got ",
+           c0.shape());
+  Tensor layer_input = x;  // (B,T,in)
+  std::vector<Tensor> final_h, final_c;
+  for (int64_t layer = 0; layer < num_layers; ++layer) {
+    // All steps' input projections in one GEMM: (B,T,4H).
+    Tensor projected = linear(layer_input, weight_ih[layer], bias_ih[layer]);
+    Tensor h = h0.defined() ? reshape(slice(h0, 0, layer, layer + 1), {batch, hidden})
+                            : Tensor::zeros({batch, hidden});
+    Tensor c = c0.defined() ? reshape(slice(c0, 0, layer, layer + 1), {batch, hidden})
+                            : Tensor::zeros({batch, hidden});
+    std::vector<Tensor> outputs;
+    for (int64_t t = 0; t < steps; ++t) {
+      Tensor gates = add(reshape(slice(projected, 1, t, t + 1), {batch, 4 * hidden}),
+                         linear(h, weight_hh[layer], bias_hh[layer]));  // (B,4H)
+      Tensor hc = lstm_cell(gates, c);                                  // (B,2H)
+      h = slice(hc, 1, 0, hidden);
+      c = slice(hc, 1, hidden, 2 * hidden);
+      outputs.push_back(reshape(h, {batch, 1, hidden}));
+    }
+    layer_input = cat(outputs, 1);  // (B,T,H)
+    final_h.push_back(reshape(h, {1, batch, hidden}));
+    final_c.push_back(reshape(c, {1, batch, hidden}));
+  }
+  return {layer_input, cat(final_h, 0), cat(final_c, 0)};
+}
+
+LstmClassifier::LstmClassifier(int64_t input_size, int64_t hidden_size, int64_t num_layers,
+                               int64_t num_classes, Generator& generator) {
+  lstm = register_module("lstm", std::make_shared<LSTM>(input_size, hidden_size, num_layers, generator));
+  fc = register_module("fc", std::make_shared<Linear>(hidden_size, num_classes, true, generator));
+}
+
+Tensor LstmClassifier::forward(const Tensor& input) {
+  QF_CHECK(input.dim() >= 2 && input.numel() % (input.size(0) * lstm->input_size) == 0,
+           "LstmClassifier: cannot read input ", input.shape(), " as rows of ", lstm->input_size,
+           " features");
+  const int64_t batch = input.size(0);
+  Tensor sequence = reshape(input, {batch, -1, lstm->input_size});  // (B,T,in): one image row per step
+  LstmOutput out = lstm->forward_sequence(sequence);
+  return fc->forward(reshape(slice(out.h, 0, -1, lstm->num_layers), {batch, lstm->hidden_size}));
+}
+
+}  // namespace qforge::nn

@@ -1,0 +1,42 @@
+// LSTM (PyTorch's nn.LSTM with batch_first=True): multi-layer, gate order i,f,g,o,
+// parameters weight_ih_l{k} (4H,in), weight_hh_l{k} (4H,H), bias_ih_l{k}, bias_hh_l{k},
+// all initialized U(-1/√H, 1/√H). Each layer projects the inputs of all time steps with
+// one GEMM, then runs h·W_hhᵀ and the fused lstm_cell per step.
+#pragma once
+
+#include "core/random.h"
+#include "nn/module.h"
+
+namespace qforge::nn {
+
+struct LstmOutput {
+  Tensor outputs;  // (B,T,H) of the last layer
+  Tensor h, c;     // (L,B,H) final states
+};
+
+class LSTM : public Module {
+ public:
+  LSTM(int64_t input_size, int64_t hidden_size, int64_t num_layers, Generator& generator);
+  // x (B,T,in); optional initial states (L,B,H), zeros when undefined.
+  LstmOutput forward_sequence(const Tensor& x, const Tensor& h0 = Tensor(), const Tensor& c0 = Tensor());
+  Tensor forward(const Tensor& input) override { return forward_sequence(input).outputs; }
+  std::string type_name() const override { return "LSTM"; }
+
+  int64_t input_size, hidden_size, num_layers;
+  std::vector<Tensor> weight_ih, weight_hh, bias_ih, bias_hh;  // one per layer
+};
+
+// The zoo's row-by-row classifier: (B,1,28,28) -> 28 steps of 28 features -> LSTM ->
+// the last step's output -> Linear.
+class LstmClassifier : public Module {
+ public:
+  LstmClassifier(int64_t input_size, int64_t hidden_size, int64_t num_layers, int64_t num_classes,
+                 Generator& generator);
+  Tensor forward(const Tensor& input) override;
+  std::string type_name() const override { return "LstmClassifier"; }
+
+  std::shared_ptr<LSTM> lstm;
+  std::shared_ptr<Module> fc;
+};
+
+}  // namespace qforge::nn

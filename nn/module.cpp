@@ -1,0 +1,94 @@
+#include "nn/module.h"
+
+#include <set>
+
+namespace qforge::nn {
+
+void Module::collect(const std::string& prefix, bool parameters, NamedTensors& out) const {
+  for (const auto& [name, tensor] : parameters ? parameters_ : buffers_)
+    out.emplace_back(prefix + name, tensor);
+  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", parameters, out);
+}
+
+Module::NamedTensors Module::named_parameters() const {
+  NamedTensors out;
+  collect("", true, out);
+  return out;
+}
+
+Module::NamedTensors Module::named_buffers() const {
+  NamedTensors out;
+  collect("", false, out);
+  return out;
+}
+
+std::vector<std::pair<std::string, Module*>> Module::named_modules() {
+  std::vector<std::pair<std::string, Module*>> out{{"", this}};
+  for (const auto& [name, child] : children_)
+    for (const auto& [child_name, module] : child->named_modules())
+      out.emplace_back(child_name.empty() ? name : name + "." + child_name, module);
+  return out;
+}
+
+std::vector<Tensor> Module::parameters() const {
+  std::vector<Tensor> out;
+  for (auto& [name, tensor] : named_parameters()) out.push_back(tensor);
+  return out;
+}
+
+int64_t Module::parameter_count() const {
+  int64_t count = 0;
+  for (const Tensor& tensor : parameters()) count += tensor.numel();
+  return count;
+}
+
+void Module::train(bool is_training) {
+  is_training_ = is_training;
+  for (auto& [name, child] : children_) child->train(is_training);
+}
+
+void Module::zero_grad() {
+  for (Tensor& tensor : parameters()) tensor.zero_grad();
+}
+
+Tensor Module::register_parameter(const std::string& name, Tensor tensor) {
+  tensor.set_requires_grad(true);
+  parameters_.emplace_back(name, tensor);
+  return tensor;
+}
+
+Tensor Module::register_buffer(const std::string& name, Tensor tensor) {
+  buffers_.emplace_back(name, tensor);
+  return tensor;
+}
+
+TensorMap Module::state_dict() const {
+  TensorMap state;
+  for (auto& [name, tensor] : named_parameters()) state[name] = tensor;
+  for (auto& [name, tensor] : named_buffers()) state[name] = tensor;
+  return state;
+}
+
+void Module::load_state_dict(const TensorMap& state, const std::string& source) {
+  TensorMap own = state_dict();
+  for (const auto& [name, tensor] : own) {
+    auto found = state.find(name);
+    QF_CHECK(found != state.end(), source, ": missing tensor \"", name, "\" (expected shape ", tensor.shape(),
+             ")");
+    QF_CHECK(found->second.shape() == tensor.shape() && found->second.dtype() == tensor.dtype(), source,
+             ": tensor \"", name, "\" has shape ", found->second.shape(), " ",
+             dtype_name(found->second.dtype()), ", the model expects ", tensor.shape(), " ",
+             dtype_name(tensor.dtype()));
+  }
+  for (const auto& [name, tensor] : state)
+    QF_CHECK(own.count(name), source, ": unexpected tensor \"", name, "\" (not in this model)");
+  for (auto& [name, tensor] : own) tensor.copy_from(state.at(name));
+}
+
+void Module::save(const std::string& path) const {
+  save_tensor_file(path, state_dict(), {{"kind", "state_dict"}, {"model", type_name()}});
+}
+
+void Module::load(const std::string& path) { load_state_dict(load_tensor_file(path).tensors, path); }
+
+}  // namespace qforge::nn

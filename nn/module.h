@@ -1,0 +1,69 @@
+// Module: the node of a model tree (PyTorch's nn.Module). A module owns named
+// parameters (trained), buffers (state such as BatchNorm's running statistics) and
+// child modules; names compose with dots: "layers.2.conv1.weight". Parameters and
+// buffers are Tensor handles, so the layer's member and the registered entry are the
+// same tensor, and load_state_dict copies into them in place.
+// No hooks and no automatic registration: a layer registers what it owns.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/serialize.h"
+#include "core/tensor.h"
+
+namespace qforge::nn {
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  virtual Tensor forward(const Tensor& input) = 0;
+  Tensor operator()(const Tensor& input) { return forward(input); }
+  virtual std::string type_name() const = 0;  // "Conv2d", as in the config and in messages
+
+  using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+  NamedTensors named_parameters() const;  // recursive, dotted names, registration order
+  NamedTensors named_buffers() const;
+  std::vector<std::pair<std::string, Module*>> named_modules();  // self first, as ""
+  std::vector<Tensor> parameters() const;
+  const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
+  int64_t parameter_count() const;
+  // Swaps child `index` for another module (quantization's prepare swaps layers so).
+  void replace_child(std::size_t index, std::shared_ptr<Module> module) {
+    children_.at(index).second = std::move(module);
+  }
+
+  void train(bool is_training = true);
+  void eval() { train(false); }
+  bool is_training() const { return is_training_; }
+  void zero_grad();
+
+  // Parameters and buffers by dotted name.
+  TensorMap state_dict() const;
+  // Copies values in; every name must exist on both sides with the same shape.
+  void load_state_dict(const TensorMap& state, const std::string& source = "state dict");
+  void save(const std::string& path) const;  // atomic
+  void load(const std::string& path);
+
+ protected:
+  Tensor register_parameter(const std::string& name, Tensor tensor);
+  Tensor register_buffer(const std::string& name, Tensor tensor);
+  template <typename M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> module) {
+    children_.emplace_back(name, module);
+    return module;
+  }
+
+ private:
+  void collect(const std::string& prefix, bool parameters, NamedTensors& out) const;
+  NamedTensors parameters_, buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  bool is_training_ = true;
+};
+
+using ModulePtr = std::shared_ptr<Module>;
+
+}  // namespace qforge::nn

@@ -1,0 +1,36 @@
+// CIFAR-style ResNet-(6n+2) (He et al. 2016, §4.2) for 1×28×28 input: a 3×3 stem of 16
+// channels, three stages of n BasicBlocks with 16/32/64 channels (stride 2 entering
+// stages 2 and 3), global average pooling and a linear classifier. Shortcuts that change
+// shape are 1×1 convolutions with BatchNorm ("option B"). Convolutions have no bias.
+#pragma once
+
+#include "core/random.h"
+#include "nn/module.h"
+
+namespace qforge::nn {
+
+class BasicBlock : public Module {
+ public:
+  BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride, Generator& generator);
+  Tensor forward(const Tensor& input) override;
+  std::string type_name() const override { return "BasicBlock"; }
+
+  // y = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)); children in that order:
+  // conv1, bn1, relu1, conv2, bn2, [shortcut], relu2. `residual` is the sequence before
+  // the add, so quantization can rewrite it as one unit.
+  ModulePtr residual;  // Sequential(conv1, bn1, relu1, conv2, bn2)
+  ModulePtr shortcut;  // Sequential(conv 1×1, bn) or null for identity
+  ModulePtr relu;      // after the add
+};
+
+class ResNet : public Module {
+ public:
+  ResNet(int64_t blocks_per_stage, int64_t in_channels, int64_t num_classes, Generator& generator);
+  Tensor forward(const Tensor& input) override;
+  std::string type_name() const override { return "ResNet"; }
+
+  ModulePtr stem, layers,
+      head;  // Sequential(conv, bn, relu); Sequential(blocks); Sequential(pool, flatten, fc)
+};
+
+}  // namespace qforge::nn

@@ -1,0 +1,128 @@
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "core/file_io.h"
+#include "core/ops.h"
+#include "nn/lstm.h"
+#include "nn/zoo.h"
+#include "tests/gradcheck.h"
+
+using namespace qforge;
+using namespace qforge::nn;
+using qforge::testing::check_gradients;
+using qforge::testing::random_leaf;
+
+namespace {
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("qforge_test_" + name)).string();
+}
+}  // namespace
+
+TEST_CASE("zoo models produce logits of the right shape and have dotted names") {
+  Generator generator(1);
+  const std::map<std::string, int64_t> expected_parameters{
+      {"jermmy", 1 * 40 * 9 + 40 + 40 * 2 * 9 + 40 + 1000 * 10 + 10},
+      {"lenet", 32 * 25 + 32 + 64 + 64 * 32 * 25 + 64 + 128 + 3136 * 128 + 128 + 128 * 10 + 10},
+      {"lstm", 4 * 128 * (28 + 128 + 2) + 128 * 10 + 10}};
+  for (const std::string& name : zoo_model_names()) {
+    CAPTURE(name);
+    ModulePtr model = build_zoo_model(name, generator);
+    Tensor logits = model->forward(Tensor::randn({3, 1, 28, 28}, generator));
+    CHECK(logits.shape() == Shape{3, 10});
+    if (expected_parameters.count(name)) CHECK(model->parameter_count() == expected_parameters.at(name));
+  }
+  ModulePtr resnet = build_zoo_model("resnet20", generator);
+  auto parameters = resnet->named_parameters();
+  CHECK(parameters.front().first == "stem.0.weight");
+  bool has_shortcut = false;
+  for (auto& [name, tensor] : parameters) has_shortcut |= name == "layers.3.shortcut.0.weight";
+  CHECK(has_shortcut);
+  CHECK(resnet->named_buffers().front().first == "stem.1.running_mean");
+}
+
+TEST_CASE("state_dict round-trips bit-exact through a file") {
+  Generator a(1), b(2);
+  ModulePtr source = build_zoo_model("lenet", a);
+  // Make running statistics non-trivial.
+  source->forward(Tensor::randn({4, 1, 28, 28}, a));
+  ModulePtr target = build_zoo_model("lenet", b);
+  const std::string path = temp_path("lenet.qf");
+  source->save(path);
+  target->load(path);
+  for (auto& [name, tensor] : source->state_dict()) {
+    CAPTURE(name);
+    CHECK(tensor.to_vector() == target->state_dict().at(name).to_vector());
+  }
+  source->eval(), target->eval();
+  Tensor x = Tensor::randn({2, 1, 28, 28}, a);
+  CHECK(source->forward(x).to_vector() == target->forward(x).to_vector());
+  std::remove(path.c_str());
+}
+
+TEST_CASE("loading rejects mismatched, truncated and corrupt files") {
+  Generator generator(1);
+  ModulePtr lenet = build_zoo_model("lenet", generator);
+  ModulePtr jermmy = build_zoo_model("jermmy", generator);
+  const std::string path = temp_path("jermmy.qf");
+  jermmy->save(path);
+  CHECK_THROWS_WITH_AS(lenet->load(path),
+                       doctest::Contains("tensor \"0.bias\" has shape [40] f32, the model expects [32] f32"),
+                       Error);
+  std::string bytes = read_file(path);
+  write_file_atomically(path, bytes.substr(0, bytes.size() - 100));
+  CHECK_THROWS_WITH_AS(jermmy->load(path), doctest::Contains("truncated"), Error);
+  write_file_atomically(path, "not a model");
+  CHECK_THROWS_WITH_AS(jermmy->load(path), doctest::Contains("bad magic"), Error);
+  std::remove(path.c_str());
+  CHECK_THROWS_WITH_AS(jermmy->load(path), doctest::Contains("cannot open"), Error);
+  TensorMap wrong = jermmy->state_dict();
+  wrong["0.weight"] = Tensor::zeros({40, 1, 5, 5});
+  CHECK_THROWS_WITH_AS(
+      jermmy->load_state_dict(wrong),
+      "state dict: tensor \"0.weight\" has shape [40,1,5,5] f32, the model expects [40,1,3,3] f32", Error);
+}
+
+TEST_CASE("train/eval mode reaches every child") {
+  Generator generator(1);
+  ModulePtr model = build_zoo_model("resnet8", generator);
+  model->eval();
+  for (auto& [name, module] : model->named_modules()) CHECK_FALSE(module->is_training());
+  model->train();
+  for (auto& [name, module] : model->named_modules()) CHECK(module->is_training());
+}
+
+TEST_CASE("gradients: lstm_cell and a two-layer LSTM") {
+  using Inputs = std::vector<Tensor>;
+  CHECK(check_gradients([](const Inputs& in) { return lstm_cell(in[0], in[1]); },
+                        {random_leaf({3, 4 * 5}, 1, -2, 2), random_leaf({3, 5}, 2)}));
+  Generator generator(3);
+  LSTM lstm(4, 3, 2, generator);
+  Inputs inputs{random_leaf({2, 5, 4}, 4), random_leaf({2, 2, 3}, 5), random_leaf({2, 2, 3}, 6)};
+  for (const Tensor& p : lstm.parameters()) inputs.push_back(p);
+  CHECK(check_gradients(
+      [&](const Inputs& in) {
+        LstmOutput out = lstm.forward_sequence(in[0], in[1], in[2]);
+        return cat({reshape(out.outputs, {-1}), reshape(out.h, {-1}), reshape(out.c, {-1})}, 0);
+      },
+      inputs));
+}
+
+TEST_CASE("LSTM matches PyTorch 1.13 nn.LSTM on a fixed input") {
+  // torch.nn.LSTM(2, 2, batch_first=True) with every weight 0.1·(k mod 7) - 0.3 in
+  // parameter order, input x[b,t,f] = 0.1·(b+1)·(t+1) - 0.2·f; printed by PyTorch 1.13.
+  Generator generator(0);
+  LSTM lstm(2, 2, 1, generator);
+  int k = 0;
+  for (Tensor& p : lstm.parameters())
+    for (int64_t i = 0; i < p.numel(); ++i) p.data()[i] = 0.1f * static_cast<float>(k++ % 7) - 0.3f;
+  Tensor x = Tensor::empty({2, 3, 2});
+  for (int b = 0; b < 2; ++b)
+    for (int t = 0; t < 3; ++t)
+      for (int f = 0; f < 2; ++f) x.data()[(b * 3 + t) * 2 + f] = 0.1f * (b + 1) * (t + 1) - 0.2f * f;
+  LstmOutput out = lstm.forward_sequence(x);
+  const std::vector<float> expected_h{-0.1814985f, -0.0685784f, -0.2176893f, -0.0518089f};
+  for (int i = 0; i < 4; ++i) CHECK(out.h.data()[i] == doctest::Approx(expected_h[i]).epsilon(1e-4));
+}

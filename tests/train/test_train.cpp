@@ -1,0 +1,186 @@
+#include <doctest/doctest.h>
+
+#include <filesystem>
+
+#include "core/file_io.h"
+#include "core/random.h"
+#include "core/serialize.h"
+#include "data/idx.h"
+#include "train/config.h"
+#include "train/config_reader.h"
+#include "train/optimizer.h"
+#include "train/trainer.h"
+
+using namespace qforge;
+using namespace qforge::train;
+using nlohmann::json;
+
+namespace {
+std::string temp_folder(const std::string& name) {
+  auto folder = std::filesystem::temp_directory_path() / ("qforge_train_" + name);
+  std::filesystem::remove_all(folder);
+  std::filesystem::create_directories(folder);
+  return folder.string();
+}
+
+// Two classes of 8x8 images: class 0 bright in the top half, class 1 in the bottom
+// half, both with uniform noise. Linearly separable, but not trivially by one pixel.
+void write_separable_dataset(const std::string& folder, int64_t train_count, int64_t test_count) {
+  Generator generator(7);
+  for (auto [prefix, count] : {std::pair{"train", train_count}, std::pair{"t10k", test_count}}) {
+    std::vector<uint8_t> images(count * 64), labels(count);
+    for (int64_t i = 0; i < count; ++i) {
+      labels[i] = static_cast<uint8_t>(generator.below(2));
+      for (int p = 0; p < 64; ++p) {
+        bool is_bright = (p < 32) == (labels[i] == 0);
+        images[i * 64 + p] = static_cast<uint8_t>(generator.below(120) + (is_bright ? 100 : 0));
+      }
+    }
+    data::write_idx(folder + "/" + prefix + "-images-idx3-ubyte", {count, 8, 8}, images);
+    data::write_idx(folder + "/" + prefix + "-labels-idx1-ubyte", {count}, labels);
+  }
+}
+
+json small_config(const std::string& data_folder, const std::string& out) {
+  json config = json::parse(R"({
+    "data": {"dataset": "idx", "normalize": {"mean": 0.5, "std": 0.25}},
+    "model": {"layers": [
+      {"type": "conv2d", "in": 1, "out": 4, "kernel": 3, "padding": 1},
+      {"type": "batchnorm2d", "channels": 4}, {"type": "relu"},
+      {"type": "maxpool2d", "kernel": 2}, {"type": "flatten"},
+      {"type": "linear", "in": 64, "out": 2}]},
+    "train": {"epochs": 3, "batch_size": 16, "seed": 5,
+              "optimizer": {"type": "sgd", "lr": 0.05, "momentum": 0.9}, "schedule": {"type": "cosine"}}
+  })");
+  config["data"]["path"] = data_folder;
+  config["output"] = {{"dir", out}};
+  return config;
+}
+
+std::string error_of(const json& config) {
+  try {
+    parse_config(config, "test.json");
+  } catch (const Error& error) {
+    return error.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST_CASE("config errors name the key path and the expectation") {
+  json base = small_config("/tmp", "/tmp/out");
+  json bad = base;
+  bad["train"]["optimizer"]["lr"] = "fast";
+  CHECK(error_of(bad) == "test.json: train.optimizer.lr: expected a number, got \"fast\"");
+  bad = base;
+  bad["train"]["optimzer"] = json::object();
+  CHECK(error_of(bad).find("test.json: train.optimzer: unknown key (known: ") == 0);
+  bad = base;
+  bad["train"]["epochs"] = 2.5;
+  CHECK(error_of(bad) == "test.json: train.epochs: expected an integer, got 2.5");
+  bad = base;
+  bad["model"] = {{"name", "vgg"}};
+  CHECK(error_of(bad).find("test.json: model.name: unknown zoo model \"vgg\"") == 0);
+  bad = base;
+  bad["model"]["layers"][0]["kernal"] = 3;
+  CHECK(error_of(bad).find("test.json: model.layers.0.kernal: unknown key") == 0);
+  bad = base;
+  bad["train"]["schedule"]["type"] = "linear";
+  CHECK(error_of(bad) ==
+        "test.json: train.schedule.type: expected one of none, step, cosine, got \"linear\"");
+  CHECK(error_of(base).empty());
+}
+
+TEST_CASE("--set overrides any key, parsing JSON values") {
+  json config = {{"train", {{"epochs", 5}}}};
+  apply_override(config, "train.optimizer.lr=0.1");
+  apply_override(config, "train.epochs=7");
+  apply_override(config, "model.name=lenet");
+  CHECK(config["train"]["optimizer"]["lr"] == 0.1);
+  CHECK(config["train"]["epochs"] == 7);
+  CHECK(config["model"]["name"] == "lenet");
+  CHECK_THROWS_AS(apply_override(config, "novalue"), Error);
+}
+
+TEST_CASE("schedules: warmup, step and cosine") {
+  ScheduleConfig cosine{.type = "cosine", .warmup_epochs = 1};
+  CHECK(scheduled_learning_rate(cosine, 0.1, 0.5, 5) == doctest::Approx(0.05));
+  CHECK(scheduled_learning_rate(cosine, 0.1, 1.0, 5) == doctest::Approx(0.1));
+  CHECK(scheduled_learning_rate(cosine, 0.1, 3.0, 5) == doctest::Approx(0.05));
+  CHECK(scheduled_learning_rate(cosine, 0.1, 5.0, 5) == doctest::Approx(0.0));
+  ScheduleConfig step{.type = "step", .step_size = 2, .gamma = 0.5};
+  CHECK(scheduled_learning_rate(step, 0.1, 3.5, 5) == doctest::Approx(0.05));
+}
+
+TEST_CASE("SGD with momentum and Adam follow PyTorch's update rules") {
+  // One parameter, gradient 1 each step. torch.optim.SGD(lr=0.1, momentum=0.9, nesterov=False):
+  // steps move by 0.1, 0.19, 0.271. Adam(lr=0.1): each early step moves by ~lr.
+  Tensor w = Tensor::full({1}, 1.0f).set_requires_grad(true);
+  Sgd sgd({w}, {.lr = 0.1, .momentum = 0.9});
+  for (int i = 0; i < 3; ++i) {
+    w.set_grad(Tensor::ones({1}));
+    sgd.step();
+  }
+  CHECK(w.item() == doctest::Approx(1.0 - 0.1 - 0.19 - 0.271));
+  Tensor v = Tensor::full({1}, 1.0f).set_requires_grad(true);
+  Adam adam({v}, {.type = "adam", .lr = 0.1});
+  v.set_grad(Tensor::ones({1}));
+  adam.step();
+  CHECK(v.item() == doctest::Approx(0.9).epsilon(1e-6));
+}
+
+TEST_CASE("a small model learns a separable task to >= 99%") {
+  const std::string data = temp_folder("separable_data"), out = temp_folder("separable_out");
+  write_separable_dataset(data, 1024, 512);
+  RunConfig config = parse_config(small_config(data, out), "test.json");
+  Datasets datasets = load_datasets(config.data);
+  nn::ModulePtr model = build_model(config, config.train.seed);
+  StageSummary summary = fit(*model, config, datasets, {.quiet = true});
+  CHECK(summary.accuracy >= 0.99);
+  json written = json::parse(read_file(out + "/summary.json"));
+  CHECK(written["fp32"]["accuracy"] == doctest::Approx(summary.accuracy));
+  CHECK(written["stages"][0]["stage"] == "fp32");
+  for (const char* key : {"loss", "images_per_second", "seconds"}) CHECK(written["fp32"].contains(key));
+}
+
+TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run") {
+  const std::string data = temp_folder("resume_data");
+  write_separable_dataset(data, 256, 64);
+  const std::string straight = temp_folder("resume_straight"), split = temp_folder("resume_split");
+  RunConfig config = parse_config(small_config(data, straight), "test.json");
+  Datasets datasets = load_datasets(config.data);
+  nn::ModulePtr a = build_model(config, config.train.seed);
+  fit(*a, config, datasets, {.output_dir = straight, .quiet = true});
+  nn::ModulePtr b = build_model(config, config.train.seed);
+  fit(*b, config, datasets, {.output_dir = split, .quiet = true});
+  // Interrupted after 2 of 3 epochs: rerun the first two, then resume with a fresh model.
+  const std::string interrupted = temp_folder("resume_interrupted");
+  nn::ModulePtr c = build_model(config, config.train.seed);
+  fit(*c, config, datasets, {.output_dir = interrupted, .stop_after_epochs = 2, .quiet = true});
+  CHECK(load_tensor_file(interrupted + "/checkpoint.qf").metadata["epochs_done"] == 2);
+  nn::ModulePtr d = build_model(config, 999);  // different init: everything must come from the checkpoint
+  fit(*d, config, datasets, {.output_dir = interrupted, .resume = true, .quiet = true});
+  for (auto& [name, tensor] : a->state_dict()) {
+    CAPTURE(name);
+    CHECK(tensor.to_vector() == d->state_dict().at(name).to_vector());
+    CHECK(tensor.to_vector() == b->state_dict().at(name).to_vector());  // same seed, same run
+  }
+}
+
+TEST_CASE("a NaN loss stops with a clear error and keeps the last good checkpoint") {
+  const std::string data = temp_folder("nan_data"), out = temp_folder("nan_out");
+  write_separable_dataset(data, 256, 64);
+  RunConfig config = parse_config(small_config(data, out), "test.json");
+  config.train.epochs = 1;
+  Datasets datasets = load_datasets(config.data);
+  nn::ModulePtr model = build_model(config, config.train.seed);
+  fit(*model, config, datasets, {.quiet = true});
+  const std::string good = read_file(out + "/checkpoint.qf");
+  config.train.epochs = 3;
+  config.train.optimizer.lr = 1e30;
+  config.train.schedule.type = "none";
+  CHECK_THROWS_WITH_AS(fit(*model, config, datasets, {.resume = true, .quiet = true}),
+                       doctest::Contains("loss is"), Error);
+  CHECK(read_file(out + "/checkpoint.qf") == good);
+  CHECK(load_tensor_file(out + "/checkpoint.qf").metadata["epochs_done"] == 1);
+}

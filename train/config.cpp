@@ -1,0 +1,185 @@
+#include "train/config.h"
+
+#include "core/file_io.h"
+#include "nn/batch_norm.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "nn/sequential.h"
+#include "nn/simple_layers.h"
+#include "nn/zoo.h"
+#include "train/config_reader.h"
+
+namespace qforge::train {
+
+namespace {
+
+DataConfig parse_data(ConfigReader reader) {
+  DataConfig d;
+  d.dataset = reader.choice("dataset", d.dataset, {"fashion-mnist", "mnist-digits", "idx"});
+  d.path = reader.string("path", d.dataset == "fashion-mnist"  ? data::kFashionMnistFolder
+                                 : d.dataset == "mnist-digits" ? "datasets/mnist-digits"
+                                                               : "");
+  if (d.path.empty()) reader.fail("path", "required for dataset \"idx\"");
+  ConfigReader normalize = reader.object("normalize");
+  d.normalization.mean = static_cast<float>(normalize.number("mean", d.normalization.mean));
+  d.normalization.stddev = static_cast<float>(normalize.number("std", d.normalization.stddev));
+  if (d.normalization.stddev <= 0) normalize.fail("std", "expected a positive number");
+  normalize.finish();
+  ConfigReader augment = reader.object("augment");
+  d.augmentation.crop_padding = augment.integer("crop_padding", 0, 0);
+  d.augmentation.horizontal_flip = augment.boolean("horizontal_flip", false);
+  augment.finish();
+  d.train_limit = reader.integer("train_limit", 0, 0);
+  d.test_limit = reader.integer("test_limit", 0, 0);
+  reader.finish();
+  return d;
+}
+
+ModelConfig parse_model(ConfigReader reader) {
+  ModelConfig m;
+  m.name = reader.string("name", "");
+  m.layers = reader.raw("layers");
+  if (m.name.empty() == m.layers.is_null())
+    reader.fail("name", "give exactly one of \"name\" (a zoo model) or \"layers\"");
+  if (!m.name.empty()) {
+    const auto& names = nn::zoo_model_names();
+    if (std::find(names.begin(), names.end(), m.name) == names.end()) {
+      std::string known;
+      for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+      reader.fail("name", "unknown zoo model \"" + m.name + "\" (known: " + known + ")");
+    }
+  }
+  if (!m.layers.is_null() && (!m.layers.is_array() || m.layers.empty()))
+    reader.fail("layers", "expected a non-empty array of layer objects");
+  reader.finish();
+  return m;
+}
+
+TrainConfig parse_train(ConfigReader reader) {
+  TrainConfig t;
+  t.epochs = reader.integer("epochs", t.epochs, 0);
+  t.batch_size = reader.integer("batch_size", t.batch_size, 1);
+  t.eval_batch_size = reader.integer("eval_batch_size", t.eval_batch_size, 1);
+  t.seed = static_cast<uint64_t>(reader.integer("seed", 0, 0));
+  t.threads = reader.integer("threads", 0, 0);
+  t.label_smoothing = reader.number("label_smoothing", 0.0);
+  if (t.label_smoothing < 0 || t.label_smoothing > 1)
+    reader.fail("label_smoothing", "expected a number in [0, 1]");
+  ConfigReader opt = reader.object("optimizer");
+  OptimizerConfig& o = t.optimizer;
+  o.type = opt.choice("type", o.type, {"sgd", "adam"});
+  o.lr = opt.number("lr", o.type == "adam" ? 1e-3 : o.lr);
+  if (o.lr <= 0) opt.fail("lr", "expected a positive number");
+  o.weight_decay = opt.number("weight_decay", 0.0);
+  if (o.type == "sgd") {
+    o.momentum = opt.number("momentum", o.momentum);
+    o.nesterov = opt.boolean("nesterov", false);
+    if (o.nesterov && o.momentum <= 0) opt.fail("nesterov", "needs momentum > 0");
+  } else {
+    std::vector<double> betas = opt.numbers("betas", {o.beta1, o.beta2});
+    if (betas.size() != 2 || betas[0] < 0 || betas[0] >= 1 || betas[1] < 0 || betas[1] >= 1)
+      opt.fail("betas", "expected two numbers in [0, 1)");
+    o.beta1 = betas[0], o.beta2 = betas[1];
+    o.eps = opt.number("eps", o.eps);
+  }
+  opt.finish();
+  ConfigReader sched = reader.object("schedule");
+  ScheduleConfig& s = t.schedule;
+  s.type = sched.choice("type", s.type, {"none", "step", "cosine"});
+  s.warmup_epochs = sched.number("warmup_epochs", 0.0);
+  if (s.warmup_epochs < 0) sched.fail("warmup_epochs", "expected a number >= 0");
+  if (s.type == "step") {
+    s.step_size = sched.integer("step_size", 1, 1);
+    s.gamma = sched.number("gamma", 0.1);
+  }
+  if (s.type == "cosine") s.min_lr = sched.number("min_lr", 0.0);
+  sched.finish();
+  reader.finish();
+  return t;
+}
+
+// One layer object of a "layers" list, e.g. {"type": "conv2d", "in": 1, "out": 32, "kernel": 5, "padding":
+// 2}.
+nn::ModulePtr build_layer(ConfigReader r, Generator& generator) {
+  const std::string type = r.choice("type", "",
+                                    {"conv2d", "linear", "batchnorm2d", "relu", "maxpool2d", "avgpool2d",
+                                     "adaptive_avgpool2d", "flatten", "dropout"});
+  nn::ModulePtr layer;
+  if (type == "conv2d") {
+    int64_t in = r.integer("in", 1, 1), out = r.integer("out", 1, 1), kernel = r.integer("kernel", 3, 1);
+    Conv2dOptions options = Conv2dOptions::square(r.integer("stride", 1, 1), r.integer("padding", 0, 0),
+                                                  r.integer("dilation", 1, 1), r.integer("groups", 1, 1));
+    layer = std::make_shared<nn::Conv2d>(in, out, kernel, options, r.boolean("bias", true), generator);
+  } else if (type == "linear") {
+    layer = std::make_shared<nn::Linear>(r.integer("in", 1, 1), r.integer("out", 1, 1),
+                                         r.boolean("bias", true), generator);
+  } else if (type == "batchnorm2d") {
+    layer = std::make_shared<nn::BatchNorm2d>(r.integer("channels", 1, 1));
+  } else if (type == "relu") {
+    layer = std::make_shared<nn::ReLU>();
+  } else if (type == "maxpool2d" || type == "avgpool2d") {
+    int64_t kernel = r.integer("kernel", 2, 1);
+    Pool2dOptions options =
+        Pool2dOptions::square(kernel, r.integer("stride", kernel, 1), r.integer("padding", 0, 0));
+    if (type == "maxpool2d")
+      layer = std::make_shared<nn::MaxPool2d>(options);
+    else
+      layer = std::make_shared<nn::AvgPool2d>(options);
+  } else if (type == "adaptive_avgpool2d") {
+    int64_t size = r.integer("size", 1, 1);
+    layer = std::make_shared<nn::AdaptiveAvgPool2d>(size, size);
+  } else if (type == "flatten") {
+    layer = std::make_shared<nn::Flatten>();
+  } else {
+    double p = r.number("p", 0.5);
+    if (p < 0 || p > 1) r.fail("p", "expected a probability in [0, 1]");
+    layer = std::make_shared<nn::Dropout>(static_cast<float>(p), generator.next_u64());
+  }
+  r.finish();
+  return layer;
+}
+
+}  // namespace
+
+RunConfig parse_config(const nlohmann::json& json, const std::string& file) {
+  ConfigReader reader(json, file, "");
+  RunConfig config;
+  config.file = file;
+  config.source = json;
+  config.data = parse_data(reader.object("data"));
+  config.model = parse_model(reader.object("model"));
+  config.train = parse_train(reader.object("train"));
+  ConfigReader output = reader.object("output");
+  config.output_dir = output.string("dir", config.output_dir);
+  output.finish();
+  config.quant = reader.raw("quant");
+  reader.finish();
+  if (config.model.name.empty()) {  // validate the layer list now, not mid-run
+    build_model(config, 0);
+  }
+  return config;
+}
+
+RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::string text = read_file(path);
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& error) {
+    QF_FAIL(path, ": not valid JSON: ", error.what());
+  }
+  for (const std::string& assignment : overrides) apply_override(json, assignment);
+  return parse_config(json, path);
+}
+
+nn::ModulePtr build_model(const RunConfig& config, uint64_t seed) {
+  Generator generator(seed);
+  if (!config.model.name.empty()) return nn::build_zoo_model(config.model.name, generator);
+  auto model = std::make_shared<nn::Sequential>();
+  for (std::size_t i = 0; i < config.model.layers.size(); ++i)
+    model->append(build_layer(
+        ConfigReader(config.model.layers[i], config.file, "model.layers." + std::to_string(i)), generator));
+  return model;
+}
+
+}  // namespace qforge::train

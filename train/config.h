@@ -1,0 +1,70 @@
+// The run configuration: what a JSON config file may say, with defaults. Parsed
+// strictly (train/config_reader.h): unknown keys and wrong types are errors naming the
+// key path. Sections: data, model, train, output.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "data/data_loader.h"
+#include "data/dataset.h"
+#include "nn/module.h"
+
+namespace qforge::train {
+
+struct DataConfig {
+  std::string dataset = "fashion-mnist";  // fashion-mnist | mnist-digits | idx
+  std::string path;                       // folder; defaults per dataset
+  data::Normalization normalization{0.2860f, 0.3530f};
+  data::Augmentation augmentation;
+  int64_t train_limit = 0, test_limit = 0;  // 0 = all samples
+};
+
+struct ModelConfig {
+  std::string name;       // a zoo model, or empty when `layers` is given
+  nlohmann::json layers;  // a Sequential from a layer list
+};
+
+struct OptimizerConfig {
+  std::string type = "sgd";  // sgd | adam
+  double lr = 0.05, momentum = 0.9, weight_decay = 0.0;
+  bool nesterov = false;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+};
+
+struct ScheduleConfig {
+  std::string type = "cosine";  // none | step | cosine
+  double warmup_epochs = 0.0;
+  int64_t step_size = 1;  // step: epochs between decays
+  double gamma = 0.1;     // step: decay factor
+  double min_lr = 0.0;    // cosine: final learning rate
+};
+
+struct TrainConfig {
+  int64_t epochs = 5, batch_size = 64, eval_batch_size = 256;
+  uint64_t seed = 0;
+  int64_t threads = 0;  // 0 = QFORGE_THREADS or every core
+  double label_smoothing = 0.0;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+};
+
+struct RunConfig {
+  std::string file;  // where it came from, for messages
+  DataConfig data;
+  ModelConfig model;
+  TrainConfig train;
+  std::string output_dir = "runs/default";
+  nlohmann::json quant;   // read by the quantization stages
+  nlohmann::json source;  // the config after overrides, saved beside the results
+};
+
+// Reads `path`, applies "a.b.c=value" overrides in order, validates.
+RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+RunConfig parse_config(const nlohmann::json& json, const std::string& file);
+
+// The model a config describes (zoo name or layer list), initialized from `seed`.
+nn::ModulePtr build_model(const RunConfig& config, uint64_t seed);
+
+}  // namespace qforge::train

@@ -1,0 +1,211 @@
+#include "train/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "core/file_io.h"
+#include "core/ops.h"
+#include "data/data_loader.h"
+#include "train/optimizer.h"
+
+namespace qforge::train {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+int64_t count_correct(const Tensor& logits, const Tensor& labels) {
+  Tensor predicted = argmax(logits, 1);
+  int64_t correct = 0;
+  for (int64_t i = 0; i < labels.numel(); ++i)
+    correct += predicted.data_as<int32_t>()[i] == labels.data_as<int32_t>()[i];
+  return correct;
+}
+
+void draw_progress(int64_t epoch, int64_t epochs, int64_t batch, int64_t batches, double loss) {
+  const int width = 30;
+  int filled = static_cast<int>(width * batch / std::max<int64_t>(1, batches));
+  std::fprintf(stderr, "\repoch %lld/%lld [%s%s] %lld/%lld loss %.4f ", static_cast<long long>(epoch + 1),
+               static_cast<long long>(epochs), std::string(filled, '#').c_str(),
+               std::string(width - filled, '.').c_str(), static_cast<long long>(batch),
+               static_cast<long long>(batches), loss);
+  std::fflush(stderr);
+}
+
+std::string checkpoint_path(const std::string& dir) { return dir + "/checkpoint.qf"; }
+
+}  // namespace
+
+Datasets load_datasets(const DataConfig& config) {
+  return {data::load_idx_folder(config.path, data::Split::train, config.normalization, config.train_limit),
+          data::load_idx_folder(config.path, data::Split::test, config.normalization, config.test_limit)};
+}
+
+EvalResult evaluate(nn::Module& model, const data::Dataset& dataset, int64_t batch_size) {
+  NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  data::DataLoader loader(dataset, {.batch_size = batch_size, .shuffle = false});
+  loader.start_epoch(0);
+  double total_loss = 0, seconds = 0;
+  int64_t correct = 0;
+  while (auto batch = loader.next()) {
+    Clock::time_point start = Clock::now();
+    Tensor logits = model.forward(batch->images);
+    seconds += seconds_since(start);
+    total_loss += cross_entropy(logits, batch->labels).item() * batch->labels.numel();
+    correct += count_correct(logits, batch->labels);
+  }
+  model.train(was_training);
+  const double n = static_cast<double>(dataset.size());
+  return {total_loss / n, correct / n, n / seconds, seconds};
+}
+
+StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& datasets,
+                 const FitOptions& options) {
+  const TrainConfig& t = config.train;
+  const int64_t epochs = options.epochs > 0 ? options.epochs : t.epochs;
+  const double base_lr = options.learning_rate > 0 ? options.learning_rate : t.optimizer.lr;
+  const std::string dir = options.output_dir.empty() ? config.output_dir : options.output_dir;
+  std::filesystem::create_directories(dir);
+  auto optimizer = make_optimizer(model.parameters(), t.optimizer);
+
+  int64_t first_epoch = 0;
+  nlohmann::json history = nlohmann::json::array();
+  double trained_seconds = 0;
+  if (options.resume && std::filesystem::exists(checkpoint_path(dir))) {
+    TensorFile checkpoint = load_tensor_file(checkpoint_path(dir));
+    QF_CHECK(checkpoint.metadata.value("stage", "") == options.stage, checkpoint_path(dir),
+             ": holds stage \"", checkpoint.metadata.value("stage", ""), "\", cannot resume stage \"",
+             options.stage, "\"");
+    TensorMap model_state, optimizer_state;
+    for (auto& [name, tensor] : checkpoint.tensors) {
+      if (name.rfind("model.", 0) == 0) model_state[name.substr(6)] = tensor;
+      if (name.rfind("optimizer.", 0) == 0) optimizer_state[name.substr(10)] = tensor;
+    }
+    model.load_state_dict(model_state, checkpoint_path(dir));
+    optimizer->load_state(optimizer_state);
+    first_epoch = checkpoint.metadata.at("epochs_done").get<int64_t>();
+    history = checkpoint.metadata.value("history", nlohmann::json::array());
+    trained_seconds = checkpoint.metadata.value("seconds", 0.0);
+    if (!options.quiet) std::cout << "resuming " << options.stage << " after epoch " << first_epoch << "\n";
+  }
+
+  data::DataLoader loader(datasets.train, {.batch_size = t.batch_size,
+                                           .shuffle = true,
+                                           .seed = t.seed,
+                                           .augmentation = config.data.augmentation});
+  const bool show_bar = !options.quiet && ::isatty(STDERR_FILENO);
+  const int64_t batches = loader.batches_per_epoch();
+  EvalResult last_eval;
+  double last_images_per_second = 0;
+  const int64_t last_epoch =
+      options.stop_after_epochs > 0 ? std::min(epochs, options.stop_after_epochs) : epochs;
+  for (int64_t epoch = first_epoch; epoch < last_epoch; ++epoch) {
+    if (options.on_epoch_start) options.on_epoch_start(epoch);
+    model.train();
+    loader.start_epoch(epoch);
+    double loss_sum = 0, compute_seconds = 0;
+    int64_t correct = 0, seen = 0, batch_index = 0;
+    Clock::time_point epoch_start = Clock::now();
+    while (auto batch = loader.next()) {
+      Clock::time_point step_start = Clock::now();
+      optimizer->set_learning_rate(scheduled_learning_rate(
+          t.schedule, base_lr, epoch + static_cast<double>(batch_index) / batches, epochs));
+      Tensor logits = model.forward(batch->images);
+      Tensor loss = cross_entropy(logits, batch->labels, static_cast<float>(t.label_smoothing));
+      const float loss_value = loss.item();
+      QF_CHECK(std::isfinite(loss_value), "train (", options.stage, "): loss is ", loss_value, " at epoch ",
+               epoch + 1, ", batch ", batch_index + 1, "; stopping. The last good checkpoint (", epoch,
+               " epochs) is kept in ", dir, " — lower train.optimizer.lr or check the data");
+      optimizer->zero_grad();
+      loss.backward();
+      optimizer->step();
+      compute_seconds += seconds_since(step_start);
+      const int64_t n = batch->labels.numel();
+      loss_sum += loss_value * n;
+      correct += count_correct(logits, batch->labels);
+      seen += n;
+      ++batch_index;
+      if (show_bar && (batch_index % 10 == 0 || batch_index == batches))
+        draw_progress(epoch, epochs, batch_index, batches, loss_sum / seen);
+    }
+    const double epoch_seconds = seconds_since(epoch_start);
+    trained_seconds += epoch_seconds;
+    if (show_bar) std::fprintf(stderr, "\n");
+    last_eval = evaluate(model, datasets.test, t.eval_batch_size);
+    last_images_per_second = seen / compute_seconds;
+    nlohmann::json row{{"stage", options.stage},
+                       {"epoch", epoch + 1},
+                       {"train_loss", loss_sum / seen},
+                       {"train_accuracy", static_cast<double>(correct) / seen},
+                       {"test_loss", last_eval.loss},
+                       {"test_accuracy", last_eval.accuracy},
+                       {"images_per_second", last_images_per_second},
+                       {"learning_rate", optimizer->learning_rate()},
+                       {"epoch_seconds", epoch_seconds},
+                       {"elapsed_seconds", trained_seconds}};
+    history.push_back(row);
+    if (!options.quiet)
+      std::printf(
+          "%s epoch %lld/%lld  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.0f img/s  %.1f s\n",
+          options.stage.c_str(), static_cast<long long>(epoch + 1), static_cast<long long>(epochs),
+          loss_sum / seen, 100.0 * correct / seen, last_eval.loss, 100 * last_eval.accuracy,
+          last_images_per_second, epoch_seconds);
+    std::fflush(stdout);
+
+    // Metrics and checkpoint, each rewritten whole and atomically.
+    std::string lines;
+    for (const auto& h : history) lines += h.dump() + "\n";
+    write_file_atomically(dir + "/metrics" + (options.stage == "fp32" ? "" : "_" + options.stage) + ".jsonl",
+                          lines);
+    TensorMap checkpoint;
+    for (auto& [name, tensor] : model.state_dict()) checkpoint["model." + name] = tensor;
+    for (auto& [name, tensor] : optimizer->state()) checkpoint["optimizer." + name] = tensor;
+    save_tensor_file(checkpoint_path(dir), checkpoint,
+                     {{"kind", "checkpoint"},
+                      {"stage", options.stage},
+                      {"epochs_done", epoch + 1},
+                      {"history", history},
+                      {"seconds", trained_seconds},
+                      {"config", config.source}});
+  }
+  if (first_epoch >= epochs || history.empty()) last_eval = evaluate(model, datasets.test, t.eval_batch_size);
+  if (last_images_per_second == 0 && !history.empty())
+    last_images_per_second = history.back()["images_per_second"];
+  model.save(dir + "/model.qf");
+  StageSummary summary{options.stage,          last_eval.accuracy, last_eval.loss,
+                       last_images_per_second, trained_seconds,    epochs};
+  record_stage(dir, summary);
+  return summary;
+}
+
+void record_stage(const std::string& output_dir, const StageSummary& s) {
+  const std::string path = output_dir + "/summary.json";
+  nlohmann::json summary{{"stages", nlohmann::json::array()}};
+  if (std::filesystem::exists(path)) {
+    nlohmann::json existing = nlohmann::json::parse(read_file(path), nullptr, false);
+    if (existing.is_object() && existing.contains("stages")) summary = existing;
+  }
+  nlohmann::json entry{{"stage", s.stage},     {"accuracy", s.accuracy},
+                       {"loss", s.loss},       {"images_per_second", s.images_per_second},
+                       {"seconds", s.seconds}, {"epochs", s.epochs}};
+  entry.update(s.extra);
+  auto& stages = summary["stages"];
+  bool replaced = false;
+  for (auto& existing : stages)
+    if (existing.value("stage", "") == s.stage) existing = entry, replaced = true;
+  if (!replaced) stages.push_back(entry);
+  summary[s.stage] = entry;  // direct access: summary["fp32"]["accuracy"]
+  write_file_atomically(path, summary.dump(2) + "\n");
+}
+
+}  // namespace qforge::train

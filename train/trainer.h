@@ -1,0 +1,57 @@
+// The training loop and what it writes into the output folder:
+//   metrics.jsonl    one JSON object per epoch (loss, accuracy, images/s, lr, elapsed)
+//   checkpoint.qf    model + optimizer state + finished epochs, rewritten atomically each epoch
+//   model.qf         the final model's state dict
+//   summary.json     one entry per stage run (stage, accuracy, loss, images_per_second, seconds)
+// A NaN/Inf loss stops the run with a clear error; the last good checkpoint stays.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "nn/module.h"
+#include "train/config.h"
+
+namespace qforge::train {
+
+struct Datasets {
+  data::Dataset train, test;
+};
+Datasets load_datasets(const DataConfig& config);
+
+struct EvalResult {
+  double loss = 0, accuracy = 0, images_per_second = 0, seconds = 0;
+};
+// Mean cross-entropy and top-1 accuracy in eval mode, without gradients.
+EvalResult evaluate(nn::Module& model, const data::Dataset& dataset, int64_t batch_size);
+
+struct StageSummary {
+  std::string stage;
+  double accuracy = 0, loss = 0, images_per_second = 0, seconds = 0;
+  int64_t epochs = 0;
+  nlohmann::json extra = nlohmann::json::object();  // stage-specific figures
+};
+
+// Hooks a quantization stage uses to freeze observers / BN at given epochs.
+using EpochHook = std::function<void(int64_t epoch)>;
+
+struct FitOptions {
+  std::string stage = "fp32";
+  std::string output_dir;
+  bool resume = false;
+  int64_t epochs = 0;             // from the config when 0
+  double learning_rate = 0;       // from the config when 0
+  int64_t stop_after_epochs = 0;  // > 0: stop there as if interrupted (schedule still spans all epochs)
+  EpochHook on_epoch_start;       // optional
+  bool quiet = false;
+};
+
+StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& datasets,
+                 const FitOptions& options);
+
+// Adds (or replaces) a stage in output_dir/summary.json, atomically.
+void record_stage(const std::string& output_dir, const StageSummary& summary);
+
+}  // namespace qforge::train
