@@ -1,10 +1,20 @@
 // Convolution through oneDNN primitives (v2 API). Primitive creation costs far more
 // than a small convolution, so each (shape, direction, with-bias) is created once and
-// cached (Note [Primitive cache]). Activations stay NCHW, weights OIHW/GOIHW: the
-// caller's layout, so no reorders are needed at the boundary.
+// cached (Note [Primitive cache]).
+//
+// Layouts: our tensors are NCHW / OIHW. With those plain layouts oneDNN can only run
+// im2col + GEMM; its direct AVX2/AVX-512 kernels want channel-blocked layouts
+// (nChw8c, OIhw8i8o). So each primitive is created with layout "any", and a
+// LayoutBridge reorders at the boundary when oneDNN picked something else. The
+// reorders cost two passes over the data; the direct kernels save far more (measured
+// by bench/bench_kernels, see docs/kernels.md). One measured exception: with fewer
+// than 8 input channels per group (a network's first layer), backward-weights is
+// faster on the plain layouts, so it keeps them. The choice is fixed per shape, never
+// timed at run time, so a run is reproducible.
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "core/kernels/conv2d.h"
 #include "core/kernels/onednn_context.h"
@@ -27,34 +37,78 @@ using dnnl::memory;
 using Tag = memory::format_tag;
 using DataType = memory::data_type;
 
-struct ConvPrimitives {
-  memory::desc src, weights, bias, dst;
-  dnnl::convolution_forward::primitive_desc forward_pd;
-  dnnl::convolution_forward forward;
-  std::unique_ptr<dnnl::convolution_backward_data> backward_data;
-  std::unique_ptr<dnnl::convolution_backward_weights> backward_weights;
-  memory::dims strides, dilates, padding_left, padding_right;
+// Moves one argument between our plain layout and the layout a primitive chose.
+class LayoutBridge {
+ public:
+  LayoutBridge() = default;
+  LayoutBridge(const memory::desc& user, const memory::desc& inner) : user_(user), inner_(inner) {
+    if (user != inner) {
+      buffer_ = memory(inner, onednn_engine());
+      to_inner_ = dnnl::reorder(memory(user, onednn_engine(), nullptr), buffer_);
+      to_user_ = dnnl::reorder(buffer_, memory(user, onednn_engine(), nullptr));
+    }
+  }
+  // The argument to pass for an input held in `data` (plain layout).
+  memory input(const float* data) const {
+    memory user(user_, onednn_engine(), const_cast<float*>(data));
+    if (!to_inner_) return user;
+    to_inner_.execute(onednn_stream(), user, buffer_);
+    return buffer_;
+  }
+  // The argument to pass for an output that must end up in `data`; call finish after.
+  memory output(float* data) const { return to_user_ ? buffer_ : memory(user_, onednn_engine(), data); }
+  void finish(float* data) const {
+    if (!to_user_) return;
+    memory user(user_, onednn_engine(), data);
+    to_user_.execute(onednn_stream(), buffer_, user);
+  }
+
+ private:
+  memory::desc user_, inner_;
+  mutable memory buffer_;  // scratch in the primitive's layout
+  dnnl::reorder to_inner_, to_user_;
 };
 
-memory::desc weights_desc(const Conv2dShape& s) {
+struct ConvPrimitives {
+  memory::desc src, weights, bias, dst;  // plain (user) layouts
+  memory::dims strides, dilates, padding_left, padding_right;
+  dnnl::convolution_forward::primitive_desc forward_pd;
+  dnnl::convolution_forward forward;
+  LayoutBridge forward_src, forward_weights, forward_dst;
+  struct BackwardData {
+    dnnl::convolution_backward_data primitive;
+    LayoutBridge diff_dst, weights, diff_src;
+  };
+  struct BackwardWeights {
+    dnnl::convolution_backward_weights primitive;
+    LayoutBridge src, diff_dst, diff_weights;
+  };
+  std::optional<BackwardData> backward_data;
+  std::optional<BackwardWeights> backward_weights;
+};
+
+memory::desc weights_desc(const Conv2dShape& s, Tag tag) {
   if (s.groups == 1)
-    return {{s.out_channels, s.in_channels, s.kernel_height, s.kernel_width}, DataType::f32, Tag::oihw};
+    return {{s.out_channels, s.in_channels, s.kernel_height, s.kernel_width}, DataType::f32, tag};
   return {{s.groups, s.out_channels / s.groups, s.in_channels / s.groups, s.kernel_height, s.kernel_width},
           DataType::f32,
-          Tag::goihw};
+          tag};
 }
 
+memory::desc any_like(const memory::desc& desc) { return memory::desc(desc.dims(), DataType::f32, Tag::any); }
+
+std::mutex cache_mutex;
+
 ConvPrimitives& primitives_for(const Conv2dShape& s, bool has_bias) {
-  static std::mutex mutex;
   static std::map<std::pair<decltype(s.key()), bool>, std::unique_ptr<ConvPrimitives>> cache;
-  std::lock_guard lock(mutex);
+  std::lock_guard lock(cache_mutex);
   auto& slot = cache[{s.key(), has_bias}];
   if (slot) return *slot;
 
   auto p = std::make_unique<ConvPrimitives>();
   const int64_t oh = s.out_height(), ow = s.out_width();
   p->src = memory::desc({s.batch, s.in_channels, s.in_height, s.in_width}, DataType::f32, Tag::nchw);
-  p->weights = weights_desc(s);
+  p->weights = weights_desc(s, s.groups == 1 ? Tag::oihw : Tag::goihw);
   p->bias = has_bias ? memory::desc({s.out_channels}, DataType::f32, Tag::x) : memory::desc();
   p->dst = memory::desc({s.batch, s.out_channels, oh, ow}, DataType::f32, Tag::nchw);
   p->strides = {s.stride_height, s.stride_width};
@@ -65,45 +119,51 @@ ConvPrimitives& primitives_for(const Conv2dShape& s, bool has_bias) {
       (oh - 1) * s.stride_height + (s.kernel_height - 1) * s.dilation_height + 1 - s.in_height -
           s.padding_height,
       (ow - 1) * s.stride_width + (s.kernel_width - 1) * s.dilation_width + 1 - s.in_width - s.padding_width};
-  dnnl::convolution_forward::desc forward_desc(
-      dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, p->src, p->weights, p->bias,
-      p->dst, p->strides, p->dilates, p->padding_left, p->padding_right);
+  dnnl::convolution_forward::desc forward_desc(dnnl::prop_kind::forward_training,
+                                               dnnl::algorithm::convolution_direct, any_like(p->src),
+                                               any_like(p->weights), p->bias, any_like(p->dst), p->strides,
+                                               p->dilates, p->padding_left, p->padding_right);
   p->forward_pd = dnnl::convolution_forward::primitive_desc(forward_desc, onednn_engine());
   p->forward = dnnl::convolution_forward(p->forward_pd);
+  p->forward_src = LayoutBridge(p->src, p->forward_pd.src_desc());
+  p->forward_weights = LayoutBridge(p->weights, p->forward_pd.weights_desc());
+  p->forward_dst = LayoutBridge(p->dst, p->forward_pd.dst_desc());
   slot = std::move(p);
   return *slot;
-}
-
-memory wrap(const memory::desc& desc, const float* data) {
-  return memory(desc, onednn_engine(), const_cast<float*>(data));
 }
 
 }  // namespace
 
 void conv2d_forward_onednn(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s) {
   ConvPrimitives& p = primitives_for(s, b != nullptr);
-  std::unordered_map<int, memory> args{
-      {DNNL_ARG_SRC, wrap(p.src, x)}, {DNNL_ARG_WEIGHTS, wrap(p.weights, w)}, {DNNL_ARG_DST, wrap(p.dst, y)}};
-  if (b) args.emplace(DNNL_ARG_BIAS, wrap(p.bias, b));
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, p.forward_src.input(x)},
+                                       {DNNL_ARG_WEIGHTS, p.forward_weights.input(w)},
+                                       {DNNL_ARG_DST, p.forward_dst.output(y)}};
+  if (b) args.emplace(DNNL_ARG_BIAS, memory(p.bias, onednn_engine(), const_cast<float*>(b)));
   p.forward.execute(onednn_stream(), args);
+  p.forward_dst.finish(y);
   onednn_stream().wait();
 }
 
 void conv2d_backward_data_onednn(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
   ConvPrimitives& p = primitives_for(s, false);
   {
-    static std::mutex mutex;
-    std::lock_guard lock(mutex);
+    std::lock_guard lock(cache_mutex);
     if (!p.backward_data) {
-      dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, p.src, p.weights, p.dst,
-                                                 p.strides, p.dilates, p.padding_left, p.padding_right);
+      dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, any_like(p.src),
+                                                 any_like(p.weights), any_like(p.dst), p.strides, p.dilates,
+                                                 p.padding_left, p.padding_right);
       dnnl::convolution_backward_data::primitive_desc pd(desc, onednn_engine(), p.forward_pd);
-      p.backward_data = std::make_unique<dnnl::convolution_backward_data>(pd);
+      p.backward_data = ConvPrimitives::BackwardData{
+          dnnl::convolution_backward_data(pd), LayoutBridge(p.dst, pd.diff_dst_desc()),
+          LayoutBridge(p.weights, pd.weights_desc()), LayoutBridge(p.src, pd.diff_src_desc())};
     }
   }
-  p.backward_data->execute(onednn_stream(), {{DNNL_ARG_DIFF_DST, wrap(p.dst, dy)},
-                                             {DNNL_ARG_WEIGHTS, wrap(p.weights, w)},
-                                             {DNNL_ARG_DIFF_SRC, wrap(p.src, dx)}});
+  auto& bd = *p.backward_data;
+  bd.primitive.execute(onednn_stream(), {{DNNL_ARG_DIFF_DST, bd.diff_dst.input(dy)},
+                                         {DNNL_ARG_WEIGHTS, bd.weights.input(w)},
+                                         {DNNL_ARG_DIFF_SRC, bd.diff_src.output(dx)}});
+  bd.diff_src.finish(dx);
   onednn_stream().wait();
 }
 
@@ -111,21 +171,26 @@ void conv2d_backward_weights_onednn(float* dw, float* db, const float* dy, const
                                     const Conv2dShape& s) {
   ConvPrimitives& p = primitives_for(s, db != nullptr);
   {
-    static std::mutex mutex;
-    std::lock_guard lock(mutex);
+    std::lock_guard lock(cache_mutex);
     if (!p.backward_weights) {
-      dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, p.src, p.weights,
-                                                    p.bias, p.dst, p.strides, p.dilates, p.padding_left,
-                                                    p.padding_right);
+      const bool is_narrow = s.in_channels / s.groups < 8;
+      auto layout = [&](const memory::desc& plain) { return is_narrow ? plain : any_like(plain); };
+      dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, layout(p.src),
+                                                    layout(p.weights), p.bias, layout(p.dst), p.strides,
+                                                    p.dilates, p.padding_left, p.padding_right);
       dnnl::convolution_backward_weights::primitive_desc pd(desc, onednn_engine(), p.forward_pd);
-      p.backward_weights = std::make_unique<dnnl::convolution_backward_weights>(pd);
+      p.backward_weights = ConvPrimitives::BackwardWeights{
+          dnnl::convolution_backward_weights(pd), LayoutBridge(p.src, pd.src_desc()),
+          LayoutBridge(p.dst, pd.diff_dst_desc()), LayoutBridge(p.weights, pd.diff_weights_desc())};
     }
   }
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, wrap(p.src, x)},
-                                       {DNNL_ARG_DIFF_DST, wrap(p.dst, dy)},
-                                       {DNNL_ARG_DIFF_WEIGHTS, wrap(p.weights, dw)}};
-  if (db) args.emplace(DNNL_ARG_DIFF_BIAS, wrap(p.bias, db));
-  p.backward_weights->execute(onednn_stream(), args);
+  auto& bw = *p.backward_weights;
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, bw.src.input(x)},
+                                       {DNNL_ARG_DIFF_DST, bw.diff_dst.input(dy)},
+                                       {DNNL_ARG_DIFF_WEIGHTS, bw.diff_weights.output(dw)}};
+  if (db) args.emplace(DNNL_ARG_DIFF_BIAS, memory(p.bias, onednn_engine(), db));
+  bw.primitive.execute(onednn_stream(), args);
+  bw.diff_weights.finish(dw);
   onednn_stream().wait();
 }
 
