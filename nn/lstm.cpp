@@ -43,16 +43,11 @@ LstmOutput LSTM::forward_sequence(const Tensor& x, const Tensor& h0, const Tenso
                             : Tensor::zeros({batch, hidden});
     Tensor c = c0.defined() ? reshape(slice(c0, 0, layer, layer + 1), {batch, hidden})
                             : Tensor::zeros({batch, hidden});
-    std::vector<Tensor> outputs;
-    for (int64_t t = 0; t < steps; ++t) {
-      Tensor gates = add(reshape(slice(projected, 1, t, t + 1), {batch, 4 * hidden}),
-                         linear(h, weight_hh[layer], bias_hh[layer]));  // (B,4H)
-      Tensor hc = lstm_cell(gates, c);                                  // (B,2H)
-      h = slice(hc, 1, 0, hidden);
-      c = slice(hc, 1, hidden, 2 * hidden);
-      outputs.push_back(reshape(h, {batch, 1, hidden}));
-    }
-    layer_input = cat(outputs, 1);  // (B,T,H)
+    Tensor states = lstm_layer(projected, weight_hh[layer], bias_hh[layer], h, c);  // (B,T,2H): [h_t | c_t]
+    layer_input = slice(states, 2, 0, hidden);                                      // (B,T,H)
+    Tensor last = reshape(slice(states, 1, steps - 1, steps), {batch, 2 * hidden});
+    h = slice(last, 1, 0, hidden);
+    c = slice(last, 1, hidden, 2 * hidden);
     final_h.push_back(reshape(h, {1, batch, hidden}));
     final_c.push_back(reshape(c, {1, batch, hidden}));
   }

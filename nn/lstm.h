@@ -1,7 +1,8 @@
 // LSTM (PyTorch's nn.LSTM with batch_first=True): multi-layer, gate order i,f,g,o,
 // parameters weight_ih_l{k} (4H,in), weight_hh_l{k} (4H,H), bias_ih_l{k}, bias_hh_l{k},
 // all initialized U(-1/√H, 1/√H). Each layer projects the inputs of all time steps with
-// one GEMM, then runs h·W_hhᵀ and the fused lstm_cell per step.
+// one GEMM, then runs the recurrence as one lstm_layer op (hand-written backpropagation
+// through time; core/ops/rnn.cpp).
 #pragma once
 
 #include "core/random.h"

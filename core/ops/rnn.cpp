@@ -11,11 +11,54 @@
 #include <cmath>
 
 #include "core/autograd.h"
+#include "core/flop_counter.h"
+#include "core/kernels/gemm.h"
 
 namespace qforge {
 
 namespace {
 inline float sigmoid_of(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+
+// One cell's pointwise forward for `batch` rows: gates (stride gate_stride) hold the
+// pre-activations and receive the activations i,f,g,o; h/c rows have stride state_stride.
+void cell_forward(float* gates, int64_t gate_stride, const float* c_prev, int64_t c_prev_stride, float* h,
+                  float* c, int64_t state_stride, float* tanh_c, int64_t batch, int64_t hidden) {
+  for (int64_t b = 0; b < batch; ++b) {
+    float* a = gates + b * gate_stride;
+    for (int64_t j = 0; j < hidden; ++j) {
+      float i = sigmoid_of(a[j]), f = sigmoid_of(a[hidden + j]);
+      float g = std::tanh(a[2 * hidden + j]), o = sigmoid_of(a[3 * hidden + j]);
+      float cell = f * c_prev[b * c_prev_stride + j] + i * g;
+      float t = std::tanh(cell);
+      a[j] = i, a[hidden + j] = f, a[2 * hidden + j] = g, a[3 * hidden + j] = o;
+      tanh_c[b * hidden + j] = t;
+      h[b * state_stride + j] = o * t;
+      c[b * state_stride + j] = cell;
+    }
+  }
+}
+
+// The cell's backward for one row-block: writes d(pre-activation) over `gates` order and
+// dc_prev; dh, dc are the total gradients reaching h_t, c_t.
+void cell_backward(float* d_gates, int64_t d_gate_stride, float* dc_prev, const float* act,
+                   int64_t act_stride, const float* tanh_c, const float* c_prev, int64_t c_prev_stride,
+                   const float* dh, const float* dc, int64_t batch, int64_t hidden) {
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* a = act + b * act_stride;
+    float* da = d_gates + b * d_gate_stride;
+    for (int64_t j = 0; j < hidden; ++j) {
+      float i = a[j], f = a[hidden + j], g = a[2 * hidden + j], o = a[3 * hidden + j];
+      float t = tanh_c[b * hidden + j];
+      float dh_j = dh[b * hidden + j];
+      float dc_total = dc[b * hidden + j] + dh_j * o * (1 - t * t);
+      da[j] = dc_total * g * i * (1 - i);
+      da[hidden + j] = dc_total * c_prev[b * c_prev_stride + j] * f * (1 - f);
+      da[2 * hidden + j] = dc_total * i * (1 - g * g);
+      da[3 * hidden + j] = dh_j * t * o * (1 - o);
+      dc_prev[b * hidden + j] = dc_total * f;
+    }
+  }
+}
 }  // namespace
 
 Tensor lstm_cell(const Tensor& gates, const Tensor& c_prev) {
@@ -72,6 +115,99 @@ Tensor lstm_cell(const Tensor& gates, const Tensor& c_prev) {
     }
     return std::vector<Tensor>{d_gates, d_c_prev};
   });
+}
+
+}  // namespace qforge
+
+namespace qforge {
+
+// Forward, step t (rows b of the (B,T,·) buffers, strides in brackets):
+//   gates_t = projected[:,t] + h_{t-1}·W_hhᵀ + b_hh      (one GEMM with beta = 1)
+//   [h_t | c_t] = cell(gates_t, c_{t-1})
+// Backward, t = T-1 .. 0, carrying dh, dc from step t+1:
+//   d_gates_t = cell_backward(dh + dout_h[t], dc + dout_c[t])   -> d_projected[:,t]
+//   dh = d_gates_t·W_hh,  dc = dc_total·f
+// then once: dW_hh = d_projectedᵀ·H_prev,  db_hh = Σ d_projected, where H_prev[:,t] = h_{t-1}.
+Tensor lstm_layer(const Tensor& projected, const Tensor& weight_hh, const Tensor& bias_hh, const Tensor& h0,
+                  const Tensor& c0) {
+  QF_CHECK(projected.dim() == 3 && weight_hh.dim() == 2 && projected.size(2) == weight_hh.size(0) &&
+               weight_hh.size(0) == 4 * weight_hh.size(1),
+           "lstm_layer: expected projected (B,T,4H) and weight_hh (4H,H), got ", projected.shape(), " and ",
+           weight_hh.shape());
+  const int64_t batch = projected.size(0), steps = projected.size(1), hidden = weight_hh.size(1);
+  const Shape state{batch, hidden};
+  QF_CHECK(bias_hh.shape() == Shape{4 * hidden} && h0.shape() == state && c0.shape() == state,
+           "lstm_layer: expected bias_hh [", 4 * hidden, "] and h0, c0 ", state, ", got ", bias_hh.shape(),
+           ", ", h0.shape(), ", ", c0.shape());
+  const int64_t g4 = 4 * hidden, row_gates = steps * g4, row_out = steps * 2 * hidden;
+  Tensor out = Tensor::empty({batch, steps, 2 * hidden});  // [h_t | c_t]
+  Tensor activations = projected.clone();                  // (B,T,4H): pre-activations, then i,f,g,o
+  Tensor tanh_c = Tensor::empty({steps, batch, hidden});
+  float* act = activations.data();
+  float* y = out.data();
+  const float* w = weight_hh.data();
+  const float* bias = bias_hh.data();
+  for (int64_t t = 0; t < steps; ++t) {
+    float* gates = act + t * g4;  // rows b at stride row_gates
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t k = 0; k < g4; ++k) gates[b * row_gates + k] += bias[k];
+    const float* h_prev = t == 0 ? h0.data() : y + (t - 1) * 2 * hidden;
+    const int64_t h_stride = t == 0 ? hidden : row_out;
+    kernels::gemm(false, true, batch, g4, hidden, 1.0f, h_prev, h_stride, w, hidden, 1.0f, gates, row_gates);
+    const float* c_prev = t == 0 ? c0.data() : y + (t - 1) * 2 * hidden + hidden;
+    cell_forward(gates, row_gates, c_prev, t == 0 ? hidden : row_out, y + t * 2 * hidden,
+                 y + t * 2 * hidden + hidden, row_out, tanh_c.data() + t * batch * hidden, batch, hidden);
+  }
+  count_multiply_adds(static_cast<double>(batch) * steps * g4 * hidden);
+  if (!any_requires_grad({&projected, &weight_hh, &bias_hh, &h0, &c0})) return out;
+
+  Tensor saved_out = out.detach(), saved_w = weight_hh.detach(), saved_h0 = h0.detach(),
+         saved_c0 = c0.detach();
+  return record(
+      out, "lstm_layer", {projected, weight_hh, bias_hh, h0, c0}, [=](const Tensor& grad, const Node& node) {
+        Tensor d_projected = Tensor::empty({batch, steps, g4});
+        Tensor dh = Tensor::zeros(state), dc = Tensor::zeros(state), dc_prev = Tensor::empty(state);
+        Tensor dh_total = Tensor::empty(state), dc_total = Tensor::empty(state);
+        const float* g_out = grad.data();
+        const float* y = saved_out.data();
+        const float* act = activations.data();
+        float* dp = d_projected.data();
+        for (int64_t t = steps - 1; t >= 0; --t) {
+          for (int64_t b = 0; b < batch; ++b)
+            for (int64_t j = 0; j < hidden; ++j) {
+              dh_total.data()[b * hidden + j] =
+                  dh.data()[b * hidden + j] + g_out[b * row_out + t * 2 * hidden + j];
+              dc_total.data()[b * hidden + j] =
+                  dc.data()[b * hidden + j] + g_out[b * row_out + t * 2 * hidden + hidden + j];
+            }
+          const float* c_prev = t == 0 ? saved_c0.data() : y + (t - 1) * 2 * hidden + hidden;
+          cell_backward(dp + t * g4, row_gates, dc_prev.data(), act + t * g4, row_gates,
+                        tanh_c.data() + t * batch * hidden, c_prev, t == 0 ? hidden : row_out,
+                        dh_total.data(), dc_total.data(), batch, hidden);
+          // dh_{t-1} = d_gates_t · W_hh   (B,H)
+          kernels::gemm(false, false, batch, hidden, g4, 1.0f, dp + t * g4, row_gates, saved_w.data(), hidden,
+                        0.0f, dh.data(), hidden);
+          std::swap(dc, dc_prev);
+        }
+        Tensor d_weight, d_bias;
+        if (node.needs_grad(1)) {                                 // dW_hh = Σ_t d_gates_tᵀ · h_{t-1}
+          Tensor h_prev = Tensor::empty({batch, steps, hidden});  // h_{t-1} at [:,t]
+          for (int64_t b = 0; b < batch; ++b)
+            for (int64_t t = 0; t < steps; ++t)
+              std::copy_n(t == 0 ? saved_h0.data() + b * hidden : y + b * row_out + (t - 1) * 2 * hidden,
+                          hidden, h_prev.data() + (b * steps + t) * hidden);
+          d_weight = Tensor::empty(saved_w.shape());
+          kernels::gemm(true, false, g4, hidden, batch * steps, 1.0f, dp, g4, h_prev.data(), hidden, 0.0f,
+                        d_weight.data(), hidden);
+        }
+        if (node.needs_grad(2)) {
+          d_bias = Tensor::zeros({g4});
+          for (int64_t r = 0; r < batch * steps; ++r)
+            for (int64_t k = 0; k < g4; ++k) d_bias.data()[k] += dp[r * g4 + k];
+        }
+        count_multiply_adds(static_cast<double>(batch) * steps * g4 * hidden * (1 + node.needs_grad(1)));
+        return std::vector<Tensor>{d_projected, d_weight, d_bias, dh, dc};
+      });
 }
 
 }  // namespace qforge

@@ -10,4 +10,11 @@ namespace qforge {
 
 Tensor lstm_cell(const Tensor& gates, const Tensor& c_prev);
 
+// lstm_layer: a whole LSTM layer over T steps as one op, with hand-written
+// backpropagation through time. The caller projects the inputs of all steps first.
+//   projected (B,T,4H) = x·W_ihᵀ + b_ih,  weight_hh (4H,H),  bias_hh (4H),
+//   h0, c0 (B,H)  ->  (B,T,2H) holding [h_t | c_t] for every step t
+Tensor lstm_layer(const Tensor& projected, const Tensor& weight_hh, const Tensor& bias_hh, const Tensor& h0,
+                  const Tensor& c0);
+
 }  // namespace qforge

@@ -189,3 +189,23 @@ TEST_CASE("gradients: log_softmax and losses") {
   CHECK(check_gradients([](const Inputs& in) { return mse_loss(in[0], in[1]); },
                         {random_leaf({3, 4}, 5), random_leaf({3, 4}, 6)}));
 }
+
+TEST_CASE("gradients: lstm_cell and lstm_layer") {
+  CHECK(check_gradients([](const Inputs& in) { return lstm_cell(in[0], in[1]); },
+                        {random_leaf({3, 4 * 5}, 1, -2, 2), random_leaf({3, 5}, 2)}));
+  CHECK(check_gradients([](const Inputs& in) { return lstm_layer(in[0], in[1], in[2], in[3], in[4]); },
+                        {random_leaf({2, 4, 4 * 3}, 3, -1.5f, 1.5f), random_leaf({12, 3}, 4),
+                         random_leaf({12}, 5), random_leaf({2, 3}, 6), random_leaf({2, 3}, 7)}));
+}
+
+TEST_CASE("lstm_layer equals lstm_cell applied step by step") {
+  Tensor projected = random_leaf({3, 5, 8}, 1), weight = random_leaf({8, 2}, 2), bias = random_leaf({8}, 3);
+  Tensor h = random_leaf({3, 2}, 4), c = random_leaf({3, 2}, 5);
+  Tensor fused = lstm_layer(projected, weight, bias, h, c);
+  for (int64_t t = 0; t < 5; ++t) {
+    Tensor gates = add(reshape(slice(projected, 1, t, t + 1), {3, 8}), linear(h, weight, bias));
+    Tensor hc = lstm_cell(gates, c);
+    h = slice(hc, 1, 0, 2), c = slice(hc, 1, 2, 4);
+    CHECK(qforge::testing::all_close(reshape(slice(fused, 1, t, t + 1), {3, 4}), hc, 1e-5, 1e-6));
+  }
+}
