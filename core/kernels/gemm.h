@@ -1,5 +1,5 @@
 // fp32 GEMM, row-major: C = alpha·op(A)·op(B) + beta·C, op = identity or transpose.
-// `gemm` is the fast path (OpenBLAS sgemm); `gemm_reference` is three loops in double
+// `gemm` is the fast path (oneDNN sgemm, see gemm.cpp); `gemm_reference` is three loops in double
 // for tests and for reading. Pure functions over pointers and sizes.
 #pragma once
 

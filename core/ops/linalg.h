@@ -1,6 +1,6 @@
 // Matrix products: matmul (2-D, batched 3-D, or N-D times a 2-D matrix) and linear
-// (y = x·Wᵀ + b, PyTorch's F.linear). GEMMs go through kernels::gemm (OpenBLAS),
-// chosen over oneDNN matmul by bench/bench_kernels (see docs/kernels.md).
+// (y = x·Wᵀ + b, PyTorch's F.linear). GEMMs go through kernels::gemm (oneDNN's sgemm,
+// chosen over OpenBLAS by measurement; Note [GEMM backend] in core/kernels/gemm.cpp).
 #pragma once
 
 #include "core/tensor.h"

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/threading.h"
 
 namespace qforge {
 
@@ -38,9 +39,82 @@ PoolGeometry geometry(const Tensor& x, const Pool2dOptions& o, const char* op) {
   return g;
 }
 
+// Fast path for windows that tile the input (kernel = stride, no padding or dilation):
+// no bounds checks. The winner is chosen with selects, not branches: on real
+// activations it is unpredictable, and mispredictions cost more than the pooling.
+// The 2×2 window as independent selects per output, which the compiler vectorizes.
+// Ties go to the earlier element in scan order (a, b, c, d), as PyTorch's `val > max`;
+// a NaN anywhere in the window wins (the rare fix-up branch), as in PyTorch.
+void max_pool_2x2(float* out, int32_t* arg, const float* plane, const PoolGeometry& g) {
+  const int32_t width = static_cast<int32_t>(g.width);
+  for (int64_t oh = 0; oh < g.out_height; ++oh) {
+    const float* r0 = plane + 2 * oh * g.width;
+    const float* r1 = r0 + g.width;
+    float* o = out + oh * g.out_width;
+    int32_t* i = arg + oh * g.out_width;
+    const int32_t base = static_cast<int32_t>(2 * oh * g.width);
+    for (int64_t ow = 0; ow < g.out_width; ++ow) {
+      const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+      const int32_t column = base + static_cast<int32_t>(2 * ow);
+      const float top = b > a ? b : a, bottom = d > c ? d : c;
+      const int32_t top_index = b > a ? column + 1 : column,
+                    bottom_index = d > c ? column + width + 1 : column + width;
+      o[ow] = bottom > top ? bottom : top;
+      i[ow] = bottom > top ? bottom_index : top_index;
+    }
+    for (int64_t ow = 0; ow < g.out_width; ++ow) {
+      if (!std::isnan(o[ow]) && !std::isnan(r0[2 * ow] + r0[2 * ow + 1] + r1[2 * ow] + r1[2 * ow + 1]))
+        continue;
+      const int32_t column = base + static_cast<int32_t>(2 * ow);
+      for (int32_t at : {column, column + 1, column + width, column + width + 1})
+        if (std::isnan(plane[at])) {
+          o[ow] = plane[at], i[ow] = at;
+          break;
+        }
+    }
+  }
+}
+
+void max_pool_tiled(float* y, int32_t* argmax, const float* x, const PoolGeometry& g,
+                    const Pool2dOptions& o) {
+  const int64_t kh_count = o.kernel_height, kw_count = o.kernel_width;
+  if (kh_count == 2 && kw_count == 2) {
+#pragma omp parallel for schedule(static) if (g.planes * g.height * g.width >= kParallelGrain)
+    for (int64_t p = 0; p < g.planes; ++p)
+      max_pool_2x2(y + p * g.out_height * g.out_width, argmax + p * g.out_height * g.out_width,
+                   x + p * g.height * g.width, g);
+    return;
+  }
+#pragma omp parallel for schedule(static) if (g.planes * g.height * g.width >= kParallelGrain)
+  for (int64_t p = 0; p < g.planes; ++p) {
+    const float* plane = x + p * g.height * g.width;
+    float* out = y + p * g.out_height * g.out_width;
+    int32_t* arg = argmax + p * g.out_height * g.out_width;
+    for (int64_t oh = 0; oh < g.out_height; ++oh)
+      for (int64_t ow = 0; ow < g.out_width; ++ow) {
+        int32_t best_index = static_cast<int32_t>(oh * kh_count * g.width + ow * kw_count);
+        float best = plane[best_index];
+        for (int64_t kh = 0; kh < kh_count; ++kh) {
+          const int32_t row = static_cast<int32_t>((oh * kh_count + kh) * g.width + ow * kw_count);
+          for (int64_t kw = 0; kw < kw_count; ++kw) {
+            const float v = plane[row + kw];
+            const bool take = (v > best) | (v != v);  // v != v: NaN propagates, as in PyTorch
+            best = take ? v : best;
+            best_index = take ? row + static_cast<int32_t>(kw) : best_index;
+          }
+        }
+        out[oh * g.out_width + ow] = best;
+        arg[oh * g.out_width + ow] = best_index;
+      }
+  }
+}
+
 //   y (planes, OH, OW), argmax (planes, OH, OW) flat index within the plane
 void max_pool_forward(float* y, int32_t* argmax, const float* x, const PoolGeometry& g,
                       const Pool2dOptions& o) {
+  if (o.kernel_height == o.stride_height && o.kernel_width == o.stride_width && o.padding_height == 0 &&
+      o.padding_width == 0 && o.dilation_height == 1 && o.dilation_width == 1)
+    return max_pool_tiled(y, argmax, x, g, o);
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < g.planes; ++p) {
     const float* plane = x + p * g.height * g.width;
