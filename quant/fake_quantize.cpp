@@ -1,0 +1,162 @@
+// Derivative table (g = dL/dy, u = nearbyint(x·(1/s)) + z the unclamped level):
+//   fake_quantize             dx = g·[qmin <= u <= qmax]
+//   fake_quantize_learnable   dx = g·[qmin <= u <= qmax]
+//                             ds = Σ g·((x̂ − x)/s)        inside the range
+//                                  Σ g·(qmin − z or qmax − z)  below / above it
+//                             dz = Σ g·(−s)               outside the range, 0 inside
+//                             (both times grad_factor; PyTorch's
+//                             _fake_quantize_learnable_tensor_grad_kernel_cpu)
+//   fake_quantize_amax        dx = g·[|x| <= amax]
+// Tensors are walked as (outer, channel, inner) so per-channel parameters are hoisted
+// out of the inner loop and cost nothing extra (pytorch/pytorch #33647).
+#include "quant/fake_quantize.h"
+
+#include <cmath>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/ops/reduce.h"
+#include "core/threading.h"
+
+namespace qforge::quant {
+
+namespace {
+
+AxisSplit channel_split(const Tensor& x, int64_t axis, const char* op) {
+  if (axis < 0) return {1, 1, x.numel()};
+  QF_CHECK(axis < x.dim(), op, ": axis ", axis, " out of range for input ", x.shape());
+  return split_at_axis(x.shape(), axis);
+}
+
+// y = fake-quantized x and mask = in-range flags, channel by channel.
+void fake_quantize_kernel(float* y, uint8_t* mask, const float* x, const float* scale,
+                          const int64_t* zero_point, const QuantRange& range, const AxisSplit& s) {
+  const float lo = static_cast<float>(range.quant_min), hi = static_cast<float>(range.quant_max);
+#pragma omp parallel for collapse(2) schedule(static) if (s.outer * s.extent * s.inner >= kParallelGrain)
+  for (int64_t o = 0; o < s.outer; ++o)
+    for (int64_t c = 0; c < s.extent; ++c) {
+      const float sc = scale[c], inverse = 1.0f / sc;
+      const int64_t z = zero_point[c];
+      const int64_t base = (o * s.extent + c) * s.inner;
+      for (int64_t i = 0; i < s.inner; ++i) {
+        const float u = quantize_unclamped(x[base + i], inverse, z);
+        y[base + i] = dequantize_value(clamp_quantized(u, range), sc, z);
+        mask[base + i] = (u >= lo) & (u <= hi);
+      }
+    }
+}
+
+Tensor masked_gradient(const Tensor& g, const std::vector<uint8_t>& mask) {
+  Tensor dx = Tensor::empty(g.shape());
+  const float* pg = g.data();
+  float* out = dx.data();
+  const int64_t n = g.numel();
+#pragma omp parallel for schedule(static) if (n >= kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) out[i] = mask[i] ? pg[i] : 0.0f;
+  return dx;
+}
+
+}  // namespace
+
+Tensor fake_quantize(const Tensor& x, const QuantParams& params, const QuantRange& range) {
+  AxisSplit s = channel_split(x, params.axis, "fake_quantize");
+  QF_CHECK(static_cast<int64_t>(params.scale.size()) == s.extent &&
+               static_cast<int64_t>(params.zero_point.size()) == s.extent,
+           "fake_quantize: ", params.scale.size(), " scales and ", params.zero_point.size(),
+           " zero points for ", s.extent, params.is_per_channel() ? " channels" : " tensor");
+  for (std::size_t c = 0; c < params.scale.size(); ++c)
+    QF_CHECK(params.scale[c] > 0 && std::isfinite(params.scale[c]), "fake_quantize: scale ", c, " is ",
+             params.scale[c], ", expected a positive finite number");
+  Tensor y = Tensor::empty(x.shape());
+  std::vector<uint8_t> mask(x.numel());
+  fake_quantize_kernel(y.data(), mask.data(), x.data(), params.scale.data(), params.zero_point.data(), range,
+                       s);
+  if (!any_requires_grad({&x})) return y;
+  return record(y, "fake_quantize", {x}, [mask = std::move(mask)](const Tensor& g, const Node&) {
+    return std::vector<Tensor>{masked_gradient(g, mask)};
+  });
+}
+
+Tensor fake_quantize_learnable(const Tensor& x, const Tensor& scale, const Tensor& zero_point, int64_t axis,
+                               const QuantRange& range, float grad_factor) {
+  AxisSplit s = channel_split(x, axis, "fake_quantize_learnable");
+  QF_CHECK(scale.shape() == Shape{s.extent} && zero_point.shape() == Shape{s.extent},
+           "fake_quantize_learnable: expected scale and zero_point of shape [", s.extent, "], got ",
+           scale.shape(), " and ", zero_point.shape());
+  const float lo = static_cast<float>(range.quant_min), hi = static_cast<float>(range.quant_max);
+  // Forward rounds the float zero point to nearest-even, backward rounds half up
+  // (PyTorch's _get_zero_point_from_tensor with is_forward true / false).
+  std::vector<float> scales(s.extent);
+  std::vector<int64_t> forward_zero(s.extent), backward_zero(s.extent);
+  for (int64_t c = 0; c < s.extent; ++c) {
+    scales[c] = scale.data()[c];
+    QF_CHECK(scales[c] > 0 && std::isfinite(scales[c]), "fake_quantize_learnable: scale ", c, " is ",
+             scales[c], ", expected a positive finite number");
+    const float z = zero_point.data()[c];
+    forward_zero[c] = static_cast<int64_t>(std::fmin(std::fmax(std::nearbyint(z), lo), hi));
+    backward_zero[c] = static_cast<int64_t>(std::fmin(std::fmax(z + 0.5f, lo), hi));
+  }
+  Tensor y = Tensor::empty(x.shape());
+  std::vector<uint8_t> mask(x.numel());
+  fake_quantize_kernel(y.data(), mask.data(), x.data(), scales.data(), forward_zero.data(), range, s);
+  if (!any_requires_grad({&x, &scale, &zero_point})) return y;
+
+  Tensor saved_x = x.detach();
+  return record(y, "fake_quantize_learnable", {x, scale, zero_point}, [=](const Tensor& g, const Node& node) {
+    Tensor dx = Tensor::empty(saved_x.shape());
+    Tensor d_scale = Tensor::zeros({s.extent}), d_zero = Tensor::zeros({s.extent});
+    const float* px = saved_x.data();
+    const float* pg = g.data();
+    float* pdx = dx.data();
+    for (int64_t c = 0; c < s.extent; ++c) {
+      const float sc = scales[c], inverse = 1.0f / sc;
+      const int64_t z = backward_zero[c];
+      const float below = lo - static_cast<float>(z), above = hi - static_cast<float>(z);
+      double sum_scale = 0, sum_zero = 0;
+      for (int64_t o = 0; o < s.outer; ++o) {
+        const int64_t base = (o * s.extent + c) * s.inner;
+        for (int64_t i = 0; i < s.inner; ++i) {
+          const float xv = px[base + i], dy = pg[base + i];
+          const int64_t level = static_cast<int64_t>(std::nearbyint(static_cast<float>(z) + xv * inverse));
+          const bool inside = level >= range.quant_min && level <= range.quant_max;
+          pdx[base + i] = inside ? dy : 0.0f;
+          if (inside) {
+            const float fake = dequantize_value(level, sc, z);
+            sum_scale += dy * (fake - xv) * inverse;
+          } else {
+            sum_scale += dy * (level < range.quant_min ? below : above);
+            sum_zero += -dy * sc;
+          }
+        }
+      }
+      d_scale.data()[c] = static_cast<float>(sum_scale * grad_factor);
+      d_zero.data()[c] = static_cast<float>(sum_zero * grad_factor);
+    }
+    return std::vector<Tensor>{node.needs_grad(0) ? dx : Tensor(), node.needs_grad(1) ? d_scale : Tensor(),
+                               node.needs_grad(2) ? d_zero : Tensor()};
+  });
+}
+
+AmaxQuantized fake_quantize_amax(const Tensor& x, float amax, int bits, bool is_unsigned) {
+  QF_CHECK(amax > 0 && std::isfinite(amax), "fake_quantize_amax: amax must be positive, got ", amax);
+  QF_CHECK(bits >= 2 && bits <= 16, "fake_quantize_amax: bits must be in 2..16, got ", bits);
+  const float bound =
+      is_unsigned ? static_cast<float>((1 << bits) - 1) : static_cast<float>((1 << (bits - 1)) - 1);
+  const float scale = bound / amax, lower = is_unsigned ? 0.0f : -bound;
+  AmaxQuantized result{Tensor::empty(x.shape()), Tensor::empty(x.shape()), scale};
+  std::vector<uint8_t> mask(x.numel());
+  const float* px = x.data();
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const float q = std::fmin(std::fmax(std::nearbyint(px[i] * scale), lower), bound);
+    result.integer.data()[i] = q;
+    result.fake.data()[i] = q / scale;
+    mask[i] = std::fabs(px[i]) <= amax;
+  }
+  result.fake =
+      record(result.fake, "fake_quantize_amax", {x}, [mask = std::move(mask)](const Tensor& g, const Node&) {
+        return std::vector<Tensor>{masked_gradient(g, mask)};
+      });
+  return result;
+}
+
+}  // namespace qforge::quant

@@ -1,0 +1,36 @@
+// FakeQuantize as autograd ops: quantize and dequantize in float, so training feels the
+// rounding and clamping of the integer runtime (Jacob et al. 2018; PyTorch's
+// fake_quantize_per_{tensor,channel}_affine and their learnable variants).
+//   forward   y = (clamp(nearbyint(x/s) + z, qmin, qmax) − z)·s        (quant_params.h)
+//   backward  straight-through: dx = dy where qmin <= nearbyint(x/s)+z <= qmax, else 0
+// The learnable variant (LSQ, Esser et al. 2020) also returns gradients for s and z.
+// The NVIDIA convention (scale as a multiplier (2^(b-1)-1)/amax, mask |x| <= amax) is
+// fake_quantize_amax.
+#pragma once
+
+#include "core/tensor.h"
+#include "quant/quant_params.h"
+
+namespace qforge::quant {
+
+// Per tensor (params.axis < 0) or per channel along params.axis.
+Tensor fake_quantize(const Tensor& x, const QuantParams& params, const QuantRange& range);
+
+// Learnable scale and zero point, as PyTorch's _fake_quantize_learnable_per_{tensor,channel}_affine:
+//   scale, zero_point: (1) for per tensor (axis < 0), (C) for per channel along axis;
+//   zero_point is a float tensor, rounded (forward) and clamped to the range.
+// grad_factor scales both parameter gradients (LSQ: 1/sqrt(numel·qmax)).
+Tensor fake_quantize_learnable(const Tensor& x, const Tensor& scale, const Tensor& zero_point, int64_t axis,
+                               const QuantRange& range, float grad_factor = 1.0f);
+
+// NVIDIA pytorch-quantization's tensor_quant convention: scale = (2^(b-1)-1)/amax (signed)
+// or (2^b-1)/amax (unsigned), q = clamp(round(x·scale), ±(2^(b-1)-1) or 0..2^b-1),
+// y = q/scale; gradient passes where |x| <= amax.
+struct AmaxQuantized {
+  Tensor fake;     // y
+  Tensor integer;  // q as floats, for inspection
+  float scale;     // the multiplier
+};
+AmaxQuantized fake_quantize_amax(const Tensor& x, float amax, int bits, bool is_unsigned);
+
+}  // namespace qforge::quant
