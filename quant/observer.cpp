@@ -1,0 +1,289 @@
+#include "quant/observer.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <limits>
+
+#include "core/ops/reduce.h"
+
+namespace qforge::quant {
+
+QuantParams qparams_from_min_max(const std::vector<float>& min_values, const std::vector<float>& max_values,
+                                 const QuantScheme& scheme) {
+  const QuantRange range = scheme.range();
+  const float eps = FLT_EPSILON;
+  QuantParams params;
+  params.axis = scheme.axis;
+  for (std::size_t c = 0; c < min_values.size(); ++c) {
+    if (!std::isfinite(min_values[c]) || !std::isfinite(max_values[c])) {  // never observed
+      params.scale.push_back(1.0f);
+      params.zero_point.push_back(0);
+      continue;
+    }
+    const float min_neg = std::min(min_values[c], 0.0f), max_pos = std::max(max_values[c], 0.0f);
+    float scale;
+    int64_t zero_point = 0;
+    if (scheme.symmetric) {
+      scale = std::max(
+          std::max(-min_neg, max_pos) / (static_cast<float>(range.quant_max - range.quant_min) / 2), eps);
+      if (!scheme.is_signed)
+        zero_point = scheme.has_customized_range()
+                         ? static_cast<int64_t>(std::floor((range.quant_min + range.quant_max) / 2.0))
+                         : 128;
+    } else {
+      scale = std::max((max_pos - min_neg) / static_cast<float>(range.quant_max - range.quant_min), eps);
+      zero_point = range.quant_min - static_cast<int64_t>(std::nearbyint(min_neg / scale));
+      zero_point = std::clamp(zero_point, range.quant_min, range.quant_max);
+    }
+    params.scale.push_back(scale);
+    params.zero_point.push_back(zero_point);
+  }
+  return params;
+}
+
+// ---- MinMax / moving average, per tensor or per channel ------------------------
+
+MinMaxObserver::MinMaxObserver(QuantScheme scheme, float averaging_constant)
+    : Observer(scheme), averaging_constant_(averaging_constant) {
+  QF_CHECK(averaging_constant >= 0 && averaging_constant <= 1,
+           "observer: averaging constant must be in [0, 1], got ", averaging_constant);
+}
+
+std::string MinMaxObserver::name() const {
+  return std::string(averaging_constant_ > 0 ? "moving_average" : "minmax") +
+         (scheme_.axis >= 0 ? "_per_channel" : "");
+}
+
+void MinMaxObserver::observe(const Tensor& x) {
+  if (x.numel() == 0) return;
+  AxisSplit s{1, 1, x.numel()};
+  if (scheme_.axis >= 0) {
+    QF_CHECK(scheme_.axis < x.dim(), "observer: channel axis ", scheme_.axis, " out of range for ",
+             x.shape());
+    s = split_at_axis(x.shape(), scheme_.axis);
+  }
+  std::vector<float> batch_min(s.extent, std::numeric_limits<float>::infinity()),
+      batch_max(s.extent, -std::numeric_limits<float>::infinity());
+  const float* px = x.data();
+  for (int64_t o = 0; o < s.outer; ++o)
+    for (int64_t c = 0; c < s.extent; ++c) {
+      const float* row = px + (o * s.extent + c) * s.inner;
+      float lo = batch_min[c], hi = batch_max[c];
+      for (int64_t i = 0; i < s.inner; ++i) lo = std::min(lo, row[i]), hi = std::max(hi, row[i]);
+      batch_min[c] = lo, batch_max[c] = hi;
+    }
+  if (!has_observed_) {
+    min_ = batch_min, max_ = batch_max;
+  } else {
+    QF_CHECK(min_.size() == batch_min.size(), "observer: saw ", batch_min.size(), " channels, expected ",
+             min_.size());
+    for (int64_t c = 0; c < s.extent; ++c) {
+      if (averaging_constant_ > 0) {
+        min_[c] = min_[c] + averaging_constant_ * (batch_min[c] - min_[c]);
+        max_[c] = max_[c] + averaging_constant_ * (batch_max[c] - max_[c]);
+      } else {
+        min_[c] = std::min(min_[c], batch_min[c]);
+        max_[c] = std::max(max_[c], batch_max[c]);
+      }
+    }
+  }
+  has_observed_ = true;
+}
+
+QuantParams MinMaxObserver::calculate_qparams() const {
+  if (!has_observed_) return qparams_from_min_max({INFINITY}, {-INFINITY}, scheme_);
+  return qparams_from_min_max(min_, max_, scheme_);
+}
+
+TensorMap MinMaxObserver::state() const {
+  if (!has_observed_) return {};
+  const Shape shape{static_cast<int64_t>(min_.size())};
+  return {{"min", Tensor::from_vector(shape, min_)}, {"max", Tensor::from_vector(shape, max_)}};
+}
+
+void MinMaxObserver::load_state(const TensorMap& state) {
+  has_observed_ = state.count("min") && state.count("max");
+  if (has_observed_) min_ = state.at("min").to_vector(), max_ = state.at("max").to_vector();
+}
+
+// ---- Histogram ---------------------------------------------------------------------
+//
+// Note [PyTorch 1.13 histogram quirks]: to give PyTorch's numbers, this follows
+// HistogramObserver line by line, including two behaviours that look like accidents:
+// the histogram range passed to torch.histc is int(min), int(max) — truncated toward
+// zero — so values outside that integer range are not counted, while min/max keep the
+// true extremes; and the search arithmetic mixes float32 tensors with double scalars.
+
+namespace {
+
+// torch.histc(x, bins, min, max): equal bins over [min, max] (data extremes when
+// min == max; widened by 1 when still equal), values outside skipped, the right edge
+// in the last bin. Float arithmetic, as ATen's linear-interpolation kernel.
+std::vector<float> histc(const Tensor& x, int64_t bins, float left, float right) {
+  if (left == right) {
+    const float* px = x.data();
+    left = *std::min_element(px, px + x.numel());
+    right = *std::max_element(px, px + x.numel());
+  }
+  if (left == right) left -= 1, right += 1;
+  std::vector<float> counts(bins, 0.0f);
+  const float* px = x.data();
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const float v = px[i];
+    if (v < left || right < v) continue;
+    int64_t position = static_cast<int64_t>((v - left) * static_cast<float>(bins) / (right - left));
+    if (position == bins) position -= 1;
+    counts[position] += 1.0f;
+  }
+  return counts;
+}
+
+float truncate_toward_zero(float v) { return static_cast<float>(static_cast<int64_t>(v)); }
+
+}  // namespace
+
+HistogramObserver::HistogramObserver(QuantScheme scheme, int64_t bins, int64_t upsample_rate)
+    : Observer(scheme), bins_(bins), upsample_rate_(upsample_rate), histogram_(bins, 0.0f) {
+  QF_CHECK(scheme.axis < 0, "histogram observer: per-channel histograms are not supported (as in PyTorch)");
+  QF_CHECK(bins >= 2 && upsample_rate >= 1, "histogram observer: need at least 2 bins");
+}
+
+void HistogramObserver::observe(const Tensor& x) {
+  if (x.numel() == 0) return;
+  const float* px = x.data();
+  const auto [lo_it, hi_it] = std::minmax_element(px, px + x.numel());
+  const float batch_min = *lo_it, batch_max = *hi_it;
+  if (!has_observed_ || min_ == max_) {
+    min_ = batch_min, max_ = batch_max;
+    histogram_ = histc(x, bins_, truncate_toward_zero(min_), truncate_toward_zero(max_));
+    has_observed_ = true;
+    return;
+  }
+  float combined_min = std::min(batch_min, min_), combined_max = std::max(batch_max, max_);
+  // _adjust_min_max: widen the combined range to a whole number of old bins.
+  const float histogram_bin_width = (max_ - min_) / static_cast<float>(bins_ * upsample_rate_);
+  const int64_t downsample_rate = static_cast<int64_t>(
+      std::ceil((combined_max - combined_min) / (static_cast<float>(bins_) * histogram_bin_width)));
+  const float e = static_cast<float>(downsample_rate) * (static_cast<float>(bins_) * histogram_bin_width) -
+                  (combined_max - combined_min);
+  combined_max = combined_max + e;
+  const int64_t start_index =
+      static_cast<int64_t>(std::nearbyint((min_ - combined_min) / histogram_bin_width));
+  std::vector<float> combined =
+      histc(x, bins_, truncate_toward_zero(combined_min), truncate_toward_zero(combined_max));
+  if (combined_min == min_ && combined_max == max_) {
+    for (int64_t b = 0; b < bins_; ++b) combined[b] += histogram_[b];
+  } else {
+    // _combine_histograms: upsample the old histogram, place it in the new range,
+    // integrate in double and resample to `bins_`.
+    std::vector<double> placed(bins_ * downsample_rate, 0.0);
+    for (int64_t i = 0; i < bins_ * upsample_rate_; ++i) {
+      const int64_t at = start_index + i;
+      if (at >= 0 && at < static_cast<int64_t>(placed.size())) placed[at] = histogram_[i / upsample_rate_];
+    }
+    double running = 0, previous = 0;
+    int64_t out = 0;
+    for (std::size_t i = 0; i < placed.size(); ++i) {
+      running += placed[i];
+      if (static_cast<int64_t>(i) % downsample_rate == downsample_rate - 1) {
+        combined[out++] += static_cast<float>((running - previous) / static_cast<double>(upsample_rate_));
+        previous = running;
+      }
+    }
+  }
+  histogram_ = std::move(combined);
+  min_ = combined_min, max_ = combined_max;
+}
+
+double HistogramObserver::quantization_error(int64_t start_bin, int64_t end_bin) const {
+  const double bin_width = (static_cast<double>(max_) - static_cast<double>(min_)) / bins_;
+  const int64_t destination_bins = int64_t{1} << scheme_.bits;
+  const double destination_width = bin_width * (end_bin - start_bin + 1) / destination_bins;
+  if (destination_width == 0.0) return 0.0;
+  const float dst_width = static_cast<float>(destination_width),
+              half = static_cast<float>(destination_width / 2);
+  auto norm_of = [](float begin, float end, float density) {
+    return density * ((end * end * end - begin * begin * begin) / 3);
+  };
+  double total = 0;
+  for (int64_t b = 0; b < bins_; ++b) {
+    const float begin = static_cast<float>(b - start_bin) * static_cast<float>(bin_width);
+    const float end = begin + static_cast<float>(bin_width);
+    const float dst_begin =
+        std::clamp(std::floor(begin / dst_width), 0.0f, static_cast<float>(destination_bins - 1));
+    const float dst_end =
+        std::clamp(std::floor(end / dst_width), 0.0f, static_cast<float>(destination_bins - 1));
+    const float density = histogram_[b] / static_cast<float>(bin_width);
+    const float begin_center = (dst_begin + 0.5f) * dst_width;
+    float norm = norm_of(begin - begin_center, half, density);
+    norm += (dst_end - dst_begin - 1) * norm_of(-half, half, density);
+    const float end_center = dst_end * dst_width + half;
+    norm += norm_of(-half, end - end_center, density);
+    total += norm;
+  }
+  return total;
+}
+
+std::pair<float, float> HistogramObserver::search_range() const {
+  const float bin_width = (max_ - min_) / static_cast<float>(bins_);
+  double total = 0;
+  std::vector<float> cumulative(bins_);
+  float running = 0;
+  for (int64_t b = 0; b < bins_; ++b) total += histogram_[b], cumulative[b] = (running += histogram_[b]);
+  const double step = 1e-5;
+  double alpha = 0.0, beta = 1.0, norm_min = std::numeric_limits<double>::infinity();
+  int64_t start_bin = 0, end_bin = bins_ - 1;
+  while (alpha < beta) {
+    const double next_alpha = alpha + step, next_beta = beta - step;
+    int64_t l = start_bin, r = end_bin;
+    while (l < end_bin && cumulative[l] < static_cast<float>(next_alpha * total)) ++l;
+    while (r > start_bin && cumulative[r] > static_cast<float>(next_beta * total)) --r;
+    int64_t next_start = start_bin, next_end = end_bin;
+    if ((l - start_bin) > (end_bin - r)) {
+      next_start = l;
+      alpha = next_alpha;
+    } else {
+      next_end = r;
+      beta = next_beta;
+    }
+    if (next_start == start_bin && next_end == end_bin) continue;
+    const double norm = quantization_error(next_start, next_end);
+    if (norm > norm_min) break;
+    norm_min = norm;
+    start_bin = next_start, end_bin = next_end;
+  }
+  return {min_ + bin_width * static_cast<float>(start_bin),
+          min_ + bin_width * static_cast<float>(end_bin + 1)};
+}
+
+QuantParams HistogramObserver::calculate_qparams() const {
+  if (!has_observed_) return qparams_from_min_max({INFINITY}, {-INFINITY}, scheme_);
+  auto [lo, hi] = search_range();
+  return qparams_from_min_max({lo}, {hi}, scheme_);
+}
+
+TensorMap HistogramObserver::state() const {
+  if (!has_observed_) return {};
+  return {{"histogram", Tensor::from_vector({bins_}, histogram_)},
+          {"min", Tensor::from_vector({1}, {min_})},
+          {"max", Tensor::from_vector({1}, {max_})}};
+}
+
+void HistogramObserver::load_state(const TensorMap& state) {
+  has_observed_ = state.count("histogram") > 0;
+  if (!has_observed_) return;
+  QF_CHECK(state.at("histogram").numel() == bins_, "histogram observer: state has ",
+           state.at("histogram").numel(), " bins, expected ", bins_);
+  histogram_ = state.at("histogram").to_vector();
+  min_ = state.at("min").item(), max_ = state.at("max").item();
+}
+
+std::unique_ptr<Observer> make_observer(const std::string& kind, const QuantScheme& scheme) {
+  if (kind == "minmax") return std::make_unique<MinMaxObserver>(scheme, 0.0f);
+  if (kind == "moving_average") return std::make_unique<MinMaxObserver>(scheme, 0.01f);
+  if (kind == "histogram") return std::make_unique<HistogramObserver>(scheme);
+  QF_FAIL("observer: unknown kind \"", kind, "\" (known: minmax, moving_average, histogram)");
+}
+
+}  // namespace qforge::quant
