@@ -68,18 +68,21 @@ Batch DataLoader::make_batch(int64_t batch_index) const {
   const Augmentation& augment = options_.augmentation;
   const bool is_augmenting = augment.crop_padding > 0 || augment.horizontal_flip;
   Generator generator = derived_generator(options_.seed, epoch_, batch_index);
-  const float* source_images = dataset_.images.data();
+  // Raw pixel -> normalized float, through a 256-entry table.
+  float lookup[256];
+  for (int v = 0; v < 256; ++v) lookup[v] = dataset_.normalize(static_cast<uint8_t>(v));
+  const uint8_t* source_images = dataset_.images.data_as<uint8_t>();
   float* images = batch.images.data();
   for (int64_t i = 0; i < count; ++i) {
     const int64_t index = order_[start + i];
     batch.labels.data_as<int32_t>()[i] = dataset_.labels.data_as<int32_t>()[index];
-    const float* source = source_images + index * image;
+    const uint8_t* source = source_images + index * image;
     float* target = images + i * image;
     if (!is_augmenting) {
-      std::memcpy(target, source, image * sizeof(float));
+      for (int64_t p = 0; p < image; ++p) target[p] = lookup[source[p]];
       continue;
     }
-    // Crop offset in [-padding, padding]; pixels from outside the image are zero.
+    // Crop offset in [-padding, padding]; pixels from outside the image are black (raw 0).
     const int64_t pad = augment.crop_padding;
     const int64_t dy = pad ? static_cast<int64_t>(generator.below(2 * pad + 1)) - pad : 0;
     const int64_t dx = pad ? static_cast<int64_t>(generator.below(2 * pad + 1)) - pad : 0;
@@ -89,7 +92,7 @@ Batch DataLoader::make_batch(int64_t batch_index) const {
         for (int64_t x = 0; x < width; ++x) {
           const int64_t sy = y + dy, sx = (flip ? width - 1 - x : x) + dx;
           const bool inside = sy >= 0 && sy < height && sx >= 0 && sx < width;
-          target[(c * height + y) * width + x] = inside ? source[(c * height + sy) * width + sx] : 0.0f;
+          target[(c * height + y) * width + x] = lookup[inside ? source[(c * height + sy) * width + sx] : 0];
         }
   }
   return batch;

@@ -39,12 +39,10 @@ Dataset load_idx_folder(const std::string& folder, Split split, const Normalizat
   const int64_t height = images.dims[images.dims.size() - 2], width = images.dims.back();
 
   Dataset dataset;
-  dataset.images = Tensor::empty({count, channels, height, width});
+  dataset.images = Tensor::empty({count, channels, height, width}, DType::u8);
   dataset.labels = Tensor::empty({count}, DType::s32);
-  const float scale = 1.0f / (255.0f * normalization.stddev),
-              shift = normalization.mean / normalization.stddev;
-  float* pixels = dataset.images.data();
-  for (int64_t i = 0; i < dataset.images.numel(); ++i) pixels[i] = images.values[i] * scale - shift;
+  dataset.normalization = normalization;
+  std::copy_n(images.values.begin(), dataset.images.numel(), dataset.images.data_as<uint8_t>());
   int32_t* out = dataset.labels.data_as<int32_t>();
   int32_t largest = 0;
   for (int64_t i = 0; i < count; ++i) largest = std::max<int32_t>(largest, out[i] = labels.values[i]);

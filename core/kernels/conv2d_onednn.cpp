@@ -11,11 +11,14 @@
 // than 8 input channels per group (a network's first layer), backward-weights is
 // faster on the plain layouts, so it keeps them. The choice is fixed per shape, never
 // timed at run time, so a run is reproducible.
+#include <array>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 
+#include "core/error.h"
 #include "core/kernels/conv2d.h"
 #include "core/kernels/onednn_context.h"
 
@@ -37,35 +40,61 @@ using dnnl::memory;
 using Tag = memory::format_tag;
 using DataType = memory::data_type;
 
+// Reorder buffers are borrowed per call from three per-thread scratch slots (one per
+// argument that may need reordering), grown to the largest need, instead of each cached
+// primitive owning its own: with primitives cached for every batch size seen, owned
+// buffers would add up to more than the activations.
+void* scratch(int slot, std::size_t bytes) {
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  thread_local std::array<std::unique_ptr<void, Free>, 3> buffers;
+  thread_local std::array<std::size_t, 3> sizes{};
+  if (sizes[slot] < bytes) {
+    const std::size_t rounded = (bytes + 4095) / 4096 * 4096;
+    buffers[slot].reset(std::aligned_alloc(64, rounded));
+    QF_CHECK(buffers[slot] != nullptr, "conv2d: out of memory for a ", rounded, "-byte reorder buffer");
+    sizes[slot] = rounded;
+  }
+  return buffers[slot].get();
+}
+
 // Moves one argument between our plain layout and the layout a primitive chose.
 class LayoutBridge {
  public:
   LayoutBridge() = default;
-  LayoutBridge(const memory::desc& user, const memory::desc& inner) : user_(user), inner_(inner) {
+  LayoutBridge(const memory::desc& user, const memory::desc& inner, int slot)
+      : user_(user), inner_(inner), slot_(slot) {
     if (user != inner) {
-      buffer_ = memory(inner, onednn_engine());
-      to_inner_ = dnnl::reorder(memory(user, onednn_engine(), nullptr), buffer_);
-      to_user_ = dnnl::reorder(buffer_, memory(user, onednn_engine(), nullptr));
+      to_inner_ =
+          dnnl::reorder(memory(user, onednn_engine(), nullptr), memory(inner, onednn_engine(), nullptr));
+      to_user_ =
+          dnnl::reorder(memory(inner, onednn_engine(), nullptr), memory(user, onednn_engine(), nullptr));
     }
   }
   // The argument to pass for an input held in `data` (plain layout).
   memory input(const float* data) const {
     memory user(user_, onednn_engine(), const_cast<float*>(data));
     if (!to_inner_) return user;
-    to_inner_.execute(onednn_stream(), user, buffer_);
-    return buffer_;
+    memory inner(inner_, onednn_engine(), scratch(slot_, inner_.get_size()));
+    to_inner_.execute(onednn_stream(), user, inner);
+    return inner;
   }
   // The argument to pass for an output that must end up in `data`; call finish after.
-  memory output(float* data) const { return to_user_ ? buffer_ : memory(user_, onednn_engine(), data); }
+  memory output(float* data) const {
+    if (!to_user_) return memory(user_, onednn_engine(), data);
+    return memory(inner_, onednn_engine(), scratch(slot_, inner_.get_size()));
+  }
   void finish(float* data) const {
     if (!to_user_) return;
+    memory produced(inner_, onednn_engine(), scratch(slot_, inner_.get_size()));
     memory user(user_, onednn_engine(), data);
-    to_user_.execute(onednn_stream(), buffer_, user);
+    to_user_.execute(onednn_stream(), produced, user);
   }
 
  private:
   memory::desc user_, inner_;
-  mutable memory buffer_;  // scratch in the primitive's layout
+  int slot_ = 0;
   dnnl::reorder to_inner_, to_user_;
 };
 
@@ -125,9 +154,9 @@ ConvPrimitives& primitives_for(const Conv2dShape& s, bool has_bias) {
                                                p->dilates, p->padding_left, p->padding_right);
   p->forward_pd = dnnl::convolution_forward::primitive_desc(forward_desc, onednn_engine());
   p->forward = dnnl::convolution_forward(p->forward_pd);
-  p->forward_src = LayoutBridge(p->src, p->forward_pd.src_desc());
-  p->forward_weights = LayoutBridge(p->weights, p->forward_pd.weights_desc());
-  p->forward_dst = LayoutBridge(p->dst, p->forward_pd.dst_desc());
+  p->forward_src = LayoutBridge(p->src, p->forward_pd.src_desc(), 0);
+  p->forward_weights = LayoutBridge(p->weights, p->forward_pd.weights_desc(), 1);
+  p->forward_dst = LayoutBridge(p->dst, p->forward_pd.dst_desc(), 2);
   slot = std::move(p);
   return *slot;
 }
@@ -155,8 +184,8 @@ void conv2d_backward_data_onednn(float* dx, const float* dy, const float* w, con
                                                  p.padding_left, p.padding_right);
       dnnl::convolution_backward_data::primitive_desc pd(desc, onednn_engine(), p.forward_pd);
       p.backward_data = ConvPrimitives::BackwardData{
-          dnnl::convolution_backward_data(pd), LayoutBridge(p.dst, pd.diff_dst_desc()),
-          LayoutBridge(p.weights, pd.weights_desc()), LayoutBridge(p.src, pd.diff_src_desc())};
+          dnnl::convolution_backward_data(pd), LayoutBridge(p.dst, pd.diff_dst_desc(), 0),
+          LayoutBridge(p.weights, pd.weights_desc(), 1), LayoutBridge(p.src, pd.diff_src_desc(), 2)};
     }
   }
   auto& bd = *p.backward_data;
@@ -180,8 +209,8 @@ void conv2d_backward_weights_onednn(float* dw, float* db, const float* dy, const
                                                     p.dilates, p.padding_left, p.padding_right);
       dnnl::convolution_backward_weights::primitive_desc pd(desc, onednn_engine(), p.forward_pd);
       p.backward_weights = ConvPrimitives::BackwardWeights{
-          dnnl::convolution_backward_weights(pd), LayoutBridge(p.src, pd.src_desc()),
-          LayoutBridge(p.dst, pd.diff_dst_desc()), LayoutBridge(p.weights, pd.diff_weights_desc())};
+          dnnl::convolution_backward_weights(pd), LayoutBridge(p.src, pd.src_desc(), 0),
+          LayoutBridge(p.dst, pd.diff_dst_desc(), 1), LayoutBridge(p.weights, pd.diff_weights_desc(), 2)};
     }
   }
   auto& bw = *p.backward_weights;

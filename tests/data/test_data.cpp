@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 #include <zlib.h>
 
+#include <cmath>
 #include <filesystem>
 #include <set>
 
@@ -99,7 +100,7 @@ TEST_CASE("data loader: every sample once per epoch, partial last batch, seeded 
     std::vector<int> order;
     while (auto batch = loader.next()) {
       for (int64_t i = 0; i < batch->labels.numel(); ++i) {
-        int index = static_cast<int>(batch->images.data()[i * 16]);
+        int index = static_cast<int>(std::lround(batch->images.data()[i * 16]));
         CHECK(batch->labels.data_as<int32_t>()[i] == index % 10);
         order.push_back(index);
       }
