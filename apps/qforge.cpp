@@ -1,5 +1,7 @@
 // qforge — the command line. Thin: parses arguments (CLI11) and calls train/.
 //   qforge train CONFIG [--set k=v ...] [--out DIR] [--resume]
+//   qforge qat CONFIG [--set k=v ...] [--out DIR] [--resume]
+//   qforge ptq CONFIG [--set k=v ...] [--out DIR]
 //   qforge eval CONFIG --checkpoint FILE
 //   qforge inspect FILE
 //   qforge bench [--model NAME ...] [--batch N] [--threads N] [--seconds S] [--json]
@@ -21,6 +23,7 @@
 #include "nn/zoo.h"
 #include "train/benchmark.h"
 #include "train/config.h"
+#include "train/quantize_runs.h"
 #include "train/trainer.h"
 
 using namespace qforge;
@@ -147,6 +150,19 @@ int main(int argc, char** argv) {
   train->add_option("--out", out, "Output folder (overrides output.dir)");
   train->add_flag("--resume", resume, "Continue from the output folder's checkpoint");
 
+  auto* qat = app.add_subcommand(
+      "qat", "Quantization-aware training: fp32 model, prepare, fine-tune with fake quantization");
+  qat->add_option("config", config_path, "Config file (JSON)")->required()->check(CLI::ExistingFile);
+  qat->add_option("--set", overrides, "Override a config key: a.b.c=value (repeatable)");
+  qat->add_option("--out", out, "Output folder (overrides output.dir)");
+  qat->add_flag("--resume", resume, "Continue from the output folder's checkpoints");
+
+  auto* ptq = app.add_subcommand(
+      "ptq", "Post-training quantization: calibrate observers, evaluate with fake quantization");
+  ptq->add_option("config", config_path, "Config file (JSON)")->required()->check(CLI::ExistingFile);
+  ptq->add_option("--set", overrides, "Override a config key: a.b.c=value (repeatable)");
+  ptq->add_option("--out", out, "Output folder (overrides output.dir)");
+
   auto* eval = app.add_subcommand("eval", "Evaluate a saved model on the config's test set");
   eval->add_option("config", config_path, "Config file (JSON)")->required()->check(CLI::ExistingFile);
   eval->add_option("--checkpoint", checkpoint, "model.qf or checkpoint.qf")
@@ -175,6 +191,8 @@ int main(int argc, char** argv) {
   try {
     if (threads > 0) set_num_threads(threads);
     if (*train) run_train(load_run_config(config_path, overrides, out), resume);
+    if (*qat) train::run_qat(load_run_config(config_path, overrides, out), resume);
+    if (*ptq) train::run_ptq(load_run_config(config_path, overrides, out));
     if (*eval) run_eval(load_run_config(config_path, overrides, ""), checkpoint);
     if (*inspect) run_inspect(file);
     if (*bench) run_bench(models, batch, seconds, as_json);

@@ -83,6 +83,7 @@ void Module::load_state_dict(const TensorMap& state, const std::string& source) 
   for (const auto& [name, tensor] : state)
     QF_CHECK(own.count(name), source, ": unexpected tensor \"", name, "\" (not in this model)");
   for (auto& [name, tensor] : own) tensor.copy_from(state.at(name));
+  for (auto& [name, module] : named_modules()) module->state_loaded();
 }
 
 void Module::save(const std::string& path) const {

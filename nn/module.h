@@ -47,6 +47,9 @@ class Module {
   void load_state_dict(const TensorMap& state, const std::string& source = "state dict");
   void save(const std::string& path) const;  // atomic
   void load(const std::string& path);
+  // Called on every module after load_state_dict copied values in, for modules that
+  // mirror buffers into other state (quantization observers).
+  virtual void state_loaded() {}
 
  protected:
   Tensor register_parameter(const std::string& name, Tensor tensor);

@@ -8,6 +8,13 @@
 
 namespace qforge::nn {
 
+// Identity: what a fused-away layer becomes, so its siblings keep their names.
+class Identity : public Module {
+ public:
+  Tensor forward(const Tensor& input) override { return input; }
+  std::string type_name() const override { return "Identity"; }
+};
+
 class ReLU : public Module {
  public:
   Tensor forward(const Tensor& input) override { return relu(input); }

@@ -1,5 +1,6 @@
 #include "train/config.h"
 
+#include "core/config_reader.h"
 #include "core/file_io.h"
 #include "nn/batch_norm.h"
 #include "nn/conv2d.h"
@@ -7,7 +8,7 @@
 #include "nn/sequential.h"
 #include "nn/simple_layers.h"
 #include "nn/zoo.h"
-#include "train/config_reader.h"
+#include "quant/qconfig.h"
 
 namespace qforge::train {
 
@@ -154,7 +155,8 @@ RunConfig parse_config(const nlohmann::json& json, const std::string& file) {
   output.finish();
   config.quant = reader.raw("quant");
   reader.finish();
-  if (config.model.name.empty()) {  // validate the layer list now, not mid-run
+  quant::parse_quant_config(config.quant, file);  // validate now, not when a stage starts
+  if (config.model.name.empty()) {                // validate the layer list now, not mid-run
     build_model(config, 0);
   }
   return config;

@@ -1,5 +1,5 @@
 // The run configuration: what a JSON config file may say, with defaults. Parsed
-// strictly (train/config_reader.h): unknown keys and wrong types are errors naming the
+// strictly (core/config_reader.h): unknown keys and wrong types are errors naming the
 // key path. Sections: data, model, train, output.
 #pragma once
 

@@ -40,7 +40,10 @@ void draw_progress(int64_t epoch, int64_t epochs, int64_t batch, int64_t batches
   std::fflush(stderr);
 }
 
-std::string checkpoint_path(const std::string& dir) { return dir + "/checkpoint.qf"; }
+// fp32 writes checkpoint.qf / model.qf; other stages add their name: model_qat.qf.
+std::string stage_file(const std::string& dir, const std::string& base, const std::string& stage) {
+  return dir + "/" + base + (stage == "fp32" ? "" : "_" + stage) + ".qf";
+}
 
 }  // namespace
 
@@ -81,17 +84,17 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
   int64_t first_epoch = 0;
   nlohmann::json history = nlohmann::json::array();
   double trained_seconds = 0;
-  if (options.resume && std::filesystem::exists(checkpoint_path(dir))) {
-    TensorFile checkpoint = load_tensor_file(checkpoint_path(dir));
-    QF_CHECK(checkpoint.metadata.value("stage", "") == options.stage, checkpoint_path(dir),
-             ": holds stage \"", checkpoint.metadata.value("stage", ""), "\", cannot resume stage \"",
-             options.stage, "\"");
+  if (options.resume && std::filesystem::exists(stage_file(dir, "checkpoint", options.stage))) {
+    TensorFile checkpoint = load_tensor_file(stage_file(dir, "checkpoint", options.stage));
+    QF_CHECK(checkpoint.metadata.value("stage", "") == options.stage,
+             stage_file(dir, "checkpoint", options.stage), ": holds stage \"",
+             checkpoint.metadata.value("stage", ""), "\", cannot resume stage \"", options.stage, "\"");
     TensorMap model_state, optimizer_state;
     for (auto& [name, tensor] : checkpoint.tensors) {
       if (name.rfind("model.", 0) == 0) model_state[name.substr(6)] = tensor;
       if (name.rfind("optimizer.", 0) == 0) optimizer_state[name.substr(10)] = tensor;
     }
-    model.load_state_dict(model_state, checkpoint_path(dir));
+    model.load_state_dict(model_state, stage_file(dir, "checkpoint", options.stage));
     optimizer->load_state(optimizer_state);
     first_epoch = checkpoint.metadata.at("epochs_done").get<int64_t>();
     history = checkpoint.metadata.value("history", nlohmann::json::array());
@@ -170,7 +173,7 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
     TensorMap checkpoint;
     for (auto& [name, tensor] : model.state_dict()) checkpoint["model." + name] = tensor;
     for (auto& [name, tensor] : optimizer->state()) checkpoint["optimizer." + name] = tensor;
-    save_tensor_file(checkpoint_path(dir), checkpoint,
+    save_tensor_file(stage_file(dir, "checkpoint", options.stage), checkpoint,
                      {{"kind", "checkpoint"},
                       {"stage", options.stage},
                       {"epochs_done", epoch + 1},
@@ -181,7 +184,7 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
   if (first_epoch >= epochs || history.empty()) last_eval = evaluate(model, datasets.test, t.eval_batch_size);
   if (last_images_per_second == 0 && !history.empty())
     last_images_per_second = history.back()["images_per_second"];
-  model.save(dir + "/model.qf");
+  model.save(stage_file(dir, "model", options.stage));
   StageSummary summary{options.stage,          last_eval.accuracy, last_eval.loss,
                        last_images_per_second, trained_seconds,    epochs};
   record_stage(dir, summary);

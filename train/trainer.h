@@ -2,6 +2,7 @@
 //   metrics.jsonl    one JSON object per epoch (loss, accuracy, images/s, lr, elapsed)
 //   checkpoint.qf    model + optimizer state + finished epochs, rewritten atomically each epoch
 //   model.qf         the final model's state dict
+// (stages other than fp32 add their name: checkpoint_qat.qf, model_qat.qf, metrics_qat.jsonl)
 //   summary.json     one entry per stage run (stage, accuracy, loss, images_per_second, seconds)
 // A NaN/Inf loss stops the run with a clear error; the last good checkpoint stays.
 #pragma once

@@ -2,13 +2,14 @@
 
 #include <filesystem>
 
+#include "core/config_reader.h"
 #include "core/file_io.h"
 #include "core/random.h"
 #include "core/serialize.h"
 #include "data/idx.h"
 #include "train/config.h"
-#include "train/config_reader.h"
 #include "train/optimizer.h"
+#include "train/quantize_runs.h"
 #include "train/trainer.h"
 
 using namespace qforge;
@@ -25,7 +26,8 @@ std::string temp_folder(const std::string& name) {
 
 // Two classes of 8x8 images: class 0 bright in the top half, class 1 in the bottom
 // half, both with uniform noise. Linearly separable, but not trivially by one pixel.
-void write_separable_dataset(const std::string& folder, int64_t train_count, int64_t test_count) {
+void write_separable_dataset(const std::string& folder, int64_t train_count, int64_t test_count,
+                             int brightness = 100) {
   Generator generator(7);
   for (auto [prefix, count] : {std::pair{"train", train_count}, std::pair{"t10k", test_count}}) {
     std::vector<uint8_t> images(count * 64), labels(count);
@@ -33,7 +35,7 @@ void write_separable_dataset(const std::string& folder, int64_t train_count, int
       labels[i] = static_cast<uint8_t>(generator.below(2));
       for (int p = 0; p < 64; ++p) {
         bool is_bright = (p < 32) == (labels[i] == 0);
-        images[i * 64 + p] = static_cast<uint8_t>(generator.below(120) + (is_bright ? 100 : 0));
+        images[i * 64 + p] = static_cast<uint8_t>(generator.below(120) + (is_bright ? brightness : 0));
       }
     }
     data::write_idx(folder + "/" + prefix + "-images-idx3-ubyte", {count, 8, 8}, images);
@@ -183,4 +185,45 @@ TEST_CASE("a NaN loss stops with a clear error and keeps the last good checkpoin
                        doctest::Contains("loss is"), Error);
   CHECK(read_file(out + "/checkpoint.qf") == good);
   CHECK(load_tensor_file(out + "/checkpoint.qf").metadata["epochs_done"] == 1);
+}
+
+TEST_CASE("qat and ptq stages run from a config and record their accuracy") {
+  const std::string data = temp_folder("quant_data"), out = temp_folder("quant_out");
+  write_separable_dataset(data, 1024, 512);
+  json source = small_config(data, out);
+  source["train"]["epochs"] = 2;
+  source["quant"] = {{"qat", {{"epochs", 1}, {"freeze_bn_epoch", 0}}}, {"ptq", {{"calibration_batches", 8}}}};
+  RunConfig config = parse_config(source, "test.json");
+  run_qat(config, false);
+  run_ptq(config);
+  json summary = json::parse(read_file(out + "/summary.json"));
+  CHECK(summary["fp32"]["accuracy"].get<double>() >= 0.99);
+  CHECK(summary["qat"]["accuracy"].get<double>() >= 0.99);
+  CHECK(summary["ptq"]["accuracy"].get<double>() >= 0.98);
+  CHECK(summary["ptq"]["calibration_batches"] == 8);
+  for (const char* file :
+       {"/model.qf", "/model_qat.qf", "/model_ptq.qf", "/checkpoint_qat.qf", "/metrics_qat.jsonl"})
+    CHECK(std::filesystem::exists(out + file));
+  // A 2-bit PTQ is measurably worse than fp32 on the same model (the task is easy enough
+  // that accuracy survives, the loss does not): the simulation is real.
+  source["quant"]["weight"] = {{"bits", 2}};
+  source["quant"]["activation"] = {{"bits", 2}};
+  // On overlapping classes (brightness 15 against noise 0..120) the loss is not ~0.
+  const std::string hard = temp_folder("quant_hard_data"), hard_out = temp_folder("quant_hard_out");
+  write_separable_dataset(hard, 1024, 512, 15);
+  source["data"]["path"] = hard;
+  source["output"]["dir"] = hard_out;
+  source["quant"].erase("weight"), source["quant"].erase("activation");
+  run_ptq(parse_config(source, "test.json"));  // trains fp32, then 8-bit PTQ
+  json eight = json::parse(read_file(hard_out + "/summary.json"));
+  source["quant"]["weight"] = {{"bits", 2}};
+  source["quant"]["activation"] = {{"bits", 2}};
+  source["quant"]["fp32_checkpoint"] = hard_out + "/model.qf";
+  source["output"]["dir"] = temp_folder("quant_hard_2bit");
+  run_ptq(parse_config(source, "test.json"));
+  json two = json::parse(read_file(source["output"]["dir"].get<std::string>() + "/summary.json"));
+  const double fp32_loss = eight["fp32"]["loss"], loss8 = eight["ptq"]["loss"], loss2 = two["ptq"]["loss"];
+  MESSAGE("fp32 loss ", fp32_loss, ", 8-bit ptq ", loss8, ", 2-bit ptq ", loss2);
+  CHECK(std::abs(loss8 - fp32_loss) < 0.1 * fp32_loss);
+  CHECK(loss2 > 1.2 * fp32_loss);
 }

@@ -1,11 +1,11 @@
-#include "train/config_reader.h"
+#include "core/config_reader.h"
 
 #include <climits>
 #include <cmath>
 
 #include "core/error.h"
 
-namespace qforge::train {
+namespace qforge {
 
 namespace {
 std::string describe(const nlohmann::json& value) {
@@ -133,4 +133,4 @@ void apply_override(nlohmann::json& config, const std::string& assignment) {
   }
 }
 
-}  // namespace qforge::train
+}  // namespace qforge

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-namespace qforge::train {
+namespace qforge {
 
 class ConfigReader {
  public:
@@ -44,4 +44,4 @@ class ConfigReader {
 // Applies one "--set a.b.c=value" override; value is parsed as JSON, else taken as a string.
 void apply_override(nlohmann::json& config, const std::string& assignment);
 
-}  // namespace qforge::train
+}  // namespace qforge

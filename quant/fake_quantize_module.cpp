@@ -1,0 +1,86 @@
+#include "quant/fake_quantize_module.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/autograd.h"
+#include "quant/fake_quantize.h"
+
+namespace qforge::quant {
+
+FakeQuantize::FakeQuantize(const QuantizerSpec& spec, int64_t channels)
+    : spec_(spec), channels_(channels), observer_(make_observer(spec.observer, spec.scheme)) {
+  QF_CHECK(channels >= 1, "FakeQuantize: channels must be >= 1");
+  const Shape shape{channels};
+  if (spec.is_learnable) {
+    scale_ = register_parameter("scale", Tensor::ones(shape));
+    zero_point_ = register_parameter("zero_point", Tensor::zeros(shape));
+    is_initialized_ = register_buffer("initialized", Tensor::zeros({1}));
+  } else {
+    scale_ = register_buffer("scale", Tensor::ones(shape));
+    zero_point_ = register_buffer("zero_point", Tensor::zeros(shape));
+  }
+  // The observer's state mirrored into buffers of fixed shape (Module::state_loaded
+  // pushes them back): min/max per channel, plus the histogram for histogram observers.
+  const float inf = std::numeric_limits<float>::infinity();
+  const int64_t extent = spec.observer == "histogram" ? 1 : channels;
+  observer_buffers_.emplace_back("min", register_buffer("observer_min", Tensor::full({extent}, inf)));
+  observer_buffers_.emplace_back("max", register_buffer("observer_max", Tensor::full({extent}, -inf)));
+  if (spec.observer == "histogram")
+    observer_buffers_.emplace_back("histogram", register_buffer("observer_histogram", Tensor::zeros({2048})));
+}
+
+void FakeQuantize::sync_buffers_from_observer() {
+  TensorMap state = observer_->state();
+  for (auto& [key, buffer] : observer_buffers_)
+    if (state.count(key)) buffer.copy_from(state.at(key));
+}
+
+void FakeQuantize::state_loaded() {
+  if (!std::isfinite(observer_buffers_[0].second.data()[0])) return;  // never observed
+  TensorMap state;
+  for (auto& [key, buffer] : observer_buffers_) state[key] = buffer;
+  observer_->load_state(state);
+}
+
+QuantParams FakeQuantize::qparams() const {
+  QuantParams params;
+  params.axis = spec_.scheme.axis;
+  for (int64_t c = 0; c < channels_; ++c) {
+    params.scale.push_back(scale_.data()[c]);
+    params.zero_point.push_back(static_cast<int64_t>(std::nearbyint(zero_point_.data()[c])));
+  }
+  return params;
+}
+
+Tensor FakeQuantize::forward(const Tensor& input) {
+  if (is_observing_ && (is_training() || is_observing_in_eval_)) {
+    observer_->observe(input.detach());
+    sync_buffers_from_observer();
+    const bool take_observer = !spec_.is_learnable || is_initialized_.data()[0] == 0.0f;
+    if (take_observer) {
+      QuantParams params = observer_->calculate_qparams();
+      QF_CHECK(static_cast<int64_t>(params.scale.size()) == channels_, "FakeQuantize: observer produced ",
+               params.scale.size(), " scales, expected ", channels_);
+      for (int64_t c = 0; c < channels_; ++c) {
+        scale_.data()[c] = params.scale[c];
+        zero_point_.data()[c] = static_cast<float>(params.zero_point[c]);
+      }
+      if (spec_.is_learnable) is_initialized_.data()[0] = 1.0f;
+    }
+  }
+  if (!is_fake_quantizing_) return input;
+  const QuantRange range = spec_.scheme.range();
+  if (spec_.is_learnable) {
+    for (int64_t c = 0; c < channels_; ++c)  // as PyTorch's _LearnableFakeQuantize: scale >= eps
+      scale_.data()[c] = std::max(scale_.data()[c], std::numeric_limits<float>::epsilon());
+    // LSQ's gradient scaling: 1/sqrt(elements per scale · qmax).
+    const float grad_factor =
+        1.0f / std::sqrt(static_cast<float>(input.numel() / channels_) * static_cast<float>(range.quant_max));
+    return fake_quantize_learnable(input, scale_, zero_point_, spec_.scheme.axis, range, grad_factor);
+  }
+  return fake_quantize(input, qparams(), range);
+}
+
+}  // namespace qforge::quant

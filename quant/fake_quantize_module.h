@@ -1,0 +1,47 @@
+// FakeQuantize as a module (PyTorch's torch.ao.quantization.FakeQuantize): an observer
+// plus the fake-quant op, with two switches, so one module serves calibration (observe,
+// no fake quant), PTQ simulation (fake quant with frozen parameters) and QAT (both).
+// Scale, zero point and the observer's state are buffers, so checkpoints carry them;
+// with a learnable spec, scale and zero point are parameters initialized from the
+// observer on the first observed batch, then trained (LSQ).
+#pragma once
+
+#include <memory>
+
+#include "nn/module.h"
+#include "quant/observer.h"
+#include "quant/qconfig.h"
+
+namespace qforge::quant {
+
+class FakeQuantize : public nn::Module {
+ public:
+  // channels: the extent of the quantization axis (1 for per tensor).
+  FakeQuantize(const QuantizerSpec& spec, int64_t channels);
+  Tensor forward(const Tensor& input) override;
+  std::string type_name() const override { return "FakeQuantize"; }
+  void state_loaded() override;
+
+  // Observers watch training batches only, so evaluation never moves them; calibration
+  // (PTQ) runs the model in eval mode with even_in_eval set.
+  void enable_observer(bool enabled, bool even_in_eval = false) {
+    is_observing_ = enabled;
+    is_observing_in_eval_ = enabled && even_in_eval;
+  }
+  void enable_fake_quant(bool enabled) { is_fake_quantizing_ = enabled; }
+  bool is_observing() const { return is_observing_; }
+  QuantParams qparams() const;  // the current scale and zero point
+  const QuantizerSpec& spec() const { return spec_; }
+
+ private:
+  void sync_buffers_from_observer();
+  QuantizerSpec spec_;
+  int64_t channels_;
+  std::unique_ptr<Observer> observer_;
+  bool is_observing_ = true, is_observing_in_eval_ = false, is_fake_quantizing_ = true;
+  Tensor scale_, zero_point_;  // (C): buffers, or parameters when learnable
+  std::vector<std::pair<std::string, Tensor>> observer_buffers_;
+  Tensor is_initialized_;  // (1): learnable parameters have been set from the observer
+};
+
+}  // namespace qforge::quant

@@ -1,0 +1,82 @@
+#include "quant/qconfig.h"
+
+namespace qforge::quant {
+
+namespace {
+
+QuantizerSpec parse_quantizer(ConfigReader reader, QuantizerSpec spec, bool is_weight) {
+  spec.scheme.bits = static_cast<int>(reader.integer("bits", spec.scheme.bits, 1));
+  if (spec.scheme.bits > 16) reader.fail("bits", "expected 1..16, got " + std::to_string(spec.scheme.bits));
+  spec.scheme.is_signed = reader.boolean("signed", spec.scheme.is_signed);
+  spec.scheme.symmetric = reader.boolean("symmetric", spec.scheme.symmetric);
+  const bool per_channel = reader.boolean("per_channel", spec.scheme.axis >= 0);
+  if (per_channel && !is_weight) reader.fail("per_channel", "activations are quantized per tensor");
+  spec.scheme.axis = per_channel ? 0 : -1;
+  spec.scheme.reduce_range = reader.boolean("reduce_range", spec.scheme.reduce_range);
+  spec.scheme.narrow_range = reader.boolean("narrow_range", spec.scheme.narrow_range);
+  spec.observer = reader.choice("observer", spec.observer, {"minmax", "moving_average", "histogram"});
+  if (spec.observer == "histogram" && per_channel)
+    reader.fail("observer", "histogram observers are per tensor");
+  spec.is_learnable = reader.boolean("learnable", spec.is_learnable);
+  if (spec.is_learnable && spec.scheme.symmetric && !spec.scheme.is_signed)
+    reader.fail("learnable", "a learnable quantizer must be signed-symmetric or affine");
+  reader.finish();
+  return spec;
+}
+
+QConfig parse_qconfig(ConfigReader& reader, const QConfig& base) {
+  QConfig q = base;
+  q.is_float = reader.boolean("float", false);
+  if (reader.has("weight")) q.weight = parse_quantizer(reader.object("weight"), base.weight, true);
+  if (reader.has("activation"))
+    q.activation = parse_quantizer(reader.object("activation"), base.activation, false);
+  return q;
+}
+
+}  // namespace
+
+QuantConfig parse_quant_config(const nlohmann::json& section, const std::string& file) {
+  QuantConfig config;
+  QConfig& d = config.defaults;
+  d.weight.scheme = {.bits = 8, .is_signed = true, .symmetric = true, .axis = 0};
+  d.weight.observer = "minmax";
+  d.activation.scheme = {.bits = 8, .is_signed = false, .symmetric = false};
+  d.activation.observer = "moving_average";
+  ConfigReader reader(section, file, "quant");
+  d.weight = parse_quantizer(reader.object("weight"), d.weight, true);
+  d.activation = parse_quantizer(reader.object("activation"), d.activation, false);
+  const nlohmann::json& overrides = reader.raw("overrides");
+  if (!overrides.is_null() && !overrides.is_array()) reader.fail("overrides", "expected an array of objects");
+  for (std::size_t i = 0; overrides.is_array() && i < overrides.size(); ++i) {
+    ConfigReader item(overrides[i], file, "quant.overrides." + std::to_string(i));
+    QConfigOverride o;
+    o.name = item.string("name", "");
+    o.type = item.string("type", "");
+    if (o.name.empty() == o.type.empty()) item.fail("name", "give exactly one of \"name\" or \"type\"");
+    o.qconfig = parse_qconfig(item, d);
+    item.finish();
+    config.overrides.push_back(o);
+  }
+  ConfigReader qat = reader.object("qat");
+  config.qat_epochs = qat.integer("epochs", 0, 0);
+  config.qat_lr = qat.number("lr", 0.0);
+  if (config.qat_lr < 0) qat.fail("lr", "expected a positive number");
+  config.freeze_observers_epoch = qat.integer("freeze_observers_epoch", -1, -1);
+  config.freeze_bn_epoch = qat.integer("freeze_bn_epoch", -1, -1);
+  qat.finish();
+  ConfigReader ptq = reader.object("ptq");
+  config.calibration_batches = ptq.integer("calibration_batches", 32, 1);
+  ptq.finish();
+  config.fp32_checkpoint = reader.string("fp32_checkpoint", "");
+  reader.finish();
+  return config;
+}
+
+QConfig QuantConfig::for_module(const std::string& name, const std::string& type) const {
+  QConfig q = defaults;
+  for (const QConfigOverride& o : overrides)
+    if ((!o.name.empty() && o.name == name) || (!o.type.empty() && o.type == type)) q = o.qconfig;
+  return q;
+}
+
+}  // namespace qforge::quant

@@ -1,0 +1,58 @@
+// QConfig: how each layer is quantized, parsed from a config's "quant" section
+// (PyTorch's QConfig / NVIDIA's QuantDescriptor). Default = the fbgemm recipe:
+// weights int8 symmetric per-channel with MinMax, activations uint8 affine per-tensor
+// with a moving-average MinMax. Overrides by module name (dotted, as in the float
+// model) or by type ("Conv2d", "Linear") replace either half, or leave a layer "float".
+//
+//   "quant": {
+//     "weight":     {"bits": 8, "signed": true, "symmetric": true, "per_channel": true, "observer":
+//     "minmax"}, "activation": {"bits": 8, "signed": false, "symmetric": false, "observer":
+//     "moving_average"}, "overrides": [{"name": "0", "weight": {"bits": 4}}, {"type": "Linear", "float":
+//     true}], "qat": {"epochs": 1, "lr": 0.0005, "freeze_observers_epoch": -1, "freeze_bn_epoch": -1}, "ptq":
+//     {"calibration_batches": 32}, "fp32_checkpoint": "runs/lenet/model.qf"
+//   }
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/config_reader.h"
+#include "quant/observer.h"
+
+namespace qforge::quant {
+
+struct QuantizerSpec {
+  QuantScheme scheme;
+  std::string observer = "minmax";  // minmax | moving_average | histogram
+  bool is_learnable = false;        // LSQ: scale and zero point are trained
+};
+
+struct QConfig {
+  QuantizerSpec weight, activation;
+  bool is_float = false;  // leave the layer unquantized
+};
+
+struct QConfigOverride {
+  std::string name, type;  // one of them
+  QConfig qconfig;
+};
+
+struct QuantConfig {
+  QConfig defaults;
+  std::vector<QConfigOverride> overrides;
+  int64_t qat_epochs = 0;               // 0: 10% of the fp32 epochs, at least 1
+  double qat_lr = 0;                    // 0: 1% of the fp32 learning rate
+  int64_t freeze_observers_epoch = -1;  // -1: never
+  int64_t freeze_bn_epoch = -1;         // -1: never
+  int64_t calibration_batches = 32;
+  std::string fp32_checkpoint;  // empty: train fp32 first
+  // The QConfig for a module by dotted name and type; overrides apply in order.
+  QConfig for_module(const std::string& name, const std::string& type) const;
+};
+
+// An absent or null section gives the defaults; errors name "quant.<key>".
+QuantConfig parse_quant_config(const nlohmann::json& section, const std::string& file);
+
+}  // namespace qforge::quant

@@ -1,0 +1,185 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "core/ops.h"
+#include "nn/batch_norm.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "nn/sequential.h"
+#include "nn/simple_layers.h"
+#include "nn/zoo.h"
+#include "quant/prepare.h"
+#include "tests/gradcheck.h"
+
+using namespace qforge;
+using namespace qforge::quant;
+using qforge::testing::all_close;
+using qforge::testing::check_gradients;
+using qforge::testing::random_leaf;
+
+namespace {
+QuantConfig defaults() { return parse_quant_config(nullptr, "test.json"); }
+
+std::shared_ptr<QatConv2d> conv_bn_relu(Generator& generator) {
+  auto conv = std::make_shared<nn::Conv2d>(3, 4, 3, Conv2dOptions::square(1, 1), true, generator);
+  auto bn = std::make_shared<nn::BatchNorm2d>(4);
+  for (int c = 0; c < 4; ++c) {  // non-trivial statistics and affine parameters
+    bn->running_mean.data()[c] = 0.1f * c - 0.1f;
+    bn->running_var.data()[c] = 0.5f + 0.3f * c;
+    bn->weight.data()[c] = 0.8f + 0.2f * c;
+    bn->bias.data()[c] = 0.05f * c;
+  }
+  return std::make_shared<QatConv2d>(conv, bn, true, defaults().defaults);
+}
+}  // namespace
+
+TEST_CASE(
+    "prepare fuses conv-bn-relu and linear-relu and inserts fake quantizers where the runtime quantizes") {
+  Generator generator(1);
+  auto lenet = nn::build_zoo_model("lenet", generator);
+  auto prepared = prepare_qat(lenet, defaults());
+  auto& layers = prepared->model->children();
+  CHECK(layers[0].second->type_name() == "QatConvBnReLU2d");
+  CHECK(layers[1].second->type_name() == "Identity");
+  CHECK(layers[2].second->type_name() == "Identity");
+  CHECK(layers[3].second->type_name() == "MaxPool2d");
+  CHECK(layers[9].second->type_name() == "QatLinearReLU");
+  CHECK(layers[11].second->type_name() == "QatLinear");
+  CHECK(count_fake_quantizers(*prepared) == 9);  // input + (weight, output) × 4 layers
+  CHECK(prepared->forward(Tensor::randn({2, 1, 28, 28}, generator)).shape() == Shape{2, 10});
+
+  auto resnet = prepare_qat(nn::build_zoo_model("resnet8", generator), defaults());
+  // input, stem (2), 3 blocks × 2 convs (4 each... 2 per conv), 2 shortcuts (2 each), 3 block outputs, fc (2)
+  CHECK(count_fake_quantizers(*resnet) == 1 + 2 + 3 * 4 + 2 * 2 + 3 + 2);
+  CHECK(resnet->forward(Tensor::randn({2, 1, 28, 28}, generator)).shape() == Shape{2, 10});
+}
+
+TEST_CASE("BN folding: the fused module equals conv -> BN -> ReLU, and its folded conv in evaluation") {
+  Generator generator(2);
+  auto fused = conv_bn_relu(generator);
+  set_fake_quant(*fused, false);
+  Tensor x = Tensor::randn({2, 3, 6, 5}, generator);
+  NoGradGuard no_grad;
+  // Evaluation: running statistics.
+  fused->eval();
+  Tensor expected = relu(batch_norm(conv2d(x, fused->conv->weight, fused->conv->bias, fused->conv->options),
+                                    fused->bn->running_mean, fused->bn->running_var, fused->bn->weight,
+                                    fused->bn->bias, false));
+  CHECK(all_close(fused->forward(x), expected, 1e-5, 1e-5));
+  auto [weight, bias] = fused->folded_weight_and_bias();
+  CHECK(all_close(relu(conv2d(x, weight, bias, fused->conv->options)), expected, 1e-5, 1e-5));
+  // Training: batch statistics (the 1/f rescaling cancels the folding exactly).
+  fused->train();
+  fused->bn->momentum = 0.0f;
+  Tensor mean_copy = fused->bn->running_mean.clone(), var_copy = fused->bn->running_var.clone();
+  Tensor training = relu(batch_norm(conv2d(x, fused->conv->weight, fused->conv->bias, fused->conv->options),
+                                    mean_copy, var_copy, fused->bn->weight, fused->bn->bias, true, 0.0f));
+  CHECK(all_close(fused->forward(x), training, 1e-4, 1e-5));
+}
+
+TEST_CASE("gradients flow through BN folding to conv and BN parameters") {
+  Generator generator(3);
+  auto fused = conv_bn_relu(generator);
+  set_fake_quant(*fused, false);
+  fused->bn->momentum = 0.0f;  // running statistics stay put between evaluations
+  fused->has_relu = false;     // no kink for finite differences
+  std::vector<Tensor> inputs{random_leaf({2, 3, 5, 4}, 4), fused->conv->weight, fused->bn->weight,
+                             fused->bn->bias};
+  CHECK(check_gradients([&](const std::vector<Tensor>& in) { return fused->forward(in[0]); }, inputs));
+}
+
+TEST_CASE("fake quantization is active after prepare and outputs lie on the quantization grid") {
+  Generator generator(4);
+  auto prepared = prepare_qat(nn::build_zoo_model("jermmy", generator), defaults());
+  Tensor logits = prepared->forward(Tensor::randn({4, 1, 28, 28}, generator));
+  auto last = std::dynamic_pointer_cast<QatLinear>(prepared->model->children().back().second);
+  REQUIRE(last);
+  QuantParams params = last->output_quant->qparams();
+  for (float v : logits.to_vector()) {
+    const double level = v / params.scale[0] + params.zero_point[0];
+    CHECK(std::abs(level - std::nearbyint(level)) < 1e-3);
+    CHECK((level >= -1e-3 && level <= 255 + 1e-3));
+  }
+}
+
+TEST_CASE("observer switches: frozen observers keep their parameters; evaluation never observes") {
+  Generator generator(5);
+  auto prepared = prepare_qat(nn::build_zoo_model("jermmy", generator), defaults());
+  prepared->forward(Tensor::randn({4, 1, 28, 28}, generator));
+  const QuantParams before = prepared->input_quant->qparams();
+  prepared->eval();
+  prepared->forward(Tensor::randn({4, 1, 28, 28}, generator, 0, 10));
+  CHECK(prepared->input_quant->qparams().scale == before.scale);  // eval: not observed
+  prepared->train();
+  set_observers(*prepared, false);
+  prepared->forward(Tensor::randn({4, 1, 28, 28}, generator, 0, 10));
+  CHECK(prepared->input_quant->qparams().scale == before.scale);  // frozen
+  set_observers(*prepared, true);
+  prepared->forward(Tensor::randn({4, 1, 28, 28}, generator, 0, 10));
+  CHECK(prepared->input_quant->qparams().scale != before.scale);
+}
+
+TEST_CASE("per-layer overrides: float layers stay float, named layers get their own bits") {
+  Generator generator(6);
+  QuantConfig config = parse_quant_config(nlohmann::json::parse(R"({
+      "overrides": [{"type": "Linear", "float": true}, {"name": "0", "weight": {"bits": 4}}]})"),
+                                          "test.json");
+  auto prepared = prepare_qat(nn::build_zoo_model("jermmy", generator), config);
+  auto& layers = prepared->model->children();
+  CHECK(layers.back().second->type_name() == "Linear");
+  auto first = std::dynamic_pointer_cast<QatConv2d>(layers[0].second);
+  REQUIRE(first);
+  CHECK(first->weight_quant->spec().scheme.bits == 4);
+  auto second = std::dynamic_pointer_cast<QatConv2d>(layers[3].second);
+  REQUIRE(second);
+  CHECK(second->weight_quant->spec().scheme.bits == 8);
+}
+
+TEST_CASE("a prepared model's checkpoint restores observers and quantization parameters") {
+  Generator generator(7);
+  auto a = prepare_qat(nn::build_zoo_model("jermmy", generator), defaults());
+  a->forward(Tensor::randn({4, 1, 28, 28}, generator));
+  const std::string path = (std::filesystem::temp_directory_path() / "qforge_prepared.qf").string();
+  a->save(path);
+  auto b = prepare_qat(nn::build_zoo_model("jermmy", generator), defaults());
+  b->load(path);
+  CHECK(b->input_quant->qparams().scale == a->input_quant->qparams().scale);
+  // The restored observer continues from the saved state, as the original does.
+  Tensor x = Tensor::randn({4, 1, 28, 28}, generator, 0, 3);
+  a->forward(x), b->forward(x);
+  CHECK(b->input_quant->qparams().scale == a->input_quant->qparams().scale);
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("learnable quantizers train their scale") {
+  Generator generator(8);
+  QuantConfig config =
+      parse_quant_config(nlohmann::json::parse(R"({"activation": {"learnable": true}})"), "t.json");
+  auto prepared = prepare_qat(nn::build_zoo_model("jermmy", generator), config);
+  Tensor x = Tensor::randn({8, 1, 28, 28}, generator);
+  Tensor targets = Tensor::from_data<int32_t>({8}, std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7});
+  cross_entropy(prepared->forward(x), targets).backward();
+  bool has_scale_gradient = false;
+  for (auto& [name, p] : prepared->named_parameters())
+    if (name.find("output_quant.scale") != std::string::npos) has_scale_gradient |= p.grad().defined();
+  CHECK(has_scale_gradient);
+}
+
+TEST_CASE("quant config errors name the key") {
+  auto error_of = [](const char* text) {
+    try {
+      parse_quant_config(nlohmann::json::parse(text), "c.json");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  CHECK(error_of(R"({"weight": {"bits": 17}})") == "c.json: quant.weight.bits: expected 1..16, got 17");
+  CHECK(error_of(R"({"activation": {"per_channel": true}})") ==
+        "c.json: quant.activation.per_channel: activations are quantized per tensor");
+  CHECK(error_of(R"({"qat": {"epoch": 1}})").find("c.json: quant.qat.epoch: unknown key") == 0);
+  CHECK(error_of(R"({"weight": {"observer": "kl"}})").find("quant.weight.observer: expected one of") !=
+        std::string::npos);
+}

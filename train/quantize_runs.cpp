@@ -1,0 +1,110 @@
+#include "train/quantize_runs.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "core/file_io.h"
+#include "core/ops.h"
+#include "data/data_loader.h"
+#include "quant/prepare.h"
+
+namespace qforge::train {
+
+namespace {
+
+// The fp32 starting point: loaded from quant.fp32_checkpoint, or trained now.
+nn::ModulePtr fp32_model(const RunConfig& config, const quant::QuantConfig& quant_config,
+                         const Datasets& datasets, bool resume) {
+  nn::ModulePtr model = build_model(config, config.train.seed);
+  if (!quant_config.fp32_checkpoint.empty()) {
+    model->load(quant_config.fp32_checkpoint);
+    EvalResult result = evaluate(*model, datasets.test, config.train.eval_batch_size);
+    record_stage(
+        config.output_dir,
+        {"fp32", result.accuracy, result.loss, 0, 0, 0, {{"checkpoint", quant_config.fp32_checkpoint}}});
+    std::printf("fp32 (from %s): test accuracy %.2f%%\n", quant_config.fp32_checkpoint.c_str(),
+                100 * result.accuracy);
+    return model;
+  }
+  StageSummary summary = fit(*model, config, datasets, {.stage = "fp32", .resume = resume});
+  std::printf("fp32: test accuracy %.2f%%\n", 100 * summary.accuracy);
+  return model;
+}
+
+void prepare_output(const RunConfig& config) {
+  std::filesystem::create_directories(config.output_dir);
+  write_file_atomically(config.output_dir + "/config.json", config.source.dump(2) + "\n");
+}
+
+}  // namespace
+
+void run_qat(const RunConfig& config, bool resume) {
+  const quant::QuantConfig quant_config = quant::parse_quant_config(config.quant, config.file);
+  prepare_output(config);
+  Datasets datasets = load_datasets(config.data);
+  nn::ModulePtr model = fp32_model(config, quant_config, datasets, resume);
+  auto prepared = quant::prepare_qat(model, quant_config);
+  const int64_t epochs =
+      quant_config.qat_epochs > 0
+          ? quant_config.qat_epochs
+          : std::max<int64_t>(1, std::llround(0.1 * static_cast<double>(config.train.epochs)));
+  const double lr = quant_config.qat_lr > 0 ? quant_config.qat_lr : 0.01 * config.train.optimizer.lr;
+  std::printf("qat: %lld fake quantizers, %lld epochs at lr %g\n",
+              static_cast<long long>(quant::count_fake_quantizers(*prepared)), static_cast<long long>(epochs),
+              lr);
+  FitOptions options{.stage = "qat", .resume = resume, .epochs = epochs, .learning_rate = lr};
+  options.on_epoch_start = [&](int64_t epoch) {
+    const bool observers_frozen =
+        quant_config.freeze_observers_epoch >= 0 && epoch >= quant_config.freeze_observers_epoch;
+    const bool bn_frozen = quant_config.freeze_bn_epoch >= 0 && epoch >= quant_config.freeze_bn_epoch;
+    quant::set_observers(*prepared, !observers_frozen);
+    quant::freeze_batch_norm(*prepared, bn_frozen);
+  };
+  StageSummary summary = fit(*prepared, config, datasets, options);
+  std::printf("qat: fake-quant test accuracy %.2f%%, %.0f images/s\n", 100 * summary.accuracy,
+              summary.images_per_second);
+}
+
+void run_ptq(const RunConfig& config) {
+  const quant::QuantConfig quant_config = quant::parse_quant_config(config.quant, config.file);
+  prepare_output(config);
+  Datasets datasets = load_datasets(config.data);
+  nn::ModulePtr model = fp32_model(config, quant_config, datasets, false);
+  auto prepared = quant::prepare_qat(model, quant_config);
+  // Calibrate: eval mode (running BN statistics, no dropout), observers on, fake quant off.
+  prepared->eval();
+  quant::set_fake_quant(*prepared, false);
+  quant::set_observers(*prepared, true, /*even_in_eval=*/true);
+  data::DataLoader loader(
+      datasets.train, {.batch_size = config.train.batch_size, .shuffle = true, .seed = config.train.seed});
+  loader.start_epoch(0);
+  int64_t batches = 0;
+  auto start = std::chrono::steady_clock::now();
+  {
+    NoGradGuard no_grad;
+    while (batches < quant_config.calibration_batches) {
+      auto batch = loader.next();
+      if (!batch) break;
+      prepared->forward(batch->images);
+      ++batches;
+    }
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  quant::set_observers(*prepared, false);
+  quant::set_fake_quant(*prepared, true);
+  EvalResult result = evaluate(*prepared, datasets.test, config.train.eval_batch_size);
+  prepared->save(config.output_dir + "/model_ptq.qf");
+  record_stage(config.output_dir, {"ptq",
+                                   result.accuracy,
+                                   result.loss,
+                                   result.images_per_second,
+                                   seconds,
+                                   0,
+                                   {{"calibration_batches", batches}}});
+  std::printf("ptq: calibrated on %lld batches, fake-quant test accuracy %.2f%%\n",
+              static_cast<long long>(batches), 100 * result.accuracy);
+}
+
+}  // namespace qforge::train
