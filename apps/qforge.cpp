@@ -105,11 +105,11 @@ void run_bench(std::vector<std::string> models, int64_t batch, double seconds, b
       std::cout << row.dump() << std::endl;
     } else {
       std::printf(
-          "%-9s batch %lld, %d threads: train %.0f img/s (%.1f GFLOP/s, %.0f%% of %.0f peak), infer %.0f "
-          "img/s\n",
+          "%-9s batch %lld, %d threads: train %.0f img/s (%.1f GFLOP/s, %.0f%% of %.0f peak), qat %.0f "
+          "img/s, infer %.0f img/s\n",
           model.c_str(), static_cast<long long>(batch), num_threads(),
           row["fp32_train_images_per_second"].get<double>(), row["fp32_train_gflops"].get<double>(),
-          100 * row["fp32_train_fraction_of_peak"].get<double>(), peak,
+          100 * row["fp32_train_fraction_of_peak"].get<double>(), peak, row.value("qat_train_images_per_second", 0.0),
           row["fp32_infer_images_per_second"].get<double>());
     }
   }

@@ -5,6 +5,7 @@
 #include "core/flop_counter.h"
 #include "core/ops.h"
 #include "nn/zoo.h"
+#include "quant/prepare.h"
 #include "train/optimizer.h"
 
 namespace qforge::train {
@@ -51,6 +52,22 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
   }
   const double train_seconds = time_steps(train_step, options.min_seconds);
 
+  // QAT: the same step on the prepared model (default fbgemm recipe), fresh weights.
+  double qat_seconds = 0;
+  if (model_name != "lstm") {
+    Generator qat_generator(0);
+    auto prepared = quant::prepare_qat(nn::build_zoo_model(model_name, qat_generator),
+                                       quant::parse_quant_config(nullptr, "bench"));
+    auto qat_optimizer = make_optimizer(prepared->parameters(), OptimizerConfig{.lr = 0.01});
+    prepared->train();
+    qat_seconds = time_steps([&] {
+      Tensor loss = cross_entropy(prepared->forward(images), labels);
+      qat_optimizer->zero_grad();
+      loss.backward();
+      qat_optimizer->step();
+    }, options.min_seconds);
+  }
+
   model->eval();
   Tensor infer_images = Tensor::randn({options.infer_batch, 1, 28, 28}, generator);
   const double infer_seconds = time_steps(
@@ -69,6 +86,10 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
                      {"infer_batch", options.infer_batch},
                      {"fp32_train_gflops", train_gflops},
                      {"train_step_gflop", step_flops / 1e9}};
+  if (qat_seconds > 0) {
+    row["qat_train_images_per_second"] = options.batch / qat_seconds;
+    row["qat_to_fp32_train_ratio"] = train_seconds / qat_seconds;
+  }
   if (options.peak_gflops > 0) {
     row["peak_gflops"] = options.peak_gflops;
     row["fp32_train_fraction_of_peak"] = train_gflops / options.peak_gflops;
