@@ -11,6 +11,7 @@
 // out of the inner loop and cost nothing extra (pytorch/pytorch #33647).
 #include "quant/fake_quantize.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -28,21 +29,42 @@ AxisSplit channel_split(const Tensor& x, int64_t axis, const char* op) {
   return split_at_axis(x.shape(), axis);
 }
 
-// y = fake-quantized x and mask = in-range flags, channel by channel.
+// One contiguous run of elements sharing (scale, zero point). Written with selects so the
+// compiler vectorizes it (fmin/fmax would be library calls); levels stay in float, exact
+// for every range up to 16 bits. Unlike PyTorch's fmin/fmax, a NaN input stays NaN
+// instead of becoming quant_min, so a diverging run is caught by the NaN-loss check.
+void fake_quantize_run(float* y, uint8_t* mask, const float* x, int64_t count, float scale, float zero_point,
+                       float lo, float hi) {
+  const float inverse = 1.0f / scale;
+  for (int64_t i = 0; i < count; ++i) {
+    const float u = zero_point + std::nearbyint(x[i] * inverse);  // quantize_unclamped
+    float level = u < lo ? lo : u;
+    level = level > hi ? hi : level;
+    y[i] = (level - zero_point) * scale;  // dequantize_value
+    mask[i] = (u >= lo) & (u <= hi);
+  }
+}
+
+// y = fake-quantized x and mask = in-range flags. Per tensor, the flat array is split
+// across threads; per channel, the (outer, channel) runs are.
 void fake_quantize_kernel(float* y, uint8_t* mask, const float* x, const float* scale,
                           const int64_t* zero_point, const QuantRange& range, const AxisSplit& s) {
   const float lo = static_cast<float>(range.quant_min), hi = static_cast<float>(range.quant_max);
-#pragma omp parallel for collapse(2) schedule(static) if (s.outer * s.extent * s.inner >= kParallelGrain)
+  const int64_t total = s.outer * s.extent * s.inner;
+  if (s.outer * s.extent == 1) {
+    const int64_t block = 1 << 14;
+#pragma omp parallel for schedule(static) if (total >= kParallelGrain)
+    for (int64_t start = 0; start < total; start += block)
+      fake_quantize_run(y + start, mask + start, x + start, std::min(block, total - start), scale[0],
+                        static_cast<float>(zero_point[0]), lo, hi);
+    return;
+  }
+#pragma omp parallel for collapse(2) schedule(static) if (total >= kParallelGrain)
   for (int64_t o = 0; o < s.outer; ++o)
     for (int64_t c = 0; c < s.extent; ++c) {
-      const float sc = scale[c], inverse = 1.0f / sc;
-      const int64_t z = zero_point[c];
       const int64_t base = (o * s.extent + c) * s.inner;
-      for (int64_t i = 0; i < s.inner; ++i) {
-        const float u = quantize_unclamped(x[base + i], inverse, z);
-        y[base + i] = dequantize_value(clamp_quantized(u, range), sc, z);
-        mask[base + i] = (u >= lo) & (u <= hi);
-      }
+      fake_quantize_run(y + base, mask + base, x + base, s.inner, scale[c], static_cast<float>(zero_point[c]),
+                        lo, hi);
     }
 }
 
