@@ -109,8 +109,8 @@ void run_bench(std::vector<std::string> models, int64_t batch, double seconds, b
           "img/s, infer %.0f img/s\n",
           model.c_str(), static_cast<long long>(batch), num_threads(),
           row["fp32_train_images_per_second"].get<double>(), row["fp32_train_gflops"].get<double>(),
-          100 * row["fp32_train_fraction_of_peak"].get<double>(), peak, row.value("qat_train_images_per_second", 0.0),
-          row["fp32_infer_images_per_second"].get<double>());
+          100 * row["fp32_train_fraction_of_peak"].get<double>(), peak,
+          row.value("qat_train_images_per_second", 0.0), row["fp32_infer_images_per_second"].get<double>());
     }
   }
 }

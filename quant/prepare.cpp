@@ -36,8 +36,8 @@ Tensor QatConv2d::forward(const Tensor& input) {
     Tensor running_std = sqrt(add(bn->running_var.detach(), bn->eps));
     Tensor factor = div(bn->weight, running_std);  // (C)
     Tensor weight = weight_quant->forward(mul(conv->weight, reshape(factor, {channels, 1, 1, 1})));
-    y = div(conv2d(input, weight, Tensor(), conv->options), reshape(factor, {1, channels, 1, 1}));
-    if (conv->bias.defined()) y = add(y, reshape(conv->bias, {1, channels, 1, 1}));
+    // conv output / f (+ conv bias), as one per-channel affine pass.
+    y = channel_affine(conv2d(input, weight, Tensor(), conv->options), pow(factor, -1.0f), conv->bias);
     y = batch_norm(y, bn->running_mean, bn->running_var, bn->weight, bn->bias,
                    is_training() && !is_bn_frozen_, bn->momentum, bn->eps);
   } else {

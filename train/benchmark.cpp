@@ -60,12 +60,14 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
                                        quant::parse_quant_config(nullptr, "bench"));
     auto qat_optimizer = make_optimizer(prepared->parameters(), OptimizerConfig{.lr = 0.01});
     prepared->train();
-    qat_seconds = time_steps([&] {
-      Tensor loss = cross_entropy(prepared->forward(images), labels);
-      qat_optimizer->zero_grad();
-      loss.backward();
-      qat_optimizer->step();
-    }, options.min_seconds);
+    qat_seconds = time_steps(
+        [&] {
+          Tensor loss = cross_entropy(prepared->forward(images), labels);
+          qat_optimizer->zero_grad();
+          loss.backward();
+          qat_optimizer->step();
+        },
+        options.min_seconds);
   }
 
   model->eval();

@@ -4,6 +4,7 @@
 //     dx = γ·σ⁻¹/M · (M·g - Σg - x̂·Σ(g·x̂))
 //   evaluation (μ, σ running, constants):
 //     dx = γ·σ⁻¹·g
+// channel_affine (y = x·a_c + b_c):  dx = g·a_c   da_c = Σ g·x   db_c = Σ g
 #include "core/ops/norm.h"
 
 #include <cmath>
@@ -115,6 +116,50 @@ Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, co
       }
     }
     return std::vector<Tensor>{dx, dgamma, dbeta};
+  });
+}
+
+Tensor channel_affine(const Tensor& x, const Tensor& scale, const Tensor& shift) {
+  QF_CHECK(x.dim() >= 2, "channel_affine: expected (N,C,...) input, got ", x.shape());
+  const int64_t batch = x.size(0), channels = x.size(1), spatial = x.numel() / (batch * channels);
+  QF_CHECK(scale.shape() == Shape{channels} && (!shift.defined() || shift.shape() == Shape{channels}),
+           "channel_affine: expected scale and shift of shape [", channels, "], got ", scale.shape(), " and ",
+           shift.shape());
+  Tensor y = Tensor::empty(x.shape());
+  const float* px = x.data();
+  const float* a = scale.data();
+  const float* b = shift.defined() ? shift.data() : nullptr;
+  float* py = y.data();
+#pragma omp parallel for collapse(2) schedule(static) if (x.numel() >= kParallelGrain)
+  for (int64_t n = 0; n < batch; ++n)
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t base = (n * channels + c) * spatial;
+      const float ac = a[c], bc = b ? b[c] : 0.0f;
+      for (int64_t i = 0; i < spatial; ++i) py[base + i] = px[base + i] * ac + bc;
+    }
+  if (!any_requires_grad({&x, &scale, &shift})) return y;
+  Tensor saved_x = x.detach(), saved_scale = scale.detach();
+  return record(y, "channel_affine", {x, scale, shift}, [=](const Tensor& g, const Node& node) {
+    Tensor dx = node.needs_grad(0) ? Tensor::empty(saved_x.shape()) : Tensor();
+    Tensor da = Tensor::empty({channels}), db = Tensor::empty({channels});
+    const float* pg = g.data();
+    const float* px = saved_x.data();
+    const float* a = saved_scale.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < channels; ++c) {
+      double sum_gx = 0, sum_g = 0;
+      for (int64_t n = 0; n < batch; ++n) {
+        const int64_t base = (n * channels + c) * spatial;
+        for (int64_t i = 0; i < spatial; ++i) {
+          sum_gx += pg[base + i] * px[base + i];
+          sum_g += pg[base + i];
+          if (dx.defined()) dx.data()[base + i] = pg[base + i] * a[c];
+        }
+      }
+      da.data()[c] = static_cast<float>(sum_gx);
+      db.data()[c] = static_cast<float>(sum_g);
+    }
+    return std::vector<Tensor>{dx, node.needs_grad(1) ? da : Tensor(), node.needs_grad(2) ? db : Tensor()};
   });
 }
 

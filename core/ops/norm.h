@@ -11,4 +11,8 @@ namespace qforge {
 Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, const Tensor& weight,
                   const Tensor& bias, bool is_training, float momentum = 0.1f, float eps = 1e-5f);
 
+// channel_affine: y[n,c,...] = x[n,c,...]·scale[c] + shift[c], one pass each way — the
+// per-channel rescaling of QAT's BN folding. shift may be undefined.
+Tensor channel_affine(const Tensor& x, const Tensor& scale, const Tensor& shift);
+
 }  // namespace qforge

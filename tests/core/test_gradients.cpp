@@ -209,3 +209,10 @@ TEST_CASE("lstm_layer equals lstm_cell applied step by step") {
     CHECK(qforge::testing::all_close(reshape(slice(fused, 1, t, t + 1), {3, 4}), hc, 1e-5, 1e-6));
   }
 }
+
+TEST_CASE("gradients: channel_affine") {
+  CHECK(check_gradients([](const Inputs& in) { return channel_affine(in[0], in[1], in[2]); },
+                        {random_leaf({2, 3, 4, 5}, 1), random_leaf({3}, 2), random_leaf({3}, 3)}));
+  CHECK(check_gradients([](const Inputs& in) { return channel_affine(in[0], in[1], Tensor()); },
+                        {random_leaf({3, 4}, 4), random_leaf({4}, 5)}));
+}
