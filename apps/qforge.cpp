@@ -144,24 +144,20 @@ int main(int argc, char** argv) {
   int threads = 0;
   double seconds = 2.0;
 
-  auto* train = app.add_subcommand("train", "Train a model in fp32 from a JSON config");
-  train->add_option("config", config_path, "Config file (JSON)")->required()->check(CLI::ExistingFile);
-  train->add_option("--set", overrides, "Override a config key: a.b.c=value (repeatable)");
-  train->add_option("--out", out, "Output folder (overrides output.dir)");
-  train->add_flag("--resume", resume, "Continue from the output folder's checkpoint");
-
-  auto* qat = app.add_subcommand(
-      "qat", "Quantization-aware training: fp32 model, prepare, fine-tune with fake quantization");
-  qat->add_option("config", config_path, "Config file (JSON)")->required()->check(CLI::ExistingFile);
-  qat->add_option("--set", overrides, "Override a config key: a.b.c=value (repeatable)");
-  qat->add_option("--out", out, "Output folder (overrides output.dir)");
-  qat->add_flag("--resume", resume, "Continue from the output folder's checkpoints");
-
-  auto* ptq = app.add_subcommand(
-      "ptq", "Post-training quantization: calibrate observers, evaluate with fake quantization");
-  ptq->add_option("config", config_path, "Config file (JSON)")->required()->check(CLI::ExistingFile);
-  ptq->add_option("--set", overrides, "Override a config key: a.b.c=value (repeatable)");
-  ptq->add_option("--out", out, "Output folder (overrides output.dir)");
+  // The options every run from a config shares.
+  auto run_command = [&](const char* name, const char* description, bool can_resume) {
+    auto* command = app.add_subcommand(name, description);
+    command->add_option("config", config_path, "Config file (JSON)")->required()->check(CLI::ExistingFile);
+    command->add_option("--set", overrides, "Override a config key: a.b.c=value (repeatable)");
+    command->add_option("--out", out, "Output folder (overrides output.dir)");
+    if (can_resume) command->add_flag("--resume", resume, "Continue from the output folder's checkpoints");
+    return command;
+  };
+  auto* train = run_command("train", "Train a model in fp32 from a JSON config", true);
+  auto* qat = run_command(
+      "qat", "Quantization-aware training: fp32 model, prepare, fine-tune with fake quantization", true);
+  auto* ptq = run_command(
+      "ptq", "Post-training quantization: calibrate observers, evaluate with fake quantization", false);
 
   auto* eval = app.add_subcommand("eval", "Evaluate a saved model on the config's test set");
   eval->add_option("config", config_path, "Config file (JSON)")->required()->check(CLI::ExistingFile);

@@ -39,18 +39,18 @@ void cell_forward(float* gates, int64_t gate_stride, const float* c_prev, int64_
 }
 
 // The cell's backward for one row-block: writes d(pre-activation) over `gates` order and
-// dc_prev; dh, dc are the total gradients reaching h_t, c_t.
+// dc_prev; dh, dc (rows of stride grad_stride) are the total gradients reaching h_t, c_t.
 void cell_backward(float* d_gates, int64_t d_gate_stride, float* dc_prev, const float* act,
                    int64_t act_stride, const float* tanh_c, const float* c_prev, int64_t c_prev_stride,
-                   const float* dh, const float* dc, int64_t batch, int64_t hidden) {
+                   const float* dh, const float* dc, int64_t grad_stride, int64_t batch, int64_t hidden) {
   for (int64_t b = 0; b < batch; ++b) {
     const float* a = act + b * act_stride;
     float* da = d_gates + b * d_gate_stride;
     for (int64_t j = 0; j < hidden; ++j) {
       float i = a[j], f = a[hidden + j], g = a[2 * hidden + j], o = a[3 * hidden + j];
       float t = tanh_c[b * hidden + j];
-      float dh_j = dh[b * hidden + j];
-      float dc_total = dc[b * hidden + j] + dh_j * o * (1 - t * t);
+      float dh_j = dh[b * grad_stride + j];
+      float dc_total = dc[b * grad_stride + j] + dh_j * o * (1 - t * t);
       da[j] = dc_total * g * i * (1 - i);
       da[hidden + j] = dc_total * c_prev[b * c_prev_stride + j] * f * (1 - f);
       da[2 * hidden + j] = dc_total * i * (1 - g * g);
@@ -66,60 +66,22 @@ Tensor lstm_cell(const Tensor& gates, const Tensor& c_prev) {
                gates.size(1) == 4 * c_prev.size(1),
            "lstm_cell: expected gates (B,4H) and c_prev (B,H), got ", gates.shape(), " and ", c_prev.shape());
   const int64_t batch = c_prev.size(0), hidden = c_prev.size(1);
-  Tensor out = Tensor::empty({batch, 2 * hidden});    // [h | c]
-  Tensor activations = Tensor::empty(gates.shape());  // (B,4H): i, f, g, o after their nonlinearity
-  Tensor tanh_c = Tensor::empty(c_prev.shape());      // (B,H)
-  const float* a = gates.data();
-  const float* cp = c_prev.data();
+  Tensor out = Tensor::empty({batch, 2 * hidden});  // [h | c]
+  Tensor activations = gates.clone();               // (B,4H): pre-activations, then i, f, g, o
+  Tensor tanh_c = Tensor::empty(c_prev.shape());    // (B,H)
   float* y = out.data();
-  float* act = activations.data();
-  float* tc = tanh_c.data();
-  for (int64_t b = 0; b < batch; ++b) {
-    const float* ab = a + b * 4 * hidden;
-    float* actb = act + b * 4 * hidden;
-    for (int64_t j = 0; j < hidden; ++j) {
-      float i = sigmoid_of(ab[j]), f = sigmoid_of(ab[hidden + j]);
-      float g = std::tanh(ab[2 * hidden + j]), o = sigmoid_of(ab[3 * hidden + j]);
-      float c = f * cp[b * hidden + j] + i * g;
-      float t = std::tanh(c);
-      actb[j] = i, actb[hidden + j] = f, actb[2 * hidden + j] = g, actb[3 * hidden + j] = o;
-      tc[b * hidden + j] = t;
-      y[b * 2 * hidden + j] = o * t;
-      y[b * 2 * hidden + hidden + j] = c;
-    }
-  }
+  cell_forward(activations.data(), 4 * hidden, c_prev.data(), hidden, y, y + hidden, 2 * hidden,
+               tanh_c.data(), batch, hidden);
   if (!any_requires_grad({&gates, &c_prev})) return out;
   Tensor saved_c_prev = c_prev.detach();
   return record(out, "lstm_cell", {gates, c_prev}, [=](const Tensor& grad, const Node&) {
     Tensor d_gates = Tensor::empty({batch, 4 * hidden}), d_c_prev = Tensor::empty({batch, hidden});
-    const float* g_out = grad.data();
-    const float* act = activations.data();
-    const float* tc = tanh_c.data();
-    const float* cp = saved_c_prev.data();
-    float* da = d_gates.data();
-    float* dcp = d_c_prev.data();
-    for (int64_t b = 0; b < batch; ++b) {
-      const float* actb = act + b * 4 * hidden;
-      float* dab = da + b * 4 * hidden;
-      for (int64_t j = 0; j < hidden; ++j) {
-        float i = actb[j], f = actb[hidden + j], g = actb[2 * hidden + j], o = actb[3 * hidden + j];
-        float t = tc[b * hidden + j];
-        float dh = g_out[b * 2 * hidden + j], dc = g_out[b * 2 * hidden + hidden + j];
-        float dc_total = dc + dh * o * (1 - t * t);
-        dab[j] = dc_total * g * i * (1 - i);
-        dab[hidden + j] = dc_total * cp[b * hidden + j] * f * (1 - f);
-        dab[2 * hidden + j] = dc_total * i * (1 - g * g);
-        dab[3 * hidden + j] = dh * t * o * (1 - o);
-        dcp[b * hidden + j] = dc_total * f;
-      }
-    }
+    const float* g = grad.data();
+    cell_backward(d_gates.data(), 4 * hidden, d_c_prev.data(), activations.data(), 4 * hidden, tanh_c.data(),
+                  saved_c_prev.data(), hidden, g, g + hidden, 2 * hidden, batch, hidden);
     return std::vector<Tensor>{d_gates, d_c_prev};
   });
 }
-
-}  // namespace qforge
-
-namespace qforge {
 
 // Forward, step t (rows b of the (B,T,·) buffers, strides in brackets):
 //   gates_t = projected[:,t] + h_{t-1}·W_hhᵀ + b_hh      (one GEMM with beta = 1)
@@ -183,7 +145,7 @@ Tensor lstm_layer(const Tensor& projected, const Tensor& weight_hh, const Tensor
           const float* c_prev = t == 0 ? saved_c0.data() : y + (t - 1) * 2 * hidden + hidden;
           cell_backward(dp + t * g4, row_gates, dc_prev.data(), act + t * g4, row_gates,
                         tanh_c.data() + t * batch * hidden, c_prev, t == 0 ? hidden : row_out,
-                        dh_total.data(), dc_total.data(), batch, hidden);
+                        dh_total.data(), dc_total.data(), hidden, batch, hidden);
           // dh_{t-1} = d_gates_t · W_hh   (B,H)
           kernels::gemm(false, false, batch, hidden, g4, 1.0f, dp + t * g4, row_gates, saved_w.data(), hidden,
                         0.0f, dh.data(), hidden);
