@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/ops/reduce.h"
+#include "quant/calibrator.h"
 
 namespace qforge::quant {
 
@@ -283,7 +284,14 @@ std::unique_ptr<Observer> make_observer(const std::string& kind, const QuantSche
   if (kind == "minmax") return std::make_unique<MinMaxObserver>(scheme, 0.0f);
   if (kind == "moving_average") return std::make_unique<MinMaxObserver>(scheme, 0.01f);
   if (kind == "histogram") return std::make_unique<HistogramObserver>(scheme);
-  QF_FAIL("observer: unknown kind \"", kind, "\" (known: minmax, moving_average, histogram)");
+  if (kind == "max" || kind == "mse" || kind == "entropy")
+    return std::make_unique<CalibratorObserver>(scheme, kind);
+  if (kind.rfind("percentile", 0) == 0) {  // "percentile" (99.99) or "percentile:99.9"
+    const double p = kind.size() > 11 && kind[10] == ':' ? std::stod(kind.substr(11)) : 99.99;
+    return std::make_unique<CalibratorObserver>(scheme, "percentile", p);
+  }
+  QF_FAIL("observer: unknown kind \"", kind,
+          "\" (known: minmax, moving_average, histogram, max, percentile[:P], mse, entropy)");
 }
 
 }  // namespace qforge::quant

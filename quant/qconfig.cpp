@@ -14,9 +14,23 @@ QuantizerSpec parse_quantizer(ConfigReader reader, QuantizerSpec spec, bool is_w
   spec.scheme.axis = per_channel ? 0 : -1;
   spec.scheme.reduce_range = reader.boolean("reduce_range", spec.scheme.reduce_range);
   spec.scheme.narrow_range = reader.boolean("narrow_range", spec.scheme.narrow_range);
-  spec.observer = reader.choice("observer", spec.observer, {"minmax", "moving_average", "histogram"});
-  if (spec.observer == "histogram" && per_channel)
-    reader.fail("observer", "histogram observers are per tensor");
+  const std::string base_kind = spec.observer.substr(0, spec.observer.find(':'));
+  spec.observer =
+      reader.choice("observer", base_kind,
+                    {"minmax", "moving_average", "histogram", "max", "percentile", "mse", "entropy"});
+  const bool is_histogram = spec.observer == "histogram" || spec.observer == "percentile" ||
+                            spec.observer == "mse" || spec.observer == "entropy";
+  if (is_histogram && per_channel) reader.fail("observer", spec.observer + " calibration is per tensor");
+  const bool is_calibrator = spec.observer == "max" || (is_histogram && spec.observer != "histogram");
+  if (is_calibrator && !spec.scheme.symmetric)
+    reader.fail("observer",
+                "calibrators (max, percentile, mse, entropy) give symmetric parameters; set "
+                "\"symmetric\": true");
+  if (spec.observer == "percentile") {
+    const double percentile = reader.number("percentile", 99.99);
+    if (percentile <= 0 || percentile > 100) reader.fail("percentile", "expected a number in (0, 100]");
+    spec.observer = "percentile:" + std::to_string(percentile);
+  }
   spec.is_learnable = reader.boolean("learnable", spec.is_learnable);
   if (spec.is_learnable && spec.scheme.symmetric && !spec.scheme.is_signed)
     reader.fail("learnable", "a learnable quantizer must be signed-symmetric or affine");

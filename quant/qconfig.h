@@ -25,8 +25,10 @@ namespace qforge::quant {
 
 struct QuantizerSpec {
   QuantScheme scheme;
-  std::string observer = "minmax";  // minmax | moving_average | histogram
-  bool is_learnable = false;        // LSQ: scale and zero point are trained
+  // Observers: minmax | moving_average | histogram; calibrators (symmetric, NVIDIA
+  // semantics): max | percentile:P | mse | entropy (quant/calibrator.h).
+  std::string observer = "minmax";
+  bool is_learnable = false;  // LSQ: scale and zero point are trained
 };
 
 struct QConfig {

@@ -1,0 +1,194 @@
+#include "quant/calibrator.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <map>
+
+#include "core/ops/reduce.h"
+#include "quant/fake_quantize.h"
+
+namespace qforge::quant {
+
+void AbsHistogram::collect(const Tensor& x, int64_t initial_bins) {
+  const float* px = x.data();
+  float batch_max = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) batch_max = std::max(batch_max, std::fabs(px[i]));
+  if (edges.empty()) {  // torch.histc(|x|, bins, 0, max|x|)
+    const float top = batch_max > 0 ? batch_max : 1.0f;
+    counts.assign(initial_bins, 0.0);
+    edges.resize(initial_bins + 1);
+    for (int64_t b = 0; b <= initial_bins; ++b)
+      edges[b] = top * static_cast<float>(b) / static_cast<float>(initial_bins);
+  } else if (batch_max > edges.back()) {  // grow by whole bins of the same width
+    const float width = edges[1] - edges[0];
+    const int64_t bins = static_cast<int64_t>(std::ceil(batch_max / width));
+    counts.resize(bins, 0.0);
+    edges.resize(bins + 1);
+    for (int64_t b = 0; b <= bins; ++b) edges[b] = width * static_cast<float>(b);
+  }
+  const int64_t bins = static_cast<int64_t>(counts.size());
+  const float top = edges.back();
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const float v = std::fabs(px[i]);
+    if (v > top) continue;
+    int64_t b = static_cast<int64_t>(v * static_cast<float>(bins) / top);
+    counts[std::min(b, bins - 1)] += 1;
+  }
+}
+
+float percentile_amax(const AbsHistogram& h, double percentile) {
+  QF_CHECK(percentile > 0 && percentile <= 100, "percentile calibrator: percentile must be in (0, 100], got ",
+           percentile);
+  double total = 0;
+  for (double c : h.counts) total += c;
+  double running = 0;
+  for (std::size_t b = 0; b < h.counts.size(); ++b) {  // searchsorted(cdf, p/100): first cdf >= p
+    running += h.counts[b];
+    if (running / total >= percentile / 100) return h.edges[b];
+  }
+  return h.edges[h.counts.size() - 1];
+}
+
+float mse_amax(const AbsHistogram& h, int bits, bool is_unsigned, int64_t start_bin) {
+  const int64_t bins = static_cast<int64_t>(h.counts.size());
+  std::vector<float> centers(bins);
+  for (int64_t b = 0; b < bins; ++b) centers[b] = (h.edges[b + 1] + h.edges[b]) / 2;
+  Tensor center_tensor = Tensor::from_vector({bins}, centers);
+  double best = INFINITY;
+  int64_t best_bin = std::min(start_bin, bins - 1);
+  for (int64_t i = std::min(start_bin, bins - 1); i < bins; ++i) {
+    Tensor quantized = fake_quantize_amax(center_tensor, centers[i], bits, is_unsigned).fake;
+    double error = 0;
+    for (int64_t b = 0; b < bins; ++b) {
+      const double d = quantized.data()[b] - centers[b];
+      error += d * d * h.counts[b];
+    }
+    error /= static_cast<double>(bins);
+    if (error < best) best = error, best_bin = i;  // first minimum, as np.argmin
+  }
+  return centers[best_bin];
+}
+
+float entropy_amax(const AbsHistogram& h, int bits, bool is_unsigned, int64_t start_bin) {
+  std::vector<double> counts = h.counts;
+  const int64_t bins = static_cast<int64_t>(counts.size());
+  if (bins > 1) counts[0] = counts[1];  // NVIDIA drops the spike of exact zeros
+  double total = 0;
+  for (double c : counts) total += c;
+  const int64_t levels = int64_t{1} << (bits - 1 + (is_unsigned ? 1 : 0));
+  double best = INFINITY;
+  int64_t best_cut = std::min(start_bin, bins);
+  std::vector<int64_t> bucket;
+  std::vector<double> bucket_sum(levels), bucket_size(levels), candidate, reference;
+  for (int64_t cut = std::min(start_bin, bins); cut <= bins; ++cut) {
+    // Source bins [0, cut) merged into `levels` buckets (np.digitize over linspace(0, cut, levels+1));
+    // empty source bins stay empty; each bucket's mass is spread evenly over its non-empty bins.
+    bucket.assign(cut, -1);
+    std::fill(bucket_sum.begin(), bucket_sum.end(), 0.0);
+    std::fill(bucket_size.begin(), bucket_size.end(), 0.0);
+    for (int64_t i = 0; i < cut; ++i) {
+      if (counts[i] == 0) continue;
+      int64_t k =
+          static_cast<int64_t>(std::floor(static_cast<double>(i) * levels / static_cast<double>(cut)));
+      // np.digitize(i, linspace(0, cut, levels+1)) - 1, with linspace's float edges
+      while (k + 1 < levels && static_cast<double>(i) >= static_cast<double>(cut) * (k + 1) / levels) ++k;
+      while (k > 0 && static_cast<double>(i) < static_cast<double>(cut) * k / levels) --k;
+      bucket[i] = k;
+      bucket_sum[k] += counts[i];
+      bucket_size[k] += 1;
+    }
+    candidate.assign(cut, 0.0);
+    double candidate_total = 0;
+    for (int64_t i = 0; i < cut; ++i)
+      if (bucket[i] >= 0) candidate_total += candidate[i] = bucket_sum[bucket[i]] / bucket_size[bucket[i]];
+    reference.assign(counts.begin(), counts.begin() + cut);
+    double outliers = 0;
+    for (int64_t i = cut; i < bins; ++i) outliers += counts[i];
+    if (cut > 0) reference[cut - 1] += outliers;
+    double reference_total = 0;
+    for (double r : reference) reference_total += r;
+    if (candidate_total == 0 || reference_total == 0) continue;
+    double divergence = 0;  // KL(reference || candidate), scipy.stats.entropy
+    for (int64_t i = 0; i < cut; ++i) {
+      const double p = reference[i] / reference_total, q = candidate[i] / candidate_total;
+      if (p > 0) divergence += q > 0 ? p * std::log(p / q) : INFINITY;
+    }
+    if (divergence <= best) best = divergence, best_cut = cut;  // the last minimum, as NVIDIA
+  }
+  return h.edges[std::min<int64_t>(best_cut, bins)];
+}
+
+QuantParams qparams_from_amax(const std::vector<float>& amax, const QuantScheme& scheme) {
+  const QuantRange range = scheme.range();
+  QuantParams params;
+  params.axis = scheme.axis;
+  for (float a : amax) {
+    params.scale.push_back(std::max(a / static_cast<float>(range.quant_max), FLT_EPSILON));
+    params.zero_point.push_back(0);
+  }
+  return params;
+}
+
+CalibratorObserver::CalibratorObserver(QuantScheme scheme, std::string method, double percentile,
+                                       int64_t bins)
+    : Observer(scheme), method_(std::move(method)), percentile_(percentile), bins_(bins) {
+  QF_CHECK(method_ == "max" || method_ == "percentile" || method_ == "mse" || method_ == "entropy",
+           "calibrator: unknown method \"", method_, "\" (known: max, percentile, mse, entropy)");
+  QF_CHECK(method_ == "max" || scheme.axis < 0, "calibrator: ", method_, " calibration is per tensor");
+  QF_CHECK(scheme.is_signed || scheme.range().quant_min == 0, "calibrator: unsigned schemes start at 0");
+}
+
+void CalibratorObserver::observe(const Tensor& x) {
+  if (x.numel() == 0) return;
+  if (method_ != "max") {
+    histogram_.collect(x, bins_);
+    has_observed_ = true;
+    return;
+  }
+  AxisSplit s = scheme_.axis >= 0 ? split_at_axis(x.shape(), scheme_.axis) : AxisSplit{1, 1, x.numel()};
+  if (max_abs_.empty()) max_abs_.assign(s.extent, 0.0f);
+  QF_CHECK(static_cast<int64_t>(max_abs_.size()) == s.extent, "calibrator: saw ", s.extent,
+           " channels, expected ", max_abs_.size());
+  const float* px = x.data();
+  for (int64_t o = 0; o < s.outer; ++o)
+    for (int64_t c = 0; c < s.extent; ++c)
+      for (int64_t i = 0; i < s.inner; ++i)
+        max_abs_[c] = std::max(max_abs_[c], std::fabs(px[(o * s.extent + c) * s.inner + i]));
+  has_observed_ = true;
+}
+
+std::vector<float> CalibratorObserver::amax() const {
+  QF_CHECK(has_observed_, "calibrator: no data collected");
+  if (method_ == "max") return max_abs_;
+  const bool is_unsigned = !scheme_.is_signed;
+  if (method_ == "percentile") return {percentile_amax(histogram_, percentile_)};
+  if (method_ == "mse") return {mse_amax(histogram_, scheme_.bits, is_unsigned)};
+  return {entropy_amax(histogram_, scheme_.bits, is_unsigned)};
+}
+
+QuantParams CalibratorObserver::calculate_qparams() const {
+  if (!has_observed_) return qparams_from_min_max({INFINITY}, {-INFINITY}, scheme_);
+  return qparams_from_amax(amax(), scheme_);
+}
+
+TensorMap CalibratorObserver::state() const {
+  if (!has_observed_) return {};
+  if (method_ == "max")
+    return {{"max", Tensor::from_vector({static_cast<int64_t>(max_abs_.size())}, max_abs_)}};
+  std::vector<float> counts(histogram_.counts.begin(), histogram_.counts.end());
+  return {{"histogram", Tensor::from_vector({static_cast<int64_t>(counts.size())}, counts)},
+          {"edges", Tensor::from_vector({static_cast<int64_t>(histogram_.edges.size())}, histogram_.edges)}};
+}
+
+void CalibratorObserver::load_state(const TensorMap& state) {
+  has_observed_ = !state.empty();
+  if (state.count("max")) max_abs_ = state.at("max").to_vector();
+  if (state.count("histogram")) {
+    std::vector<float> counts = state.at("histogram").to_vector();
+    histogram_.counts.assign(counts.begin(), counts.end());
+    histogram_.edges = state.at("edges").to_vector();
+  }
+}
+
+}  // namespace qforge::quant

@@ -1,0 +1,58 @@
+// Calibrators with NVIDIA pytorch-quantization semantics (calib/max.py, calib/histogram.py):
+// they find amax, the magnitude that maps to the largest integer level, for a symmetric
+// quantizer.
+//   max         amax = max |x| seen (per tensor or per channel)
+//   percentile  the histogram edge where the CDF of |x| reaches p% (e.g. 99.99)
+//   mse         the histogram-bin centre (from bin 128 on) whose fake quantization of the
+//               histogram has the least count-weighted squared error
+//   entropy     the cut (from bin 128 on) minimizing the KL divergence between the clipped
+//               reference histogram and its quantized version (TensorRT's calibration)
+// The three histogram methods share one collector: 2048 bins of |x| over [0, amax], which
+// grows by whole bins of the same width when a larger value arrives.
+// A Calibrator is an Observer, so every quantizer can name one ("calibrator" kinds);
+// the parameters it produces are symmetric: scale = amax/qmax, zero point 0 (signed) or
+// scale = amax/qmax over 0..qmax (unsigned).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "quant/observer.h"
+
+namespace qforge::quant {
+
+// |x| histogram over [0, edges.back()], bins of equal width.
+struct AbsHistogram {
+  std::vector<double> counts;
+  std::vector<float> edges;  // counts.size() + 1
+  void collect(const Tensor& x, int64_t initial_bins);
+};
+
+// amax from a histogram (exposed for tests and analysis).
+float percentile_amax(const AbsHistogram& histogram, double percentile);
+float mse_amax(const AbsHistogram& histogram, int bits, bool is_unsigned, int64_t start_bin = 128);
+float entropy_amax(const AbsHistogram& histogram, int bits, bool is_unsigned, int64_t start_bin = 128);
+
+class CalibratorObserver : public Observer {
+ public:
+  // method: max | percentile | mse | entropy
+  CalibratorObserver(QuantScheme scheme, std::string method, double percentile = 99.99, int64_t bins = 2048);
+  void observe(const Tensor& x) override;
+  QuantParams calculate_qparams() const override;
+  std::string name() const override { return method_; }
+  TensorMap state() const override;
+  void load_state(const TensorMap& state) override;
+  std::vector<float> amax() const;
+
+ private:
+  std::string method_;
+  double percentile_;
+  int64_t bins_;
+  std::vector<float> max_abs_;  // max calibration, per channel
+  AbsHistogram histogram_;
+};
+
+// Symmetric parameters from amax values (one per channel, or one).
+QuantParams qparams_from_amax(const std::vector<float>& amax, const QuantScheme& scheme);
+
+}  // namespace qforge::quant
