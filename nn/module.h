@@ -31,9 +31,11 @@ class Module {
   std::vector<Tensor> parameters() const;
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
   int64_t parameter_count() const;
-  // Swaps child `index` for another module (quantization's prepare swaps layers so).
+  // Swaps child `index` for another module (quantization's prepare swaps layers so) and
+  // tells this module, which may keep a typed member pointer to that child.
   void replace_child(std::size_t index, std::shared_ptr<Module> module) {
-    children_.at(index).second = std::move(module);
+    children_.at(index).second = module;
+    child_replaced(children_[index].first, children_[index].second);
   }
 
   void train(bool is_training = true);
@@ -51,6 +53,11 @@ class Module {
   // mirror buffers into other state (quantization observers).
   virtual void state_loaded() {}
 
+ protected:
+  // Modules holding typed pointers to children re-point them here.
+  virtual void child_replaced(const std::string& name, const std::shared_ptr<Module>& module) {}
+
+ public:
  protected:
   Tensor register_parameter(const std::string& name, Tensor tensor);
   Tensor register_buffer(const std::string& name, Tensor tensor);

@@ -56,4 +56,16 @@ ResNet::ResNet(int64_t blocks_per_stage, int64_t in_channels, int64_t num_classe
 
 Tensor ResNet::forward(const Tensor& input) { return head->forward(layers->forward(stem->forward(input))); }
 
+void BasicBlock::child_replaced(const std::string& name, const ModulePtr& module) {
+  if (name == "residual") residual = module;
+  if (name == "shortcut") shortcut = module;
+  if (name == "relu") relu = module;
+}
+
+void ResNet::child_replaced(const std::string& name, const ModulePtr& module) {
+  if (name == "stem") stem = module;
+  if (name == "layers") layers = module;
+  if (name == "head") head = module;
+}
+
 }  // namespace qforge::nn

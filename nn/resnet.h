@@ -21,6 +21,9 @@ class BasicBlock : public Module {
   ModulePtr residual;  // Sequential(conv1, bn1, relu1, conv2, bn2)
   ModulePtr shortcut;  // Sequential(conv 1×1, bn) or null for identity
   ModulePtr relu;      // after the add
+
+ protected:
+  void child_replaced(const std::string& name, const ModulePtr& module) override;
 };
 
 class ResNet : public Module {
@@ -29,8 +32,12 @@ class ResNet : public Module {
   Tensor forward(const Tensor& input) override;
   std::string type_name() const override { return "ResNet"; }
 
-  ModulePtr stem, layers,
-      head;  // Sequential(conv, bn, relu); Sequential(blocks); Sequential(pool, flatten, fc)
+  ModulePtr stem;    // Sequential(conv, bn, relu)
+  ModulePtr layers;  // Sequential(blocks)
+  ModulePtr head;    // Sequential(pool, flatten, fc)
+
+ protected:
+  void child_replaced(const std::string& name, const ModulePtr& module) override;
 };
 
 }  // namespace qforge::nn

@@ -1,5 +1,7 @@
 #include "quant/prepare.h"
 
+#include "quant/qat_lstm.h"
+
 #include "core/ops.h"
 #include "nn/batch_norm.h"
 #include "nn/conv2d.h"
@@ -118,8 +120,12 @@ void rewrite(nn::Module& parent, const std::string& prefix, const QuantConfig& c
       if (has_relu) parent.replace_child(i + 1, std::make_shared<nn::Identity>());
       continue;
     }
-    QF_CHECK(!as<nn::LSTM>(child), "prepare: ", path.empty() ? "model" : path,
-             " is an LSTM; LSTM quantization-aware training is not implemented yet");
+    if (auto lstm = as<nn::LSTM>(child)) {
+      const QConfig q = config.for_module(path, "LSTM");
+      if (q.is_float) continue;
+      parent.replace_child(i, std::make_shared<QatLSTM>(lstm, q));
+      continue;
+    }
     rewrite(*child, path, config);
     // A residual block's output is quantized after its add and ReLU (BasicBlock::relu).
     if (auto block = as<nn::BasicBlock>(child)) {
@@ -131,7 +137,6 @@ void rewrite(nn::Module& parent, const std::string& prefix, const QuantConfig& c
           auto quantized_relu = std::make_shared<nn::Sequential>(std::vector<nn::ModulePtr>{
               std::make_shared<nn::ReLU>(), std::make_shared<FakeQuantize>(q.activation, 1)});
           block->replace_child(k, quantized_relu);
-          block->relu = quantized_relu;
         }
     }
   }

@@ -2,8 +2,9 @@
 // prepare_qat). Fusion: Conv-BN-ReLU, Conv-BN, Conv-ReLU and Linear-ReLU become one
 // module; fused-away layers become Identity so every other layer keeps its name.
 // FakeQuantize is inserted exactly where the integer runtime will quantize: the network
-// input, each fused block's weights and output, and each residual block's output (after
-// its add and ReLU). Pooling, flatten and dropout pass quantized values through.
+// input, each fused block's weights and output, each residual block's output (after
+// its add and ReLU), and inside an LSTM (quant/qat_lstm.h). Pooling, flatten and dropout
+// pass quantized values through.
 //
 // BN folding during training (Note [BN folding]; PyTorch's ConvBn2d, Krishnamoorthi 2018
 // §3.2): with σ = √(running_var + ε) and f = γ/σ, the conv runs with fake-quantized

@@ -54,7 +54,7 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
 
   // QAT: the same step on the prepared model (default fbgemm recipe), fresh weights.
   double qat_seconds = 0;
-  if (model_name != "lstm") {
+  {
     Generator qat_generator(0);
     auto prepared = quant::prepare_qat(nn::build_zoo_model(model_name, qat_generator),
                                        quant::parse_quant_config(nullptr, "bench"));

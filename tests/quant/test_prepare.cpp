@@ -7,6 +7,7 @@
 #include "nn/batch_norm.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "nn/lstm.h"
 #include "nn/sequential.h"
 #include "nn/simple_layers.h"
 #include "nn/zoo.h"
@@ -182,4 +183,28 @@ TEST_CASE("quant config errors name the key") {
   CHECK(error_of(R"({"qat": {"epoch": 1}})").find("c.json: quant.qat.epoch: unknown key") == 0);
   CHECK(error_of(R"({"weight": {"observer": "kl"}})").find("quant.weight.observer: expected one of") !=
         std::string::npos);
+}
+
+TEST_CASE("LSTM QAT: quantizers inside the recurrence; without fake quantization it is the float LSTM") {
+  Generator generator(9);
+  auto model = nn::build_zoo_model("lstm", generator);
+  Tensor x = Tensor::randn({3, 1, 28, 28}, generator);
+  Tensor expected = model->forward(x);
+  auto prepared = prepare_qat(model, defaults());
+  auto classifier = std::dynamic_pointer_cast<nn::LstmClassifier>(prepared->model);
+  REQUIRE(classifier);
+  CHECK(classifier->lstm->type_name() == "QatLSTM");
+  CHECK(classifier->fc->type_name() == "QatLinear");
+  CHECK(count_fake_quantizers(*prepared) == 1 + 4 + 2);  // input; W_ih, W_hh, gates, hidden; fc
+  set_fake_quant(*prepared, false);
+  CHECK(all_close(prepared->forward(x), expected, 1e-4, 1e-5));
+  set_fake_quant(*prepared, true);
+  Tensor targets = Tensor::from_data<int32_t>({3}, std::vector<int32_t>{1, 2, 3});
+  Tensor loss = cross_entropy(prepared->forward(x), targets);
+  loss.backward();
+  for (auto& [name, p] : prepared->named_parameters()) {
+    CAPTURE(name);
+    CHECK(p.grad().defined());
+  }
+  CHECK(std::abs(loss.item() - cross_entropy(expected, targets).item()) < 0.1f);  // 8 bits: close, not equal
 }
