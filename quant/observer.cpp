@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/ops/reduce.h"
+#include "core/threading.h"
 #include "quant/calibrator.h"
 
 namespace qforge::quant {
@@ -67,13 +68,21 @@ void MinMaxObserver::observe(const Tensor& x) {
   std::vector<float> batch_min(s.extent, std::numeric_limits<float>::infinity()),
       batch_max(s.extent, -std::numeric_limits<float>::infinity());
   const float* px = x.data();
-  for (int64_t o = 0; o < s.outer; ++o)
-    for (int64_t c = 0; c < s.extent; ++c) {
-      const float* row = px + (o * s.extent + c) * s.inner;
-      float lo = batch_min[c], hi = batch_max[c];
-      for (int64_t i = 0; i < s.inner; ++i) lo = std::min(lo, row[i]), hi = std::max(hi, row[i]);
-      batch_min[c] = lo, batch_max[c] = hi;
-    }
+  if (s.outer * s.extent == 1) {  // per tensor: one reduction, split across threads
+    float lo = batch_min[0], hi = batch_max[0];
+    const int64_t n = s.inner;
+#pragma omp parallel for reduction(min : lo) reduction(max : hi) schedule(static) if (n >= kParallelGrain)
+    for (int64_t i = 0; i < n; ++i) lo = std::min(lo, px[i]), hi = std::max(hi, px[i]);
+    batch_min[0] = lo, batch_max[0] = hi;
+  } else {
+    for (int64_t o = 0; o < s.outer; ++o)
+      for (int64_t c = 0; c < s.extent; ++c) {
+        const float* row = px + (o * s.extent + c) * s.inner;
+        float lo = batch_min[c], hi = batch_max[c];
+        for (int64_t i = 0; i < s.inner; ++i) lo = std::min(lo, row[i]), hi = std::max(hi, row[i]);
+        batch_min[c] = lo, batch_max[c] = hi;
+      }
+  }
   if (!has_observed_) {
     min_ = batch_min, max_ = batch_max;
   } else {

@@ -145,16 +145,20 @@ Tensor channel_affine(const Tensor& x, const Tensor& scale, const Tensor& shift)
     const float* pg = g.data();
     const float* px = saved_x.data();
     const float* a = saved_scale.data();
+    float* pdx = dx.defined() ? dx.data() : nullptr;
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < channels; ++c) {
       double sum_gx = 0, sum_g = 0;
       for (int64_t n = 0; n < batch; ++n) {
         const int64_t base = (n * channels + c) * spatial;
+        float row_gx = 0, row_g = 0;  // per row in float (vectorizes), across rows in double
         for (int64_t i = 0; i < spatial; ++i) {
-          sum_gx += pg[base + i] * px[base + i];
-          sum_g += pg[base + i];
-          if (dx.defined()) dx.data()[base + i] = pg[base + i] * a[c];
+          row_gx += pg[base + i] * px[base + i];
+          row_g += pg[base + i];
         }
+        sum_gx += row_gx, sum_g += row_g;
+        if (pdx)
+          for (int64_t i = 0; i < spatial; ++i) pdx[base + i] = pg[base + i] * a[c];
       }
       da.data()[c] = static_cast<float>(sum_gx);
       db.data()[c] = static_cast<float>(sum_g);
