@@ -153,7 +153,8 @@ void for_each(nn::Module& model, F f) {
 std::shared_ptr<QuantizedModel> prepare_qat(const nn::ModulePtr& model, const QuantConfig& config) {
   QF_CHECK(!as<QuantizedModel>(model), "prepare: the model is already prepared");
   rewrite(*model, "", config);
-  auto prepared = std::make_shared<QuantizedModel>(model, config.defaults);
+  // The network input's quantizer answers to the override name "input" (type "Input").
+  auto prepared = std::make_shared<QuantizedModel>(model, config.for_module("input", "Input"));
   prepared->train(model->is_training());
   return prepared;
 }

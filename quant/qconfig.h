@@ -2,7 +2,8 @@
 // (PyTorch's QConfig / NVIDIA's QuantDescriptor). Default = the fbgemm recipe:
 // weights int8 symmetric per-channel with MinMax, activations uint8 affine per-tensor
 // with a moving-average MinMax. Overrides by module name (dotted, as in the float
-// model) or by type ("Conv2d", "Linear") replace either half, or leave a layer "float".
+// model; "input" for the network input) or by type ("Conv2d", "Linear", "LSTM",
+// "BasicBlock") replace either half, or leave a layer "float".
 //
 //   "quant": {
 //     "weight":     {"bits": 8, "signed": true, "symmetric": true, "per_channel": true, "observer":

@@ -136,6 +136,16 @@ TEST_CASE("per-layer overrides: float layers stay float, named layers get their 
   auto second = std::dynamic_pointer_cast<QatConv2d>(layers[3].second);
   REQUIRE(second);
   CHECK(second->weight_quant->spec().scheme.bits == 8);
+  CHECK(prepared->input_quant->spec().scheme.bits == 8);
+  QuantConfig input_override = parse_quant_config(
+      nlohmann::json::parse(
+          R"({"activation": {"bits": 4}, "overrides": [{"name": "input", "activation": {"bits": 8}}]})"),
+      "test.json");
+  auto four = prepare_qat(nn::build_zoo_model("jermmy", generator), input_override);
+  CHECK(four->input_quant->spec().scheme.bits == 8);
+  CHECK(std::dynamic_pointer_cast<QatConv2d>(four->model->children()[0].second)
+            ->output_quant->spec()
+            .scheme.bits == 4);
 }
 
 TEST_CASE("a prepared model's checkpoint restores observers and quantization parameters") {
