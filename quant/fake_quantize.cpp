@@ -29,18 +29,14 @@ AxisSplit channel_split(const Tensor& x, int64_t axis, const char* op) {
   return split_at_axis(x.shape(), axis);
 }
 
-// One contiguous run of elements sharing (scale, zero point). Written with selects so the
-// compiler vectorizes it (fmin/fmax would be library calls); levels stay in float, exact
-// for every range up to 16 bits. Unlike PyTorch's fmin/fmax, a NaN input stays NaN
-// instead of becoming quant_min, so a diverging run is caught by the NaN-loss check.
+// One contiguous run of elements sharing (scale, zero point), through the mapping of
+// quant_params.h (inlined, and vectorized by the compiler).
 void fake_quantize_run(float* y, uint8_t* mask, const float* x, int64_t count, float scale, float zero_point,
                        float lo, float hi) {
   const float inverse = 1.0f / scale;
   for (int64_t i = 0; i < count; ++i) {
-    const float u = zero_point + std::nearbyint(x[i] * inverse);  // quantize_unclamped
-    float level = u < lo ? lo : u;
-    level = level > hi ? hi : level;
-    y[i] = (level - zero_point) * scale;  // dequantize_value
+    const float u = quantize_unclamped(x[i], inverse, zero_point);
+    y[i] = dequantize_level(clamp_level(u, lo, hi), scale, zero_point);
     mask[i] = (u >= lo) & (u <= hi);
   }
 }
@@ -143,7 +139,7 @@ Tensor fake_quantize_learnable(const Tensor& x, const Tensor& scale, const Tenso
           const bool inside = level >= range.quant_min && level <= range.quant_max;
           pdx[base + i] = inside ? dy : 0.0f;
           if (inside) {
-            const float fake = dequantize_value(level, sc, z);
+            const float fake = dequantize_level(static_cast<float>(level), sc, static_cast<float>(z));
             sum_scale += dy * (fake - xv) * inverse;
           } else {
             sum_scale += dy * (level < range.quant_min ? below : above);

@@ -31,26 +31,23 @@ struct QuantParams {
   bool is_per_channel() const { return axis >= 0; }
 };
 
-// The unclamped quantized value nearbyint(x·(1/s)) + z, as a float (PyTorch's qval_f):
+// The unclamped quantized level nearbyint(x·(1/s)) + z, as a float (PyTorch's qval_f):
 // the straight-through mask is quant_min <= this <= quant_max.
-inline float quantize_unclamped(float x, float inverse_scale, int64_t zero_point) {
-  return static_cast<float>(zero_point) + std::nearbyint(x * inverse_scale);
+inline float quantize_unclamped(float x, float inverse_scale, float zero_point) {
+  return zero_point + std::nearbyint(x * inverse_scale);
 }
 
-inline int64_t clamp_quantized(float unclamped, const QuantRange& range) {
-  return static_cast<int64_t>(std::fmin(std::fmax(unclamped, static_cast<float>(range.quant_min)),
-                                        static_cast<float>(range.quant_max)));
+// clamp(level, qmin, qmax) with selects, so the kernels that call it vectorize (fmin/fmax
+// are library calls). Unlike PyTorch's fmin/fmax, a NaN stays NaN instead of becoming
+// quant_min, so a diverging run reaches the NaN-loss check.
+inline float clamp_level(float level, float quant_min, float quant_max) {
+  level = level < quant_min ? quant_min : level;
+  return level > quant_max ? quant_max : level;
 }
 
-// x̂ = (q − z)·s
-inline float dequantize_value(int64_t q, float scale, int64_t zero_point) {
-  return static_cast<float>(q - zero_point) * scale;
-}
-
-inline float fake_quantize_value(float x, float scale, float inverse_scale, int64_t zero_point,
-                                 const QuantRange& range) {
-  return dequantize_value(clamp_quantized(quantize_unclamped(x, inverse_scale, zero_point), range), scale,
-                          zero_point);
+// x̂ = (q − z)·s. Levels stay in float: exact for every range up to 16 bits.
+inline float dequantize_level(float level, float scale, float zero_point) {
+  return (level - zero_point) * scale;
 }
 
 }  // namespace qforge::quant
