@@ -21,9 +21,6 @@ class Generator {
   // Uniform integer in [0, n).
   uint64_t below(uint64_t n) { return engine_() % n; }
 
-  // Full state, so a checkpoint can resume the exact random sequence.
-  std::mt19937_64& engine() { return engine_; }
-
  private:
   std::mt19937_64 engine_;
   bool has_cached_normal_ = false;
