@@ -2,6 +2,7 @@
 // broadcasting, stride > 1, padding, dilation, groups. One line per case.
 #include <doctest/doctest.h>
 
+#include "core/kernels/gemm.h"
 #include "core/ops.h"
 #include "tests/gradcheck.h"
 
@@ -215,4 +216,25 @@ TEST_CASE("gradients: channel_affine") {
                         {random_leaf({2, 3, 4, 5}, 1), random_leaf({3}, 2), random_leaf({3}, 3)}));
   CHECK(check_gradients([](const Inputs& in) { return channel_affine(in[0], in[1], Tensor()); },
                         {random_leaf({3, 4}, 4), random_leaf({4}, 5)}));
+}
+
+TEST_CASE("kernels::gemm (oneDNN) equals the double-precision reference, every transpose and stride") {
+  Generator generator(11);
+  const int64_t m = 5, n = 7, k = 9, pad = 3;  // leading dimensions larger than the rows
+  for (bool transpose_a : {false, true})
+    for (bool transpose_b : {false, true})
+      for (float beta : {0.0f, 0.5f}) {
+        CAPTURE(transpose_a);
+        CAPTURE(transpose_b);
+        CAPTURE(beta);
+        const int64_t lda = (transpose_a ? m : k) + pad, ldb = (transpose_b ? k : n) + pad, ldc = n + pad;
+        Tensor a = Tensor::randn({transpose_a ? k : m, lda}, generator);
+        Tensor b = Tensor::randn({transpose_b ? n : k, ldb}, generator);
+        Tensor c = Tensor::randn({m, ldc}, generator), expected = c.clone();
+        kernels::gemm(transpose_a, transpose_b, m, n, k, 1.5f, a.data(), lda, b.data(), ldb, beta, c.data(),
+                      ldc);
+        kernels::gemm_reference(transpose_a, transpose_b, m, n, k, 1.5f, a.data(), lda, b.data(), ldb, beta,
+                                expected.data(), ldc);
+        CHECK(qforge::testing::all_close(c, expected, 1e-5, 1e-5));
+      }
 }
