@@ -2,7 +2,7 @@
 //   qforge train CONFIG [--set k=v ...] [--out DIR] [--resume]
 //   qforge qat CONFIG [--set k=v ...] [--out DIR] [--resume]
 //   qforge ptq CONFIG [--set k=v ...] [--out DIR]
-//   qforge eval CONFIG --checkpoint FILE
+//   qforge eval CONFIG --checkpoint FILE   (float, QAT or PTQ model / checkpoint)
 //   qforge inspect FILE
 //   qforge bench [--model NAME ...] [--batch N] [--threads N] [--seconds S] [--json]
 //   qforge data mnist-digits [--out DIR]
@@ -55,17 +55,7 @@ void run_train(const train::RunConfig& config, bool resume) {
 
 void run_eval(const train::RunConfig& config, const std::string& checkpoint) {
   train::Datasets datasets = train::load_datasets(config.data);
-  nn::ModulePtr model = train::build_model(config, config.train.seed);
-  TensorFile file = load_tensor_file(checkpoint);
-  TensorMap state;
-  const bool is_checkpoint = file.metadata.value("kind", "") == "checkpoint";
-  for (auto& [name, tensor] : file.tensors) {
-    if (!is_checkpoint)
-      state[name] = tensor;
-    else if (name.rfind("model.", 0) == 0)
-      state[name.substr(6)] = tensor;
-  }
-  model->load_state_dict(state, checkpoint);
+  nn::ModulePtr model = train::load_saved_model(config, checkpoint);
   train::EvalResult result = train::evaluate(*model, datasets.test, config.train.eval_batch_size);
   std::cout << nlohmann::json{{"checkpoint", checkpoint},
                               {"accuracy", result.accuracy},

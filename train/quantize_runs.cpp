@@ -7,6 +7,7 @@
 
 #include "core/file_io.h"
 #include "core/ops.h"
+#include "core/serialize.h"
 #include "data/data_loader.h"
 #include "quant/prepare.h"
 
@@ -105,6 +106,23 @@ void run_ptq(const RunConfig& config) {
                                    {{"calibration_batches", batches}}});
   std::printf("ptq: calibrated on %lld batches, fake-quant test accuracy %.2f%%\n",
               static_cast<long long>(batches), 100 * result.accuracy);
+}
+
+nn::ModulePtr load_saved_model(const RunConfig& config, const std::string& file) {
+  TensorFile saved = load_tensor_file(file);
+  TensorMap state;
+  const bool is_checkpoint = saved.metadata.value("kind", "") == "checkpoint";
+  for (auto& [name, tensor] : saved.tensors) {
+    if (!is_checkpoint)
+      state[name] = tensor;
+    else if (name.rfind("model.", 0) == 0)
+      state[name.substr(6)] = tensor;
+  }
+  nn::ModulePtr model = build_model(config, config.train.seed);
+  if (state.count("input_quant.scale"))
+    model = quant::prepare_qat(model, quant::parse_quant_config(config.quant, config.file));
+  model->load_state_dict(state, file);
+  return model;
 }
 
 }  // namespace qforge::train

@@ -204,6 +204,15 @@ TEST_CASE("qat and ptq stages run from a config and record their accuracy") {
   for (const char* file :
        {"/model.qf", "/model_qat.qf", "/model_ptq.qf", "/checkpoint_qat.qf", "/metrics_qat.jsonl"})
     CHECK(std::filesystem::exists(out + file));
+  // The saved prepared models evaluate as recorded (what `qforge eval` runs).
+  for (auto [file, stage] : {std::pair{"/model_qat.qf", "qat"}, std::pair{"/checkpoint_qat.qf", "qat"},
+                             std::pair{"/model_ptq.qf", "ptq"}, std::pair{"/model.qf", "fp32"}}) {
+    EvalResult reloaded = evaluate(*load_saved_model(config, out + file), load_datasets(config.data).test,
+                                   config.train.eval_batch_size);
+    CAPTURE(file);
+    CHECK(reloaded.accuracy == summary[stage]["accuracy"].get<double>());
+    CHECK(reloaded.loss == doctest::Approx(summary[stage]["loss"].get<double>()).epsilon(1e-5));
+  }
   // A 2-bit PTQ is measurably worse than fp32 on the same model (the task is easy enough
   // that accuracy survives, the loss does not): the simulation is real.
   source["quant"]["weight"] = {{"bits", 2}};
