@@ -46,7 +46,7 @@ Tensor QatConv2d::forward(const Tensor& input) {
     y = conv2d(input, weight_quant->forward(conv->weight), conv->bias, conv->options);
   }
   if (has_relu) y = relu(y);
-  return output_quant->forward(y);
+  return output_quant ? output_quant->forward(y) : y;
 }
 
 std::pair<Tensor, Tensor> QatConv2d::folded_weight_and_bias() const {
@@ -73,7 +73,7 @@ QatLinear::QatLinear(std::shared_ptr<nn::Linear> linear_, bool has_relu_, const 
 Tensor QatLinear::forward(const Tensor& input) {
   Tensor y = qforge::linear(input, weight_quant->forward(linear->weight), linear->bias);
   if (has_relu) y = relu(y);
-  return output_quant->forward(y);
+  return output_quant ? output_quant->forward(y) : y;
 }
 
 QuantizedModel::QuantizedModel(nn::ModulePtr model_, const QConfig& input_qconfig)
@@ -142,6 +142,15 @@ void rewrite(nn::Module& parent, const std::string& prefix, const QuantConfig& c
   }
 }
 
+// Gives a fused layer another output quantizer, or none (`float`).
+void replace_output_quantizer(nn::Module& layer, std::shared_ptr<FakeQuantize>& member, const QConfig& q) {
+  member = q.is_float ? nullptr : std::make_shared<FakeQuantize>(q.activation, 1);
+  auto& children = layer.children();
+  for (std::size_t k = 0; k < children.size(); ++k)
+    if (children[k].first == "output_quant")
+      layer.replace_child(k, member ? nn::ModulePtr(member) : std::make_shared<nn::Identity>());
+}
+
 template <typename T, typename F>
 void for_each(nn::Module& model, F f) {
   for (auto& [name, module] : model.named_modules())
@@ -153,6 +162,21 @@ void for_each(nn::Module& model, F f) {
 std::shared_ptr<QuantizedModel> prepare_qat(const nn::ModulePtr& model, const QuantConfig& config) {
   QF_CHECK(!as<QuantizedModel>(model), "prepare: the model is already prepared");
   rewrite(*model, "", config);
+  // The network output's quantizer (override name "output", type "Output") is the output
+  // quantizer of the last fused layer: its requantization produces the network's result.
+  if (config.has_override("output", "Output")) {
+    const QConfig q = config.for_module("output", "Output");
+    nn::Module* last = nullptr;
+    for (auto& [name, module] : model->named_modules())  // registration order = forward order
+      if (dynamic_cast<QatConv2d*>(module) || dynamic_cast<QatLinear*>(module)) last = module;
+    QF_CHECK(
+        last,
+        "quant.overrides: \"output\" names the last quantized conv or linear layer; this model has none");
+    if (auto* conv = dynamic_cast<QatConv2d*>(last))
+      replace_output_quantizer(*conv, conv->output_quant, q);
+    else if (auto* fc = dynamic_cast<QatLinear*>(last))
+      replace_output_quantizer(*fc, fc->output_quant, q);
+  }
   // The network input's quantizer answers to the override name "input" (type "Input").
   auto prepared = std::make_shared<QuantizedModel>(model, config.for_module("input", "Input"));
   prepared->train(model->is_training());

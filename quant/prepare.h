@@ -4,7 +4,9 @@
 // FakeQuantize is inserted exactly where the integer runtime will quantize: the network
 // input, each fused block's weights and output, each residual block's output (after
 // its add and ReLU), and inside an LSTM (quant/qat_lstm.h). Pooling, flatten and dropout
-// pass quantized values through.
+// pass quantized values through. The network output is the last fused layer's output
+// quantizer; the override name "output" gives it its own spec (e.g. 8 bits in a 4-bit
+// network: 16 logit levels tie the arg max) or leaves it float.
 //
 // BN folding during training (Note [BN folding]; PyTorch's ConvBn2d, Krishnamoorthi 2018
 // §3.2): with σ = √(running_var + ε) and f = γ/σ, the conv runs with fake-quantized
@@ -43,7 +45,7 @@ class QatConv2d : public nn::Module {
   std::shared_ptr<nn::Conv2d> conv;
   std::shared_ptr<nn::BatchNorm2d> bn;  // may be null
   bool has_relu;
-  std::shared_ptr<FakeQuantize> weight_quant, output_quant;
+  std::shared_ptr<FakeQuantize> weight_quant, output_quant;  // output_quant may be null
 
  private:
   bool is_bn_frozen_ = false;
@@ -58,7 +60,7 @@ class QatLinear : public nn::Module {
 
   std::shared_ptr<nn::Linear> linear;
   bool has_relu;
-  std::shared_ptr<FakeQuantize> weight_quant, output_quant;
+  std::shared_ptr<FakeQuantize> weight_quant, output_quant;  // output_quant may be null
 };
 
 // The prepared model: input quantization, then the (rewritten) float model.

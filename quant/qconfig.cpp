@@ -86,11 +86,23 @@ QuantConfig parse_quant_config(const nlohmann::json& section, const std::string&
   return config;
 }
 
+namespace {
+bool matches(const QConfigOverride& o, const std::string& name, const std::string& type) {
+  return (!o.name.empty() && o.name == name) || (!o.type.empty() && o.type == type);
+}
+}  // namespace
+
 QConfig QuantConfig::for_module(const std::string& name, const std::string& type) const {
   QConfig q = defaults;
   for (const QConfigOverride& o : overrides)
-    if ((!o.name.empty() && o.name == name) || (!o.type.empty() && o.type == type)) q = o.qconfig;
+    if (matches(o, name, type)) q = o.qconfig;
   return q;
+}
+
+bool QuantConfig::has_override(const std::string& name, const std::string& type) const {
+  for (const QConfigOverride& o : overrides)
+    if (matches(o, name, type)) return true;
+  return false;
 }
 
 }  // namespace qforge::quant

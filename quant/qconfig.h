@@ -2,8 +2,8 @@
 // (PyTorch's QConfig / NVIDIA's QuantDescriptor). Default = the fbgemm recipe:
 // weights int8 symmetric per-channel with MinMax, activations uint8 affine per-tensor
 // with a moving-average MinMax. Overrides by module name (dotted, as in the float
-// model; "input" for the network input) or by type ("Conv2d", "Linear", "LSTM",
-// "BasicBlock") replace either half, or leave a layer "float".
+// model; "input" for the network input, "output" for the network output) or by type ("Conv2d", "Linear",
+// "LSTM", "BasicBlock") replace either half, or leave a layer "float".
 //
 //   "quant": {
 //     "weight":     {"bits": 8, "signed": true, "symmetric": true, "per_channel": true, "observer":
@@ -53,6 +53,7 @@ struct QuantConfig {
   std::string fp32_checkpoint;  // empty: train fp32 first
   // The QConfig for a module by dotted name and type; overrides apply in order.
   QConfig for_module(const std::string& name, const std::string& type) const;
+  bool has_override(const std::string& name, const std::string& type) const;
 };
 
 // An absent or null section gives the defaults; errors name "quant.<key>".

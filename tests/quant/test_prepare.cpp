@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -146,6 +147,44 @@ TEST_CASE("per-layer overrides: float layers stay float, named layers get their 
   CHECK(std::dynamic_pointer_cast<QatConv2d>(four->model->children()[0].second)
             ->output_quant->spec()
             .scheme.bits == 4);
+}
+
+TEST_CASE("the override name \"output\" sets the network output's quantizer: the last layer's") {
+  Generator generator(16);
+  auto prepare = [&](const std::string& model, const char* overrides) {
+    return prepare_qat(nn::build_zoo_model(model, generator),
+                       parse_quant_config(nlohmann::json::parse(std::string(R"({"weight": {"bits": 4},
+                           "activation": {"bits": 4}, "overrides": )") +
+                                                                overrides + "}"),
+                                          "test.json"));
+  };
+  auto lenet = prepare("lenet", R"([{"name": "output", "activation": {"bits": 8}}])");
+  auto last = std::dynamic_pointer_cast<QatLinear>(lenet->model->children()[11].second);
+  REQUIRE(last);
+  CHECK(last->output_quant->spec().scheme.bits == 8);
+  CHECK(last->weight_quant->spec().scheme.bits == 4);  // only the output changes
+  auto hidden = std::dynamic_pointer_cast<QatLinear>(lenet->model->children()[9].second);
+  CHECK(hidden->output_quant->spec().scheme.bits == 4);
+  // 16 levels would leave at most 16 distinct logits; 8 bits give more.
+  Tensor x = Tensor::randn({64, 1, 28, 28}, generator);
+  std::vector<float> logits = lenet->forward(x).to_vector();
+  std::sort(logits.begin(), logits.end());
+  CHECK(std::unique(logits.begin(), logits.end()) - logits.begin() > 16);
+
+  // "float": no quantizer on the output (one fewer), logits straight from the layer.
+  auto resnet = prepare("resnet8", R"([{"name": "output", "float": true}])");
+  CHECK(count_fake_quantizers(*resnet) == 1 + 2 + 3 * 4 + 2 * 2 + 3 + 2 - 1);
+  std::vector<QatLinear*> linears;
+  for (auto& [name, module] : resnet->named_modules())
+    if (auto* fc = dynamic_cast<QatLinear*>(module)) linears.push_back(fc);
+  REQUIRE(linears.size() == 1);
+  CHECK(linears[0]->output_quant == nullptr);
+  std::vector<float> float_logits = resnet->forward(Tensor::randn({8, 1, 28, 28}, generator)).to_vector();
+  std::sort(float_logits.begin(), float_logits.end());
+  CHECK(std::unique(float_logits.begin(), float_logits.end()) - float_logits.begin() > 16);
+  CHECK_THROWS_WITH_AS(
+      prepare("lstm", R"([{"name": "output", "float": true}, {"type": "Linear", "float": true}])"),
+      doctest::Contains("\"output\" names the last quantized conv or linear layer"), Error);
 }
 
 TEST_CASE("a prepared model's checkpoint restores observers and quantization parameters") {
