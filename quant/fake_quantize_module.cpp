@@ -15,7 +15,11 @@ FakeQuantize::FakeQuantize(const QuantizerSpec& spec, int64_t channels)
   const Shape shape{channels};
   if (spec.is_learnable) {
     scale_ = register_parameter("scale", Tensor::ones(shape));
-    zero_point_ = register_parameter("zero_point", Tensor::zeros(shape));
+    // A symmetric scheme's zero point is fixed by the scheme (0 when signed): learning it
+    // would make the quantizer affine, which the integer runtime does not expect. PyTorch's
+    // _LearnableFakeQuantize learns it regardless and lets symmetric weights drift.
+    zero_point_ = spec.scheme.symmetric ? register_buffer("zero_point", Tensor::zeros(shape))
+                                        : register_parameter("zero_point", Tensor::zeros(shape));
     is_initialized_ = register_buffer("initialized", Tensor::zeros({1}));
   } else {
     scale_ = register_buffer("scale", Tensor::ones(shape));

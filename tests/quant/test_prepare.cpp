@@ -215,6 +215,31 @@ TEST_CASE("learnable quantizers train their scale") {
   for (auto& [name, p] : prepared->named_parameters())
     if (name.find("output_quant.scale") != std::string::npos) has_scale_gradient |= p.grad().defined();
   CHECK(has_scale_gradient);
+
+  // Symmetric learnable weights learn their scales but keep zero point 0 (a buffer, not a
+  // parameter); affine activations learn both.
+  QuantConfig both = parse_quant_config(
+      nlohmann::json::parse(R"({"weight": {"learnable": true}, "activation": {"learnable": true}})"),
+      "t.json");
+  auto lsq = prepare_qat(nn::build_zoo_model("lenet", generator), both);
+  for (int step = 0; step < 5; ++step) {  // plain SGD steps
+    lsq->zero_grad();
+    cross_entropy(lsq->forward(x), targets).backward();
+    for (Tensor& p : lsq->parameters())
+      if (p.grad().defined())
+        for (int64_t i = 0; i < p.numel(); ++i) p.data()[i] -= 0.5f * p.grad().data()[i];
+  }
+  int weight_scales = 0, activation_zero_points = 0;
+  for (auto& [name, p] : lsq->named_parameters()) {
+    CHECK(name.find("weight_quant.zero_point") == std::string::npos);
+    weight_scales += name.find("weight_quant.scale") != std::string::npos;
+    activation_zero_points += name.find("output_quant.zero_point") != std::string::npos;
+  }
+  CHECK(weight_scales == 4);
+  CHECK(activation_zero_points == 4);
+  for (auto& [name, b] : lsq->named_buffers())
+    if (name.find("weight_quant.zero_point") != std::string::npos)
+      for (float z : b.to_vector()) CHECK(z == 0.0f);
 }
 
 TEST_CASE("quant config errors name the key") {
