@@ -42,7 +42,10 @@ void FakeQuantize::sync_buffers_from_observer() {
 }
 
 void FakeQuantize::state_loaded() {
-  if (!std::isfinite(observer_buffers_[0].second.data()[0])) return;  // never observed
+  // Never observed: min and max still at ±inf (the max calibrator keeps only a max).
+  if (!std::isfinite(observer_buffers_[0].second.data()[0]) &&
+      !std::isfinite(observer_buffers_[1].second.data()[0]))
+    return;
   TensorMap state;
   for (auto& [key, buffer] : observer_buffers_) state[key] = buffer;
   observer_->load_state(state);

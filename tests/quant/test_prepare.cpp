@@ -189,18 +189,27 @@ TEST_CASE("the override name \"output\" sets the network output's quantizer: the
 
 TEST_CASE("a prepared model's checkpoint restores observers and quantization parameters") {
   Generator generator(7);
-  auto a = prepare_qat(nn::build_zoo_model("jermmy", generator), defaults());
-  a->forward(Tensor::randn({4, 1, 28, 28}, generator));
-  const std::string path = (std::filesystem::temp_directory_path() / "qforge_prepared.qf").string();
-  a->save(path);
-  auto b = prepare_qat(nn::build_zoo_model("jermmy", generator), defaults());
-  b->load(path);
-  CHECK(b->input_quant->qparams().scale == a->input_quant->qparams().scale);
-  // The restored observer continues from the saved state, as the original does.
-  Tensor x = Tensor::randn({4, 1, 28, 28}, generator, 0, 3);
-  a->forward(x), b->forward(x);
-  CHECK(b->input_quant->qparams().scale == a->input_quant->qparams().scale);
-  std::filesystem::remove(path);
+  // The default observers, the histogram observer and the max calibrator (which keeps
+  // only a running max) all continue from their saved state.
+  const char* configs[] = {
+      "{}", R"({"activation": {"observer": "histogram"}})",
+      R"({"activation": {"observer": "max", "symmetric": true}, "weight": {"observer": "max"}})"};
+  for (const char* text : configs) {
+    CAPTURE(text);
+    QuantConfig config = parse_quant_config(nlohmann::json::parse(text), "t.json");
+    auto a = prepare_qat(nn::build_zoo_model("jermmy", generator), config);
+    a->forward(Tensor::randn({4, 1, 28, 28}, generator, 0, 3));
+    const std::string path = (std::filesystem::temp_directory_path() / "qforge_prepared.qf").string();
+    a->save(path);
+    auto b = prepare_qat(nn::build_zoo_model("jermmy", generator), config);
+    b->load(path);
+    CHECK(b->input_quant->qparams().scale == a->input_quant->qparams().scale);
+    // The restored observer continues from the saved state, as the original does.
+    Tensor x = Tensor::randn({4, 1, 28, 28}, generator, 0, 1);  // smaller: a forgotten max would show
+    a->forward(x), b->forward(x);
+    CHECK(b->input_quant->qparams().scale == a->input_quant->qparams().scale);
+    std::filesystem::remove(path);
+  }
 }
 
 TEST_CASE("learnable quantizers train their scale") {
