@@ -77,6 +77,13 @@ QuantConfig parse_quant_config(const nlohmann::json& section, const std::string&
   if (config.qat_lr < 0) qat.fail("lr", "expected a positive number");
   config.freeze_observers_epoch = qat.integer("freeze_observers_epoch", -1, -1);
   config.freeze_bn_epoch = qat.integer("freeze_bn_epoch", -1, -1);
+  ConfigReader distillation = qat.object("distillation");
+  config.distillation_weight = distillation.number("weight", 0.0);
+  if (config.distillation_weight < 0 || config.distillation_weight > 1)
+    distillation.fail("weight", "expected a number in [0, 1]");
+  config.distillation_temperature = distillation.number("temperature", 4.0);
+  if (!(config.distillation_temperature > 0)) distillation.fail("temperature", "expected a positive number");
+  distillation.finish();
   qat.finish();
   ConfigReader ptq = reader.object("ptq");
   config.calibration_batches = ptq.integer("calibration_batches", 32, 1);

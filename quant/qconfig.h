@@ -2,16 +2,21 @@
 // (PyTorch's QConfig / NVIDIA's QuantDescriptor). Default = the fbgemm recipe:
 // weights int8 symmetric per-channel with MinMax, activations uint8 affine per-tensor
 // with a moving-average MinMax. Overrides by module name (dotted, as in the float
-// model; "input" for the network input, "output" for the network output) or by type ("Conv2d", "Linear",
-// "LSTM", "BasicBlock") replace either half, or leave a layer "float".
+// model; "input" for the network input, "output" for the network output) or by type
+// ("Conv2d", "Linear", "LSTM", "BasicBlock") replace either half, or leave a layer "float".
 //
+// clang-format off
 //   "quant": {
-//     "weight":     {"bits": 8, "signed": true, "symmetric": true, "per_channel": true, "observer":
-//     "minmax"}, "activation": {"bits": 8, "signed": false, "symmetric": false, "observer":
-//     "moving_average"}, "overrides": [{"name": "0", "weight": {"bits": 4}}, {"type": "Linear", "float":
-//     true}], "qat": {"epochs": 1, "lr": 0.0005, "freeze_observers_epoch": -1, "freeze_bn_epoch": -1}, "ptq":
-//     {"calibration_batches": 32}, "fp32_checkpoint": "runs/lenet/model.qf"
+//     "weight":     {"bits": 8, "signed": true, "symmetric": true, "per_channel": true,
+//                    "observer": "minmax"},
+//     "activation": {"bits": 8, "signed": false, "symmetric": false, "observer": "moving_average"},
+//     "overrides":  [{"name": "0", "weight": {"bits": 4}}, {"type": "Linear", "float": true}],
+//     "qat": {"epochs": 1, "lr": 0.0005, "freeze_observers_epoch": -1, "freeze_bn_epoch": -1,
+//             "distillation": {"weight": 0.5, "temperature": 4}},
+//     "ptq": {"calibration_batches": 32},
+//     "fp32_checkpoint": "runs/lenet/model.qf"
 //   }
+// clang-format on
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -49,6 +54,9 @@ struct QuantConfig {
   double qat_lr = 0;                    // 0: 1% of the fp32 learning rate
   int64_t freeze_observers_epoch = -1;  // -1: never
   int64_t freeze_bn_epoch = -1;         // -1: never
+  // Knowledge distillation from the fp32 model during QAT: loss = (1−w)·CE + w·KD(T).
+  double distillation_weight = 0;  // 0: off
+  double distillation_temperature = 4;
   int64_t calibration_batches = 32;
   std::string fp32_checkpoint;  // empty: train fp32 first
   // The QConfig for a module by dotted name and type; overrides apply in order.

@@ -46,6 +46,16 @@ void run_qat(const RunConfig& config, bool resume) {
   prepare_output(config);
   Datasets datasets = load_datasets(config.data);
   nn::ModulePtr model = fp32_model(config, quant_config, datasets, resume);
+  // The teacher for distillation: a frozen copy of the fp32 model (prepare rewrites the
+  // model in place and QAT then trains its weights).
+  nn::ModulePtr teacher;
+  if (quant_config.distillation_weight > 0) {
+    teacher = build_model(config, config.train.seed);
+    TensorMap fp32_state;
+    for (auto& [name, tensor] : model->state_dict()) fp32_state[name] = tensor.clone();
+    teacher->load_state_dict(fp32_state, "the fp32 model");
+    teacher->eval();
+  }
   auto prepared = quant::prepare_qat(model, quant_config);
   const int64_t epochs =
       quant_config.qat_epochs > 0
@@ -63,6 +73,22 @@ void run_qat(const RunConfig& config, bool resume) {
     quant::set_observers(*prepared, !observers_frozen);
     quant::freeze_batch_norm(*prepared, bn_frozen);
   };
+  if (teacher) {
+    const float weight = static_cast<float>(quant_config.distillation_weight);
+    const float temperature = static_cast<float>(quant_config.distillation_temperature);
+    const float smoothing = static_cast<float>(config.train.label_smoothing);
+    options.loss = [=](const Tensor& images, const Tensor& logits, const Tensor& labels) {
+      Tensor teacher_logits;
+      {
+        NoGradGuard no_grad;
+        teacher_logits = teacher->forward(images);
+      }
+      Tensor hard = cross_entropy(logits, labels, smoothing);
+      Tensor soft = distillation_loss(logits, teacher_logits, temperature);
+      return add(mul(hard, 1.0f - weight), mul(soft, weight));
+    };
+    std::printf("qat: distilling from the fp32 model (weight %g, temperature %g)\n", weight, temperature);
+  }
   StageSummary summary = fit(*prepared, config, datasets, options);
   std::printf("qat: fake-quant test accuracy %.2f%%, %.0f images/s\n", 100 * summary.accuracy,
               summary.images_per_second);

@@ -124,7 +124,9 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
       optimizer->set_learning_rate(scheduled_learning_rate(
           t.schedule, base_lr, epoch + static_cast<double>(batch_index) / batches, epochs));
       Tensor logits = model.forward(batch->images);
-      Tensor loss = cross_entropy(logits, batch->labels, static_cast<float>(t.label_smoothing));
+      Tensor loss = options.loss
+                        ? options.loss(batch->images, logits, batch->labels)
+                        : cross_entropy(logits, batch->labels, static_cast<float>(t.label_smoothing));
       const float loss_value = loss.item();
       QF_CHECK(std::isfinite(loss_value), "train (", options.stage, "): loss is ", loss_value, " at epoch ",
                epoch + 1, ", batch ", batch_index + 1, "; stopping. The last good checkpoint (", epoch,

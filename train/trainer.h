@@ -37,6 +37,8 @@ struct StageSummary {
 
 // Hooks a quantization stage uses to freeze observers / BN at given epochs.
 using EpochHook = std::function<void(int64_t epoch)>;
+// The training loss of one batch; cross-entropy (with the config's label smoothing) when unset.
+using LossFunction = std::function<Tensor(const Tensor& images, const Tensor& logits, const Tensor& labels)>;
 
 struct FitOptions {
   std::string stage = "fp32";
@@ -46,6 +48,7 @@ struct FitOptions {
   double learning_rate = 0;       // from the config when 0
   int64_t stop_after_epochs = 0;  // > 0: stop there as if interrupted (schedule still spans all epochs)
   EpochHook on_epoch_start;       // optional
+  LossFunction loss;              // optional
   bool quiet = false;
 };
 

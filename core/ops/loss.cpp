@@ -2,9 +2,11 @@
 //   log_softmax      dx = g - softmax(x)·Σg            (over the axis)
 //   cross_entropy    dlogits = g·(softmax(logits) - q)/N,  q = (1-ε)·onehot(t) + ε/C
 //   mse_loss         dp = g·2(p-t)/n,  dt = -dp
+//   distillation     ds = g·T·(softmax(s/T) - softmax(t/T))/N
 #include "core/ops/loss.h"
 
 #include <cmath>
+#include <vector>
 
 #include "core/autograd.h"
 #include "core/ops/reduce.h"
@@ -112,6 +114,40 @@ Tensor mse_loss(const Tensor& prediction, const Tensor& target) {
       for (int64_t i = 0; i < n; ++i) dt.data()[i] = -dt.data()[i];
     }
     return std::vector<Tensor>{node.needs_grad(0) ? dp : Tensor(), dt};
+  });
+}
+
+Tensor distillation_loss(const Tensor& student, const Tensor& teacher, float temperature) {
+  QF_CHECK(student.dim() == 2 && teacher.shape() == student.shape(),
+           "distillation_loss: expected student and teacher logits of one shape (N,C), got ", student.shape(),
+           " and ", teacher.shape());
+  QF_CHECK(temperature > 0 && std::isfinite(temperature), "distillation_loss: temperature must be > 0, got ",
+           temperature);
+  const int64_t batch = student.size(0), classes = student.size(1);
+  QF_CHECK(batch > 0, "distillation_loss: empty batch");
+  // Both log-softmaxes at temperature T, row by row.
+  Tensor log_p = Tensor::empty(student.shape()), log_q = Tensor::empty(student.shape());  // teacher, student
+  std::vector<float> scaled(classes);
+  double total = 0;
+  for (int64_t n = 0; n < batch; ++n) {
+    const int64_t base = n * classes;
+    for (int64_t c = 0; c < classes; ++c) scaled[c] = teacher.data()[base + c] / temperature;
+    log_softmax_row(log_p.data() + base, scaled.data(), classes, 1);
+    for (int64_t c = 0; c < classes; ++c) scaled[c] = student.data()[base + c] / temperature;
+    log_softmax_row(log_q.data() + base, scaled.data(), classes, 1);
+    for (int64_t c = 0; c < classes; ++c) {
+      const double lp = log_p.data()[base + c];
+      total += std::exp(lp) * (lp - log_q.data()[base + c]);
+    }
+  }
+  Tensor loss = Tensor::scalar(static_cast<float>(total * temperature * temperature / batch));
+  if (!any_requires_grad({&student})) return loss;
+  return record(loss, "distillation_loss", {student}, [=](const Tensor& g, const Node&) {
+    Tensor ds = Tensor::empty(log_q.shape());
+    const float scale = g.item() * temperature / batch;
+    for (int64_t i = 0; i < ds.numel(); ++i)
+      ds.data()[i] = scale * (std::exp(log_q.data()[i]) - std::exp(log_p.data()[i]));
+    return std::vector<Tensor>{ds};
   });
 }
 

@@ -68,3 +68,11 @@ TEST_CASE("cross_entropy with and without label smoothing matches PyTorch") {
   CHECK(cross_entropy(logits, targets).item() == doctest::Approx(0.2651263f).epsilon(1e-6));
   CHECK(cross_entropy(logits, targets, 0.2f).item() == doctest::Approx(0.5817931f).epsilon(1e-6));
 }
+
+TEST_CASE("distillation_loss matches PyTorch's kl_div(log_softmax(s/T), softmax(t/T), 'batchmean')·T²") {
+  Tensor student = Tensor::from_vector({2, 3}, {1, 2, 0.5f, 0, -1, 3});
+  Tensor teacher = Tensor::from_vector({2, 3}, {0.5f, 2.5f, -1, 1, 0, 2});
+  CHECK(distillation_loss(student, teacher, 1.0f).item() == doctest::Approx(0.2355274f).epsilon(1e-6));
+  CHECK(distillation_loss(student, teacher, 4.0f).item() == doctest::Approx(0.4068358f).epsilon(1e-6));
+  CHECK(distillation_loss(teacher, teacher, 2.0f).item() == doctest::Approx(0.0f));
+}

@@ -187,6 +187,10 @@ TEST_CASE("gradients: log_softmax and losses") {
                         {random_leaf({4, 5}, 3, -2, 2)}));
   CHECK(check_gradients([targets](const Inputs& in) { return cross_entropy(in[0], targets, 0.1f); },
                         {random_leaf({4, 5}, 4, -2, 2)}));
+  Tensor teacher = random_leaf({4, 5}, 7, -3, 3).detach();
+  for (float temperature : {1.0f, 3.0f})
+    CHECK(check_gradients([&](const Inputs& in) { return distillation_loss(in[0], teacher, temperature); },
+                          {random_leaf({4, 5}, 8, -2, 2)}));
   CHECK(check_gradients([](const Inputs& in) { return mse_loss(in[0], in[1]); },
                         {random_leaf({3, 4}, 5), random_leaf({3, 4}, 6)}));
 }

@@ -187,6 +187,36 @@ TEST_CASE("a NaN loss stops with a clear error and keeps the last good checkpoin
   CHECK(load_tensor_file(out + "/checkpoint.qf").metadata["epochs_done"] == 1);
 }
 
+TEST_CASE("qat distils from the fp32 model when asked") {
+  const std::string data = temp_folder("distill_data");
+  write_separable_dataset(data, 1024, 512, 15);
+  json source = small_config(data, temp_folder("distill_out"));
+  RunConfig fp32 = parse_config(source, "test.json");
+  fit(*build_model(fp32, fp32.train.seed), fp32, load_datasets(fp32.data), {.quiet = true});
+  const std::string checkpoint = fp32.output_dir + "/model.qf";
+  auto qat_train_loss = [&](const json& distillation, const std::string& name) {
+    json q = source;
+    q["output"]["dir"] = temp_folder(name);
+    q["quant"] = {{"fp32_checkpoint", checkpoint}, {"qat", {{"epochs", 1}}}};
+    if (!distillation.is_null()) q["quant"]["qat"]["distillation"] = distillation;
+    run_qat(parse_config(q, "test.json"), false);
+    json summary = json::parse(read_file(q["output"]["dir"].get<std::string>() + "/summary.json"));
+    CHECK(summary["qat"]["accuracy"].get<double>() >= summary["fp32"]["accuracy"].get<double>() - 0.02);
+    return json::parse(read_file(q["output"]["dir"].get<std::string>() + "/metrics_qat.jsonl"))["train_loss"]
+        .get<double>();
+  };
+  // Pure distillation: the loss is the KL divergence from the teacher, which an 8-bit
+  // student starts almost on; the cross-entropy on these overlapping classes is not small.
+  const double cross_entropy_loss = qat_train_loss(nullptr, "distill_ce");
+  const double kl_loss = qat_train_loss({{"weight", 1.0}, {"temperature", 1.0}}, "distill_kd");
+  MESSAGE("qat train loss: cross-entropy ", cross_entropy_loss, ", distillation ", kl_loss);
+  CHECK(kl_loss < 0.2 * cross_entropy_loss);
+  source["quant"] = {{"qat", {{"distillation", {{"weight", 1.5}}}}}};
+  CHECK_THROWS_WITH_AS(parse_config(source, "test.json"),
+                       doctest::Contains("quant.qat.distillation.weight: expected a number in [0, 1]"),
+                       Error);
+}
+
 TEST_CASE("qat and ptq stages run from a config and record their accuracy") {
   const std::string data = temp_folder("quant_data"), out = temp_folder("quant_out");
   write_separable_dataset(data, 1024, 512);
