@@ -119,6 +119,65 @@ float entropy_amax(const AbsHistogram& h, int bits, bool is_unsigned, int64_t st
   return h.edges[std::min<int64_t>(best_cut, bins)];
 }
 
+namespace {
+// Σ (x − x̂)² over one channel's values for symmetric quantization with the given amax.
+double channel_error(const float* x, int64_t outer, int64_t stride, int64_t inner, float amax,
+                     const QuantRange& range) {
+  const float scale = std::max(amax / static_cast<float>(range.quant_max), FLT_EPSILON),
+              inverse = 1.0f / scale;
+  const float lo = static_cast<float>(range.quant_min), hi = static_cast<float>(range.quant_max);
+  double error = 0;
+  for (int64_t o = 0; o < outer; ++o) {
+    const float* row = x + o * stride;
+    float row_error = 0;
+    for (int64_t i = 0; i < inner; ++i) {
+      const float level = clamp_level(quantize_unclamped(row[i], inverse, 0.0f), lo, hi);
+      const float d = dequantize_level(level, scale, 0.0f) - row[i];
+      row_error += d * d;
+    }
+    error += row_error;
+  }
+  return error;
+}
+}  // namespace
+
+std::vector<float> channel_mse_amax(const Tensor& x, int64_t axis, const QuantRange& range) {
+  AxisSplit s = axis >= 0 ? split_at_axis(x.shape(), axis) : AxisSplit{1, 1, x.numel()};
+  QF_CHECK(range.quant_max > 0, "mse calibrator: the range has no positive levels");
+  std::vector<float> amax(s.extent);
+  const float* px = x.data();
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t c = 0; c < s.extent; ++c) {
+    const float* base = px + c * s.inner;
+    const int64_t stride = s.extent * s.inner;
+    float top = 0;
+    for (int64_t o = 0; o < s.outer; ++o)
+      for (int64_t i = 0; i < s.inner; ++i) top = std::max(top, std::fabs(base[o * stride + i]));
+    if (top == 0) {
+      amax[c] = 0;
+      continue;
+    }
+    auto error = [&](float a) { return channel_error(base, s.outer, stride, s.inner, a, range); };
+    constexpr int kCoarse = 64, kFine = 32;
+    float best = top;
+    double best_error = error(top);
+    for (int k = 1; k < kCoarse; ++k) {
+      const float a = top * static_cast<float>(k) / kCoarse;
+      const double e = error(a);
+      if (e < best_error) best_error = e, best = a;
+    }
+    const float step = top / kCoarse;
+    for (int k = -kFine / 2; k <= kFine / 2; ++k) {
+      const float a = best + step * static_cast<float>(k) / (kFine / 2);
+      if (a <= 0 || a > top) continue;
+      const double e = error(a);
+      if (e < best_error) best_error = e, best = a;
+    }
+    amax[c] = best;
+  }
+  return amax;
+}
+
 QuantParams qparams_from_amax(const std::vector<float>& amax, const QuantScheme& scheme) {
   const QuantRange range = scheme.range();
   QuantParams params;
@@ -135,12 +194,18 @@ CalibratorObserver::CalibratorObserver(QuantScheme scheme, std::string method, d
     : Observer(scheme), method_(std::move(method)), percentile_(percentile), bins_(bins) {
   QF_CHECK(method_ == "max" || method_ == "percentile" || method_ == "mse" || method_ == "entropy",
            "calibrator: unknown method \"", method_, "\" (known: max, percentile, mse, entropy)");
-  QF_CHECK(method_ == "max" || scheme.axis < 0, "calibrator: ", method_, " calibration is per tensor");
+  QF_CHECK(method_ == "max" || method_ == "mse" || scheme.axis < 0, "calibrator: ", method_,
+           " calibration is per tensor");
   QF_CHECK(scheme.is_signed || scheme.range().quant_min == 0, "calibrator: unsigned schemes start at 0");
 }
 
 void CalibratorObserver::observe(const Tensor& x) {
   if (x.numel() == 0) return;
+  if (method_ == "mse" && scheme_.axis >= 0) {  // per channel: searched on this tensor
+    max_abs_ = channel_mse_amax(x, scheme_.axis, scheme_.range());
+    has_observed_ = true;
+    return;
+  }
   if (method_ != "max") {
     histogram_.collect(x, bins_);
     has_observed_ = true;
@@ -160,7 +225,7 @@ void CalibratorObserver::observe(const Tensor& x) {
 
 std::vector<float> CalibratorObserver::amax() const {
   QF_CHECK(has_observed_, "calibrator: no data collected");
-  if (method_ == "max") return max_abs_;
+  if (method_ == "max" || scheme_.axis >= 0) return max_abs_;
   const bool is_unsigned = !scheme_.is_signed;
   if (method_ == "percentile") return {percentile_amax(histogram_, percentile_)};
   if (method_ == "mse") return {mse_amax(histogram_, scheme_.bits, is_unsigned)};
@@ -174,7 +239,7 @@ QuantParams CalibratorObserver::calculate_qparams() const {
 
 TensorMap CalibratorObserver::state() const {
   if (!has_observed_) return {};
-  if (method_ == "max")
+  if (method_ == "max" || scheme_.axis >= 0)
     return {{"max", Tensor::from_vector({static_cast<int64_t>(max_abs_.size())}, max_abs_)}};
   std::vector<float> counts(histogram_.counts.begin(), histogram_.counts.end());
   return {{"histogram", Tensor::from_vector({static_cast<int64_t>(counts.size())}, counts)},

@@ -20,7 +20,8 @@ QuantizerSpec parse_quantizer(ConfigReader reader, QuantizerSpec spec, bool is_w
                     {"minmax", "moving_average", "histogram", "max", "percentile", "mse", "entropy"});
   const bool is_histogram = spec.observer == "histogram" || spec.observer == "percentile" ||
                             spec.observer == "mse" || spec.observer == "entropy";
-  if (is_histogram && per_channel) reader.fail("observer", spec.observer + " calibration is per tensor");
+  if (is_histogram && per_channel && spec.observer != "mse")
+    reader.fail("observer", spec.observer + " calibration is per tensor");
   const bool is_calibrator = spec.observer == "max" || (is_histogram && spec.observer != "histogram");
   if (is_calibrator && !spec.scheme.symmetric)
     reader.fail("observer",
