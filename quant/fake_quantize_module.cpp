@@ -62,20 +62,21 @@ QuantParams FakeQuantize::qparams() const {
 }
 
 Tensor FakeQuantize::forward(const Tensor& input) {
-  if (is_observing_ && (is_training() || is_observing_in_eval_)) {
+  // A learnable quantizer takes the observer's parameters once, then trains them; its
+  // observer stops there (PyTorch's _LearnableFakeQuantize in param-learning mode), which
+  // also spares QAT the histogram observer's cost on every batch.
+  const bool has_learned = spec_.is_learnable && is_initialized_.data()[0] != 0.0f;
+  if (is_observing_ && (is_training() || is_observing_in_eval_) && !has_learned) {
     observer_->observe(input.detach());
     sync_buffers_from_observer();
-    const bool take_observer = !spec_.is_learnable || is_initialized_.data()[0] == 0.0f;
-    if (take_observer) {
-      QuantParams params = observer_->calculate_qparams();
-      QF_CHECK(static_cast<int64_t>(params.scale.size()) == channels_, "FakeQuantize: observer produced ",
-               params.scale.size(), " scales, expected ", channels_);
-      for (int64_t c = 0; c < channels_; ++c) {
-        scale_.data()[c] = params.scale[c];
-        zero_point_.data()[c] = static_cast<float>(params.zero_point[c]);
-      }
-      if (spec_.is_learnable) is_initialized_.data()[0] = 1.0f;
+    QuantParams params = observer_->calculate_qparams();
+    QF_CHECK(static_cast<int64_t>(params.scale.size()) == channels_, "FakeQuantize: observer produced ",
+             params.scale.size(), " scales, expected ", channels_);
+    for (int64_t c = 0; c < channels_; ++c) {
+      scale_.data()[c] = params.scale[c];
+      zero_point_.data()[c] = static_cast<float>(params.zero_point[c]);
     }
+    if (spec_.is_learnable) is_initialized_.data()[0] = 1.0f;
   }
   if (!is_fake_quantizing_) return input;
   const QuantRange range = spec_.scheme.range();
