@@ -249,6 +249,13 @@ TEST_CASE("learnable quantizers train their scale") {
   for (auto& [name, b] : lsq->named_buffers())
     if (name.find("weight_quant.zero_point") != std::string::npos)
       for (float z : b.to_vector()) CHECK(z == 0.0f);
+  // Once initialized, a learnable quantizer's observer stops: a wider batch moves neither
+  // the observer nor the (learned) parameters.
+  const float observed_max = lsq->input_quant->state_dict().at("observer_max").item();
+  const float learned_scale = lsq->input_quant->qparams().scale[0];
+  lsq->forward(mul(x, 10.0f));
+  CHECK(lsq->input_quant->state_dict().at("observer_max").item() == observed_max);
+  CHECK(lsq->input_quant->qparams().scale[0] == learned_scale);
 }
 
 TEST_CASE("quant config errors name the key") {
