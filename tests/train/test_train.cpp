@@ -7,6 +7,7 @@
 #include "core/random.h"
 #include "core/serialize.h"
 #include "data/idx.h"
+#include "quant/qconfig.h"
 #include "train/config.h"
 #include "train/optimizer.h"
 #include "train/quantize_runs.h"
@@ -91,6 +92,18 @@ TEST_CASE("config errors name the key path and the expectation") {
   CHECK(error_of(bad) ==
         "test.json: train.schedule.type: expected one of none, step, cosine, got \"linear\"");
   CHECK(error_of(base).empty());
+}
+
+TEST_CASE("every shipped config parses, its quant section included") {
+  int count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(QFORGE_SOURCE_DIR "/configs")) {
+    if (entry.path().extension() != ".json") continue;
+    CAPTURE(entry.path().string());
+    RunConfig config = load_config(entry.path().string());
+    CHECK_NOTHROW(quant::parse_quant_config(config.quant, config.file));
+    ++count;
+  }
+  CHECK(count >= 9);
 }
 
 TEST_CASE("--set overrides any key, parsing JSON values") {
