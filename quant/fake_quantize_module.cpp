@@ -62,10 +62,11 @@ QuantParams FakeQuantize::qparams() const {
 }
 
 Tensor FakeQuantize::forward(const Tensor& input) {
-  // A learnable quantizer takes the observer's parameters once, then trains them; its
-  // observer stops there (PyTorch's _LearnableFakeQuantize in param-learning mode), which
-  // also spares QAT the histogram observer's cost on every batch.
-  const bool has_learned = spec_.is_learnable && is_initialized_.data()[0] != 0.0f;
+  // In training, a learnable quantizer takes the observer's parameters once, then trains
+  // them; its observer stops there (PyTorch's _LearnableFakeQuantize in param-learning
+  // mode), which also spares QAT the histogram observer's cost on every batch. Explicit
+  // calibration (observing in eval, as PTQ does) follows the observer over every batch.
+  const bool has_learned = spec_.is_learnable && is_initialized_.data()[0] != 0.0f && !is_observing_in_eval_;
   if (is_observing_ && (is_training() || is_observing_in_eval_) && !has_learned) {
     observer_->observe(input.detach());
     sync_buffers_from_observer();

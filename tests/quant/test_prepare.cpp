@@ -256,6 +256,19 @@ TEST_CASE("learnable quantizers train their scale") {
   lsq->forward(mul(x, 10.0f));
   CHECK(lsq->input_quant->state_dict().at("observer_max").item() == observed_max);
   CHECK(lsq->input_quant->qparams().scale[0] == learned_scale);
+  // Calibration (observers on in eval mode, as PTQ runs it) follows the observer over
+  // every batch, learnable or not: both give the same parameters.
+  QuantConfig fixed = parse_quant_config(nullptr, "t.json");
+  Generator init(9);
+  auto a = prepare_qat(nn::build_zoo_model("lenet", init), both);
+  auto b = prepare_qat(nn::build_zoo_model("lenet", init), fixed);
+  for (auto* model : {a.get(), b.get()}) {
+    model->eval();
+    set_observers(*model, true, /*even_in_eval=*/true);
+    for (float spread : {1.0f, 3.0f, 0.5f}) model->forward(mul(x, spread));
+  }
+  CHECK(a->input_quant->qparams().scale == b->input_quant->qparams().scale);
+  CHECK(a->input_quant->qparams().zero_point == b->input_quant->qparams().zero_point);
 }
 
 TEST_CASE("quant config errors name the key") {
