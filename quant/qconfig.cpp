@@ -78,6 +78,11 @@ QuantConfig parse_quant_config(const nlohmann::json& section, const std::string&
   if (config.qat_lr < 0) qat.fail("lr", "expected a positive number");
   config.freeze_observers_epoch = qat.integer("freeze_observers_epoch", -1, -1);
   config.freeze_bn_epoch = qat.integer("freeze_bn_epoch", -1, -1);
+  config.qat_calibration_batches = qat.integer("calibration_batches", 0, 0);
+  if (config.freeze_observers_epoch == 0 && config.qat_calibration_batches == 0)
+    qat.fail(
+        "freeze_observers_epoch",
+        "0 freezes observers before they see any data; set quant.qat.calibration_batches to calibrate first");
   ConfigReader distillation = qat.object("distillation");
   config.distillation_weight = distillation.number("weight", 0.0);
   if (config.distillation_weight < 0 || config.distillation_weight > 1)

@@ -12,6 +12,7 @@
 //     "activation": {"bits": 8, "signed": false, "symmetric": false, "observer": "moving_average"},
 //     "overrides":  [{"name": "0", "weight": {"bits": 4}}, {"type": "Linear", "float": true}],
 //     "qat": {"epochs": 1, "lr": 0.0005, "freeze_observers_epoch": -1, "freeze_bn_epoch": -1,
+//             "calibration_batches": 0,
 //             "distillation": {"weight": 0.5, "temperature": 4}},
 //     "ptq": {"calibration_batches": 32},
 //     "fp32_checkpoint": "runs/lenet/model.qf"
@@ -54,6 +55,7 @@ struct QuantConfig {
   double qat_lr = 0;                    // 0: 1% of the fp32 learning rate
   int64_t freeze_observers_epoch = -1;  // -1: never
   int64_t freeze_bn_epoch = -1;         // -1: never
+  int64_t qat_calibration_batches = 0;  // calibrate on this many batches before QAT
   // Knowledge distillation from the fp32 model during QAT: loss = (1−w)·CE + w·KD(T).
   double distillation_weight = 0;  // 0: off
   double distillation_temperature = 4;

@@ -34,6 +34,36 @@ nn::ModulePtr fp32_model(const RunConfig& config, const quant::QuantConfig& quan
   return model;
 }
 
+// Calibration: eval mode (running BN statistics, no dropout), observers on, fake quant
+// off, over `batches` shuffled training batches; then observers off, fake quant on.
+// Returns the batches seen and the seconds taken.
+std::pair<int64_t, double> calibrate(nn::Module& prepared, const RunConfig& config, const Datasets& datasets,
+                                     int64_t batches) {
+  const bool was_training = prepared.is_training();
+  prepared.eval();
+  quant::set_fake_quant(prepared, false);
+  quant::set_observers(prepared, true, /*even_in_eval=*/true);
+  data::DataLoader loader(
+      datasets.train, {.batch_size = config.train.batch_size, .shuffle = true, .seed = config.train.seed});
+  loader.start_epoch(0);
+  int64_t seen = 0;
+  auto start = std::chrono::steady_clock::now();
+  {
+    NoGradGuard no_grad;
+    while (seen < batches) {
+      auto batch = loader.next();
+      if (!batch) break;
+      prepared.forward(batch->images);
+      ++seen;
+    }
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  quant::set_observers(prepared, false);
+  quant::set_fake_quant(prepared, true);
+  prepared.train(was_training);
+  return {seen, seconds};
+}
+
 void prepare_output(const RunConfig& config) {
   std::filesystem::create_directories(config.output_dir);
   write_file_atomically(config.output_dir + "/config.json", config.source.dump(2) + "\n");
@@ -57,6 +87,13 @@ void run_qat(const RunConfig& config, bool resume) {
     teacher->eval();
   }
   auto prepared = quant::prepare_qat(model, quant_config);
+  // Optional calibration first (NVIDIA's calibrate-then-fine-tune): required when the
+  // observers are frozen from the start, useful for calibrators, which are costly per batch.
+  // A resumed run has its quantization parameters in the checkpoint already.
+  if (quant_config.qat_calibration_batches > 0 && !resume) {
+    auto [batches, seconds] = calibrate(*prepared, config, datasets, quant_config.qat_calibration_batches);
+    std::printf("qat: calibrated on %lld batches (%.1f s)\n", static_cast<long long>(batches), seconds);
+  }
   const int64_t epochs =
       quant_config.qat_epochs > 0
           ? quant_config.qat_epochs
@@ -100,27 +137,7 @@ void run_ptq(const RunConfig& config) {
   Datasets datasets = load_datasets(config.data);
   nn::ModulePtr model = fp32_model(config, quant_config, datasets, false);
   auto prepared = quant::prepare_qat(model, quant_config);
-  // Calibrate: eval mode (running BN statistics, no dropout), observers on, fake quant off.
-  prepared->eval();
-  quant::set_fake_quant(*prepared, false);
-  quant::set_observers(*prepared, true, /*even_in_eval=*/true);
-  data::DataLoader loader(
-      datasets.train, {.batch_size = config.train.batch_size, .shuffle = true, .seed = config.train.seed});
-  loader.start_epoch(0);
-  int64_t batches = 0;
-  auto start = std::chrono::steady_clock::now();
-  {
-    NoGradGuard no_grad;
-    while (batches < quant_config.calibration_batches) {
-      auto batch = loader.next();
-      if (!batch) break;
-      prepared->forward(batch->images);
-      ++batches;
-    }
-  }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  quant::set_observers(*prepared, false);
-  quant::set_fake_quant(*prepared, true);
+  auto [batches, seconds] = calibrate(*prepared, config, datasets, quant_config.calibration_batches);
   EvalResult result = evaluate(*prepared, datasets.test, config.train.eval_batch_size);
   prepared->save(config.output_dir + "/model_ptq.qf");
   record_stage(config.output_dir, {"ptq",

@@ -230,6 +230,29 @@ TEST_CASE("qat distils from the fp32 model when asked") {
                        Error);
 }
 
+TEST_CASE("qat can calibrate first and then train with frozen observers") {
+  const std::string data = temp_folder("calibrate_first_data");
+  write_separable_dataset(data, 512, 256);
+  json source = small_config(data, temp_folder("calibrate_first_out"));
+  source["quant"] = {{"qat", {{"epochs", 1}, {"freeze_observers_epoch", 0}}}};
+  CHECK_THROWS_WITH_AS(parse_config(source, "test.json"),
+                       doctest::Contains("quant.qat.freeze_observers_epoch: 0 freezes observers before"),
+                       Error);
+  // A calibrator (costly per batch) calibrated once, then frozen through QAT.
+  source["quant"]["qat"]["calibration_batches"] = 4;
+  source["quant"]["activation"] = {{"observer", "mse"}, {"symmetric", true}, {"signed", true}};
+  RunConfig config = parse_config(source, "test.json");
+  run_qat(config, false);
+  json summary = json::parse(read_file(config.output_dir + "/summary.json"));
+  CHECK(summary["qat"]["accuracy"].get<double>() >= 0.99);
+  // The quantizers hold calibrated parameters (scale 1, the untouched initial value, would
+  // not survive calibration on these inputs).
+  nn::ModulePtr model = load_saved_model(config, config.output_dir + "/model_qat.qf");
+  TensorMap state = model->state_dict();
+  CHECK(state.at("input_quant.scale").item() != 1.0f);
+  CHECK(state.at("input_quant.scale").item() > 0.0f);
+}
+
 TEST_CASE("qat and ptq stages run from a config and record their accuracy") {
   const std::string data = temp_folder("quant_data"), out = temp_folder("quant_out");
   write_separable_dataset(data, 1024, 512);
