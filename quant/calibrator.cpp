@@ -6,7 +6,6 @@
 #include <map>
 
 #include "core/ops/reduce.h"
-#include "quant/fake_quantize.h"
 
 namespace qforge::quant {
 
@@ -51,18 +50,25 @@ float percentile_amax(const AbsHistogram& h, double percentile) {
 }
 
 float mse_amax(const AbsHistogram& h, int bits, bool is_unsigned, int64_t start_bin) {
+  QF_CHECK(bits >= 2 && bits <= 16, "mse calibrator: bits must be in 2..16, got ", bits);
   const int64_t bins = static_cast<int64_t>(h.counts.size());
+  const std::vector<double>& counts = h.counts;
   std::vector<float> centers(bins);
   for (int64_t b = 0; b < bins; ++b) centers[b] = (h.edges[b + 1] + h.edges[b]) / 2;
-  Tensor center_tensor = Tensor::from_vector({bins}, centers);
+  // fake_quantize_amax of every bin centre at each candidate amax, inlined (no tensors,
+  // selects instead of fmin/fmax) so the search vectorizes: it runs on every QAT batch.
+  const float bound =
+      is_unsigned ? static_cast<float>((1 << bits) - 1) : static_cast<float>((1 << (bits - 1)) - 1);
+  const float lower = is_unsigned ? 0.0f : -bound;
   double best = INFINITY;
   int64_t best_bin = std::min(start_bin, bins - 1);
   for (int64_t i = std::min(start_bin, bins - 1); i < bins; ++i) {
-    Tensor quantized = fake_quantize_amax(center_tensor, centers[i], bits, is_unsigned).fake;
+    const float scale = bound / centers[i];
     double error = 0;
     for (int64_t b = 0; b < bins; ++b) {
-      const double d = quantized.data()[b] - centers[b];
-      error += d * d * h.counts[b];
+      const float q = clamp_level(std::nearbyint(centers[b] * scale), lower, bound);
+      const double d = q / scale - centers[b];
+      error += d * d * counts[b];
     }
     error /= static_cast<double>(bins);
     if (error < best) best = error, best_bin = i;  // first minimum, as np.argmin
