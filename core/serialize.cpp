@@ -79,4 +79,11 @@ TensorFile load_tensor_file(const std::string& path) {
   return result;
 }
 
+TensorMap tensors_under(const TensorMap& tensors, const std::string& prefix) {
+  TensorMap section;
+  for (const auto& [name, tensor] : tensors)
+    if (name.compare(0, prefix.size(), prefix) == 0) section[name.substr(prefix.size())] = tensor;
+  return section;
+}
+
 }  // namespace qforge

@@ -24,5 +24,7 @@ struct TensorFile {
 
 void save_tensor_file(const std::string& path, const TensorMap& tensors, const nlohmann::json& metadata = {});
 TensorFile load_tensor_file(const std::string& path);
+// The tensors named "<prefix>…", with the prefix removed (a checkpoint's "model." part).
+TensorMap tensors_under(const TensorMap& tensors, const std::string& prefix);
 
 }  // namespace qforge

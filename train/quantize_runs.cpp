@@ -153,14 +153,8 @@ void run_ptq(const RunConfig& config) {
 
 nn::ModulePtr load_saved_model(const RunConfig& config, const std::string& file) {
   TensorFile saved = load_tensor_file(file);
-  TensorMap state;
   const bool is_checkpoint = saved.metadata.value("kind", "") == "checkpoint";
-  for (auto& [name, tensor] : saved.tensors) {
-    if (!is_checkpoint)
-      state[name] = tensor;
-    else if (name.rfind("model.", 0) == 0)
-      state[name.substr(6)] = tensor;
-  }
+  TensorMap state = is_checkpoint ? tensors_under(saved.tensors, "model.") : std::move(saved.tensors);
   nn::ModulePtr model = build_model(config, config.train.seed);
   if (state.count("input_quant.scale"))
     model = quant::prepare_qat(model, quant::parse_quant_config(config.quant, config.file));

@@ -89,13 +89,9 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
     QF_CHECK(checkpoint.metadata.value("stage", "") == options.stage,
              stage_file(dir, "checkpoint", options.stage), ": holds stage \"",
              checkpoint.metadata.value("stage", ""), "\", cannot resume stage \"", options.stage, "\"");
-    TensorMap model_state, optimizer_state;
-    for (auto& [name, tensor] : checkpoint.tensors) {
-      if (name.rfind("model.", 0) == 0) model_state[name.substr(6)] = tensor;
-      if (name.rfind("optimizer.", 0) == 0) optimizer_state[name.substr(10)] = tensor;
-    }
-    model.load_state_dict(model_state, stage_file(dir, "checkpoint", options.stage));
-    optimizer->load_state(optimizer_state);
+    model.load_state_dict(tensors_under(checkpoint.tensors, "model."),
+                          stage_file(dir, "checkpoint", options.stage));
+    optimizer->load_state(tensors_under(checkpoint.tensors, "optimizer."));
     first_epoch = checkpoint.metadata.at("epochs_done").get<int64_t>();
     history = checkpoint.metadata.value("history", nlohmann::json::array());
     trained_seconds = checkpoint.metadata.value("seconds", 0.0);

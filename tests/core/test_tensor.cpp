@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include "core/ops.h"
+#include "core/serialize.h"
 
 using namespace qforge;
 
@@ -75,4 +76,17 @@ TEST_CASE("errors name the op and the shapes") {
   Tensor targets = Tensor::from_data<int32_t>({2}, std::vector<int32_t>{0, 7});
   CHECK_THROWS_WITH_AS(cross_entropy(Tensor::zeros({2, 5}), targets),
                        "cross_entropy: target 7 of sample 1 is outside [0, 5)", Error);
+}
+
+TEST_CASE("tensors_under takes one prefixed section of a tensor map, prefix removed") {
+  TensorMap tensors{{"model.0.weight", Tensor::ones({2})},
+                    {"model.1.bias", Tensor::zeros({1})},
+                    {"optimizer.0.momentum", Tensor::ones({2})},
+                    {"modelx", Tensor::ones({1})}};
+  TensorMap model = tensors_under(tensors, "model.");
+  CHECK(model.size() == 2);
+  CHECK(model.count("0.weight") == 1);
+  CHECK(model.count("1.bias") == 1);
+  CHECK(tensors_under(tensors, "optimizer.").count("0.momentum") == 1);
+  CHECK(tensors_under(tensors, "absent.").empty());
 }
