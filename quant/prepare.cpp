@@ -167,15 +167,17 @@ std::shared_ptr<QuantizedModel> prepare_qat(const nn::ModulePtr& model, const Qu
   if (config.has_override("output", "Output")) {
     const QConfig q = config.for_module("output", "Output");
     nn::Module* last = nullptr;
-    for (auto& [name, module] : model->named_modules())  // registration order = forward order
-      if (dynamic_cast<QatConv2d*>(module) || dynamic_cast<QatLinear*>(module)) last = module;
+    std::shared_ptr<FakeQuantize>* last_output = nullptr;
+    for (auto& [name, module] : model->named_modules()) {  // registration order = forward order
+      if (auto* conv = dynamic_cast<QatConv2d*>(module))
+        last = conv, last_output = &conv->output_quant;
+      else if (auto* fc = dynamic_cast<QatLinear*>(module))
+        last = fc, last_output = &fc->output_quant;
+    }
     QF_CHECK(
         last,
         "quant.overrides: \"output\" names the last quantized conv or linear layer; this model has none");
-    if (auto* conv = dynamic_cast<QatConv2d*>(last))
-      replace_output_quantizer(*conv, conv->output_quant, q);
-    else if (auto* fc = dynamic_cast<QatLinear*>(last))
-      replace_output_quantizer(*fc, fc->output_quant, q);
+    replace_output_quantizer(*last, *last_output, q);
   }
   // The network input's quantizer answers to the override name "input" (type "Input").
   auto prepared = std::make_shared<QuantizedModel>(model, config.for_module("input", "Input"));
