@@ -9,17 +9,13 @@
 #include "data/data_loader.h"
 #include "data/dataset.h"
 #include "data/idx.h"
+#include "tests/temp_folder.h"
 
 using namespace qforge;
 using namespace qforge::data;
 
 namespace {
-std::string temp_folder(const std::string& name) {
-  auto folder = std::filesystem::temp_directory_path() / ("qforge_data_" + name);
-  std::filesystem::remove_all(folder);
-  std::filesystem::create_directories(folder);
-  return folder.string();
-}
+std::string temp_folder(const std::string& name) { return testing::fresh_temp_folder("data_" + name); }
 
 // A tiny dataset: image i is filled with the value i, label i % 10.
 void write_tiny_dataset(const std::string& folder, int64_t count) {

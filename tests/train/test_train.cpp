@@ -8,6 +8,7 @@
 #include "core/serialize.h"
 #include "data/idx.h"
 #include "quant/qconfig.h"
+#include "tests/temp_folder.h"
 #include "train/config.h"
 #include "train/optimizer.h"
 #include "train/quantize_runs.h"
@@ -18,12 +19,7 @@ using namespace qforge::train;
 using nlohmann::json;
 
 namespace {
-std::string temp_folder(const std::string& name) {
-  auto folder = std::filesystem::temp_directory_path() / ("qforge_train_" + name);
-  std::filesystem::remove_all(folder);
-  std::filesystem::create_directories(folder);
-  return folder.string();
-}
+std::string temp_folder(const std::string& name) { return testing::fresh_temp_folder("train_" + name); }
 
 // Two classes of 8x8 images: class 0 bright in the top half, class 1 in the bottom
 // half, both with uniform noise. Linearly separable, but not trivially by one pixel.
