@@ -1,0 +1,164 @@
+// The integer ops as pure kernels over pointers and sizes (STYLE habit 2), in two
+// backends with one contract (Note [Backends]):
+//   reference::  plain loops, one output element at a time, written to be read — the
+//                teaching version of every op; no intrinsics, no library;
+//   fast::       what deployment runs: conv/linear as a blocked u8×s8 GEMM on weights
+//                packed once (quant/int8/gemm.h, chosen for the CPU at run time), the
+//                other ops as loops over channels that the compiler vectorizes.
+// Both produce identical bytes for every input (tests/quant/test_int8_backends.cpp).
+// Activations are uint8 in NHWC order (channels last, as PyTorch's quantized conv
+// returns them); weights int8 (O, C/groups, KH, KW) as in the float model; accumulation
+// int32; the output stage is quant/int8/requantize.h.
+// Legend: N batch, C/O input/output channels, H,W input and OH,OW output extents,
+// K = C/groups·KH·KW the reduction, M rows of a GEMM.
+#pragma once
+
+#include <cstdint>
+
+#include <vector>
+
+#include "core/kernels/conv2d.h"
+#include "quant/int8/gemm.h"
+#include "quant/int8/requantize.h"
+
+namespace qforge::quant::int8 {
+
+using kernels::Conv2dShape;
+
+// Pooling geometry (NHWC). out_height/out_width are given by the caller (ceil_mode decides them).
+struct PoolShape {
+  int64_t batch, channels, in_height, in_width, out_height, out_width;
+  int64_t kernel_height, kernel_width;
+  int64_t stride_height, stride_width;
+  int64_t padding_height = 0, padding_width = 0;
+  int64_t dilation_height = 1, dilation_width = 1;  // max pool only
+};
+// PyTorch's output extent of a pooling window sweep, with or without ceil_mode.
+int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t padding, int64_t dilation,
+                         bool ceil_mode);
+
+struct AvgPoolOptions {
+  bool count_include_pad = true;
+  int64_t divisor_override = 0;  // 0: none
+};
+
+// PyTorch rounds quantized average pools differently per memory layout
+// (../shared/reference/README_int8.md): channels_last q = rint(f32(acc·m)) + zp with
+// acc = Σq − zp·n; contiguous q = rint(f32(f32(acc·m) + zp)). qforge's runtime is
+// channels_last throughout; the contiguous rule exists for the conformance tests.
+enum class PoolRounding { channels_last, contiguous };
+
+namespace reference {
+
+// q (n) = quantize(x (n)); x (n) = dequantize(q (n)).
+void quantize(uint8_t* q, const float* x, int64_t n, const ActivationQuant& p);
+void dequantize(float* x, const uint8_t* q, int64_t n, const ActivationQuant& p);
+
+// acc (N,OH,OW,O) = Σ (x − zx)·w over each window; x (N,H,W,C), w (O,C/g,KH,KW).
+// Taps in the padding read zx, so they add 0 (PyTorch pads the input with its zero point).
+void conv2d_accumulate(int32_t* acc, const uint8_t* x, const int8_t* w, const Conv2dShape& s,
+                       int32_t x_zero_point);
+// acc (M,N) = Σ_k (x[m,k] − zx)·w[n,k]; x (M,K), w (N,K).
+void linear_accumulate(int32_t* acc, const uint8_t* x, const int8_t* w, int64_t m, int64_t n, int64_t k,
+                       int32_t x_zero_point);
+// The output stage over rows of `channels` accumulators: y (rows, channels).
+void requantize(uint8_t* y, const int32_t* acc, int64_t rows, int64_t channels, const OutputStage& stage);
+void dequantize_accumulators(float* y, const int32_t* acc, int64_t rows, int64_t channels,
+                             const OutputStage& stage);
+
+// Whole layers: accumulate, then the output stage.
+void conv2d(uint8_t* y, const uint8_t* x, const int8_t* w, const Conv2dShape& s, int32_t x_zero_point,
+            const OutputStage& stage);
+void linear(uint8_t* y, const uint8_t* x, const int8_t* w, int64_t m, int64_t n, int64_t k,
+            int32_t x_zero_point, const OutputStage& stage);
+
+// y = max(x, zp): ReLU on the quantized values (x̂ ≥ 0 ⇔ q ≥ zp).
+void relu(uint8_t* y, const uint8_t* x, int64_t n, int32_t zero_point);
+// y = quantize(relu?((a − za)·sa + (b − zb)·sb)) with the output's parameters.
+void add(uint8_t* y, const uint8_t* a, const uint8_t* b, int64_t n, const ActivationQuant& pa,
+         const ActivationQuant& pb, const ActivationQuant& py, bool has_relu);
+
+// Pools keep the input's scale and zero point. Max ignores padding; y (N,OH,OW,C).
+void max_pool2d(uint8_t* y, const uint8_t* x, const PoolShape& s);
+void avg_pool2d(uint8_t* y, const uint8_t* x, const PoolShape& s, const AvgPoolOptions& options,
+                int32_t zero_point, PoolRounding rounding = PoolRounding::channels_last);
+// Windows [floor(i·H/OH), ceil((i+1)·H/OH)) × the same for columns.
+void adaptive_avg_pool2d(uint8_t* y, const uint8_t* x, const PoolShape& s, int32_t zero_point,
+                         PoolRounding rounding = PoolRounding::channels_last);
+
+}  // namespace reference
+
+// Weight quantization at convert time (not a runtime kernel): w (C, per_channel) float ->
+// int8 with one scale per channel of axis 0 and zero point 0,
+//   q = clamp(rint(w·f32(1/s_c)), quant_min, quant_max)   (torch.quantize_per_channel).
+struct WeightRange {
+  int32_t quant_min, quant_max;
+};
+void quantize_weights(int8_t* q, const float* w, int64_t channels, int64_t per_channel,
+                      const std::vector<float>& scale, WeightRange range);
+
+namespace fast {
+
+void quantize(uint8_t* q, const float* x, int64_t n, const ActivationQuant& p);
+void dequantize(float* x, const uint8_t* q, int64_t n, const ActivationQuant& p);
+void relu(uint8_t* y, const uint8_t* x, int64_t n, int32_t zero_point);
+void add(uint8_t* y, const uint8_t* a, const uint8_t* b, int64_t n, const ActivationQuant& pa,
+         const ActivationQuant& pb, const ActivationQuant& py, bool has_relu);
+void max_pool2d(uint8_t* y, const uint8_t* x, const PoolShape& s);
+void avg_pool2d(uint8_t* y, const uint8_t* x, const PoolShape& s, const AvgPoolOptions& options,
+                int32_t zero_point);  // channels_last rounding
+void adaptive_avg_pool2d(uint8_t* y, const uint8_t* x, const PoolShape& s, int32_t zero_point);
+
+// The output stage over a tile of accumulators: y (rows, n) from acc (rows, ldc) after
+// subtracting column_offsets[j] = zx·Σ_k w[j,k].
+void requantize_rows(uint8_t* y, int64_t ldy, const int32_t* acc, int64_t ldc, int64_t rows, int64_t n,
+                     const int32_t* column_offsets, const OutputStage& stage, Isa isa);
+
+// A linear layer with its weights packed once: y (M,N) = stage(x (M,K) · wᵀ).
+class LinearLayer {
+ public:
+  LinearLayer(const int8_t* w, int64_t n, int64_t k, int32_t x_zero_point, OutputStage stage,
+              Isa isa = detect_isa());
+  void run(uint8_t* y, const uint8_t* x, int64_t m) const;
+  void run(float* y, const uint8_t* x, int64_t m) const;  // stage.is_float_output
+  int64_t in_features() const { return packed_.k(); }
+  int64_t out_features() const { return packed_.n(); }
+
+ private:
+  template <typename Out>
+  void run_rows(Out* y, const uint8_t* x, int64_t m) const;
+  PackedWeights packed_;
+  std::vector<int32_t> column_offsets_;
+  OutputStage stage_;
+};
+
+// A conv layer with its weights packed once: im2col over tiles of output pixels (NHWC, so
+// each tap copies C contiguous bytes; padding reads zx), then the GEMM and the output
+// stage per tile. Grouped convs run one GEMM per group, or — when the groups are narrow,
+// as jermmy's 20 groups of 2 channels — one dense GEMM on block-diagonal weights, which
+// adds exact zeros and keeps the vector lanes full.
+class Conv2dLayer {
+ public:
+  // w (O,C/g,KH,KW); s.batch is ignored (run takes it).
+  Conv2dLayer(const int8_t* w, const Conv2dShape& s, int32_t x_zero_point, OutputStage stage,
+              Isa isa = detect_isa());
+  void run(uint8_t* y, const uint8_t* x, int64_t batch) const;  // y (N,OH,OW,O)
+  void run(float* y, const uint8_t* x, int64_t batch) const;    // stage.is_float_output
+  const Conv2dShape& shape() const { return shape_; }
+  bool is_dense() const { return groups_run_ == 1; }
+
+ private:
+  template <typename Out>
+  void run_rows(Out* y, const uint8_t* x, int64_t batch) const;
+  void gather_rows(uint8_t* a, int64_t first_row, int64_t rows, const uint8_t* x) const;
+  Conv2dShape shape_;
+  int32_t x_zero_point_;
+  int64_t groups_run_, group_k_, group_lda_, lda_;  // GEMMs per tile, K of each, row strides
+  std::vector<PackedWeights> packed_;               // one per GEMM
+  std::vector<int32_t> column_offsets_;             // (O)
+  OutputStage stage_;
+};
+
+}  // namespace fast
+
+}  // namespace qforge::quant::int8
