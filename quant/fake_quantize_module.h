@@ -30,6 +30,7 @@ class FakeQuantize : public nn::Module {
   }
   void enable_fake_quant(bool enabled) { is_fake_quantizing_ = enabled; }
   bool is_observing() const { return is_observing_; }
+  bool is_fake_quantizing() const { return is_fake_quantizing_; }
   QuantParams qparams() const;  // the current scale and zero point
   const QuantizerSpec& spec() const { return spec_; }
 

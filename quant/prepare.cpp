@@ -1,88 +1,13 @@
 #include "quant/prepare.h"
 
-#include "quant/qat_lstm.h"
-
-#include "core/ops.h"
-#include "nn/batch_norm.h"
-#include "nn/conv2d.h"
-#include "nn/linear.h"
 #include "nn/lstm.h"
 #include "nn/resnet.h"
 #include "nn/sequential.h"
 #include "nn/simple_layers.h"
+#include "quant/fuse.h"
+#include "quant/qat_lstm.h"
 
 namespace qforge::quant {
-
-// ---- fused modules -----------------------------------------------------------------
-
-QatConv2d::QatConv2d(std::shared_ptr<nn::Conv2d> conv_, std::shared_ptr<nn::BatchNorm2d> bn_, bool has_relu_,
-                     const QConfig& qconfig)
-    : conv(std::move(conv_)), bn(std::move(bn_)), has_relu(has_relu_) {
-  register_module("conv", conv);
-  if (bn) register_module("bn", bn);
-  const int64_t weight_channels = qconfig.weight.scheme.axis >= 0 ? conv->out_channels : 1;
-  weight_quant =
-      register_module("weight_quant", std::make_shared<FakeQuantize>(qconfig.weight, weight_channels));
-  output_quant = register_module("output_quant", std::make_shared<FakeQuantize>(qconfig.activation, 1));
-}
-
-std::string QatConv2d::type_name() const {
-  return std::string("QatConv") + (bn ? "Bn" : "") + (has_relu ? "ReLU" : "") + "2d";
-}
-
-Tensor QatConv2d::forward(const Tensor& input) {
-  Tensor y;
-  if (bn) {
-    const int64_t channels = conv->out_channels;
-    // f = γ/σ with σ from the running variance (a buffer: no gradient through it).
-    Tensor running_std = sqrt(add(bn->running_var.detach(), bn->eps));
-    Tensor factor = div(bn->weight, running_std);  // (C)
-    Tensor weight = weight_quant->forward(mul(conv->weight, reshape(factor, {channels, 1, 1, 1})));
-    // conv output / f (+ conv bias), as one per-channel affine pass.
-    y = channel_affine(conv2d(input, weight, Tensor(), conv->options), pow(factor, -1.0f), conv->bias);
-    y = batch_norm(y, bn->running_mean, bn->running_var, bn->weight, bn->bias,
-                   is_training() && !is_bn_frozen_, bn->momentum, bn->eps);
-  } else {
-    y = conv2d(input, weight_quant->forward(conv->weight), conv->bias, conv->options);
-  }
-  if (has_relu) y = relu(y);
-  return output_quant ? output_quant->forward(y) : y;
-}
-
-std::pair<Tensor, Tensor> QatConv2d::folded_weight_and_bias() const {
-  NoGradGuard no_grad;
-  if (!bn)
-    return {conv->weight.detach(),
-            conv->bias.defined() ? conv->bias.detach() : Tensor::zeros({conv->out_channels})};
-  const int64_t channels = conv->out_channels;
-  Tensor factor = div(bn->weight, sqrt(add(bn->running_var, bn->eps)));
-  Tensor weight = mul(conv->weight, reshape(factor, {channels, 1, 1, 1}));
-  Tensor bias = conv->bias.defined() ? conv->bias : Tensor::zeros({channels});
-  return {weight, add(bn->bias, mul(sub(bias, bn->running_mean), factor))};
-}
-
-QatLinear::QatLinear(std::shared_ptr<nn::Linear> linear_, bool has_relu_, const QConfig& qconfig)
-    : linear(std::move(linear_)), has_relu(has_relu_) {
-  register_module("linear", linear);
-  const int64_t weight_channels = qconfig.weight.scheme.axis >= 0 ? linear->out_features : 1;
-  weight_quant =
-      register_module("weight_quant", std::make_shared<FakeQuantize>(qconfig.weight, weight_channels));
-  output_quant = register_module("output_quant", std::make_shared<FakeQuantize>(qconfig.activation, 1));
-}
-
-Tensor QatLinear::forward(const Tensor& input) {
-  Tensor y = qforge::linear(input, weight_quant->forward(linear->weight), linear->bias);
-  if (has_relu) y = relu(y);
-  return output_quant ? output_quant->forward(y) : y;
-}
-
-QuantizedModel::QuantizedModel(nn::ModulePtr model_, const QConfig& input_qconfig)
-    : model(std::move(model_)) {
-  input_quant = register_module("input_quant", std::make_shared<FakeQuantize>(input_qconfig.activation, 1));
-  register_module("model", model);
-}
-
-// ---- prepare -----------------------------------------------------------------------
 
 namespace {
 
@@ -95,50 +20,86 @@ std::shared_ptr<T> as(const nn::ModulePtr& module) {
   return std::dynamic_pointer_cast<T>(module);
 }
 
-// Fuses runs inside one module's children; recurses into everything else.
-void rewrite(nn::Module& parent, const std::string& prefix, const QuantConfig& config) {
+// The walk's state: the quantizer that produced the value flowing at this point (null
+// when it is float), so an average pool can re-round onto its grid.
+struct Walk {
+  const QuantConfig& config;
+  std::shared_ptr<FakeQuantize> current;
+};
+
+void rewrite(nn::Module& parent, const std::string& prefix, Walk& walk);
+
+// Fuses the run starting at child i into one Qat module; returns how many children it took.
+std::size_t fuse_at(nn::Module& parent, std::size_t i, const std::string& path, const FusionRun& run,
+                    Walk& walk) {
+  if (run.conv) {
+    auto fused =
+        std::make_shared<QatConv2d>(run.conv, run.bn, run.has_relu, walk.config.for_module(path, "Conv2d"));
+    parent.replace_child(i, fused);
+    walk.current = fused->output_quant;
+  } else {
+    auto fused =
+        std::make_shared<QatLinear>(run.linear, run.has_relu, walk.config.for_module(path, "Linear"));
+    parent.replace_child(i, fused);
+    walk.current = fused->output_quant;
+  }
+  for (std::size_t k = 1; k < run.length; ++k) parent.replace_child(i + k, std::make_shared<nn::Identity>());
+  return run.length;
+}
+
+void rewrite_block(nn::BasicBlock& block, const std::string& path, Walk& walk) {
+  // The residual and the shortcut both start from the block input.
+  const std::shared_ptr<FakeQuantize> block_input = walk.current;
+  for (const auto& [name, child] : block.children())
+    if (name != "relu") {
+      walk.current = block_input;
+      rewrite(*child, join(path, name), walk);
+    }
+  const QConfig q = walk.config.for_module(path, "BasicBlock");
+  walk.current = nullptr;
+  if (q.is_float) return;
+  // The block's output is quantized after its add and ReLU (BasicBlock::relu).
+  auto& children = block.children();
+  for (std::size_t k = 0; k < children.size(); ++k)
+    if (children[k].first == "relu") {
+      auto output_quant = std::make_shared<FakeQuantize>(q.activation, 1);
+      block.replace_child(k, std::make_shared<nn::Sequential>(
+                                 std::vector<nn::ModulePtr>{std::make_shared<nn::ReLU>(), output_quant}));
+      walk.current = output_quant;
+    }
+}
+
+// Visits children in registration order, which is forward order for every model qforge builds.
+void rewrite(nn::Module& parent, const std::string& prefix, Walk& walk) {
   auto& children = parent.children();
-  for (std::size_t i = 0; i < children.size(); ++i) {
-    const auto& [name, child] = children[i];
+  for (std::size_t i = 0; i < children.size();) {
+    const auto [name, child] = children[i];
     const std::string path = join(prefix, name);
-    auto next = [&](std::size_t k) { return i + k < children.size() ? children[i + k].second : nullptr; };
-    if (auto conv = as<nn::Conv2d>(child)) {
-      const QConfig q = config.for_module(path, "Conv2d");
-      if (q.is_float) continue;
-      auto bn = as<nn::BatchNorm2d>(next(1));
-      const bool has_relu = as<nn::ReLU>(next(bn ? 2 : 1)) != nullptr;
-      parent.replace_child(i, std::make_shared<QatConv2d>(conv, bn, has_relu, q));
-      for (std::size_t k = 1; k <= (bn ? 1u : 0u) + (has_relu ? 1u : 0u); ++k)
-        parent.replace_child(i + k, std::make_shared<nn::Identity>());
+    if (auto run = match_fusion(children, i)) {
+      i += fuse_at(parent, i, path, *run, walk);
       continue;
     }
-    if (auto fc = as<nn::Linear>(child)) {
-      const QConfig q = config.for_module(path, "Linear");
-      if (q.is_float) continue;
-      const bool has_relu = as<nn::ReLU>(next(1)) != nullptr;
-      parent.replace_child(i, std::make_shared<QatLinear>(fc, has_relu, q));
-      if (has_relu) parent.replace_child(i + 1, std::make_shared<nn::Identity>());
-      continue;
-    }
+    ++i;
     if (auto lstm = as<nn::LSTM>(child)) {
-      const QConfig q = config.for_module(path, "LSTM");
-      if (q.is_float) continue;
-      parent.replace_child(i, std::make_shared<QatLSTM>(lstm, q));
+      const QConfig q = walk.config.for_module(path, "LSTM");
+      if (q.is_float) {
+        walk.current = nullptr;
+        continue;
+      }
+      auto quantized = std::make_shared<QatLSTM>(lstm, q);
+      parent.replace_child(i - 1, quantized);
+      walk.current = quantized->hidden_quant.back();
       continue;
     }
-    rewrite(*child, path, config);
-    // A residual block's output is quantized after its add and ReLU (BasicBlock::relu).
-    if (auto block = as<nn::BasicBlock>(child)) {
-      const QConfig q = config.for_module(path, "BasicBlock");
-      if (q.is_float) continue;
-      auto& block_children = block->children();
-      for (std::size_t k = 0; k < block_children.size(); ++k)
-        if (block_children[k].first == "relu") {
-          auto quantized_relu = std::make_shared<nn::Sequential>(std::vector<nn::ModulePtr>{
-              std::make_shared<nn::ReLU>(), std::make_shared<FakeQuantize>(q.activation, 1)});
-          block->replace_child(k, quantized_relu);
-        }
+    if (as<nn::AvgPool2d>(child) || as<nn::AdaptiveAvgPool2d>(child)) {
+      if (walk.current) parent.replace_child(i - 1, std::make_shared<QatAvgPool2d>(child, walk.current));
+      continue;
     }
+    if (auto block = as<nn::BasicBlock>(child)) {
+      rewrite_block(*block, path, walk);
+      continue;
+    }
+    rewrite(*child, path, walk);
   }
 }
 
@@ -159,28 +120,34 @@ void for_each(nn::Module& model, F f) {
 
 }  // namespace
 
-std::shared_ptr<QuantizedModel> prepare_qat(const nn::ModulePtr& model, const QuantConfig& config) {
-  QF_CHECK(!as<QuantizedModel>(model), "prepare: the model is already prepared");
-  rewrite(*model, "", config);
+std::shared_ptr<QatModel> prepare_qat(const nn::ModulePtr& model, const QuantConfig& config) {
+  QF_CHECK(!as<QatModel>(model), "prepare: the model is already prepared");
+  QF_CHECK(
+      !config.for_module("input", "Input").is_float,
+      "quant.overrides: the network input is always quantized; \"float\" applies to layers and \"output\"");
+  auto prepared = std::make_shared<QatModel>(model, config.for_module("input", "Input"));
+  Walk walk{config, prepared->input_quant};
+  rewrite(*model, "", walk);
   // The network output's quantizer (override name "output", type "Output") is the output
   // quantizer of the last fused layer: its requantization produces the network's result.
+  // A last layer kept in float keeps float outputs unless "output" says otherwise.
+  nn::Module* last = nullptr;
+  std::shared_ptr<FakeQuantize>* last_output = nullptr;
+  bool is_last_float = false;
+  for (auto& [name, module] : model->named_modules()) {  // registration order = forward order
+    if (auto* conv = dynamic_cast<QatConv2d*>(module))
+      last = conv, last_output = &conv->output_quant, is_last_float = conv->weight_quant == nullptr;
+    else if (auto* fc = dynamic_cast<QatLinear*>(module))
+      last = fc, last_output = &fc->output_quant, is_last_float = fc->weight_quant == nullptr;
+  }
   if (config.has_override("output", "Output")) {
-    const QConfig q = config.for_module("output", "Output");
-    nn::Module* last = nullptr;
-    std::shared_ptr<FakeQuantize>* last_output = nullptr;
-    for (auto& [name, module] : model->named_modules()) {  // registration order = forward order
-      if (auto* conv = dynamic_cast<QatConv2d*>(module))
-        last = conv, last_output = &conv->output_quant;
-      else if (auto* fc = dynamic_cast<QatLinear*>(module))
-        last = fc, last_output = &fc->output_quant;
-    }
     QF_CHECK(
         last,
         "quant.overrides: \"output\" names the last quantized conv or linear layer; this model has none");
-    replace_output_quantizer(*last, *last_output, q);
+    replace_output_quantizer(*last, *last_output, config.for_module("output", "Output"));
+  } else if (last && is_last_float) {
+    replace_output_quantizer(*last, *last_output, QConfig{.is_float = true});
   }
-  // The network input's quantizer answers to the override name "input" (type "Input").
-  auto prepared = std::make_shared<QuantizedModel>(model, config.for_module("input", "Input"));
   prepared->train(model->is_training());
   return prepared;
 }

@@ -130,7 +130,13 @@ TEST_CASE("per-layer overrides: float layers stay float, named layers get their 
                                           "test.json");
   auto prepared = prepare_qat(nn::build_zoo_model("jermmy", generator), config);
   auto& layers = prepared->model->children();
-  CHECK(layers.back().second->type_name() == "Linear");
+  // Kept in float: float weights (no weight quantizer); as the network's last layer its
+  // output stays float too.
+  auto head = std::dynamic_pointer_cast<QatLinear>(layers.back().second);
+  REQUIRE(head);
+  CHECK(head->type_name() == "FloatLinear");
+  CHECK(head->weight_quant == nullptr);
+  CHECK(head->output_quant == nullptr);
   auto first = std::dynamic_pointer_cast<QatConv2d>(layers[0].second);
   REQUIRE(first);
   CHECK(first->weight_quant->spec().scheme.bits == 4);
@@ -183,8 +189,58 @@ TEST_CASE("the override name \"output\" sets the network output's quantizer: the
   std::sort(float_logits.begin(), float_logits.end());
   CHECK(std::unique(float_logits.begin(), float_logits.end()) - float_logits.begin() > 16);
   CHECK_THROWS_WITH_AS(
-      prepare("lstm", R"([{"name": "output", "float": true}, {"type": "Linear", "float": true}])"),
+      prepare_qat(
+          std::make_shared<nn::Sequential>(std::vector<nn::ModulePtr>{std::make_shared<nn::ReLU>()}),
+          parse_quant_config(nlohmann::json::parse(R"({"overrides": [{"name": "output", "float": true}]})"),
+                             "test.json")),
       doctest::Contains("\"output\" names the last quantized conv or linear layer"), Error);
+  CHECK_THROWS_WITH_AS(prepare("lenet", R"([{"name": "input", "float": true}])"),
+                       doctest::Contains("the network input is always quantized"), Error);
+}
+
+TEST_CASE("a layer kept in float computes in float and quantizes its output for the next integer layer") {
+  Generator generator(17);
+  auto prepared =
+      prepare_qat(nn::build_zoo_model("lenet", generator),
+                  parse_quant_config(
+                      nlohmann::json::parse(R"({"overrides": [{"name": "4", "float": true}]})"), "t.json"));
+  auto middle = std::dynamic_pointer_cast<QatConv2d>(prepared->model->children()[4].second);
+  REQUIRE(middle);
+  CHECK(middle->type_name() == "FloatConvBnReLU2d");
+  CHECK(middle->weight_quant == nullptr);
+  REQUIRE(middle->output_quant);
+  prepared->train();
+  prepared->forward(Tensor::randn({8, 1, 28, 28}, generator));  // observe
+  prepared->eval();
+  // Its output lies on the output quantizer's grid, so the next layer sees integers.
+  Tensor x = Tensor::randn({4, 1, 28, 28}, generator);
+  Tensor y =
+      middle->forward(prepared->model->children()[0].second->forward(prepared->input_quant->forward(x)));
+  const QuantParams p = middle->output_quant->qparams();
+  for (float v : y.to_vector()) {
+    const double level = v / p.scale[0] + p.zero_point[0];
+    CHECK(std::abs(level - std::nearbyint(level)) < 1e-3);
+  }
+}
+
+TEST_CASE("average pools re-round onto their input's grid, as the integer pool does") {
+  Generator generator(18);
+  auto prepared = prepare_qat(nn::build_zoo_model("resnet8", generator), defaults());
+  QatAvgPool2d* pool = nullptr;
+  for (auto& [name, module] : prepared->named_modules())
+    if (auto* p = dynamic_cast<QatAvgPool2d*>(module)) pool = p;
+  REQUIRE(pool);
+  CHECK(pool->type_name() == "QatAdaptiveAvgPool2d");
+  prepared->train();
+  prepared->forward(Tensor::randn({8, 1, 28, 28}, generator));
+  prepared->eval();
+  // The pool's input comes from the last block's output quantizer, which is its source.
+  const QuantParams p = pool->source->qparams();
+  Tensor averaged = pool->forward(mul(Tensor::uniform({2, 64, 7, 7}, generator, 0, 1), p.scale[0] * 40));
+  for (float v : averaged.to_vector()) {
+    const double level = v / p.scale[0] + p.zero_point[0];
+    CHECK(std::abs(level - std::nearbyint(level)) < 1e-3);
+  }
 }
 
 TEST_CASE("a prepared model's checkpoint restores observers and quantization parameters") {

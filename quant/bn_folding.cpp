@@ -1,0 +1,35 @@
+#include "quant/bn_folding.h"
+
+#include "core/ops.h"
+#include "nn/batch_norm.h"
+#include "nn/conv2d.h"
+
+namespace qforge::quant {
+
+Tensor bn_folding_factor(const nn::BatchNorm2d& bn) {
+  return div(bn.weight, sqrt(add(bn.running_var.detach(), bn.eps)));
+}
+
+Tensor fold_weight(const nn::Conv2d& conv, const Tensor& factor) {
+  return mul(conv.weight, reshape(factor, {conv.out_channels, 1, 1, 1}));
+}
+
+Tensor conv_bn_folded_forward(const Tensor& x, const Tensor& folded_weight, const Tensor& factor,
+                              nn::Conv2d& conv, nn::BatchNorm2d& bn, bool use_batch_statistics) {
+  // conv output / f (+ conv bias), as one per-channel affine pass, then BN.
+  Tensor y = channel_affine(conv2d(x, folded_weight, Tensor(), conv.options), pow(factor, -1.0f), conv.bias);
+  return batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, use_batch_statistics, bn.momentum,
+                    bn.eps);
+}
+
+std::pair<Tensor, Tensor> folded_weight_and_bias(const nn::Conv2d& conv, const nn::BatchNorm2d* bn) {
+  NoGradGuard no_grad;
+  const Tensor bias = conv.bias.defined() ? conv.bias.detach() : Tensor::zeros({conv.out_channels});
+  if (!bn) return {conv.weight.detach(), bias};
+  // The same float operations as the training-time forward, so the weights convert
+  // quantizes are bit for bit the ones the weight quantizer last saw.
+  const Tensor factor = bn_folding_factor(*bn);
+  return {fold_weight(conv, factor), add(bn->bias, mul(sub(bias, bn->running_mean), factor))};
+}
+
+}  // namespace qforge::quant

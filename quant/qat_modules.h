@@ -1,0 +1,85 @@
+// The modules prepare puts in a model (PyTorch's torch.ao.nn.intrinsic.qat): each is
+// exactly one op of the integer runtime, simulated in float.
+//   QatConv2d     Conv2d [+ BatchNorm2d, folded: Note [BN folding]] [+ ReLU]
+//   QatLinear     Linear [+ ReLU]
+//   QatAvgPool2d  AvgPool2d / AdaptiveAvgPool2d, re-rounded to its input's grid
+// Each fake-quantizes its weights (weight_quant) and its output (output_quant). A layer
+// the config keeps in float has no weight_quant: it computes in float, and its output is
+// still quantized so the next integer layer gets integers ("runs in float between
+// dequantize and quantize"); the network's last layer, if float, keeps float outputs.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "nn/module.h"
+#include "quant/fake_quantize_module.h"
+#include "quant/qconfig.h"
+
+namespace qforge::nn {
+class Conv2d;
+class BatchNorm2d;
+class Linear;
+}  // namespace qforge::nn
+
+namespace qforge::quant {
+
+class QatConv2d : public nn::Module {
+ public:
+  // qconfig.is_float: float weights (no weight_quant), output quantized by qconfig.activation.
+  QatConv2d(std::shared_ptr<nn::Conv2d> conv, std::shared_ptr<nn::BatchNorm2d> bn, bool has_relu,
+            const QConfig& qconfig);
+  Tensor forward(const Tensor& input) override;
+  std::string type_name() const override;
+  void freeze_bn(bool frozen) { is_bn_frozen_ = frozen; }
+  // The weights and bias of the equivalent plain conv (BN folded with running statistics).
+  std::pair<Tensor, Tensor> folded_weight_and_bias() const;
+
+  std::shared_ptr<nn::Conv2d> conv;
+  std::shared_ptr<nn::BatchNorm2d> bn;  // may be null
+  bool has_relu;
+  std::shared_ptr<FakeQuantize> weight_quant;  // null: the layer is kept in float
+  std::shared_ptr<FakeQuantize> output_quant;  // null: float output (the network's last layer)
+
+ private:
+  bool is_bn_frozen_ = false;
+};
+
+class QatLinear : public nn::Module {
+ public:
+  QatLinear(std::shared_ptr<nn::Linear> linear, bool has_relu, const QConfig& qconfig);
+  Tensor forward(const Tensor& input) override;
+  std::string type_name() const override;
+
+  std::shared_ptr<nn::Linear> linear;
+  bool has_relu;
+  std::shared_ptr<FakeQuantize> weight_quant;  // null: kept in float
+  std::shared_ptr<FakeQuantize> output_quant;  // may be null
+};
+
+// An average pool over quantized values, rounded back onto its input's grid: the integer
+// avg_pool2d keeps its input's scale and zero point and must round the mean, so the
+// simulation does the same with the parameters of `source`, the quantizer that produced
+// the input (not a child: it belongs to the layer before).
+class QatAvgPool2d : public nn::Module {
+ public:
+  QatAvgPool2d(nn::ModulePtr pool, std::shared_ptr<FakeQuantize> source);
+  Tensor forward(const Tensor& input) override;
+  std::string type_name() const override { return "Qat" + pool->type_name(); }
+
+  nn::ModulePtr pool;  // AvgPool2d or AdaptiveAvgPool2d
+  std::shared_ptr<FakeQuantize> source;
+};
+
+// The prepared model: input quantization, then the (rewritten) float model.
+class QatModel : public nn::Module {
+ public:
+  QatModel(nn::ModulePtr model, const QConfig& input_qconfig);
+  Tensor forward(const Tensor& input) override { return model->forward(input_quant->forward(input)); }
+  std::string type_name() const override { return "QatModel"; }
+
+  std::shared_ptr<FakeQuantize> input_quant;
+  nn::ModulePtr model;
+};
+
+}  // namespace qforge::quant
