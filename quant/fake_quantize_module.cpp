@@ -61,6 +61,10 @@ QuantParams FakeQuantize::qparams() const {
   return params;
 }
 
+bool FakeQuantize::is_calibrated() const {
+  return observer_->has_observed() || (spec_.is_learnable && is_initialized_.data()[0] != 0.0f);
+}
+
 Tensor FakeQuantize::forward(const Tensor& input) {
   // In training, a learnable quantizer takes the observer's parameters once, then trains
   // them; its observer stops there (PyTorch's _LearnableFakeQuantize in param-learning

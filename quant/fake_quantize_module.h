@@ -32,6 +32,8 @@ class FakeQuantize : public nn::Module {
   bool is_observing() const { return is_observing_; }
   bool is_fake_quantizing() const { return is_fake_quantizing_; }
   QuantParams qparams() const;  // the current scale and zero point
+  // Whether the parameters come from data (an observer saw some, or LSQ was initialized).
+  bool is_calibrated() const;
   const QuantizerSpec& spec() const { return spec_; }
 
  private:

@@ -1,0 +1,278 @@
+// convert walks the prepared model in forward order, as its modules' forward() would, and
+// emits one integer op per step. The walk carries the value flowing at that point: its
+// id in the integer graph, whether it is uint8 (and with which parameters) or float, and
+// its per-sample shape, so every op is built for its exact input size.
+#include "quant/convert.h"
+
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "nn/resnet.h"
+#include "nn/sequential.h"
+#include "nn/simple_layers.h"
+#include "quant/int8/ops.h"
+
+namespace qforge::quant {
+
+namespace {
+
+using int8::ActivationQuant;
+using int8::IntegerModel;
+using int8::LayerQuantization;
+
+struct Stream {
+  int value = 0;
+  std::optional<ActivationQuant> quant;  // empty: float
+  Shape shape;                           // per sample: (C,H,W) or (F)
+  Shape flattened_from;                  // (C,H,W) when the features are a flattened NHWC image
+};
+
+std::string join(const std::string& prefix, const std::string& name) {
+  return prefix.empty() ? name : prefix + "." + name;
+}
+
+ActivationQuant activation_of(const FakeQuantize& q, const std::string& where) {
+  QF_CHECK(q.is_calibrated(), "convert: ", where,
+           ": this quantizer has never seen data (calibrate with PTQ or train with QAT first)");
+  const QuantParams p = q.qparams();
+  const QuantRange range = q.spec().scheme.range();
+  const int bits = q.spec().scheme.bits;
+  QF_CHECK(!p.is_per_channel() && p.scale.size() == 1, "convert: ", where,
+           ": activations must be per tensor");
+  QF_CHECK(bits >= 2 && range.levels() <= 256, "convert: ", where, ": ", bits,
+           "-bit activations; the integer runtime runs 2..8 bits");
+  // Signed ranges shift into uint8: (q + s) − (z + s) = q − z, the same real values.
+  const int64_t shift = -range.quant_min;
+  const int64_t zero_point = std::clamp(p.zero_point[0], range.quant_min, range.quant_max) + shift;
+  return {p.scale[0], static_cast<int32_t>(zero_point), 0, static_cast<int32_t>(range.quant_max + shift)};
+}
+
+// Weights quantized with the stored scales (per channel, or one scale repeated).
+LayerQuantization quantize_layer(const FakeQuantize& weight_quant, const Tensor& weight, const Tensor& bias,
+                                 const ActivationQuant& input, FakeQuantize* output_quant, bool has_relu,
+                                 const std::string& where) {
+  QF_CHECK(weight_quant.is_calibrated(), "convert: ", where,
+           ": the weight quantizer has never seen the weights");
+  const QuantParams p = weight_quant.qparams();
+  const QuantRange range = weight_quant.spec().scheme.range();
+  const int bits = weight_quant.spec().scheme.bits;
+  QF_CHECK(bits >= 2 && range.quant_min >= -128 && range.quant_max <= 127, "convert: ", where, ": ", bits,
+           "-bit ", range.quant_min < 0 ? "signed" : "unsigned",
+           " weights; the integer runtime runs signed 2..8-bit weights");
+  for (int64_t z : p.zero_point)
+    QF_CHECK(z == 0, "convert: ", where, ": weights have zero point ", z,
+             "; the integer runtime needs symmetric weights (zero point 0)");
+  const int64_t out_channels = weight.size(0), per_channel = weight.numel() / out_channels;
+  LayerQuantization layer;
+  layer.weight_scale = p.is_per_channel() ? p.scale : std::vector<float>(out_channels, p.scale[0]);
+  QF_CHECK(static_cast<int64_t>(layer.weight_scale.size()) == out_channels, "convert: ", where, ": ",
+           layer.weight_scale.size(), " weight scales for ", out_channels, " channels");
+  layer.weight_range = {static_cast<int32_t>(range.quant_min), static_cast<int32_t>(range.quant_max)};
+  layer.weight = Tensor::empty(weight.shape(), DType::s8);
+  const Tensor contiguous = weight.detach();
+  int8::quantize_weights(layer.weight.data_as<int8_t>(), contiguous.data(), out_channels, per_channel,
+                         layer.weight_scale, layer.weight_range);
+  if (bias.defined()) layer.bias = bias.to_vector();
+  layer.input = input;
+  if (output_quant) layer.output = activation_of(*output_quant, where + ".output_quant");
+  layer.has_relu = has_relu;
+  return layer;
+}
+
+class Lowering {
+ public:
+  explicit Lowering(IntegerModel& model) : model_(model) {}
+  Stream lower(nn::Module& module, const std::string& path, Stream in);
+
+ private:
+  Stream emit(std::unique_ptr<int8::IntegerOp> op, std::vector<int> inputs, const std::string& path,
+              Stream out) {
+    out.value = model_.add(std::move(op), std::move(inputs), path);
+    return out;
+  }
+  Stream to_float(const Stream& in, const std::string& path) {
+    if (!in.quant) return in;
+    Stream out = in;
+    out.quant.reset();
+    out.flattened_from.clear();
+    return emit(std::make_unique<int8::DequantizeOp>(), {in.value}, path, out);
+  }
+  Stream quantize(const Stream& in, FakeQuantize& q, const std::string& path) {
+    Stream source = to_float(in, path);
+    Stream out = source;
+    out.quant = activation_of(q, path);
+    return emit(std::make_unique<int8::QuantizeOp>(*out.quant), {source.value}, path, out);
+  }
+  const ActivationQuant& need_quantized(const Stream& in, const std::string& path, const char* what) {
+    QF_CHECK(in.quant, "convert: ", path, " (", what, "): its input is float — no quantizer precedes it");
+    return *in.quant;
+  }
+  Stream conv(QatConv2d& layer, const std::string& path, const Stream& in);
+  Stream linear(QatLinear& layer, const std::string& path, const Stream& in);
+  Stream pool(nn::Module& pool, const std::string& path, const Stream& in);
+  Stream block(nn::BasicBlock& block, const std::string& path, const Stream& in);
+
+  IntegerModel& model_;
+};
+
+Stream Lowering::conv(QatConv2d& layer, const std::string& path, const Stream& in) {
+  const nn::Conv2d& c = *layer.conv;
+  QF_CHECK(in.shape.size() == 3 && in.shape[0] == c.in_channels, "convert: ", path, ": expected input (",
+           c.in_channels, ",H,W), got ", in.shape);
+  kernels::Conv2dShape s{.batch = 0,
+                         .in_channels = c.in_channels,
+                         .in_height = in.shape[1],
+                         .in_width = in.shape[2],
+                         .out_channels = c.out_channels,
+                         .kernel_height = c.kernel_size,
+                         .kernel_width = c.kernel_size,
+                         .stride_height = c.options.stride_height,
+                         .stride_width = c.options.stride_width,
+                         .padding_height = c.options.padding_height,
+                         .padding_width = c.options.padding_width,
+                         .dilation_height = c.options.dilation_height,
+                         .dilation_width = c.options.dilation_width,
+                         .groups = c.options.groups};
+  QF_CHECK(s.out_height() >= 1 && s.out_width() >= 1, "convert: ", path,
+           ": the kernel does not fit the input ", in.shape);
+  auto [weight, bias] = layer.folded_weight_and_bias();
+  Stream out = in;
+  out.shape = {s.out_channels, s.out_height(), s.out_width()};
+  if (!layer.weight_quant) {  // kept in float: dequantize, float conv, quantize
+    Stream source = to_float(in, path);
+    out = emit(std::make_unique<int8::FloatLayerOp>(weight, bias, layer.has_relu, c.options), {source.value},
+               path, Stream{0, std::nullopt, out.shape, {}});
+    return layer.output_quant ? quantize(out, *layer.output_quant, path + ".output_quant") : out;
+  }
+  const ActivationQuant& input = need_quantized(in, path, "conv2d");
+  LayerQuantization q = quantize_layer(*layer.weight_quant, weight, bias, input, layer.output_quant.get(),
+                                       layer.has_relu, path);
+  out.quant = q.output;
+  return emit(std::make_unique<int8::ConvOp>(std::move(q), s), {in.value}, path, out);
+}
+
+Stream Lowering::linear(QatLinear& layer, const std::string& path, const Stream& in) {
+  const nn::Linear& l = *layer.linear;
+  QF_CHECK(in.shape.size() == 1 && in.shape[0] == l.in_features, "convert: ", path, ": expected ",
+           l.in_features, " input features, got ", in.shape, " (a flatten is missing?)");
+  Tensor weight = l.weight.detach();
+  if (in.quant && !in.flattened_from.empty()) {
+    // The features are an NHWC image flattened as (h, w, c); the float model flattened
+    // (c, h, w). Permute the weight columns once so no transpose runs at inference.
+    const int64_t channels = in.flattened_from[0], pixels = in.flattened_from[1] * in.flattened_from[2];
+    Tensor permuted = Tensor::empty(weight.shape());
+    for (int64_t o = 0; o < l.out_features; ++o)
+      for (int64_t c = 0; c < channels; ++c)
+        for (int64_t p = 0; p < pixels; ++p)
+          permuted.data()[o * l.in_features + p * channels + c] =
+              weight.data()[o * l.in_features + c * pixels + p];
+    weight = permuted;
+  }
+  Stream out{0, std::nullopt, {l.out_features}, {}};
+  const Tensor bias = l.bias.defined() ? l.bias.detach() : Tensor();
+  if (!layer.weight_quant) {
+    Stream source = to_float(in, path);
+    out = emit(std::make_unique<int8::FloatLayerOp>(l.weight.detach(), bias, layer.has_relu, std::nullopt),
+               {source.value}, path, out);
+    return layer.output_quant ? quantize(out, *layer.output_quant, path + ".output_quant") : out;
+  }
+  const ActivationQuant& input = need_quantized(in, path, "linear");
+  LayerQuantization q = quantize_layer(*layer.weight_quant, weight, bias, input, layer.output_quant.get(),
+                                       layer.has_relu, path);
+  out.quant = q.output;
+  return emit(std::make_unique<int8::LinearOp>(std::move(q)), {in.value}, path, out);
+}
+
+Stream Lowering::pool(nn::Module& module, const std::string& path, const Stream& in) {
+  need_quantized(in, path, module.type_name().c_str());
+  QF_CHECK(in.shape.size() == 3, "convert: ", path, ": pooling expects an image, got ", in.shape);
+  Stream out = in;
+  if (auto* adaptive = dynamic_cast<nn::AdaptiveAvgPool2d*>(&module)) {
+    out.shape = {in.shape[0], adaptive->out_height, adaptive->out_width};
+    return emit(std::make_unique<int8::AdaptiveAvgPoolOp>(adaptive->out_height, adaptive->out_width),
+                {in.value}, path, out);
+  }
+  const bool is_max = dynamic_cast<nn::MaxPool2d*>(&module) != nullptr;
+  const Pool2dOptions& o =
+      is_max ? dynamic_cast<nn::MaxPool2d&>(module).options : dynamic_cast<nn::AvgPool2d&>(module).options;
+  const int64_t dh = is_max ? o.dilation_height : 1, dw = is_max ? o.dilation_width : 1;
+  out.shape = {
+      in.shape[0],
+      int8::pool_output_size(in.shape[1], o.kernel_height, o.stride_height, o.padding_height, dh, false),
+      int8::pool_output_size(in.shape[2], o.kernel_width, o.stride_width, o.padding_width, dw, false)};
+  QF_CHECK(out.shape[1] >= 1 && out.shape[2] >= 1, "convert: ", path, ": the pooling window does not fit ",
+           in.shape);
+  int8::PoolGeometry geometry{.window = o};
+  return emit(std::make_unique<int8::PoolOp>(is_max ? int8::PoolOp::Kind::max : int8::PoolOp::Kind::average,
+                                             geometry),
+              {in.value}, path, out);
+}
+
+Stream Lowering::block(nn::BasicBlock& block, const std::string& path, const Stream& in) {
+  Stream residual = lower(*block.residual, join(path, "residual"), in);
+  Stream shortcut = block.shortcut ? lower(*block.shortcut, join(path, "shortcut"), in) : in;
+  // prepare made the block's relu Sequential(ReLU, FakeQuantize): add + ReLU + requantize.
+  auto* relu = dynamic_cast<nn::Sequential*>(block.relu.get());
+  FakeQuantize* output =
+      relu && relu->size() == 2 ? dynamic_cast<FakeQuantize*>(relu->children()[1].second.get()) : nullptr;
+  QF_CHECK(output, "convert: ", path,
+           ": a residual block kept in float is not supported by the integer runtime");
+  need_quantized(residual, path, "add"), need_quantized(shortcut, path, "add");
+  QF_CHECK(residual.shape == shortcut.shape, "convert: ", path, ": residual ", residual.shape,
+           " and shortcut ", shortcut.shape, " differ");
+  Stream out = residual;
+  out.quant = activation_of(*output, join(path, "relu.1"));
+  return emit(std::make_unique<int8::AddOp>(*out.quant, true), {residual.value, shortcut.value},
+              join(path, "add"), out);
+}
+
+Stream Lowering::lower(nn::Module& module, const std::string& path, Stream in) {
+  if (auto* sequential = dynamic_cast<nn::Sequential*>(&module)) {
+    for (const auto& [name, child] : sequential->children()) in = lower(*child, join(path, name), in);
+    return in;
+  }
+  if (auto* resnet = dynamic_cast<nn::ResNet*>(&module)) {
+    in = lower(*resnet->stem, join(path, "stem"), in);
+    in = lower(*resnet->layers, join(path, "layers"), in);
+    return lower(*resnet->head, join(path, "head"), in);
+  }
+  if (auto* b = dynamic_cast<nn::BasicBlock*>(&module)) return block(*b, path, in);
+  if (auto* c = dynamic_cast<QatConv2d*>(&module)) return conv(*c, path, in);
+  if (auto* l = dynamic_cast<QatLinear*>(&module)) return linear(*l, path, in);
+  if (auto* p = dynamic_cast<QatAvgPool2d*>(&module)) return pool(*p->pool, join(path, "pool"), in);
+  if (dynamic_cast<nn::MaxPool2d*>(&module)) return pool(module, path, in);
+  if (dynamic_cast<nn::Identity*>(&module) || dynamic_cast<nn::Dropout*>(&module)) return in;
+  if (auto* q = dynamic_cast<FakeQuantize*>(&module)) return quantize(in, *q, path);
+  if (dynamic_cast<nn::ReLU*>(&module)) {
+    need_quantized(in, path, "relu");
+    return emit(std::make_unique<int8::ReluOp>(), {in.value}, path, in);
+  }
+  if (dynamic_cast<nn::Flatten*>(&module)) {
+    Stream out = in;
+    if (in.shape.size() == 3) {
+      out.shape = {in.shape[0] * in.shape[1] * in.shape[2]};
+      if (in.quant && in.shape[1] * in.shape[2] > 1) out.flattened_from = in.shape;
+    }
+    return emit(std::make_unique<int8::FlattenOp>(), {in.value}, path, out);
+  }
+  QF_FAIL("convert: ", path.empty() ? "the model" : path, " (", module.type_name(),
+          "): the integer runtime has no op for this module");
+}
+
+}  // namespace
+
+int8::IntegerModel convert(QatModel& model, const Shape& input_shape) {
+  QF_CHECK(!input_shape.empty(), "convert: the input shape is empty");
+  IntegerModel integer;
+  integer.input_shape = input_shape;
+  Lowering lowering(integer);
+  Stream input{0, std::nullopt, input_shape, {}};
+  Stream out = lowering.lower(*model.input_quant, "input", input);
+  out = lowering.lower(*model.model, "", out);
+  if (out.quant) {
+    Stream source = out;
+    out.value = integer.add(std::make_unique<int8::DequantizeOp>(), {source.value}, "output");
+  }
+  return integer;
+}
+
+}  // namespace qforge::quant

@@ -1,0 +1,22 @@
+// convert: a QAT or PTQ model (quant/prepare.h) -> the integer model
+// (quant/int8/integer_model.h), PyTorch's torch.ao.quantization.convert.
+// The integer model uses exactly the scales and zero points the fake-quant model used —
+// nothing is recomputed (PyTorch 1.13 re-observes weights at convert and so deploys a
+// different model from the one it trained, pytorch/pytorch #88800): weights are quantized
+// with their quantizer's stored scales after the same BN folding the simulation ran, so
+// the deployed integers are the ones QAT saw. Activations of any 2..8-bit range are
+// stored in uint8 (signed ranges shifted by 2^(b−1), which represents the same values);
+// weights must be symmetric (zero point 0) with 2..8 bits. Anything else — 1 bit, more
+// than 8, affine weights, an uncalibrated quantizer, a module the runtime has no op for —
+// is an error naming the layer.
+#pragma once
+
+#include "quant/int8/integer_model.h"
+#include "quant/qat_modules.h"
+
+namespace qforge::quant {
+
+// input_shape: one sample's shape as the float model takes it, e.g. (1,28,28).
+int8::IntegerModel convert(QatModel& model, const Shape& input_shape);
+
+}  // namespace qforge::quant

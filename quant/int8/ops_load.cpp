@@ -1,0 +1,174 @@
+// load_op: an integer op from its .qfm header entry (Note [Model file]). Every key is read
+// with its type and range checked (core/config_reader.h names the key in errors; unknown
+// keys are errors too), every tensor against the shape the op implies.
+#include <array>
+#include <cmath>
+
+#include "core/config_reader.h"
+#include "quant/int8/ops.h"
+
+namespace qforge::quant::int8 {
+
+namespace {
+
+constexpr int64_t kMaxExtent = 1 << 16;  // any one dimension a model file may claim
+
+int64_t extent(ConfigReader& r, const std::string& key, int64_t min_value = 1) {
+  if (!r.has(key)) r.fail(key, "missing");
+  const int64_t value = r.integer(key, 0, min_value);
+  if (value > kMaxExtent)
+    r.fail(key, "expected at most " + std::to_string(kMaxExtent) + ", got " + std::to_string(value));
+  return value;
+}
+
+std::array<int64_t, 2> pair(ConfigReader& r, const std::string& key, int64_t min_value) {
+  if (!r.has(key)) r.fail(key, "missing");
+  const std::vector<double> values = r.numbers(key, {});
+  if (values.size() != 2) r.fail(key, "expected two integers [h, w]");
+  std::array<int64_t, 2> out{};
+  for (int i = 0; i < 2; ++i) {
+    if (!(values[i] >= static_cast<double>(min_value) && values[i] <= kMaxExtent &&
+          values[i] == std::floor(values[i])))
+      r.fail(key,
+             "expected integers in [" + std::to_string(min_value) + ", " + std::to_string(kMaxExtent) + "]");
+    out[i] = static_cast<int64_t>(values[i]);
+  }
+  return out;
+}
+
+ActivationQuant activation(ConfigReader r) {
+  ActivationQuant q;
+  q.scale = static_cast<float>(r.number("scale", 0));
+  if (!(std::isfinite(q.scale) && q.scale > 0)) r.fail("scale", "expected a positive finite number");
+  q.quant_min = static_cast<int32_t>(r.integer("quant_min", 0, 0));
+  q.quant_max = static_cast<int32_t>(r.integer("quant_max", 255, 0));
+  if (q.quant_max > 255 || q.quant_min >= q.quant_max)
+    r.fail("quant_max", "expected 0 <= quant_min < quant_max <= 255");
+  q.zero_point = static_cast<int32_t>(r.integer("zero_point", 0, q.quant_min));
+  if (q.zero_point > q.quant_max) r.fail("zero_point", "expected a level within [quant_min, quant_max]");
+  r.finish();
+  return q;
+}
+
+Tensor blob(const TensorMap& own, const std::string& key, DType dtype, const Shape& shape,
+            const std::string& where) {
+  auto it = own.find(key);
+  QF_CHECK(it != own.end(), where, ": tensor \"", key, "\" is missing");
+  QF_CHECK(it->second.dtype() == dtype && it->second.shape() == shape, where, ": tensor \"", key, "\" is ",
+           dtype_name(it->second.dtype()), " ", it->second.shape(), ", expected ", dtype_name(dtype), " ",
+           shape);
+  return it->second;
+}
+
+LayerQuantization layer_quantization(ConfigReader& r, const TensorMap& own, const Shape& weight_shape,
+                                     const std::string& where) {
+  LayerQuantization layer;
+  const int64_t out_channels = weight_shape[0];
+  layer.weight = blob(own, "weight", DType::s8, weight_shape, where);
+  layer.weight_scale = blob(own, "weight_scale", DType::f32, {out_channels}, where).to_vector();
+  if (own.count("bias")) layer.bias = blob(own, "bias", DType::f32, {out_channels}, where).to_vector();
+  const std::array<int64_t, 2> range = pair(r, "weight_range", -128);
+  if (range[1] > 127 || range[0] >= range[1]) r.fail("weight_range", "expected -128 <= min < max <= 127");
+  layer.weight_range = {static_cast<int32_t>(range[0]), static_cast<int32_t>(range[1])};
+  layer.has_relu = r.boolean("relu", false);
+  layer.input = activation(r.object("input"));
+  if (!r.raw("output").is_null()) layer.output = activation(r.object("output"));
+  return layer;
+}
+
+}  // namespace
+
+std::unique_ptr<IntegerOp> load_op(const nlohmann::json& entry, const TensorMap& own, const std::string& file,
+                                   const std::string& where) {
+  if (!entry.is_object()) QF_FAIL(file, ": ", where, ": expected an object");
+  ConfigReader r(entry, file, where);
+  r.raw("name"), r.raw("inputs");
+  const std::string kind =
+      r.choice("op", "",
+               {"quantize", "dequantize", "conv2d", "linear", "relu", "max_pool2d", "avg_pool2d",
+                "adaptive_avg_pool2d", "add", "flatten", "float_conv2d", "float_linear"});
+  const std::string context = file + ": " + where;
+  std::unique_ptr<IntegerOp> op;
+  std::size_t tensors = 0;
+  if (kind == "quantize") {
+    op = std::make_unique<QuantizeOp>(activation(r.object("output")));
+  } else if (kind == "dequantize") {
+    op = std::make_unique<DequantizeOp>();
+  } else if (kind == "conv2d") {
+    const std::vector<double> in = r.numbers("in_shape", {});
+    if (in.size() != 3) r.fail("in_shape", "expected [C, H, W]");
+    Conv2dShape s{.batch = 0,
+                  .in_channels = static_cast<int64_t>(in[0]),
+                  .in_height = static_cast<int64_t>(in[1]),
+                  .in_width = static_cast<int64_t>(in[2]),
+                  .out_channels = extent(r, "out_channels")};
+    for (double e : in)
+      if (!(e >= 1 && e <= kMaxExtent && e == std::floor(e)))
+        r.fail("in_shape", "expected positive integers");
+    auto kernel = pair(r, "kernel", 1), stride = pair(r, "stride", 1), padding = pair(r, "padding", 0),
+         dilation = pair(r, "dilation", 1);
+    s.kernel_height = kernel[0], s.kernel_width = kernel[1], s.stride_height = stride[0],
+    s.stride_width = stride[1];
+    s.padding_height = padding[0], s.padding_width = padding[1], s.dilation_height = dilation[0],
+    s.dilation_width = dilation[1];
+    s.groups = extent(r, "groups");
+    if (s.in_channels % s.groups || s.out_channels % s.groups)
+      r.fail("groups", "must divide the channel counts");
+    LayerQuantization layer = layer_quantization(
+        r, own, {s.out_channels, s.in_channels / s.groups, s.kernel_height, s.kernel_width}, context);
+    tensors = 2 + !layer.bias.empty();
+    op = std::make_unique<ConvOp>(std::move(layer), s);
+  } else if (kind == "linear") {
+    const int64_t in_features = extent(r, "in_features"), out_features = extent(r, "out_features");
+    LayerQuantization layer = layer_quantization(r, own, {out_features, in_features}, context);
+    tensors = 2 + !layer.bias.empty();
+    op = std::make_unique<LinearOp>(std::move(layer));
+  } else if (kind == "relu") {
+    op = std::make_unique<ReluOp>();
+  } else if (kind == "max_pool2d" || kind == "avg_pool2d") {
+    PoolGeometry g;
+    auto kernel = pair(r, "kernel", 1), stride = pair(r, "stride", 1), padding = pair(r, "padding", 0);
+    g.window = Pool2dOptions{kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]};
+    if (padding[0] * 2 > kernel[0] || padding[1] * 2 > kernel[1])
+      r.fail("padding", "must be at most half the kernel");
+    g.ceil_mode = r.boolean("ceil_mode", false);
+    if (kind == "max_pool2d") {
+      auto dilation = pair(r, "dilation", 1);
+      g.window.dilation_height = dilation[0], g.window.dilation_width = dilation[1];
+      op = std::make_unique<PoolOp>(PoolOp::Kind::max, g);
+    } else {
+      g.count_include_pad = r.boolean("count_include_pad", true);
+      g.divisor_override = r.integer("divisor_override", 0, 0);
+      op = std::make_unique<PoolOp>(PoolOp::Kind::average, g);
+    }
+  } else if (kind == "adaptive_avg_pool2d") {
+    auto size = pair(r, "output_size", 1);
+    op = std::make_unique<AdaptiveAvgPoolOp>(size[0], size[1]);
+  } else if (kind == "add") {
+    const bool has_relu = r.boolean("relu", false);
+    op = std::make_unique<AddOp>(activation(r.object("output")), has_relu);
+  } else if (kind == "flatten") {
+    op = std::make_unique<FlattenOp>();
+  } else {  // float_conv2d, float_linear
+    const bool is_conv = kind == "float_conv2d";
+    auto it = own.find("weight");
+    QF_CHECK(it != own.end() && it->second.dtype() == DType::f32 && it->second.dim() == (is_conv ? 4 : 2),
+             context, ": tensor \"weight\" missing or not float of rank ", is_conv ? 4 : 2);
+    Tensor bias;
+    if (own.count("bias")) bias = blob(own, "bias", DType::f32, {it->second.size(0)}, context);
+    std::optional<Conv2dOptions> options;
+    if (is_conv) {
+      auto stride = pair(r, "stride", 1), padding = pair(r, "padding", 0), dilation = pair(r, "dilation", 1);
+      options = Conv2dOptions{stride[0],   stride[1],   padding[0],         padding[1],
+                              dilation[0], dilation[1], extent(r, "groups")};
+    }
+    tensors = 1 + bias.defined();
+    op = std::make_unique<FloatLayerOp>(it->second, bias, r.boolean("relu", false), options);
+  }
+  QF_CHECK(own.size() == tensors, context, ": ", own.size(), " tensors stored for an op that takes ",
+           tensors);
+  r.finish();
+  return op;
+}
+
+}  // namespace qforge::quant::int8

@@ -1,0 +1,238 @@
+// The integer model: PyTorch's converted model reproduced layer by layer; convert on the
+// zoo models (simulation = deployment, reference = fast, .qfm round trip); the .qfm reader
+// against truncation, bit flips and edits; convert's refusals.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/file_io.h"
+#include "core/ops.h"
+#include "nn/zoo.h"
+#include "quant/convert.h"
+#include "quant/int8/ops.h"
+#include "quant/prepare.h"
+#include "tests/quant/int8_test_util.h"
+#include "tests/reference.h"
+#include "tests/temp_folder.h"
+
+using namespace qforge;
+using namespace qforge::quant;
+using namespace qforge::quant::int8;
+using nlohmann::json;
+
+namespace {
+
+std::vector<float> floats(const json& values) {
+  std::vector<float> out;
+  for (const json& v : values) out.push_back(static_cast<float>(v.get<double>()));
+  return out;
+}
+
+template <typename T>
+Tensor integer_tensor(const Shape& shape, const json& values) {
+  std::vector<T> data;
+  for (const json& v : values) data.push_back(static_cast<T>(v.get<int64_t>()));
+  return Tensor::from_data<T>(shape, data);
+}
+
+LayerQuantization layer_from(const json& layer, const ActivationQuant& input, const Shape& weight_shape) {
+  LayerQuantization q;
+  q.weight = integer_tensor<int8_t>(weight_shape, layer["w_q"]);
+  q.weight_scale = floats(layer["w_scale"]);
+  q.bias = floats(layer["bias"]);
+  q.input = input;
+  q.output = ActivationQuant{static_cast<float>(layer["y_scale"].get<double>()),
+                             layer["y_zero_point"].get<int32_t>()};
+  q.has_relu = layer.value("relu", false);
+  return q;
+}
+
+// A calibrated, prepared zoo model in eval mode.
+std::shared_ptr<QatModel> calibrated(const std::string& name, const QuantConfig& config,
+                                     Generator& generator) {
+  auto prepared = prepare_qat(nn::build_zoo_model(name, generator), config);
+  prepared->train();
+  NoGradGuard no_grad;
+  for (int i = 0; i < 4; ++i) prepared->forward(Tensor::randn({32, 1, 28, 28}, generator));
+  prepared->eval();
+  return prepared;
+}
+
+int64_t argmax_row(const float* row, int64_t n) { return std::max_element(row, row + n) - row; }
+
+}  // namespace
+
+TEST_CASE(
+    "PyTorch's converted model (conv-relu, maxpool, conv-relu, flatten, linear) runs exactly, layer by "
+    "layer") {
+  static const json vectors = qforge::testing::load_reference("torch_int8_vectors.json");
+  const json& m = vectors["model"].at(0);
+  const ActivationQuant input{static_cast<float>(m["quant"]["scale"].get<double>()),
+                              m["quant"]["zero_point"].get<int32_t>()};
+  IntegerModel model;
+  model.input_shape = {1, 10, 10};
+  int x = model.add(std::make_unique<QuantizeOp>(input), {0}, "quant");
+  LayerQuantization conv1 = layer_from(m["conv1"], input, {4, 1, 3, 3});
+  const ActivationQuant conv1_out = *conv1.output;
+  int y1 = model.add(std::make_unique<ConvOp>(std::move(conv1), Conv2dShape{.batch = 0,
+                                                                            .in_channels = 1,
+                                                                            .in_height = 10,
+                                                                            .in_width = 10,
+                                                                            .out_channels = 4,
+                                                                            .kernel_height = 3,
+                                                                            .kernel_width = 3}),
+                     {x}, "conv1");
+  int pooled =
+      model.add(std::make_unique<PoolOp>(PoolOp::Kind::max, PoolGeometry{.window = Pool2dOptions::square(2)}),
+                {y1}, "pool");
+  LayerQuantization conv2 = layer_from(m["conv2"], conv1_out, {8, 4, 3, 3});
+  const ActivationQuant conv2_out = *conv2.output;
+  int y2 = model.add(std::make_unique<ConvOp>(std::move(conv2), Conv2dShape{.batch = 0,
+                                                                            .in_channels = 4,
+                                                                            .in_height = 4,
+                                                                            .in_width = 4,
+                                                                            .out_channels = 8,
+                                                                            .kernel_height = 3,
+                                                                            .kernel_width = 3}),
+                     {pooled}, "conv2");
+  int flat = model.add(std::make_unique<FlattenOp>(), {y2}, "flatten");
+  // PyTorch flattens (c, h, w); our flatten is (h, w, c): permute the weight columns, as convert does.
+  LayerQuantization fc = layer_from(m["fc"], conv2_out, {10, 32});
+  Tensor permuted = Tensor::empty({10, 32}, DType::s8);
+  for (int64_t o = 0; o < 10; ++o)
+    for (int64_t c = 0; c < 8; ++c)
+      for (int64_t p = 0; p < 4; ++p)
+        permuted.data_as<int8_t>()[o * 32 + p * 8 + c] = fc.weight.data_as<int8_t>()[o * 32 + c * 4 + p];
+  fc.weight = permuted;
+  int logits = model.add(std::make_unique<LinearOp>(std::move(fc)), {flat}, "fc");
+  model.add(std::make_unique<DequantizeOp>(), {logits}, "dequant");
+
+  const Tensor images = Tensor::from_vector({4, 1, 10, 10}, floats(m["x"]));
+  for (Backend backend : {Backend::reference, Backend::fast}) {
+    std::vector<Value> values = model.run_all(images, backend);
+    auto nchw = [&](int id) {
+      const Tensor& t = values[id].data;
+      std::vector<uint8_t> bytes(t.data_as<uint8_t>(), t.data_as<uint8_t>() + t.numel());
+      return t.dim() == 4 ? qforge::testing::nhwc_to_nchw(bytes, {t.size(0), t.size(3), t.size(1), t.size(2)})
+                          : bytes;
+    };
+    auto expect = [&](const char* key) {
+      std::vector<uint8_t> out;
+      for (const json& v : m[key]) out.push_back(static_cast<uint8_t>(v.get<int64_t>()));
+      return out;
+    };
+    CAPTURE(static_cast<int>(backend));
+    CHECK(nchw(x) == expect("x_q"));
+    CHECK(nchw(y1) == expect("conv1_y_q"));
+    CHECK(nchw(pooled) == expect("pool_y_q"));
+    CHECK(nchw(y2) == expect("conv2_y_q"));
+    CHECK(nchw(logits) == expect("fc_y_q"));
+    CHECK(values.back().data.to_vector() == floats(m["y"]));
+  }
+}
+
+TEST_CASE(
+    "convert: the integer model agrees with its fake-quant simulation; reference = fast; .qfm round trip") {
+  const std::string folder = qforge::testing::fresh_temp_folder("convert");
+  struct Case {
+    const char* model;
+    const char* quant;
+  };
+  const Case cases[] = {
+      {"jermmy", "{}"},
+      {"lenet", "{}"},
+      {"resnet8", "{}"},
+      {"lenet",
+       R"({"weight": {"bits": 4}, "activation": {"bits": 4}, "overrides": [{"name": "output", "activation": {"bits": 8}}]})"},
+      {"lenet", R"({"activation": {"signed": true}})"},
+      {"lenet", R"({"overrides": [{"name": "4", "float": true}, {"name": "11", "float": true}]})"},
+      {"resnet8",
+       R"({"activation": {"bits": 6, "reduce_range": true}, "weight": {"bits": 5, "per_channel": false}})"},
+  };
+  Generator generator(11);
+  for (const Case& c : cases) {
+    const std::string label = std::string(c.model) + " " + c.quant;
+    INFO(label);
+    auto prepared = calibrated(c.model, parse_quant_config(json::parse(c.quant), "t.json"), generator);
+    IntegerModel model = convert(*prepared, {1, 28, 28});
+    const Tensor images = Tensor::randn({64, 1, 28, 28}, generator);
+    Tensor simulated;
+    {
+      NoGradGuard no_grad;
+      simulated = prepared->forward(images);
+    }
+    const Tensor deployed = model.forward(images);
+    REQUIRE(deployed.shape() == simulated.shape());
+    int64_t same_prediction = 0;
+    for (int64_t i = 0; i < 64; ++i)
+      same_prediction +=
+          argmax_row(deployed.data() + i * 10, 10) == argmax_row(simulated.data() + i * 10, 10);
+    CHECK(same_prediction >= 62);
+    // The reference backend gives the same bytes.
+    CHECK(model.forward(images, Backend::reference).to_vector() == deployed.to_vector());
+    // A saved and reloaded model computes the same.
+    model.save(folder + "/m.qfm");
+    IntegerModel reloaded = IntegerModel::load(folder + "/m.qfm");
+    CHECK(reloaded.forward(images).to_vector() == deployed.to_vector());
+    CHECK(reloaded.ops().size() == model.ops().size());
+  }
+}
+
+TEST_CASE("convert refuses what the integer runtime cannot run, naming the layer") {
+  Generator generator(12);
+  auto refuse = [&](const char* quant, const char* message) {
+    auto prepared = calibrated("lenet", parse_quant_config(json::parse(quant), "t.json"), generator);
+    CHECK_THROWS_WITH_AS(convert(*prepared, {1, 28, 28}), doctest::Contains(message), Error);
+  };
+  refuse(R"({"weight": {"bits": 1}})", "1-bit signed weights");
+  refuse(R"({"weight": {"bits": 9}})", "9-bit signed weights");
+  refuse(R"({"activation": {"bits": 9}})", "9-bit activations");
+  refuse(R"({"activation": {"bits": 1}})", "1-bit activations");
+  refuse(R"({"weight": {"symmetric": false}})", "needs symmetric weights");
+  auto uncalibrated =
+      prepare_qat(nn::build_zoo_model("lenet", generator), parse_quant_config(nullptr, "t.json"));
+  CHECK_THROWS_WITH_AS(convert(*uncalibrated, {1, 28, 28}), doctest::Contains("never seen"), Error);
+}
+
+TEST_CASE(".qfm files: every truncation, every flipped bit and hand edits are errors naming the file") {
+  const std::string folder = qforge::testing::fresh_temp_folder("qfm");
+  Generator generator(13);
+  auto prepared = calibrated("jermmy", parse_quant_config(nullptr, "t.json"), generator);
+  IntegerModel model = convert(*prepared, {1, 28, 28});
+  const std::string path = folder + "/jermmy.qfm";
+  model.save(path);
+  const std::string bytes = read_file(path);
+  const TensorFile file = parse_tensor_file(bytes, path);
+  // Truncation at every offset.
+  for (std::size_t length = 0; length < bytes.size(); length += 1) {
+    CAPTURE(length);
+    CHECK_THROWS_AS(IntegerModel::from_file(parse_tensor_file(bytes.substr(0, length), path), path), Error);
+  }
+  // Bit flips everywhere: the header (scales, shapes) and every blob.
+  for (std::size_t at = 0; at < bytes.size(); at += 7) {
+    std::string flipped = bytes;
+    flipped[at] = static_cast<char>(flipped[at] ^ (1 << (at % 8)));
+    CAPTURE(at);
+    CHECK_THROWS_AS(IntegerModel::from_file(parse_tensor_file(flipped, path), path), Error);
+  }
+  // Hand edits that keep the checksums valid (re-saved): each field is checked.
+  auto edited = [&](const std::function<void(json&)>& edit, const char* message) {
+    TensorFile copy = file;
+    edit(copy.metadata);
+    CHECK_THROWS_WITH_AS(IntegerModel::from_file(copy, path), doctest::Contains(message), Error);
+  };
+  edited([](json& m) { m["format_version"] = 2; }, "format version 2");
+  edited([](json& m) { m["ops"][1]["stride"] = {0, 1}; }, "ops.1.stride");
+  edited([](json& m) { m["ops"][1]["input"]["scale"] = -1; }, "ops.1.input.scale");
+  edited([](json& m) { m["ops"][1]["input"]["zero_point"] = 300; }, "ops.1.input.zero_point");
+  edited([](json& m) { m["ops"][1]["out_channels"] = 41; },
+         "tensor \"weight\" is s8 [40,1,3,3], expected s8 [41,1,3,3]");
+  edited([](json& m) { m["ops"][2]["inputs"] = {5}; }, "ops.2.inputs");
+  edited([](json& m) { m["ops"][1]["op"] = "winograd"; }, "ops.1.op");
+  edited([](json& m) { m["ops"][1]["surprise"] = 1; }, "ops.1.surprise");
+  edited([](json& m) { m["kind"] = "checkpoint"; }, "not an integer model");
+  TensorFile extra = file;
+  extra.tensors["ops.0.stray"] = Tensor::zeros({2});
+  CHECK_THROWS_WITH_AS(IntegerModel::from_file(extra, path), doctest::Contains("ops.0"), Error);
+}
