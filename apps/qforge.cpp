@@ -2,7 +2,8 @@
 //   qforge train CONFIG [--set k=v ...] [--out DIR] [--resume]
 //   qforge qat CONFIG [--set k=v ...] [--out DIR] [--resume]
 //   qforge ptq CONFIG [--set k=v ...] [--out DIR]
-//   qforge eval CONFIG --checkpoint FILE   (float, QAT or PTQ model / checkpoint)
+//   qforge convert CONFIG --checkpoint model_qat.qf|model_ptq.qf --out model.qfm
+//   qforge eval CONFIG --checkpoint FILE [--compare FILE] [--json]   (.qf or .qfm)
 //   qforge inspect FILE
 //   qforge bench [--model NAME ...] [--batch N] [--threads N] [--seconds S] [--json]
 //   qforge data mnist-digits [--out DIR]
@@ -19,10 +20,14 @@
 #include "core/kernels/peak.h"
 #include "core/serialize.h"
 #include "core/threading.h"
+#include "data/idx.h"
 #include "data/mnist_digits.h"
 #include "nn/zoo.h"
+#include "quant/convert.h"
+#include "quant/int8/ops.h"
 #include "train/benchmark.h"
 #include "train/config.h"
+#include "train/deploy.h"
 #include "train/quantize_runs.h"
 #include "train/trainer.h"
 
@@ -53,15 +58,105 @@ void run_train(const train::RunConfig& config, bool resume) {
               summary.loss, summary.images_per_second, summary.seconds);
 }
 
-void run_eval(const train::RunConfig& config, const std::string& checkpoint) {
-  train::Datasets datasets = train::load_datasets(config.data);
+data::Dataset load_test_set(const train::RunConfig& config, int64_t limit = 0) {
+  return data::load_idx_folder(config.data.path, data::Split::test, config.data.normalization,
+                               limit > 0 ? limit : config.data.test_limit);
+}
+
+void run_eval(const train::RunConfig& config, const std::string& checkpoint, const std::string& compare,
+              bool as_json) {
+  const data::Dataset test = load_test_set(config);
+  std::string kind, other_kind;
+  train::Forward forward = train::load_forward(config, checkpoint, &kind);
+  if (compare.empty()) {
+    train::EvalResult result = train::evaluate(forward, test, config.train.eval_batch_size);
+    if (as_json) {
+      std::cout << nlohmann::json{{"checkpoint", checkpoint},
+                                  {"model", kind},
+                                  {"accuracy", result.accuracy},
+                                  {"loss", result.loss},
+                                  {"images_per_second", result.images_per_second}}
+                << std::endl;
+    } else {
+      std::printf("%s (%s): test accuracy %.2f%%, loss %.4f, %.0f images/s on %lld images\n",
+                  checkpoint.c_str(), kind.c_str(), 100 * result.accuracy, result.loss,
+                  result.images_per_second, static_cast<long long>(test.size()));
+    }
+    return;
+  }
+  train::Forward other = train::load_forward(config, compare, &other_kind);
+  train::Agreement a = train::compare_models(forward, other, test, config.train.eval_batch_size);
+  if (as_json) {
+    std::cout << nlohmann::json{{"checkpoint", checkpoint},
+                                {"compare", compare},
+                                {"accuracy", a.a.accuracy},
+                                {"compare_accuracy", a.b.accuracy},
+                                {"identical_predictions", a.identical_predictions},
+                                {"max_logit_difference", a.max_logit_difference},
+                                {"images", test.size()}}
+              << std::endl;
+  } else {
+    std::printf(
+        "%s (%s): test accuracy %.2f%%\n%s (%s): test accuracy %.2f%%\n"
+        "identical predictions on %.2f%% of %lld images; largest logit difference %.6g\n",
+        checkpoint.c_str(), kind.c_str(), 100 * a.a.accuracy, compare.c_str(), other_kind.c_str(),
+        100 * a.b.accuracy, 100 * a.identical_predictions, static_cast<long long>(test.size()),
+        a.max_logit_difference);
+  }
+}
+
+// The per-layer table of an integer model (`qforge inspect model.qfm`, `qforge convert`).
+void print_integer_model(const quant::int8::IntegerModel& model, const nlohmann::json& ops) {
+  std::printf("%-4s %-20s %-28s %-16s %-5s %-22s %s\n", "#", "op", "layer", "output", "bits",
+              "scale / zero point", "weight bytes");
+  std::vector<Shape> shapes{Shape(model.input_shape)};
+  for (std::size_t i = 0; i < model.ops().size(); ++i) {
+    const auto& op = *model.ops()[i];
+    const nlohmann::json& entry = ops[i];
+    std::string bits = "", quant = "";
+    const nlohmann::json* out =
+        entry.contains("output") && entry["output"].is_object() ? &entry["output"] : nullptr;
+    if (out) {
+      const int levels = (*out)["quant_max"].get<int>() - (*out)["quant_min"].get<int>() + 1;
+      bits = "a" + std::to_string(static_cast<int>(std::ceil(std::log2(levels))));
+      char text[64];
+      std::snprintf(text, sizeof text, "%.6g / %d", (*out)["scale"].get<double>(),
+                    (*out)["zero_point"].get<int>());
+      quant = text;
+    }
+    if (entry.contains("weight_range")) {
+      const int levels = entry["weight_range"][1].get<int>() - entry["weight_range"][0].get<int>() + 1;
+      bits =
+          "w" + std::to_string(static_cast<int>(std::ceil(std::log2(levels)))) + (bits.empty() ? "" : bits);
+      if (!out) quant = "float out";
+    }
+    std::printf("%-4zu %-20s %-28s %-16s %-5s %-22s %lld\n", i, op.kind().c_str(), op.name.c_str(),
+                entry.contains("out_channels")
+                    ? (std::to_string(entry["out_channels"].get<int>()) + " ch").c_str()
+                : entry.contains("out_features")
+                    ? (std::to_string(entry["out_features"].get<int>()) + " features").c_str()
+                    : "",
+                bits.c_str(), quant.c_str(), static_cast<long long>(op.weight_bytes()));
+  }
+  std::printf("%zu ops, %lld weight bytes\n", model.ops().size(),
+              static_cast<long long>(model.weight_bytes()));
+}
+
+void run_convert(const train::RunConfig& config, const std::string& checkpoint, const std::string& out) {
   nn::ModulePtr model = train::load_saved_model(config, checkpoint);
-  train::EvalResult result = train::evaluate(*model, datasets.test, config.train.eval_batch_size);
-  std::cout << nlohmann::json{{"checkpoint", checkpoint},
-                              {"accuracy", result.accuracy},
-                              {"loss", result.loss},
-                              {"images_per_second", result.images_per_second}}
-            << std::endl;
+  auto* prepared = dynamic_cast<quant::QatModel*>(model.get());
+  QF_CHECK(
+      prepared, checkpoint,
+      ": a float model; convert takes a QAT or PTQ model (model_qat.qf or model_ptq.qf from `qforge qat` / "
+      "`qforge ptq`)");
+  prepared->eval();
+  quant::int8::IntegerModel integer =
+      quant::convert(*prepared, train::sample_shape(load_test_set(config, 1)));
+  integer.save(out, {{"config", config.source}, {"converted_from", checkpoint}});
+  const TensorFile saved = load_tensor_file(out);
+  print_integer_model(integer, saved.metadata["ops"]);
+  std::printf("wrote %s (%lld bytes)\n", out.c_str(),
+              static_cast<long long>(std::filesystem::file_size(out)));
 }
 
 void run_inspect(const std::string& path) {
@@ -71,6 +166,13 @@ void run_inspect(const std::string& path) {
     return;
   }
   TensorFile file = load_tensor_file(path);
+  if (file.metadata.value("kind", "") == "integer_model") {
+    const quant::int8::IntegerModel model = quant::int8::IntegerModel::from_file(file, path);
+    std::printf("%s: integer model, input %s per sample\n", path.c_str(),
+                shape_to_string(model.input_shape).c_str());
+    print_integer_model(model, file.metadata["ops"]);
+    return;
+  }
   nlohmann::json metadata = file.metadata;
   if (metadata.contains("history"))
     metadata["history"] = std::to_string(metadata["history"].size()) + " epochs";
@@ -127,7 +229,7 @@ void run_mnist_digits(const std::string& out) {
 int main(int argc, char** argv) {
   CLI::App app{"qforge: quantization-aware training and integer inference"};
   app.require_subcommand(1);
-  std::string config_path, out, checkpoint, file;
+  std::string config_path, out, checkpoint, file, compare;
   std::vector<std::string> overrides, models;
   bool resume = false, as_json = false;
   int64_t batch = 64;
@@ -151,13 +253,29 @@ int main(int argc, char** argv) {
 
   auto* eval = app.add_subcommand("eval", "Evaluate a saved model on the config's test set");
   eval->add_option("config", config_path, "Config file (JSON)")->required()->check(CLI::ExistingFile);
-  eval->add_option("--checkpoint", checkpoint, "model.qf or checkpoint.qf")
+  eval->add_option("--checkpoint", checkpoint, "model.qf, checkpoint.qf or an integer model.qfm")
       ->required()
       ->check(CLI::ExistingFile);
   eval->add_option("--set", overrides, "Override a config key: a.b.c=value (repeatable)");
+  eval->add_option(
+          "--compare", compare,
+          "A second model: print both accuracies, the fraction of identical predictions and the largest "
+          "logit difference")
+      ->check(CLI::ExistingFile);
+  eval->add_flag("--json", as_json, "One JSON line");
+
+  auto* convert = app.add_subcommand("convert", "Convert a QAT or PTQ model to the integer model (.qfm)");
+  convert->add_option("config", config_path, "Config file (JSON)")->required()->check(CLI::ExistingFile);
+  convert->add_option("--checkpoint", checkpoint, "model_qat.qf or model_ptq.qf")
+      ->required()
+      ->check(CLI::ExistingFile);
+  convert->add_option("--out", out, "The integer model file to write (.qfm)")->required();
+  convert->add_option("--set", overrides, "Override a config key: a.b.c=value (repeatable)");
 
   auto* inspect = app.add_subcommand("inspect", "Describe a model/checkpoint file or validate a config");
-  inspect->add_option("file", file, "A .qf file or a .json config")->required()->check(CLI::ExistingFile);
+  inspect->add_option("file", file, "A .qf or .qfm file, or a .json config")
+      ->required()
+      ->check(CLI::ExistingFile);
 
   auto* bench = app.add_subcommand("bench", "Training and inference throughput on synthetic data");
   bench->add_option("--model", models, "Zoo model(s); default: all");
@@ -179,7 +297,8 @@ int main(int argc, char** argv) {
     if (*train) run_train(load_run_config(config_path, overrides, out), resume);
     if (*qat) train::run_qat(load_run_config(config_path, overrides, out), resume);
     if (*ptq) train::run_ptq(load_run_config(config_path, overrides, out));
-    if (*eval) run_eval(load_run_config(config_path, overrides, ""), checkpoint);
+    if (*eval) run_eval(load_run_config(config_path, overrides, ""), checkpoint, compare, as_json);
+    if (*convert) run_convert(load_run_config(config_path, overrides, ""), checkpoint, out);
     if (*inspect) run_inspect(file);
     if (*bench) run_bench(models, batch, seconds, as_json);
     if (*digits) run_mnist_digits(digits_out);

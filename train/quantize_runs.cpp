@@ -10,6 +10,7 @@
 #include "core/serialize.h"
 #include "data/data_loader.h"
 #include "quant/prepare.h"
+#include "train/deploy.h"
 
 namespace qforge::train {
 
@@ -62,6 +63,20 @@ std::pair<int64_t, double> calibrate(nn::Module& prepared, const RunConfig& conf
   quant::set_fake_quant(prepared, true);
   prepared.train(was_training);
   return {seen, seconds};
+}
+
+// The integer model of a finished QAT/PTQ run. A quantization the integer runtime cannot
+// run (1 bit, more than 8, affine weights) is reported, not fatal: the fake-quant results
+// are already saved.
+void deploy_if_convertible(quant::QatModel& prepared, const RunConfig& config, const Datasets& datasets,
+                           const std::string& stage, const std::string& file) {
+  try {
+    deploy_integer_model(prepared, config, datasets, stage, file);
+  } catch (const Error& error) {
+    const std::string message = error.what();
+    if (message.rfind("convert:", 0) != 0) throw;
+    std::printf("%s: no integer model (%s)\n", stage.c_str(), message.c_str());
+  }
 }
 
 void prepare_output(const RunConfig& config) {
@@ -129,6 +144,7 @@ void run_qat(const RunConfig& config, bool resume) {
   StageSummary summary = fit(*prepared, config, datasets, options);
   std::printf("qat: fake-quant test accuracy %.2f%%, %.0f images/s\n", 100 * summary.accuracy,
               summary.images_per_second);
+  deploy_if_convertible(*prepared, config, datasets, "int8", "model_qat.qfm");
 }
 
 void run_ptq(const RunConfig& config) {
@@ -149,6 +165,7 @@ void run_ptq(const RunConfig& config) {
                                    {{"calibration_batches", batches}}});
   std::printf("ptq: calibrated on %lld batches, fake-quant test accuracy %.2f%%\n",
               static_cast<long long>(batches), 100 * result.accuracy);
+  deploy_if_convertible(*prepared, config, datasets, "int8_ptq", "model_ptq.qfm");
 }
 
 nn::ModulePtr load_saved_model(const RunConfig& config, const std::string& file) {

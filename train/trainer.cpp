@@ -52,24 +52,30 @@ Datasets load_datasets(const DataConfig& config) {
           data::load_idx_folder(config.path, data::Split::test, config.normalization, config.test_limit)};
 }
 
-EvalResult evaluate(nn::Module& model, const data::Dataset& dataset, int64_t batch_size) {
+EvalResult evaluate(const Forward& forward, const data::Dataset& dataset, int64_t batch_size) {
   NoGradGuard no_grad;
-  const bool was_training = model.is_training();
-  model.eval();
   data::DataLoader loader(dataset, {.batch_size = batch_size, .shuffle = false});
   loader.start_epoch(0);
   double total_loss = 0, seconds = 0;
   int64_t correct = 0;
   while (auto batch = loader.next()) {
     Clock::time_point start = Clock::now();
-    Tensor logits = model.forward(batch->images);
+    Tensor logits = forward(batch->images);
     seconds += seconds_since(start);
     total_loss += cross_entropy(logits, batch->labels).item() * batch->labels.numel();
     correct += count_correct(logits, batch->labels);
   }
-  model.train(was_training);
   const double n = static_cast<double>(dataset.size());
   return {total_loss / n, correct / n, n / seconds, seconds};
+}
+
+EvalResult evaluate(nn::Module& model, const data::Dataset& dataset, int64_t batch_size) {
+  const bool was_training = model.is_training();
+  model.eval();
+  EvalResult result =
+      evaluate([&](const Tensor& images) { return model.forward(images); }, dataset, batch_size);
+  model.train(was_training);
+  return result;
 }
 
 StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& datasets,

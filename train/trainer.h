@@ -27,6 +27,9 @@ struct EvalResult {
 };
 // Mean cross-entropy and top-1 accuracy in eval mode, without gradients.
 EvalResult evaluate(nn::Module& model, const data::Dataset& dataset, int64_t batch_size);
+// The same for any function from a batch of images to logits (the integer model).
+using Forward = std::function<Tensor(const Tensor& images)>;
+EvalResult evaluate(const Forward& forward, const data::Dataset& dataset, int64_t batch_size);
 
 struct StageSummary {
   std::string stage;

@@ -1,0 +1,128 @@
+#include "train/deploy.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "core/ops.h"
+#include "data/data_loader.h"
+#include "quant/convert.h"
+#include "train/quantize_runs.h"
+
+namespace qforge::train {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+void add_correct(const Tensor& logits, const Tensor& labels, int64_t& correct,
+                 std::vector<int32_t>& predicted) {
+  Tensor top = argmax(logits, 1);
+  for (int64_t i = 0; i < labels.numel(); ++i) {
+    predicted.push_back(top.data_as<int32_t>()[i]);
+    correct += top.data_as<int32_t>()[i] == labels.data_as<int32_t>()[i];
+  }
+}
+
+int64_t file_bytes(const std::string& path) {
+  std::error_code error;
+  const auto size = std::filesystem::file_size(path, error);
+  return error ? 0 : static_cast<int64_t>(size);
+}
+}  // namespace
+
+Agreement compare_models(const Forward& a, const Forward& b, const data::Dataset& dataset,
+                         int64_t batch_size) {
+  NoGradGuard no_grad;
+  data::DataLoader loader(dataset, {.batch_size = batch_size, .shuffle = false});
+  loader.start_epoch(0);
+  Agreement result;
+  int64_t correct_a = 0, correct_b = 0;
+  std::vector<int32_t> predicted_a, predicted_b;
+  double loss_a = 0, loss_b = 0, seconds_a = 0, seconds_b = 0;
+  while (auto batch = loader.next()) {
+    Clock::time_point start = Clock::now();
+    Tensor logits_a = a(batch->images);
+    const Clock::time_point middle = Clock::now();
+    Tensor logits_b = b(batch->images);
+    seconds_a += std::chrono::duration<double>(middle - start).count();
+    seconds_b += std::chrono::duration<double>(Clock::now() - middle).count();
+    QF_CHECK(logits_a.shape() == logits_b.shape(), "compare: the models give outputs ", logits_a.shape(),
+             " and ", logits_b.shape());
+    const int64_t n = batch->labels.numel();
+    loss_a += cross_entropy(logits_a, batch->labels).item() * n;
+    loss_b += cross_entropy(logits_b, batch->labels).item() * n;
+    add_correct(logits_a, batch->labels, correct_a, predicted_a);
+    add_correct(logits_b, batch->labels, correct_b, predicted_b);
+    for (int64_t i = 0; i < logits_a.numel(); ++i)
+      result.max_logit_difference =
+          std::max(result.max_logit_difference,
+                   static_cast<double>(std::fabs(logits_a.data()[i] - logits_b.data()[i])));
+  }
+  const double n = static_cast<double>(dataset.size());
+  int64_t same = 0;
+  for (std::size_t i = 0; i < predicted_a.size(); ++i) same += predicted_a[i] == predicted_b[i];
+  result.identical_predictions = same / n;
+  result.a = {loss_a / n, correct_a / n, n / seconds_a, seconds_a};
+  result.b = {loss_b / n, correct_b / n, n / seconds_b, seconds_b};
+  return result;
+}
+
+Shape sample_shape(const data::Dataset& dataset) {
+  const Shape& shape = dataset.images.shape();
+  return Shape(shape.begin() + 1, shape.end());
+}
+
+StageSummary deploy_integer_model(quant::QatModel& prepared, const RunConfig& config,
+                                  const Datasets& datasets, const std::string& stage,
+                                  const std::string& file) {
+  prepared.eval();
+  const Clock::time_point start = Clock::now();
+  quant::int8::IntegerModel integer = quant::convert(prepared, sample_shape(datasets.test));
+  const double convert_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const std::string path = config.output_dir + "/" + file;
+  integer.save(path, {{"config", config.source}, {"converted_from", stage}});
+  Agreement agreement = compare_models([&](const Tensor& x) { return integer.forward(x); },
+                                       [&](const Tensor& x) { return prepared.forward(x); }, datasets.test,
+                                       config.train.eval_batch_size);
+  const int64_t bytes = file_bytes(path), fp32_bytes = file_bytes(config.output_dir + "/model.qf");
+  StageSummary summary{stage, agreement.a.accuracy, agreement.a.loss, agreement.a.images_per_second,
+                       convert_seconds};
+  summary.extra = {{"model_file", file},
+                   {"model_bytes", bytes},
+                   {"weight_bytes", integer.weight_bytes()},
+                   {"fake_quant_accuracy", agreement.b.accuracy},
+                   {"identical_predictions", agreement.identical_predictions},
+                   {"max_logit_difference", agreement.max_logit_difference},
+                   {"ops", integer.ops().size()}};
+  if (fp32_bytes > 0) summary.extra["fp32_model_bytes"] = fp32_bytes;
+  record_stage(config.output_dir, summary);
+  std::printf(
+      "%s: integer model %s (%lld bytes%s), test accuracy %.2f%%, %.0f images/s; same prediction as "
+      "fake quant on %.2f%% of images, max logit difference %.4g\n",
+      stage.c_str(), path.c_str(), static_cast<long long>(bytes),
+      fp32_bytes > 0
+          ? (", " + std::to_string(static_cast<int>(std::lround(100.0 * bytes / fp32_bytes))) + "% of fp32")
+                .c_str()
+          : "",
+      100 * agreement.a.accuracy, agreement.a.images_per_second, 100 * agreement.identical_predictions,
+      agreement.max_logit_difference);
+  return summary;
+}
+
+Forward load_forward(const RunConfig& config, const std::string& file, std::string* description) {
+  TensorFile saved = load_tensor_file(file);
+  if (saved.metadata.value("kind", "") == "integer_model") {
+    auto integer =
+        std::make_shared<quant::int8::IntegerModel>(quant::int8::IntegerModel::from_file(saved, file));
+    if (description) *description = "integer model";
+    return [integer](const Tensor& x) { return integer->forward(x); };
+  }
+  nn::ModulePtr model = load_saved_model(config, file);
+  model->eval();
+  if (description)
+    *description = dynamic_cast<quant::QatModel*>(model.get()) ? "fake-quant model" : "float model";
+  return [model](const Tensor& x) { return model->forward(x); };
+}
+
+}  // namespace qforge::train

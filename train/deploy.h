@@ -1,0 +1,39 @@
+// Deployment from a config: convert a QAT/PTQ model to the integer model (quant/convert.h),
+// save it as a .qfm, evaluate it, and measure how closely it follows the fake-quant model
+// it came from — the agreement users check on their own models with
+// `qforge eval CONFIG --checkpoint model.qfm --compare model_qat.qf`.
+#pragma once
+
+#include <string>
+
+#include "quant/int8/integer_model.h"
+#include "quant/qat_modules.h"
+#include "train/config.h"
+#include "train/trainer.h"
+
+namespace qforge::train {
+
+struct Agreement {
+  double identical_predictions = 0;  // fraction of test images with the same arg max
+  double max_logit_difference = 0;   // largest |a − b| over all logits
+  EvalResult a, b;                   // each model's own evaluation
+};
+// Runs both models over the dataset once.
+Agreement compare_models(const Forward& a, const Forward& b, const data::Dataset& dataset,
+                         int64_t batch_size);
+
+// The integer model's input: one sample's shape, from the config's test data.
+Shape sample_shape(const data::Dataset& dataset);
+
+// Converts `prepared` (evaluated in eval mode), writes <output_dir>/<file>, evaluates the
+// integer model against the fake-quant one and records the stage `stage` in summary.json
+// (accuracy, loss, images/s, model_bytes, agreement); prints one line.
+StageSummary deploy_integer_model(quant::QatModel& prepared, const RunConfig& config,
+                                  const Datasets& datasets, const std::string& stage,
+                                  const std::string& file);
+
+// A saved model of any kind as a forward function: .qfm integer models, or .qf float,
+// QAT and PTQ models (load_saved_model). `description` says which it was.
+Forward load_forward(const RunConfig& config, const std::string& file, std::string* description = nullptr);
+
+}  // namespace qforge::train
