@@ -198,11 +198,14 @@ void run_bench(std::vector<std::string> models, int64_t batch, double seconds, b
     } else {
       std::printf(
           "%-9s batch %lld, %d threads: train %.0f img/s (%.1f GFLOP/s, %.0f%% of %.0f peak), qat %.0f "
-          "img/s, infer %.0f img/s\n",
+          "img/s, infer fp32 %.0f img/s, int8 %.0f img/s (%.2fx, %s), latency fp32 %.3f ms, int8 %.3f ms\n",
           model.c_str(), static_cast<long long>(batch), num_threads(),
           row["fp32_train_images_per_second"].get<double>(), row["fp32_train_gflops"].get<double>(),
           100 * row["fp32_train_fraction_of_peak"].get<double>(), peak,
-          row.value("qat_train_images_per_second", 0.0), row["fp32_infer_images_per_second"].get<double>());
+          row.value("qat_train_images_per_second", 0.0), row["fp32_infer_images_per_second"].get<double>(),
+          row.value("int8_infer_images_per_second", 0.0), row.value("int8_to_fp32_infer_ratio", 0.0),
+          row.value("int8_isa", std::string("n/a")).c_str(), row["fp32_latency_ms"].get<double>(),
+          row.value("int8_latency_ms", 0.0));
     }
   }
 }

@@ -5,6 +5,8 @@
 #include "core/flop_counter.h"
 #include "core/ops.h"
 #include "nn/zoo.h"
+#include "quant/convert.h"
+#include "quant/int8/gemm.h"
 #include "quant/prepare.h"
 #include "train/optimizer.h"
 
@@ -54,10 +56,10 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
 
   // QAT: the same step on the prepared model (default fbgemm recipe), fresh weights.
   double qat_seconds = 0;
+  Generator qat_generator(0);
+  auto prepared = quant::prepare_qat(nn::build_zoo_model(model_name, qat_generator),
+                                     quant::parse_quant_config(nullptr, "bench"));
   {
-    Generator qat_generator(0);
-    auto prepared = quant::prepare_qat(nn::build_zoo_model(model_name, qat_generator),
-                                       quant::parse_quant_config(nullptr, "bench"));
     auto qat_optimizer = make_optimizer(prepared->parameters(), OptimizerConfig{.lr = 0.01});
     prepared->train();
     qat_seconds = time_steps(
@@ -78,6 +80,36 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
         model->forward(infer_images);
       },
       options.min_seconds);
+  Tensor one_image = Tensor::randn({1, 1, 28, 28}, generator);
+  const double fp32_latency = time_steps(
+      [&] {
+        NoGradGuard no_grad;
+        model->forward(one_image);
+      },
+      options.min_seconds / 4);
+
+  // int8: the QAT model above (its observers have seen the QAT steps' batches), converted.
+  prepared->eval();
+  double int8_seconds = 0, int8_latency = 0;
+  std::string int8_error;
+  nlohmann::json int8_profile = nlohmann::json::array();
+  try {
+    const quant::int8::IntegerModel integer = quant::convert(*prepared, {1, 28, 28});
+    int8_seconds = time_steps([&] { integer.forward(infer_images); }, options.min_seconds);
+    int8_latency = time_steps([&] { integer.forward(one_image); }, options.min_seconds / 4);
+    // Where the time goes: each op's share of a batch (averaged over a few runs).
+    std::vector<double> total(integer.ops().size(), 0.0);
+    for (int run = 0; run < 5; ++run) {
+      std::vector<double> seconds;
+      integer.run_all(infer_images, Backend::fast, &seconds);
+      for (std::size_t i = 0; i < seconds.size(); ++i) total[i] += seconds[i] / 5;
+    }
+    for (std::size_t i = 0; i < total.size(); ++i)
+      int8_profile.push_back(
+          {{"op", integer.ops()[i]->kind()}, {"layer", integer.ops()[i]->name}, {"ms", 1e3 * total[i]}});
+  } catch (const Error& error) {
+    int8_error = error.what();
+  }
 
   const double train_gflops = step_flops / train_seconds / 1e9;
   nlohmann::json row{{"model", model_name},
@@ -88,6 +120,16 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
                      {"infer_batch", options.infer_batch},
                      {"fp32_train_gflops", train_gflops},
                      {"train_step_gflop", step_flops / 1e9}};
+  row["fp32_latency_ms"] = 1e3 * fp32_latency;
+  if (int8_seconds > 0) {
+    row["int8_infer_images_per_second"] = options.infer_batch / int8_seconds;
+    row["int8_to_fp32_infer_ratio"] = infer_seconds / int8_seconds;
+    row["int8_latency_ms"] = 1e3 * int8_latency;
+    row["int8_isa"] = quant::int8::isa_name(quant::int8::detect_isa());
+    row["int8_profile"] = int8_profile;
+  } else {
+    row["int8_error"] = int8_error;
+  }
   if (qat_seconds > 0) {
     row["qat_train_images_per_second"] = options.batch / qat_seconds;
     row["qat_to_fp32_train_ratio"] = train_seconds / qat_seconds;

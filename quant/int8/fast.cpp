@@ -1,12 +1,7 @@
-// The fast integer kernels (quant/int8/kernels.h): conv and linear as tiles of
-// gather → GEMM (gemm.h) → output stage, split across threads by tiles of rows; the
-// output stage in SIMD that repeats requantize_one's float operations lane by lane; the
-// elementwise ops and pools as loops over the contiguous channel axis (NHWC), which the
-// compiler vectorizes. Every function returns exactly the reference's bytes.
-// GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_*, GCC bug 105593).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-
+// The fast integer kernels (quant/int8/kernels.h): conv and linear as tiles of rows
+// through the implicit GEMM with its fused output stage (gemm.h), split across threads;
+// the elementwise ops and pools as loops over the contiguous channel axis (NHWC), which
+// the compiler vectorizes. Every function returns exactly the reference's bytes.
 #include <algorithm>
 #include <cstring>
 
@@ -20,73 +15,10 @@ namespace {
 
 int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
-// Rows per tile: a tile's gathered rows and int32 accumulators stay in L2.
+// Rows per tile: a tile's row offsets and, for float outputs, its int32 sums stay small.
 constexpr int64_t kTileRows = 96;
-
-// ---- output stage ------------------------------------------------------------------------
-
-void requantize_row_scalar(uint8_t* y, const int32_t* acc, int64_t first, int64_t n, const int32_t* offsets,
-                           const OutputStage& s) {
-  for (int64_t j = first; j < n; ++j)
-    y[j] = requantize_one(acc[j] - offsets[j], s.multiplier[j], s.bias[j], s);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void requantize_row_avx512(uint8_t* y,
-                                                                                const int32_t* acc, int64_t n,
-                                                                                const int32_t* offsets,
-                                                                                const OutputStage& s) {
-  const __m512 zero_point = _mm512_set1_ps(static_cast<float>(s.zero_point));
-  const __m512 lo = _mm512_set1_ps(static_cast<float>(s.quant_min));
-  const __m512 hi = _mm512_set1_ps(static_cast<float>(s.quant_max));
-  const __m512 zero = _mm512_setzero_ps();
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {
-    const __m512i a = _mm512_sub_epi32(_mm512_loadu_si512(acc + j), _mm512_loadu_si512(offsets + j));
-    // v = multiplier·(f32(acc) + bias), then max(v, 0), + zp, rint, clamp: requantize_one's order.
-    __m512 v = _mm512_mul_ps(_mm512_loadu_ps(s.multiplier.data() + j),
-                             _mm512_add_ps(_mm512_cvtepi32_ps(a), _mm512_loadu_ps(s.bias.data() + j)));
-    if (s.has_relu) v = _mm512_max_ps(v, zero);
-    v = _mm512_roundscale_ps(_mm512_add_ps(v, zero_point), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + j), _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(v)));
-  }
-  requantize_row_scalar(y, acc, j, n, offsets, s);
-}
-
-__attribute__((target("avx2,fma"))) void requantize_row_avx2(uint8_t* y, const int32_t* acc, int64_t n,
-                                                             const int32_t* offsets, const OutputStage& s) {
-  const __m256 zero_point = _mm256_set1_ps(static_cast<float>(s.zero_point));
-  const __m256 lo = _mm256_set1_ps(static_cast<float>(s.quant_min));
-  const __m256 hi = _mm256_set1_ps(static_cast<float>(s.quant_max));
-  const __m256 zero = _mm256_setzero_ps();
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const __m256i a = _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + j)),
-                                       _mm256_loadu_si256(reinterpret_cast<const __m256i*>(offsets + j)));
-    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(s.multiplier.data() + j),
-                             _mm256_add_ps(_mm256_cvtepi32_ps(a), _mm256_loadu_ps(s.bias.data() + j)));
-    if (s.has_relu) v = _mm256_max_ps(v, zero);
-    v = _mm256_round_ps(_mm256_add_ps(v, zero_point), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
-    const __m256i q = _mm256_cvtps_epi32(v);
-    const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(y + j), _mm_packus_epi16(words, words));
-  }
-  requantize_row_scalar(y, acc, j, n, offsets, s);
-}
-
-void output_rows(uint8_t* y, int64_t ldy, const int32_t* acc, int64_t ldc, int64_t rows, int64_t n,
-                 const int32_t* offsets, const OutputStage& s, Isa isa) {
-  requantize_rows(y, ldy, acc, ldc, rows, n, offsets, s, isa);
-}
-
-void output_rows(float* y, int64_t ldy, const int32_t* acc, int64_t ldc, int64_t rows, int64_t n,
-                 const int32_t* offsets, const OutputStage& s, Isa) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < n; ++j)
-      y[r * ldy + j] =
-          dequantize_accumulator(acc[r * ldc + j] - offsets[j], s.multiplier[j], s.bias[j], s.has_relu);
-}
+// Elements a kernel may read past a run (Note [Implicit GEMM]), with room to spare.
+constexpr int64_t kSlack = 64;
 
 template <typename Out>
 void check_output_kind(const OutputStage& stage, const char* layer) {
@@ -95,27 +27,37 @@ void check_output_kind(const OutputStage& stage, const char* layer) {
            stage.is_float_output ? "float" : "uint8", " values, asked for ", is_float ? "float" : "uint8");
 }
 
-}  // namespace
-
-void requantize_rows(uint8_t* y, int64_t ldy, const int32_t* acc, int64_t ldc, int64_t rows, int64_t n,
-                     const int32_t* column_offsets, const OutputStage& stage, Isa isa) {
-  for (int64_t r = 0; r < rows; ++r) {
-    uint8_t* out = y + r * ldy;
-    const int32_t* row = acc + r * ldc;
-    if (isa == Isa::avx512_vnni)
-      requantize_row_avx512(out, row, n, column_offsets, stage);
-    else if (isa == Isa::avx2)
-      requantize_row_avx2(out, row, n, column_offsets, stage);
-    else
-      requantize_row_scalar(out, row, 0, n, column_offsets, stage);
-  }
+// One tile through a GEMM: uint8 straight from the fused stage, or float from int32 sums.
+void run_tile(uint8_t* y, int64_t ldy, const PackedWeights& w, const GemmRows& rows, int64_t count,
+              const int32_t* offsets, const OutputStage& stage, std::vector<int32_t>&) {
+  w.multiply_requantize(y, ldy, rows, count, offsets, stage);
 }
+
+void run_tile(float* y, int64_t ldy, const PackedWeights& w, const GemmRows& rows, int64_t count,
+              const int32_t* offsets, const OutputStage& s, std::vector<int32_t>& acc) {
+  const int64_t n = w.n();
+  acc.resize(count * n);
+  w.multiply(acc.data(), n, rows, count);
+  for (int64_t r = 0; r < count; ++r)
+    for (int64_t j = 0; j < n; ++j)
+      y[r * ldy + j] =
+          dequantize_accumulator(acc[r * n + j] - offsets[j], s.multiplier[j], s.bias[j], s.has_relu);
+}
+
+OutputStage slice(const OutputStage& stage, int64_t first, int64_t count) {
+  OutputStage part = stage;
+  part.multiplier.assign(stage.multiplier.begin() + first, stage.multiplier.begin() + first + count);
+  part.bias.assign(stage.bias.begin() + first, stage.bias.begin() + first + count);
+  return part;
+}
+
+}  // namespace
 
 // ---- linear ------------------------------------------------------------------------------
 
 LinearLayer::LinearLayer(const int8_t* w, int64_t n, int64_t k, int32_t x_zero_point, OutputStage stage,
                          Isa isa)
-    : packed_(w, n, k, isa), stage_(std::move(stage)) {
+    : packed_(w, n, 1, k, isa), stage_(std::move(stage)) {
   QF_CHECK(static_cast<int64_t>(stage_.multiplier.size()) == n, "int8 linear: output stage for ",
            stage_.multiplier.size(), " channels, weights have ", n);
   for (int32_t sum : packed_.column_sums()) column_offsets_.push_back(x_zero_point * sum);
@@ -124,22 +66,34 @@ LinearLayer::LinearLayer(const int8_t* w, int64_t n, int64_t k, int32_t x_zero_p
 template <typename Out>
 void LinearLayer::run_rows(Out* y, const uint8_t* x, int64_t m) const {
   check_output_kind<Out>(stage_, "int8 linear");
-  const int64_t n = packed_.n(), k = packed_.k(), lda = packed_.padded_k();
+  const int64_t n = packed_.n(), k = packed_.k();
   const int64_t tiles = (m + kTileRows - 1) / kTileRows;
+  // Rows are read in place when the kernel takes bytes and k is a whole number of its
+  // groups; otherwise a tile is copied (widened for avx2) with room to read past k.
+  const bool in_place = packed_.element_size() == 1 && k % 4 == 0;
+  const int64_t stride = round_up(k, 4);
 #pragma omp parallel if (tiles > 1 && m * n * k >= (1 << 16))
   {
-    std::vector<int32_t> acc(kTileRows * n);
-    std::vector<uint8_t> padded(lda == k ? 0 : kTileRows * lda, 0);
+    std::vector<int32_t> acc;
+    std::vector<uint8_t> bytes(in_place || packed_.element_size() != 1 ? 0 : kTileRows * stride + kSlack, 0);
+    std::vector<int16_t> words(packed_.element_size() == 2 ? kTileRows * stride + kSlack : 0, 0);
+    std::vector<int64_t> row_offsets(kTileRows);
+    const int64_t tap_offsets[1] = {0};
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t first = t * kTileRows, rows = std::min(kTileRows, m - first);
       const uint8_t* a = x + first * k;
-      if (lda != k) {  // rows must be readable for padded_k bytes
-        for (int64_t r = 0; r < rows; ++r) std::memcpy(padded.data() + r * lda, a + r * k, k);
-        a = padded.data();
+      const void* base = a;
+      for (int64_t r = 0; r < rows; ++r) row_offsets[r] = r * (in_place ? k : stride);
+      if (!words.empty()) {
+        for (int64_t r = 0; r < rows; ++r) std::copy_n(a + r * k, k, words.data() + r * stride);
+        base = words.data();
+      } else if (!in_place) {
+        for (int64_t r = 0; r < rows; ++r) std::memcpy(bytes.data() + r * stride, a + r * k, k);
+        base = bytes.data();
       }
-      packed_.multiply(acc.data(), n, a, lda, rows);
-      output_rows(y + first * n, n, acc.data(), n, rows, n, column_offsets_.data(), stage_, packed_.isa());
+      run_tile(y + first * n, n, packed_, {base, row_offsets.data(), tap_offsets}, rows,
+               column_offsets_.data(), stage_, acc);
     }
   }
 }
@@ -166,89 +120,102 @@ Conv2dLayer::Conv2dLayer(const int8_t* w, const Conv2dShape& s, int32_t x_zero_p
   const double grouped_cost =
       static_cast<double>(s.groups) * taps * in_per_group * round_up(out_per_group, 16);
   const bool is_dense = s.groups == 1 || dense_cost <= 4 * grouped_cost;
-  groups_run_ = is_dense ? 1 : s.groups;
-  group_k_ = is_dense ? taps * s.in_channels : taps * in_per_group;
+  padded_height_ = s.in_height + 2 * s.padding_height;
+  padded_width_ = s.in_width + 2 * s.padding_width;
+  // A dense GEMM with undilated columns reads one run of KW·C bytes per kernel row;
+  // otherwise one run of the group's channels per tap.
+  const bool row_runs = is_dense && s.dilation_width == 1;
+  const int64_t channels = is_dense ? s.in_channels : in_per_group;
+  const int64_t gemm_taps = row_runs ? s.kernel_height : taps;
+  const int64_t run = row_runs ? s.kernel_width * channels : channels;
+  for (int64_t kh = 0; kh < s.kernel_height; ++kh)
+    for (int64_t kw = 0; kw < (row_runs ? 1 : s.kernel_width); ++kw)
+      tap_offsets_.push_back((kh * s.dilation_height * padded_width_ + kw * s.dilation_width) *
+                             s.in_channels);
   const int64_t out_per_gemm = is_dense ? s.out_channels : out_per_group;
-  // The im2col row: per GEMM, taps × channels (kh, kw, c), padded to the GEMM's row length.
-  std::vector<int8_t> gemm_weights(out_per_gemm * group_k_);
-  for (int64_t g = 0; g < groups_run_; ++g) {
-    std::fill(gemm_weights.begin(), gemm_weights.end(), int8_t{0});
+  for (int64_t g = 0; g < (is_dense ? 1 : s.groups); ++g) {
+    // The GEMM's weights (out_per_gemm, gemm_taps, run): element (o, kh[, kw], [kw,] c).
+    std::vector<int8_t> matrix(out_per_gemm * gemm_taps * run, 0);
     for (int64_t o = 0; o < out_per_gemm; ++o) {
       const int64_t out_channel = g * out_per_gemm + o, weight_group = out_channel / out_per_group;
       for (int64_t c = 0; c < in_per_group; ++c)
-        for (int64_t t = 0; t < taps; ++t) {
-          // column of (tap t, channel c): dense rows hold every input channel
-          const int64_t channel = is_dense ? weight_group * in_per_group + c : c;
-          const int64_t channels_in_row = is_dense ? s.in_channels : in_per_group;
-          gemm_weights[o * group_k_ + t * channels_in_row + channel] =
-              w[(out_channel * in_per_group + c) * taps + t];
-        }
+        for (int64_t kh = 0; kh < s.kernel_height; ++kh)
+          for (int64_t kw = 0; kw < s.kernel_width; ++kw) {
+            const int64_t channel = is_dense ? weight_group * in_per_group + c : c;
+            const int64_t tap = row_runs ? kh : kh * s.kernel_width + kw;
+            const int64_t within = row_runs ? kw * channels + channel : channel;
+            matrix[(o * gemm_taps + tap) * run + within] =
+                w[((out_channel * in_per_group + c) * s.kernel_height + kh) * s.kernel_width + kw];
+          }
     }
-    packed_.emplace_back(gemm_weights.data(), out_per_gemm, group_k_, isa);
-    for (int32_t sum : packed_.back().column_sums()) column_offsets_.push_back(x_zero_point * sum);
-  }
-  group_lda_ = packed_[0].padded_k();
-  lda_ = group_lda_ * groups_run_;
-}
-
-void Conv2dLayer::gather_rows(uint8_t* a, int64_t first_row, int64_t rows, const uint8_t* x) const {
-  const Conv2dShape& s = shape_;
-  const int64_t out_width = s.out_width(), pixels = s.out_height() * out_width;
-  const int64_t channels_in_row = groups_run_ == 1 ? s.in_channels : s.in_channels / s.groups;
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t row = first_row + r, n = row / pixels, oh = row % pixels / out_width, ow = row % out_width;
-    uint8_t* out = a + r * lda_;
-    for (int64_t g = 0; g < groups_run_; ++g) {
-      uint8_t* segment = out + g * group_lda_;
-      for (int64_t kh = 0; kh < s.kernel_height; ++kh)
-        for (int64_t kw = 0; kw < s.kernel_width; ++kw) {
-          uint8_t* tap = segment + (kh * s.kernel_width + kw) * channels_in_row;
-          const int64_t ih = oh * s.stride_height - s.padding_height + kh * s.dilation_height;
-          const int64_t iw = ow * s.stride_width - s.padding_width + kw * s.dilation_width;
-          if (ih < 0 || ih >= s.in_height || iw < 0 || iw >= s.in_width)
-            std::memset(tap, x_zero_point_, channels_in_row);  // (zx − zx)·w = 0
-          else
-            std::memcpy(tap,
-                        x + ((n * s.in_height + ih) * s.in_width + iw) * s.in_channels + g * channels_in_row,
-                        channels_in_row);
-        }
-    }
+    Gemm gemm{PackedWeights(matrix.data(), out_per_gemm, gemm_taps, run, isa),
+              {},
+              slice(stage_, g * out_per_gemm, out_per_gemm),
+              g * out_per_gemm,
+              is_dense ? 0 : g * in_per_group};
+    for (int32_t sum : gemm.weights.column_sums()) gemm.column_offsets.push_back(x_zero_point * sum);
+    gemms_.push_back(std::move(gemm));
   }
 }
 
-template <typename Out>
+template <typename Element, typename Out>
 void Conv2dLayer::run_rows(Out* y, const uint8_t* x, int64_t batch) const {
   check_output_kind<Out>(stage_, "int8 conv2d");
   const Conv2dShape& s = shape_;
-  const int64_t m = batch * s.out_height() * s.out_width(), out_channels = s.out_channels;
-  const int64_t out_per_gemm = packed_[0].n();
+  const int64_t out_height = s.out_height(), out_width = s.out_width();
+  const int64_t m = batch * out_height * out_width, channels = s.in_channels;
+  const int64_t image = padded_height_ * padded_width_ * channels;
+  // The zero-point-padded copy of x (padding taps read zx: (zx − zx)·w = 0).
+  std::vector<Element> padded(batch * image + kSlack, static_cast<Element>(x_zero_point_));
+#pragma omp parallel for collapse(2) schedule(static) if (batch * image >= (1 << 16))
+  for (int64_t n = 0; n < batch; ++n)
+    for (int64_t h = 0; h < s.in_height; ++h) {
+      const uint8_t* from = x + (n * s.in_height + h) * s.in_width * channels;
+      Element* to =
+          padded.data() + n * image + ((h + s.padding_height) * padded_width_ + s.padding_width) * channels;
+      std::copy_n(from, s.in_width * channels, to);
+    }
   const int64_t tiles = (m + kTileRows - 1) / kTileRows;
-  // A 1×1, stride-1, unpadded conv reads its rows straight from x (NHWC is already (M,C)).
-  const bool is_pointwise = s.kernel_height == 1 && s.kernel_width == 1 && s.stride_height == 1 &&
-                            s.stride_width == 1 && s.padding_height == 0 && s.padding_width == 0 &&
-                            groups_run_ == 1 && lda_ == s.in_channels;
 #pragma omp parallel if (tiles > 1)
   {
-    std::vector<int32_t> acc(kTileRows * out_channels);
-    std::vector<uint8_t> rows_buffer(is_pointwise ? 0 : kTileRows * lda_, 0);
+    std::vector<int32_t> acc;
+    std::vector<int64_t> pixels(kTileRows), row_offsets(kTileRows);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t first = t * kTileRows, rows = std::min(kTileRows, m - first);
-      const uint8_t* a = x + first * s.in_channels;
-      if (!is_pointwise) {
-        gather_rows(rows_buffer.data(), first, rows, x);
-        a = rows_buffer.data();
+      // The tile's output pixels, stepped without a division per row.
+      int64_t n = first / (out_height * out_width), oh = first / out_width % out_height,
+              ow = first % out_width;
+      for (int64_t r = 0; r < rows; ++r) {
+        pixels[r] = n * image + (oh * s.stride_height * padded_width_ + ow * s.stride_width) * channels;
+        if (++ow == out_width) {
+          ow = 0;
+          if (++oh == out_height) oh = 0, ++n;
+        }
       }
-      for (int64_t g = 0; g < groups_run_; ++g)
-        packed_[g].multiply(acc.data() + g * out_per_gemm, out_channels, a + g * group_lda_, lda_, rows);
-      output_rows(y + first * out_channels, out_channels, acc.data(), out_channels, rows, out_channels,
-                  column_offsets_.data(), stage_, packed_[0].isa());
+      for (const Gemm& gemm : gemms_) {
+        for (int64_t r = 0; r < rows; ++r) row_offsets[r] = pixels[r] + gemm.input_channel;
+        run_tile(y + first * s.out_channels + gemm.first_channel, s.out_channels, gemm.weights,
+                 {padded.data(), row_offsets.data(), tap_offsets_.data()}, rows, gemm.column_offsets.data(),
+                 gemm.stage, acc);
+      }
     }
   }
 }
 
-void Conv2dLayer::run(uint8_t* y, const uint8_t* x, int64_t batch) const { run_rows(y, x, batch); }
-void Conv2dLayer::run(float* y, const uint8_t* x, int64_t batch) const { run_rows(y, x, batch); }
+void Conv2dLayer::run(uint8_t* y, const uint8_t* x, int64_t batch) const {
+  if (gemms_[0].weights.element_size() == 2)
+    run_rows<int16_t>(y, x, batch);
+  else
+    run_rows<uint8_t>(y, x, batch);
+}
+
+void Conv2dLayer::run(float* y, const uint8_t* x, int64_t batch) const {
+  if (gemms_[0].weights.element_size() == 2)
+    run_rows<int16_t>(y, x, batch);
+  else
+    run_rows<uint8_t>(y, x, batch);
+}
 
 // ---- elementwise and pools -----------------------------------------------------------------
 

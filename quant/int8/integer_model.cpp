@@ -12,6 +12,7 @@
 // earlier values, so a file that passes is a model that runs.
 #include "quant/int8/integer_model.h"
 
+#include <chrono>
 #include <cmath>
 
 #include "core/config_reader.h"
@@ -34,7 +35,8 @@ int IntegerModel::add(std::unique_ptr<IntegerOp> op, std::vector<int> inputs, st
   return id;
 }
 
-std::vector<Value> IntegerModel::run_all(const Tensor& images, Backend backend) const {
+std::vector<Value> IntegerModel::run_all(const Tensor& images, Backend backend,
+                                         std::vector<double>* seconds) const {
   QF_CHECK(!ops_.empty(), "integer model: no ops");
   QF_CHECK(images.dtype() == DType::f32 && images.dim() == static_cast<int64_t>(input_shape.size()) + 1,
            "integer model: expected float input (N,", shape_to_string(input_shape).substr(1), ", got ",
@@ -47,7 +49,10 @@ std::vector<Value> IntegerModel::run_all(const Tensor& images, Backend backend) 
   for (const auto& op : ops_) {
     std::vector<const Value*> inputs;
     for (int id : op->inputs) inputs.push_back(&values[id]);
+    const auto start = std::chrono::steady_clock::now();
     values.push_back(op->run(inputs, backend));
+    if (seconds)
+      seconds->push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   return values;
 }

@@ -56,8 +56,9 @@ class IntegerModel {
   int add(std::unique_ptr<IntegerOp> op, std::vector<int> inputs, std::string name);
   // images: float (N,C,H,W) as the float model takes them; returns the float outputs.
   Tensor forward(const Tensor& images, Backend backend = Backend::fast) const;
-  // Every value of a forward pass (inspection and tests).
-  std::vector<Value> run_all(const Tensor& images, Backend backend = Backend::fast) const;
+  // Every value of a forward pass (inspection and tests); with `seconds`, each op's time.
+  std::vector<Value> run_all(const Tensor& images, Backend backend = Backend::fast,
+                             std::vector<double>* seconds = nullptr) const;
 
   const std::vector<std::unique_ptr<IntegerOp>>& ops() const { return ops_; }
   int64_t weight_bytes() const;

@@ -109,11 +109,6 @@ void avg_pool2d(uint8_t* y, const uint8_t* x, const PoolShape& s, const AvgPoolO
                 int32_t zero_point);  // channels_last rounding
 void adaptive_avg_pool2d(uint8_t* y, const uint8_t* x, const PoolShape& s, int32_t zero_point);
 
-// The output stage over a tile of accumulators: y (rows, n) from acc (rows, ldc) after
-// subtracting column_offsets[j] = zx·Σ_k w[j,k].
-void requantize_rows(uint8_t* y, int64_t ldy, const int32_t* acc, int64_t ldc, int64_t rows, int64_t n,
-                     const int32_t* column_offsets, const OutputStage& stage, Isa isa);
-
 // A linear layer with its weights packed once: y (M,N) = stage(x (M,K) · wᵀ).
 class LinearLayer {
  public:
@@ -132,11 +127,12 @@ class LinearLayer {
   OutputStage stage_;
 };
 
-// A conv layer with its weights packed once: im2col over tiles of output pixels (NHWC, so
-// each tap copies C contiguous bytes; padding reads zx), then the GEMM and the output
-// stage per tile. Grouped convs run one GEMM per group, or — when the groups are narrow,
-// as jermmy's 20 groups of 2 channels — one dense GEMM on block-diagonal weights, which
-// adds exact zeros and keeps the vector lanes full.
+// A conv layer with its weights packed once, as an implicit GEMM (Note [Implicit GEMM]):
+// the input is copied once into a zero-point-padded NHWC buffer (uint8, or int16 for the
+// avx2 kernels), and each output pixel's patch is read in place — one run of KW·C
+// contiguous bytes per kernel row. Grouped convs run one GEMM per group, or — when the
+// groups are narrow, as jermmy's 20 groups of 2 channels — one dense GEMM on
+// block-diagonal weights, which adds exact zeros and keeps the vector lanes full.
 class Conv2dLayer {
  public:
   // w (O,C/g,KH,KW); s.batch is ignored (run takes it).
@@ -145,17 +141,23 @@ class Conv2dLayer {
   void run(uint8_t* y, const uint8_t* x, int64_t batch) const;  // y (N,OH,OW,O)
   void run(float* y, const uint8_t* x, int64_t batch) const;    // stage.is_float_output
   const Conv2dShape& shape() const { return shape_; }
-  bool is_dense() const { return groups_run_ == 1; }
+  bool is_dense() const { return gemms_.size() == 1; }
 
  private:
-  template <typename Out>
+  template <typename Element, typename Out>
   void run_rows(Out* y, const uint8_t* x, int64_t batch) const;
-  void gather_rows(uint8_t* a, int64_t first_row, int64_t rows, const uint8_t* x) const;
+  struct Gemm {  // one per group, or one for all
+    PackedWeights weights;
+    std::vector<int32_t> column_offsets;
+    OutputStage stage;
+    int64_t first_channel;  // of the output, and (per group) of the input
+    int64_t input_channel;
+  };
   Conv2dShape shape_;
   int32_t x_zero_point_;
-  int64_t groups_run_, group_k_, group_lda_, lda_;  // GEMMs per tile, K of each, row strides
-  std::vector<PackedWeights> packed_;               // one per GEMM
-  std::vector<int32_t> column_offsets_;             // (O)
+  std::vector<Gemm> gemms_;
+  std::vector<int64_t> tap_offsets_;  // in elements of the padded input
+  int64_t padded_height_, padded_width_;
   OutputStage stage_;
 };
 

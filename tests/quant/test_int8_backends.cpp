@@ -100,13 +100,21 @@ TEST_CASE("int8 GEMM accumulators: every instruction set equals the reference, e
     std::vector<int32_t> expected(c.m * c.n);
     reference::linear_accumulate(expected.data(), x.data(), w.data(), c.m, c.n, c.k, 0);
     for (Isa isa : supported_isas()) {
-      PackedWeights packed(w.data(), c.n, c.k, isa);
-      // Rows readable for padded_k bytes, as the layers provide them.
-      const int64_t lda = packed.padded_k() + 3;
-      std::vector<uint8_t> a(c.m * lda, 77);
-      for (int64_t i = 0; i < c.m; ++i) std::copy_n(x.data() + i * c.k, c.k, a.data() + i * lda);
+      PackedWeights packed(w.data(), c.n, 1, c.k, isa);
+      // Rows with room to read past k, filled with junk that zero weights must cancel.
+      const int64_t lda = c.k + 7;
+      std::vector<uint8_t> bytes(c.m * lda + 64, 77);
+      std::vector<int16_t> words(c.m * lda + 64, 77);
+      std::vector<int64_t> row_offsets;
+      for (int64_t i = 0; i < c.m; ++i) {
+        row_offsets.push_back(i * lda);
+        std::copy_n(x.data() + i * c.k, c.k, bytes.data() + i * lda);
+        std::copy_n(x.data() + i * c.k, c.k, words.data() + i * lda);
+      }
+      const int64_t tap_offsets[1] = {0};
+      const void* base = packed.element_size() == 2 ? static_cast<const void*>(words.data()) : bytes.data();
       std::vector<int32_t> actual(c.m * (c.n + 5), -1);
-      packed.multiply(actual.data(), c.n + 5, a.data(), lda, c.m);
+      packed.multiply(actual.data(), c.n + 5, {base, row_offsets.data(), tap_offsets}, c.m);
       int64_t differ = 0, columns_written_past_n = 0;
       for (int64_t i = 0; i < c.m; ++i) {
         for (int64_t j = 0; j < c.n; ++j) differ += actual[i * (c.n + 5) + j] != expected[i * c.n + j];
