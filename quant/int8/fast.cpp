@@ -165,16 +165,23 @@ void Conv2dLayer::run_rows(Out* y, const uint8_t* x, int64_t batch) const {
   const int64_t out_height = s.out_height(), out_width = s.out_width();
   const int64_t m = batch * out_height * out_width, channels = s.in_channels;
   const int64_t image = padded_height_ * padded_width_ * channels;
-  // The zero-point-padded copy of x (padding taps read zx: (zx − zx)·w = 0).
-  std::vector<Element> padded(batch * image + kSlack, static_cast<Element>(x_zero_point_));
+  // x is read in place when it needs no padding, no widening, and no kernel reads past a
+  // run (its length is whole groups of 4); otherwise from a zero-point-padded copy
+  // (padding taps read zx: (zx − zx)·w = 0) with slack past the end.
+  const bool in_place = std::is_same_v<Element, uint8_t> && s.padding_height == 0 && s.padding_width == 0 &&
+                        gemms_[0].weights.run_length() % 4 == 0;
+  std::vector<Element> padded(in_place ? 0 : batch * image + kSlack, static_cast<Element>(x_zero_point_));
+  if (!in_place) {
 #pragma omp parallel for collapse(2) schedule(static) if (batch * image >= (1 << 16))
-  for (int64_t n = 0; n < batch; ++n)
-    for (int64_t h = 0; h < s.in_height; ++h) {
-      const uint8_t* from = x + (n * s.in_height + h) * s.in_width * channels;
-      Element* to =
-          padded.data() + n * image + ((h + s.padding_height) * padded_width_ + s.padding_width) * channels;
-      std::copy_n(from, s.in_width * channels, to);
-    }
+    for (int64_t n = 0; n < batch; ++n)
+      for (int64_t h = 0; h < s.in_height; ++h) {
+        const uint8_t* from = x + (n * s.in_height + h) * s.in_width * channels;
+        Element* to =
+            padded.data() + n * image + ((h + s.padding_height) * padded_width_ + s.padding_width) * channels;
+        std::copy_n(from, s.in_width * channels, to);
+      }
+  }
+  const void* base = in_place ? static_cast<const void*>(x) : padded.data();
   const int64_t tiles = (m + kTileRows - 1) / kTileRows;
 #pragma omp parallel if (tiles > 1)
   {
@@ -196,7 +203,7 @@ void Conv2dLayer::run_rows(Out* y, const uint8_t* x, int64_t batch) const {
       for (const Gemm& gemm : gemms_) {
         for (int64_t r = 0; r < rows; ++r) row_offsets[r] = pixels[r] + gemm.input_channel;
         run_tile(y + first * s.out_channels + gemm.first_channel, s.out_channels, gemm.weights,
-                 {padded.data(), row_offsets.data(), tap_offsets_.data()}, rows, gemm.column_offsets.data(),
+                 {base, row_offsets.data(), tap_offsets_.data()}, rows, gemm.column_offsets.data(),
                  gemm.stage, acc);
       }
     }
@@ -249,8 +256,7 @@ void add(uint8_t* y, const uint8_t* a, const uint8_t* b, int64_t n, const Activa
 
 void max_pool2d(uint8_t* y, const uint8_t* x, const PoolShape& s) {
   const int64_t c_count = s.channels;
-#pragma omp parallel for collapse(2) \
-    schedule(static) if (s.batch * s.out_height * s.out_width * c_count >= kParallelGrain)
+#pragma omp parallel for collapse(2) schedule(static) if (s.batch * s.out_height * s.out_width * c_count >= kParallelGrain)
   for (int64_t n = 0; n < s.batch; ++n)
     for (int64_t oh = 0; oh < s.out_height; ++oh)
       for (int64_t ow = 0; ow < s.out_width; ++ow) {
