@@ -1,7 +1,10 @@
 // Kernel benchmark: GFLOP/s of sgemm and conv2d forward / backward-data /
 // backward-weights on the layer shapes of lenet and resnet20 (and jermmy) at batch 64,
 // each reported as a fraction of this machine's fp32 peak, measured here with a
-// large sgemm (the better of OpenBLAS and oneDNN matmul). One JSON object per line.
+// large sgemm (the better of OpenBLAS and oneDNN matmul); then the int8 path: this
+// machine's int8 peak (a large u8×s8 GEMM per instruction set) and the int8 conv and
+// linear layers' GOP/s (2 ops per multiply-add, as for fp32) beside their fp32 forward.
+// One JSON object per line.
 //   bench_kernels [--threads N] [--seconds S]
 #include <cstdio>
 #include <cstring>
@@ -16,6 +19,7 @@
 #include "core/kernels/peak.h"
 #include "core/random.h"
 #include "core/threading.h"
+#include "quant/int8/kernels.h"
 
 using namespace qforge;
 using nlohmann::json;
@@ -98,6 +102,7 @@ int main(int argc, char** argv) {
       {"resnet20", "stage3", S{batch, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1}},
       {"resnet20", "stage3_shortcut", S{batch, 32, 14, 14, 64, 1, 1, 2, 2}},
   };
+  std::vector<json> fp32_forward;
   for (const ConvLayer& layer : conv_layers) {
     const S& s = layer.shape;
     auto x = random_buffer(s.batch * s.in_channels * s.in_height * s.in_width, 3);
@@ -135,6 +140,84 @@ int main(int argc, char** argv) {
       row[std::string(d.name) + "_gflops"] = onednn;
       row[std::string(d.name) + "_fraction_of_peak"] = onednn / peak;
       row[std::string(d.name) + "_reference_gflops"] = reference;
+    }
+    std::cout << row << std::endl;
+    fp32_forward.push_back(row["forward_gflops"]);
+  }
+
+  // ---- int8 ----
+  using namespace qforge::quant::int8;
+  Generator generator(9);
+  auto bytes = [&](int64_t n) {
+    std::vector<uint8_t> v(n + 64);
+    for (auto& e : v) e = static_cast<uint8_t>(generator.below(256));
+    return v;
+  };
+  auto weights = [&](int64_t n) {
+    std::vector<int8_t> v(n);
+    for (auto& e : v) e = static_cast<int8_t>(static_cast<int>(generator.below(255)) - 127);
+    return v;
+  };
+  auto stage_for = [](int64_t channels) {
+    return make_requantization({0.02f, 0}, std::vector<float>(channels, 0.005f), std::vector<float>(channels, 0.1f),
+                               {0.5f, 10}, true);
+  };
+  for (Isa isa : supported_isas()) {
+    // Peak: a compute-bound GEMM, m 4096 x n 256 x k 1024, through the packed kernel.
+    const int64_t m = 4096, n = 256, k = 1024;
+    auto a = bytes(m * k);
+    auto w = weights(n * k);
+    std::vector<int32_t> c(m * n);
+    PackedWeights packed(w.data(), n, 1, k, isa);
+    std::vector<uint8_t> a_bytes = a;
+    std::vector<int16_t> a_words(a.begin(), a.end());
+    std::vector<int64_t> rows(m);
+    for (int64_t i = 0; i < m; ++i) rows[i] = i * k;
+    const int64_t taps[1] = {0};
+    const GemmRows source{isa == Isa::avx2 ? static_cast<const void*>(a_words.data()) : a_bytes.data(), rows.data(), taps};
+    const double seconds = kernels::seconds_per_call(
+        [&] {
+#pragma omp parallel for schedule(static)
+          for (int64_t block = 0; block < m; block += 256) {
+            const GemmRows part{source.base, source.row_offsets + block, taps};
+            packed.multiply(c.data() + block * n, n, part, 256);
+          }
+        },
+        min_seconds);
+    std::cout << json{{"kernel", "peak_int8_gemm"},
+                      {"isa", isa_name(isa)},
+                      {"shape", "4096x256x1024"},
+                      {"threads", threads},
+                      {"gops", 2.0 * m * n * k / seconds / 1e9},
+                      {"fp32_peak_gflops", peak}}
+              << std::endl;
+  }
+  const int64_t int8_batch = 64;
+  for (std::size_t i = 0; i < std::size(conv_layers); ++i) {
+    S s = conv_layers[i].shape;
+    s.batch = int8_batch;
+    auto x = bytes(s.batch * s.in_channels * s.in_height * s.in_width);
+    auto w = weights(s.out_channels * (s.in_channels / s.groups) * s.kernel_height * s.kernel_width);
+    std::vector<uint8_t> y(s.batch * s.out_channels * s.out_height() * s.out_width());
+    json row{{"kernel", "int8_conv2d"}, {"model", conv_layers[i].model}, {"layer", conv_layers[i].layer},
+             {"batch", s.batch}, {"fp32_forward_gflops", fp32_forward[i]}};
+    for (Isa isa : supported_isas()) {
+      const fast::Conv2dLayer layer(w.data(), s, 7, stage_for(s.out_channels), isa);
+      const double seconds = kernels::seconds_per_call([&] { layer.run(y.data(), x.data(), s.batch); }, min_seconds);
+      row[std::string(isa_name(isa)) + "_gops"] = 2.0 * s.macs() / seconds / 1e9;
+    }
+    std::cout << row << std::endl;
+  }
+  for (const FcLayer& fc : fc_layers) {
+    auto x = bytes(int8_batch * fc.in);
+    auto w = weights(fc.out * fc.in);
+    std::vector<uint8_t> y(int8_batch * fc.out);
+    json row{{"kernel", "int8_linear"}, {"model", fc.model}, {"layer", fc.layer}, {"m", int8_batch}, {"n", fc.out},
+             {"k", fc.in}};
+    for (Isa isa : supported_isas()) {
+      const fast::LinearLayer layer(w.data(), fc.out, fc.in, 7, stage_for(fc.out), isa);
+      const double seconds = kernels::seconds_per_call([&] { layer.run(y.data(), x.data(), int8_batch); }, min_seconds);
+      row[std::string(isa_name(isa)) + "_gops"] = 2.0 * int8_batch * fc.out * fc.in / seconds / 1e9;
     }
     std::cout << row << std::endl;
   }
