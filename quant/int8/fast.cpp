@@ -29,13 +29,15 @@ void check_output_kind(const OutputStage& stage, const char* layer) {
 
 // One tile through a GEMM: uint8 straight from the fused stage, or float from int32 sums.
 void run_tile(uint8_t* y, int64_t ldy, const PackedWeights& w, const GemmRows& rows, int64_t count,
-              const int32_t* offsets, const OutputStage& stage, std::vector<int32_t>&) {
-  w.multiply_requantize(y, ldy, rows, count, offsets, stage);
+              const std::optional<FusedStage>& fused, std::vector<int32_t>&) {
+  w.multiply_requantize(y, ldy, rows, count, *fused);
 }
 
 void run_tile(float* y, int64_t ldy, const PackedWeights& w, const GemmRows& rows, int64_t count,
-              const int32_t* offsets, const OutputStage& s, std::vector<int32_t>& acc) {
+              const std::optional<FusedStage>& fused, std::vector<int32_t>& acc) {
   const int64_t n = w.n();
+  const int32_t* offsets = fused->offsets.data();
+  const OutputStage& s = fused->stage;
   acc.resize(count * n);
   w.multiply(acc.data(), n, rows, count);
   for (int64_t r = 0; r < count; ++r)
@@ -60,7 +62,9 @@ LinearLayer::LinearLayer(const int8_t* w, int64_t n, int64_t k, int32_t x_zero_p
     : packed_(w, n, 1, k, isa), stage_(std::move(stage)) {
   QF_CHECK(static_cast<int64_t>(stage_.multiplier.size()) == n, "int8 linear: output stage for ",
            stage_.multiplier.size(), " channels, weights have ", n);
-  for (int32_t sum : packed_.column_sums()) column_offsets_.push_back(x_zero_point * sum);
+  std::vector<int32_t> column_offsets;
+  for (int32_t sum : packed_.column_sums()) column_offsets.push_back(x_zero_point * sum);
+  fused_.emplace(column_offsets, stage_, FusedStage::Allow::float_output);
 }
 
 template <typename Out>
@@ -92,8 +96,7 @@ void LinearLayer::run_rows(Out* y, const uint8_t* x, int64_t m) const {
         for (int64_t r = 0; r < rows; ++r) std::memcpy(bytes.data() + r * stride, a + r * k, k);
         base = bytes.data();
       }
-      run_tile(y + first * n, n, packed_, {base, row_offsets.data(), tap_offsets}, rows,
-               column_offsets_.data(), stage_, acc);
+      run_tile(y + first * n, n, packed_, {base, row_offsets.data(), tap_offsets}, rows, fused_, acc);
     }
   }
 }
@@ -153,7 +156,9 @@ Conv2dLayer::Conv2dLayer(const int8_t* w, const Conv2dShape& s, int32_t x_zero_p
               slice(stage_, g * out_per_gemm, out_per_gemm),
               g * out_per_gemm,
               is_dense ? 0 : g * in_per_group};
-    for (int32_t sum : gemm.weights.column_sums()) gemm.column_offsets.push_back(x_zero_point * sum);
+    std::vector<int32_t> column_offsets;
+    for (int32_t sum : gemm.weights.column_sums()) column_offsets.push_back(x_zero_point * sum);
+    gemm.fused.emplace(column_offsets, gemm.stage, FusedStage::Allow::float_output);
     gemms_.push_back(std::move(gemm));
   }
 }
@@ -203,8 +208,7 @@ void Conv2dLayer::run_rows(Out* y, const uint8_t* x, int64_t batch) const {
       for (const Gemm& gemm : gemms_) {
         for (int64_t r = 0; r < rows; ++r) row_offsets[r] = pixels[r] + gemm.input_channel;
         run_tile(y + first * s.out_channels + gemm.first_channel, s.out_channels, gemm.weights,
-                 {base, row_offsets.data(), tap_offsets_.data()}, rows, gemm.column_offsets.data(),
-                 gemm.stage, acc);
+                 {base, row_offsets.data(), tap_offsets_.data()}, rows, gemm.fused, acc);
       }
     }
   }
@@ -256,7 +260,8 @@ void add(uint8_t* y, const uint8_t* a, const uint8_t* b, int64_t n, const Activa
 
 void max_pool2d(uint8_t* y, const uint8_t* x, const PoolShape& s) {
   const int64_t c_count = s.channels;
-#pragma omp parallel for collapse(2) schedule(static) if (s.batch * s.out_height * s.out_width * c_count >= kParallelGrain)
+#pragma omp parallel for collapse(2) \
+    schedule(static) if (s.batch * s.out_height * s.out_width * c_count >= kParallelGrain)
   for (int64_t n = 0; n < s.batch; ++n)
     for (int64_t oh = 0; oh < s.out_height; ++oh)
       for (int64_t ow = 0; ow < s.out_width; ++ow) {

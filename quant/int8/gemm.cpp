@@ -76,38 +76,18 @@ int32_t load_int32(const T* p) {
   return value;
 }
 
-// The output stage, padded to whole vectors of columns: offsets, multipliers, biases.
-struct Stage {
-  std::vector<int32_t> offsets;
-  std::vector<float> multiplier, bias;
-  float zero_point, quant_min, quant_max;
-  bool has_relu;
-  Stage(const int32_t* column_offsets, const OutputStage& s, int64_t n, int64_t padded_n)
-      : offsets(padded_n, 0),
-        multiplier(padded_n, 0),
-        bias(padded_n, 0),
-        zero_point(static_cast<float>(s.zero_point)),
-        quant_min(static_cast<float>(s.quant_min)),
-        quant_max(static_cast<float>(s.quant_max)),
-        has_relu(s.has_relu) {
-    std::copy_n(column_offsets, n, offsets.begin());
-    std::copy_n(s.multiplier.begin(), n, multiplier.begin());
-    std::copy_n(s.bias.begin(), n, bias.begin());
-  }
-};
-
 // Where a tile's results go: raw int32, or uint8 through the stage.
 struct Output {
   int32_t* raw = nullptr;
   uint8_t* bytes = nullptr;
   int64_t stride = 0;
-  const Stage* stage = nullptr;
+  const FusedStage* stage = nullptr;
 };
 
 // ---- generic --------------------------------------------------------------------------
 
 void multiply_generic(const Output& out, const GemmRows& a, int64_t rows, const int8_t* w, int64_t n,
-                      int64_t taps, int64_t run, const OutputStage* stage) {
+                      int64_t taps, int64_t run) {
   const auto* base = static_cast<const uint8_t*>(a.base);
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < n; ++j) {
@@ -120,8 +100,8 @@ void multiply_generic(const Output& out, const GemmRows& a, int64_t rows, const 
       if (out.raw)
         out.raw[i * out.stride + j] = total;
       else
-        out.bytes[i * out.stride + j] =
-            requantize_one(total - out.stage->offsets[j], stage->multiplier[j], stage->bias[j], *stage);
+        out.bytes[i * out.stride + j] = requantize_one(
+            total - out.stage->offsets[j], out.stage->multiplier[j], out.stage->bias[j], out.stage->stage);
     }
 }
 
@@ -157,7 +137,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void vnni_tile(
         _mm512_mask_storeu_epi32(out.raw + r * out.stride + column, mask, acc[r][b]);
       continue;
     }
-    const Stage& s = *out.stage;
+    const FusedStage& s = *out.stage;
     const __m512i offsets = _mm512_loadu_si512(s.offsets.data() + column);
     const __m512 multiplier = _mm512_loadu_ps(s.multiplier.data() + column);
     const __m512 bias = _mm512_loadu_ps(s.bias.data() + column);
@@ -211,7 +191,7 @@ void multiply_vnni(const Output& out, const GemmRows& a, int64_t rows, const int
         vnni_columns<2, 12>(out, j, a, rows, taps, groups_per_tap, wj, block_stride, columns_left);
         break;
       default:
-        vnni_columns<1, 16>(out, j, a, rows, taps, groups_per_tap, wj, block_stride, columns_left);
+        vnni_columns<1, 12>(out, j, a, rows, taps, groups_per_tap, wj, block_stride, columns_left);
     }
   }
 }
@@ -255,7 +235,7 @@ __attribute__((target("avx2,fma"))) void avx2_tile(const Output& out, int64_t fi
       }
       continue;
     }
-    const Stage& s = *out.stage;
+    const FusedStage& s = *out.stage;
     const __m256i offsets = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.offsets.data() + column));
     const __m256 multiplier = _mm256_loadu_ps(s.multiplier.data() + column);
     const __m256 bias = _mm256_loadu_ps(s.bias.data() + column);
@@ -349,7 +329,7 @@ void PackedWeights::multiply(int32_t* c, int64_t ldc, const GemmRows& a, int64_t
   const Output out{.raw = c, .stride = ldc};
   switch (isa_) {
     case Isa::generic:
-      multiply_generic(out, a, rows, bytes_.data(), n_, taps_, run_length_, nullptr);
+      multiply_generic(out, a, rows, bytes_.data(), n_, taps_, run_length_);
       break;
     case Isa::avx512_vnni:
       multiply_vnni(out, a, rows, bytes_.data(), n_, taps_, padded_run_);
@@ -360,15 +340,30 @@ void PackedWeights::multiply(int32_t* c, int64_t ldc, const GemmRows& a, int64_t
   }
 }
 
+FusedStage::FusedStage(const std::vector<int32_t>& column_offsets, const OutputStage& s, Allow allow)
+    : stage(s),
+      zero_point(static_cast<float>(s.zero_point)),
+      quant_min(static_cast<float>(s.quant_min)),
+      quant_max(static_cast<float>(s.quant_max)),
+      has_relu(s.has_relu) {
+  const std::size_t n = column_offsets.size(), padded = (n + 15) / 16 * 16;
+  QF_CHECK(
+      (allow == Allow::float_output || !s.is_float_output) && s.multiplier.size() == n && s.bias.size() == n,
+      "int8 gemm: expected a uint8 output stage for ", n, " columns");
+  offsets.assign(padded, 0), multiplier.assign(padded, 0), bias.assign(padded, 0);
+  std::copy(column_offsets.begin(), column_offsets.end(), offsets.begin());
+  std::copy(s.multiplier.begin(), s.multiplier.end(), multiplier.begin());
+  std::copy(s.bias.begin(), s.bias.end(), bias.begin());
+}
+
 void PackedWeights::multiply_requantize(uint8_t* y, int64_t ldy, const GemmRows& a, int64_t rows,
-                                        const int32_t* column_offsets, const OutputStage& stage) const {
-  QF_CHECK(!stage.is_float_output && static_cast<int64_t>(stage.multiplier.size()) == n_,
-           "int8 gemm: expected a uint8 output stage for ", n_, " columns");
-  const Stage padded(column_offsets, stage, n_, round_up(n_, 16));
-  const Output out{.bytes = y, .stride = ldy, .stage = &padded};
+                                        const FusedStage& stage) const {
+  QF_CHECK(!stage.stage.is_float_output && static_cast<int64_t>(stage.stage.multiplier.size()) == n_,
+           "int8 gemm: a uint8 output stage for ", n_, " columns expected");
+  const Output out{.bytes = y, .stride = ldy, .stage = &stage};
   switch (isa_) {
     case Isa::generic:
-      multiply_generic(out, a, rows, bytes_.data(), n_, taps_, run_length_, &stage);
+      multiply_generic(out, a, rows, bytes_.data(), n_, taps_, run_length_);
       break;
     case Isa::avx512_vnni:
       multiply_vnni(out, a, rows, bytes_.data(), n_, taps_, padded_run_);

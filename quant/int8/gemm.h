@@ -53,6 +53,21 @@ struct GemmRows {
   const int64_t* tap_offsets;  // (taps)
 };
 
+// An output stage laid out for the kernels: per column, the zero-point correction
+// (column_offsets = zx·Σ_k w), multiplier and bias, padded to whole vectors. Built once per layer.
+struct FusedStage {
+  // Float output stages are laid out too (their offsets serve the float path); the fused
+  // uint8 kernels refuse them.
+  enum class Allow { uint8_output, float_output };
+  FusedStage(const std::vector<int32_t>& column_offsets, const OutputStage& stage,
+             Allow allow = Allow::uint8_output);
+  OutputStage stage;
+  std::vector<int32_t> offsets;
+  std::vector<float> multiplier, bias;
+  float zero_point, quant_min, quant_max;
+  bool has_relu;
+};
+
 class PackedWeights {
  public:
   PackedWeights() = default;
@@ -68,9 +83,9 @@ class PackedWeights {
 
   // c (rows, ldc ≥ n) = a · wᵀ, raw int32 sums (no zero-point term).
   void multiply(int32_t* c, int64_t ldc, const GemmRows& a, int64_t rows) const;
-  // y (rows, ldy ≥ n) = stage(a · wᵀ − column_offsets), uint8 (stage not float).
+  // y (rows, ldy ≥ n) = stage(a · wᵀ − column offsets), uint8.
   void multiply_requantize(uint8_t* y, int64_t ldy, const GemmRows& a, int64_t rows,
-                           const int32_t* column_offsets, const OutputStage& stage) const;
+                           const FusedStage& stage) const;
 
  private:
   int64_t n_ = 0, taps_ = 0, run_length_ = 0, padded_run_ = 0, padded_n_ = 0;

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 #include <vector>
 
@@ -123,8 +124,8 @@ class LinearLayer {
   template <typename Out>
   void run_rows(Out* y, const uint8_t* x, int64_t m) const;
   PackedWeights packed_;
-  std::vector<int32_t> column_offsets_;
   OutputStage stage_;
+  std::optional<FusedStage> fused_;
 };
 
 // A conv layer with its weights packed once, as an implicit GEMM (Note [Implicit GEMM]):
@@ -148,7 +149,7 @@ class Conv2dLayer {
   void run_rows(Out* y, const uint8_t* x, int64_t batch) const;
   struct Gemm {  // one per group, or one for all
     PackedWeights weights;
-    std::vector<int32_t> column_offsets;
+    std::optional<FusedStage> fused;
     OutputStage stage;
     int64_t first_channel;  // of the output, and (per group) of the input
     int64_t input_channel;
