@@ -159,8 +159,8 @@ int main(int argc, char** argv) {
     return v;
   };
   auto stage_for = [](int64_t channels) {
-    return make_requantization({0.02f, 0}, std::vector<float>(channels, 0.005f), std::vector<float>(channels, 0.1f),
-                               {0.5f, 10}, true);
+    return make_requantization({0.02f, 0}, std::vector<float>(channels, 0.005f),
+                               std::vector<float>(channels, 0.1f), {0.5f, 10}, true);
   };
   for (Isa isa : supported_isas()) {
     // Peak: a compute-bound GEMM, m 4096 x n 256 x k 1024, through the packed kernel.
@@ -174,7 +174,8 @@ int main(int argc, char** argv) {
     std::vector<int64_t> rows(m);
     for (int64_t i = 0; i < m; ++i) rows[i] = i * k;
     const int64_t taps[1] = {0};
-    const GemmRows source{isa == Isa::avx2 ? static_cast<const void*>(a_words.data()) : a_bytes.data(), rows.data(), taps};
+    const GemmRows source{isa == Isa::avx2 ? static_cast<const void*>(a_words.data()) : a_bytes.data(),
+                          rows.data(), taps};
     const double seconds = kernels::seconds_per_call(
         [&] {
 #pragma omp parallel for schedule(static)
@@ -199,11 +200,15 @@ int main(int argc, char** argv) {
     auto x = bytes(s.batch * s.in_channels * s.in_height * s.in_width);
     auto w = weights(s.out_channels * (s.in_channels / s.groups) * s.kernel_height * s.kernel_width);
     std::vector<uint8_t> y(s.batch * s.out_channels * s.out_height() * s.out_width());
-    json row{{"kernel", "int8_conv2d"}, {"model", conv_layers[i].model}, {"layer", conv_layers[i].layer},
-             {"batch", s.batch}, {"fp32_forward_gflops", fp32_forward[i]}};
+    json row{{"kernel", "int8_conv2d"},
+             {"model", conv_layers[i].model},
+             {"layer", conv_layers[i].layer},
+             {"batch", s.batch},
+             {"fp32_forward_gflops", fp32_forward[i]}};
     for (Isa isa : supported_isas()) {
       const fast::Conv2dLayer layer(w.data(), s, 7, stage_for(s.out_channels), isa);
-      const double seconds = kernels::seconds_per_call([&] { layer.run(y.data(), x.data(), s.batch); }, min_seconds);
+      const double seconds =
+          kernels::seconds_per_call([&] { layer.run(y.data(), x.data(), s.batch); }, min_seconds);
       row[std::string(isa_name(isa)) + "_gops"] = 2.0 * s.macs() / seconds / 1e9;
     }
     std::cout << row << std::endl;
@@ -212,11 +217,12 @@ int main(int argc, char** argv) {
     auto x = bytes(int8_batch * fc.in);
     auto w = weights(fc.out * fc.in);
     std::vector<uint8_t> y(int8_batch * fc.out);
-    json row{{"kernel", "int8_linear"}, {"model", fc.model}, {"layer", fc.layer}, {"m", int8_batch}, {"n", fc.out},
-             {"k", fc.in}};
+    json row{{"kernel", "int8_linear"}, {"model", fc.model}, {"layer", fc.layer},
+             {"m", int8_batch},         {"n", fc.out},       {"k", fc.in}};
     for (Isa isa : supported_isas()) {
       const fast::LinearLayer layer(w.data(), fc.out, fc.in, 7, stage_for(fc.out), isa);
-      const double seconds = kernels::seconds_per_call([&] { layer.run(y.data(), x.data(), int8_batch); }, min_seconds);
+      const double seconds =
+          kernels::seconds_per_call([&] { layer.run(y.data(), x.data(), int8_batch); }, min_seconds);
       row[std::string(isa_name(isa)) + "_gops"] = 2.0 * int8_batch * fc.out * fc.in / seconds / 1e9;
     }
     std::cout << row << std::endl;
