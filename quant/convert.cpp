@@ -6,10 +6,14 @@
 
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "nn/lstm.h"
 #include "nn/resnet.h"
 #include "nn/sequential.h"
 #include "nn/simple_layers.h"
+#include "quant/fuse.h"
+#include "quant/int8/lstm_ops.h"
 #include "quant/int8/ops.h"
+#include "quant/qat_lstm.h"
 
 namespace qforge::quant {
 
@@ -110,6 +114,7 @@ class Lowering {
   Stream linear(QatLinear& layer, const std::string& path, const Stream& in);
   Stream pool(nn::Module& pool, const std::string& path, const Stream& in);
   Stream block(nn::BasicBlock& block, const std::string& path, const Stream& in);
+  Stream sequence_classifier(nn::LstmClassifier& model, const std::string& path, const Stream& in);
 
   IntegerModel& model_;
 };
@@ -225,6 +230,32 @@ Stream Lowering::block(nn::BasicBlock& block, const std::string& path, const Str
               join(path, "add"), out);
 }
 
+// The zoo's LstmClassifier: image rows -> QatLSTM -> the last hidden state -> fc.
+Stream Lowering::sequence_classifier(nn::LstmClassifier& model, const std::string& path, const Stream& in) {
+  auto* lstm = dynamic_cast<QatLSTM*>(model.lstm.get());
+  QF_CHECK(lstm, "convert: ", join(path, "lstm"), " (", model.lstm->type_name(),
+           "): a float LSTM in a static model; keep it quantized, or use quant.mode \"dynamic\"");
+  const std::string where = join(path, "lstm");
+  ActivationQuant input = need_quantized(in, where, "lstm");
+  std::vector<int8::StaticLstmLayer> layers;
+  const nn::LSTM& float_lstm = *lstm->lstm;
+  for (int64_t l = 0; l < lstm->num_layers(); ++l) {
+    const std::string layer = where + ".l" + std::to_string(l);
+    int8::StaticLstmLayer q;
+    q.gates = activation_of(*lstm->gates_quant[l], layer + ".gates_quant");
+    q.state = activation_of(*lstm->hidden_quant[l], layer + ".hidden_quant");
+    q.input = quantize_layer(*lstm->weight_ih_quant[l], float_lstm.weight_ih[l].detach(),
+                             float_lstm.bias_ih[l].detach(), input, nullptr, false, layer + ".weight_ih");
+    q.hidden = quantize_layer(*lstm->weight_hh_quant[l], float_lstm.weight_hh[l].detach(),
+                              float_lstm.bias_hh[l].detach(), q.state, nullptr, false, layer + ".weight_hh");
+    input = q.state;
+    layers.push_back(std::move(q));
+  }
+  Stream out{0, input, {lstm->hidden_size()}, {}};
+  out = emit(std::make_unique<int8::StaticLstmOp>(std::move(layers)), {in.value}, where, out);
+  return lower(*model.fc, join(path, "fc"), out);
+}
+
 Stream Lowering::lower(nn::Module& module, const std::string& path, Stream in) {
   if (auto* sequential = dynamic_cast<nn::Sequential*>(&module)) {
     for (const auto& [name, child] : sequential->children()) in = lower(*child, join(path, name), in);
@@ -236,6 +267,8 @@ Stream Lowering::lower(nn::Module& module, const std::string& path, Stream in) {
     return lower(*resnet->head, join(path, "head"), in);
   }
   if (auto* b = dynamic_cast<nn::BasicBlock*>(&module)) return block(*b, path, in);
+  if (auto* classifier = dynamic_cast<nn::LstmClassifier*>(&module))
+    return sequence_classifier(*classifier, path, in);
   if (auto* c = dynamic_cast<QatConv2d*>(&module)) return conv(*c, path, in);
   if (auto* l = dynamic_cast<QatLinear*>(&module)) return linear(*l, path, in);
   if (auto* p = dynamic_cast<QatAvgPool2d*>(&module)) return pool(*p->pool, join(path, "pool"), in);
@@ -265,13 +298,95 @@ int8::IntegerModel convert(QatModel& model, const Shape& input_shape) {
   IntegerModel integer;
   integer.input_shape = input_shape;
   Lowering lowering(integer);
-  Stream input{0, std::nullopt, input_shape, {}};
-  Stream out = lowering.lower(*model.input_quant, "input", input);
+  // A sequence model reads the image as rows in the float layout; images go channels last.
+  const bool is_sequence_model = dynamic_cast<nn::LstmClassifier*>(model.model.get()) != nullptr;
+  Stream out{0, activation_of(*model.input_quant, "input"), input_shape, {}};
+  out.value = integer.add(std::make_unique<int8::QuantizeOp>(*out.quant, !is_sequence_model), {0}, "input");
   out = lowering.lower(*model.model, "", out);
   if (out.quant) {
     Stream source = out;
     out.value = integer.add(std::make_unique<int8::DequantizeOp>(), {source.value}, "output");
   }
+  return integer;
+}
+
+// ---- dynamic quantization --------------------------------------------------------------------
+
+namespace {
+
+// Weights quantized with scales their observer computes now (dynamic quantization has no
+// training to take them from): PyTorch's quantize_dynamic observes weights at convert too.
+int8::DynamicLinear dynamic_product(const Tensor& weight, const Tensor& bias, const QuantizerSpec& spec,
+                                    bool has_relu, const std::string& where) {
+  QuantScheme scheme = spec.scheme;
+  QF_CHECK(scheme.is_signed && scheme.symmetric && scheme.bits >= 2 && scheme.bits <= 8,
+           "convert (dynamic): ", where, ": weights must be signed, symmetric, 2..8 bits");
+  std::unique_ptr<Observer> observer = make_observer("minmax", scheme);
+  const Tensor w = weight.detach();
+  observer->observe(w);
+  const QuantParams p = observer->calculate_qparams();
+  const int64_t rows = w.size(0);
+  std::vector<float> scale = p.is_per_channel() ? p.scale : std::vector<float>(rows, p.scale[0]);
+  const QuantRange range = scheme.range();
+  Tensor q = Tensor::empty(w.shape(), DType::s8);
+  int8::quantize_weights(q.data_as<int8_t>(), w.data(), rows, w.numel() / rows, scale,
+                         {static_cast<int32_t>(range.quant_min), static_cast<int32_t>(range.quant_max)});
+  return int8::DynamicLinear(q, scale, bias.defined() ? bias.detach().to_vector() : std::vector<float>{},
+                             has_relu);
+}
+
+int lower_dynamic(IntegerModel& integer, nn::Module& module, const std::string& path, int value,
+                  const QuantizerSpec& weight) {
+  if (auto* classifier = dynamic_cast<nn::LstmClassifier*>(&module)) {
+    auto* lstm = dynamic_cast<nn::LSTM*>(classifier->lstm.get());
+    QF_CHECK(lstm, "convert (dynamic): ", join(path, "lstm"), " is not a float LSTM");
+    std::vector<int8::DynamicLstmLayer> layers;
+    for (int64_t l = 0; l < lstm->num_layers(); ++l) {
+      const std::string where = join(path, "lstm.l" + std::to_string(l));
+      layers.push_back(
+          {dynamic_product(lstm->weight_ih[l], lstm->bias_ih[l], weight, false, where + ".weight_ih"),
+           dynamic_product(lstm->weight_hh[l], lstm->bias_hh[l], weight, false, where + ".weight_hh")});
+    }
+    value =
+        integer.add(std::make_unique<int8::DynamicLstmOp>(std::move(layers)), {value}, join(path, "lstm"));
+    return lower_dynamic(integer, *classifier->fc, join(path, "fc"), value, weight);
+  }
+  if (auto* sequential = dynamic_cast<nn::Sequential*>(&module)) {
+    const auto& children = sequential->children();
+    for (std::size_t i = 0; i < children.size();) {
+      const std::string child_path = join(path, children[i].first);
+      if (auto run = match_fusion(children, i); run && run->linear) {
+        value = integer.add(std::make_unique<int8::DynamicLinearOp>(dynamic_product(
+                                run->linear->weight, run->linear->bias, weight, run->has_relu, child_path)),
+                            {value}, child_path);
+        i += run->length;
+        continue;
+      }
+      value = lower_dynamic(integer, *children[i].second, child_path, value, weight);
+      ++i;
+    }
+    return value;
+  }
+  if (auto* linear = dynamic_cast<nn::Linear*>(&module))
+    return integer.add(std::make_unique<int8::DynamicLinearOp>(
+                           dynamic_product(linear->weight, linear->bias, weight, false, path)),
+                       {value}, path);
+  if (dynamic_cast<nn::Flatten*>(&module))
+    return integer.add(std::make_unique<int8::FlattenOp>(), {value}, path);
+  if (dynamic_cast<nn::Identity*>(&module) || dynamic_cast<nn::Dropout*>(&module)) return value;
+  QF_FAIL("convert (dynamic): ", path.empty() ? "the model" : path, " (", module.type_name(),
+          "): dynamic quantization covers Linear and LSTM layers (as PyTorch's quantize_dynamic); use static "
+          "quantization (quant.mode \"static\") for convolutional models");
+}
+
+}  // namespace
+
+int8::IntegerModel convert_dynamic(nn::Module& model, const QuantizerSpec& weight, const Shape& input_shape) {
+  QF_CHECK(!input_shape.empty(), "convert: the input shape is empty");
+  IntegerModel integer;
+  integer.input_shape = input_shape;
+  lower_dynamic(integer, model, "", 0, weight);
+  QF_CHECK(!integer.ops().empty(), "convert (dynamic): the model has no Linear or LSTM layer");
   return integer;
 }
 

@@ -19,4 +19,8 @@ namespace qforge::quant {
 // input_shape: one sample's shape as the float model takes it, e.g. (1,28,28).
 int8::IntegerModel convert(QatModel& model, const Shape& input_shape);
 
+// Dynamic quantization of a float model (PyTorch's quantize_dynamic on Linear and LSTM):
+// int8 weights observed now with `weight`'s scheme (MinMax), activations quantized per call.
+int8::IntegerModel convert_dynamic(nn::Module& model, const QuantizerSpec& weight, const Shape& input_shape);
+
 }  // namespace qforge::quant

@@ -68,8 +68,9 @@ LinearLayer::LinearLayer(const int8_t* w, int64_t n, int64_t k, int32_t x_zero_p
 }
 
 template <typename Out>
-void LinearLayer::run_rows(Out* y, const uint8_t* x, int64_t m) const {
-  check_output_kind<Out>(stage_, "int8 linear");
+void LinearLayer::run_rows(Out* y, const uint8_t* x, int64_t m,
+                           const std::optional<FusedStage>& fused) const {
+  check_output_kind<Out>(fused->stage, "int8 linear");
   const int64_t n = packed_.n(), k = packed_.k();
   const int64_t tiles = (m + kTileRows - 1) / kTileRows;
   // Rows are read in place when the kernel takes bytes and k is a whole number of its
@@ -96,13 +97,21 @@ void LinearLayer::run_rows(Out* y, const uint8_t* x, int64_t m) const {
         for (int64_t r = 0; r < rows; ++r) std::memcpy(bytes.data() + r * stride, a + r * k, k);
         base = bytes.data();
       }
-      run_tile(y + first * n, n, packed_, {base, row_offsets.data(), tap_offsets}, rows, fused_, acc);
+      run_tile(y + first * n, n, packed_, {base, row_offsets.data(), tap_offsets}, rows, fused, acc);
     }
   }
 }
 
-void LinearLayer::run(uint8_t* y, const uint8_t* x, int64_t m) const { run_rows(y, x, m); }
-void LinearLayer::run(float* y, const uint8_t* x, int64_t m) const { run_rows(y, x, m); }
+void LinearLayer::run(uint8_t* y, const uint8_t* x, int64_t m) const { run_rows(y, x, m, fused_); }
+void LinearLayer::run(float* y, const uint8_t* x, int64_t m) const { run_rows(y, x, m, fused_); }
+
+void LinearLayer::run(float* y, const uint8_t* x, int64_t m, int32_t x_zero_point,
+                      const OutputStage& stage) const {
+  std::vector<int32_t> column_offsets;
+  for (int32_t sum : packed_.column_sums()) column_offsets.push_back(x_zero_point * sum);
+  run_rows(y, x, m,
+           std::optional<FusedStage>(std::in_place, column_offsets, stage, FusedStage::Allow::float_output));
+}
 
 // ---- conv --------------------------------------------------------------------------------
 

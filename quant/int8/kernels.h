@@ -117,12 +117,14 @@ class LinearLayer {
               Isa isa = detect_isa());
   void run(uint8_t* y, const uint8_t* x, int64_t m) const;
   void run(float* y, const uint8_t* x, int64_t m) const;  // stage.is_float_output
+  // With this call's input zero point and float output stage (dynamic quantization).
+  void run(float* y, const uint8_t* x, int64_t m, int32_t x_zero_point, const OutputStage& stage) const;
   int64_t in_features() const { return packed_.k(); }
   int64_t out_features() const { return packed_.n(); }
 
  private:
   template <typename Out>
-  void run_rows(Out* y, const uint8_t* x, int64_t m) const;
+  void run_rows(Out* y, const uint8_t* x, int64_t m, const std::optional<FusedStage>& fused) const;
   PackedWeights packed_;
   OutputStage stage_;
   std::optional<FusedStage> fused_;

@@ -108,7 +108,7 @@ Value QuantizeOp::run(const std::vector<const Value*>& inputs, Backend backend) 
   const float* values = x.data.data();
   for (int64_t i = 0; i < n; ++i)
     QF_CHECK(!std::isnan(values[i]), "quantize ", name, ": input element ", i, " is NaN");
-  Tensor source = x.data.dim() == 4 ? nchw_to_nhwc<float>(x.data) : x.data;
+  Tensor source = x.data.dim() == 4 && channels_last_ ? nchw_to_nhwc<float>(x.data) : x.data;
   Value y{u8(source.shape()), output_};
   (backend == Backend::reference ? reference::quantize : fast::quantize)(y.data.data_as<uint8_t>(),
                                                                          source.data(), n, output_);

@@ -14,10 +14,12 @@
 
 namespace qforge::quant::int8 {
 
-// float (N,C,H,W) images -> uint8 (N,H,W,C); float (N,F) or (N,T,F) -> uint8 of the same shape.
+// float (N,C,H,W) images -> uint8 (N,H,W,C); float (N,F) or (N,T,F) -> uint8 of the same
+// shape. A sequence model (an LSTM reading image rows) keeps the float layout: channels_last false.
 class QuantizeOp : public IntegerOp {
  public:
-  explicit QuantizeOp(ActivationQuant output) : output_(output) {}
+  explicit QuantizeOp(ActivationQuant output, bool channels_last = true)
+      : output_(output), channels_last_(channels_last) {}
   std::string kind() const override { return "quantize"; }
   Value run(const std::vector<const Value*>& inputs, Backend backend) const override;
   nlohmann::json save(TensorMap& blobs, const std::string& prefix) const override;
@@ -25,6 +27,7 @@ class QuantizeOp : public IntegerOp {
 
  private:
   ActivationQuant output_;
+  bool channels_last_;
 };
 
 // uint8 (N,H,W,C) -> float (N,C,H,W); uint8 (N,F) -> float (N,F).

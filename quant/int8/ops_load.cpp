@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/config_reader.h"
+#include "quant/int8/lstm_ops.h"
 #include "quant/int8/ops.h"
 
 namespace qforge::quant::int8 {
@@ -76,6 +77,71 @@ LayerQuantization layer_quantization(ConfigReader& r, const TensorMap& own, cons
   return layer;
 }
 
+// A dynamically quantized product: int8 weights (n, k), their scales, an optional bias.
+DynamicLinear dynamic_linear(const TensorMap& own, const std::string& prefix, int64_t n, int64_t k,
+                             bool has_relu, const std::string& where, std::size_t& tensors) {
+  Tensor weight = blob(own, prefix + "weight", DType::s8, {n, k}, where);
+  std::vector<float> scale = blob(own, prefix + "weight_scale", DType::f32, {n}, where).to_vector(), bias;
+  if (own.count(prefix + "bias"))
+    bias = blob(own, prefix + "bias", DType::f32, {n}, where).to_vector(), ++tensors;
+  tensors += 2;
+  return DynamicLinear(weight, scale, bias, has_relu);
+}
+
+// The recurrent and dynamic kinds (quant/int8/lstm_ops.h).
+std::unique_ptr<IntegerOp> load_recurrent_op(const std::string& kind, ConfigReader& r, const TensorMap& own,
+                                             const std::string& where, std::size_t& tensors) {
+  if (kind == "dynamic_linear") {
+    const int64_t in = extent(r, "in_features"), out = extent(r, "out_features");
+    return std::make_unique<DynamicLinearOp>(
+        dynamic_linear(own, "", out, in, r.boolean("relu", false), where, tensors));
+  }
+  const int64_t input_size = extent(r, "input_size"), hidden = extent(r, "hidden_size");
+  if (kind == "dynamic_lstm") {
+    const int64_t count = extent(r, "layers");
+    if (count > 64) r.fail("layers", "expected at most 64 layers");
+    std::vector<DynamicLstmLayer> layers;
+    for (int64_t l = 0; l < count; ++l) {
+      const std::string p = "l" + std::to_string(l) + ".";
+      DynamicLinear ih =
+          dynamic_linear(own, p + "ih.", 4 * hidden, l == 0 ? input_size : hidden, false, where, tensors);
+      DynamicLinear hh = dynamic_linear(own, p + "hh.", 4 * hidden, hidden, false, where, tensors);
+      layers.push_back({std::move(ih), std::move(hh)});
+    }
+    return std::make_unique<DynamicLstmOp>(std::move(layers));
+  }
+  const nlohmann::json& list = r.raw("layers");
+  if (!list.is_array() || list.empty() || list.size() > 64)
+    r.fail("layers", "expected a list of 1..64 layers");
+  std::vector<StaticLstmLayer> layers;
+  for (std::size_t l = 0; l < list.size(); ++l) {
+    ConfigReader layer_reader(list[l], r.file(), r.key_path("layers." + std::to_string(l)));
+    const std::string p = "l" + std::to_string(l) + ".";
+    StaticLstmLayer layer;
+    const std::array<int64_t, 2> range = pair(layer_reader, "weight_range", -128);
+    if (range[1] > 127 || range[0] >= range[1])
+      layer_reader.fail("weight_range", "expected -128 <= min < max <= 127");
+    layer.gates = activation(layer_reader.object("gates"));
+    layer.state = activation(layer_reader.object("hidden"));
+    for (auto [part, in, input_quant] :
+         {std::tuple{"ih.", l == 0 ? input_size : hidden, activation(layer_reader.object("input"))},
+          std::tuple{"hh.", hidden, layer.state}}) {
+      LayerQuantization q;
+      q.weight = blob(own, p + part + "weight", DType::s8, {4 * hidden, in}, where);
+      q.weight_scale = blob(own, p + part + "weight_scale", DType::f32, {4 * hidden}, where).to_vector();
+      if (own.count(p + part + "bias"))
+        q.bias = blob(own, p + part + "bias", DType::f32, {4 * hidden}, where).to_vector(), ++tensors;
+      tensors += 2;
+      q.weight_range = {static_cast<int32_t>(range[0]), static_cast<int32_t>(range[1])};
+      q.input = input_quant;
+      (std::string(part) == "ih." ? layer.input : layer.hidden) = std::move(q);
+    }
+    layer_reader.finish();
+    layers.push_back(std::move(layer));
+  }
+  return std::make_unique<StaticLstmOp>(std::move(layers));
+}
+
 }  // namespace
 
 std::unique_ptr<IntegerOp> load_op(const nlohmann::json& entry, const TensorMap& own, const std::string& file,
@@ -91,7 +157,8 @@ std::unique_ptr<IntegerOp> load_op(const nlohmann::json& entry, const TensorMap&
   std::unique_ptr<IntegerOp> op;
   std::size_t tensors = 0;
   if (kind == "quantize") {
-    op = std::make_unique<QuantizeOp>(activation(r.object("output")));
+    const ActivationQuant output = activation(r.object("output"));
+    op = std::make_unique<QuantizeOp>(output, r.boolean("channels_last", true));
   } else if (kind == "dequantize") {
     op = std::make_unique<DequantizeOp>();
   } else if (kind == "conv2d") {
@@ -149,6 +216,8 @@ std::unique_ptr<IntegerOp> load_op(const nlohmann::json& entry, const TensorMap&
     op = std::make_unique<AddOp>(activation(r.object("output")), has_relu);
   } else if (kind == "flatten") {
     op = std::make_unique<FlattenOp>();
+  } else if (kind == "dynamic_linear" || kind == "dynamic_lstm" || kind == "lstm") {
+    op = load_recurrent_op(kind, r, own, context, tensors);
   } else {  // float_conv2d, float_linear
     const bool is_conv = kind == "float_conv2d";
     auto it = own.find("weight");

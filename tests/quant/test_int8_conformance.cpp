@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "quant/int8/kernels.h"
+#include "quant/int8/lstm_ops.h"
 #include "tests/quant/int8_test_util.h"
 #include "tests/reference.h"
 
@@ -258,6 +259,75 @@ TEST_CASE("int8 pools match PyTorch exactly in both memory layouts (each with it
       // The runtime is channels_last: its fast kernels implement that rounding only.
       if (channels_last || std::string(op) == "max_pool2d")
         check_equal(nhwc_to_nchw(fast_y, ys), ints<uint8_t>(c["y_q"]), name + " (fast)");
+    }
+  }
+}
+
+TEST_CASE("dynamic linear matches PyTorch: the per-call x_scale / x_zero_point, x_q exactly, y to 1e-5") {
+  REQUIRE(vectors()["dynamic_linear"].size() >= 5);
+  for (const json& c : vectors()["dynamic_linear"]) {
+    const auto ws = c["w_shape"].get<std::vector<int64_t>>();
+    const int64_t n = ws[0], k = ws[1], m = product(c["x_shape"]) / k;
+    std::vector<float> w_scale = floats(c["w_scale"]);
+    if (w_scale.size() == 1) w_scale.assign(n, w_scale[0]);
+    const std::vector<float> bias = c["bias"].is_null() ? std::vector<float>{} : floats(c["bias"]);
+    const DynamicLinear linear(Tensor::from_data<int8_t>({n, k}, ints<int8_t>(c["w_q"])), w_scale, bias);
+    const std::vector<float> x = floats(c["x"]), expected = floats(c["y"]);
+    const DynamicParams params = linear.choose(x.data(), static_cast<int64_t>(x.size()));
+    INFO(c["name"].get<std::string>());
+    CHECK(params.scale == c["x_scale"].get<double>());
+    CHECK(params.zero_point == c["x_zero_point"].get<int32_t>());
+    // x quantized with those parameters, as PyTorch did.
+    const ActivationQuant q{static_cast<float>(params.scale), params.zero_point};
+    std::vector<uint8_t> x_q;
+    for (float v : x) x_q.push_back(quantize_one(v, static_cast<float>(1.0 / params.scale), q));
+    CHECK(x_q == ints<uint8_t>(c["x_q"]));
+    float largest = 0;
+    for (float v : expected) largest = std::max(largest, std::abs(v));
+    for (Backend backend : {Backend::reference, Backend::fast}) {
+      std::vector<float> y(m * n);
+      linear.run(y.data(), x.data(), m, backend);
+      double worst = 0;
+      for (std::size_t i = 0; i < y.size(); ++i)
+        worst = std::max(worst, double{std::abs(y[i] - expected[i])});
+      CHECK(worst <= 1e-5 * largest);
+    }
+  }
+}
+
+TEST_CASE("dynamic LSTM matches PyTorch's quantized dynamic LSTM to 1e-5 (outputs, h_n, c_n)") {
+  REQUIRE(vectors()["dynamic_lstm"].size() >= 2);
+  for (const json& c : vectors()["dynamic_lstm"]) {
+    const int64_t in = c["input_size"], hidden = c["hidden_size"];
+    const auto xs = c["x_shape"].get<std::vector<int64_t>>();  // (T,B,F): time major
+    const int64_t steps = xs[0], batch = xs[1];
+    auto product_of = [&](const char* part, int64_t cols) {
+      const std::string p = std::string("weight_") + part;
+      return DynamicLinear(Tensor::from_data<int8_t>({4 * hidden, cols}, ints<int8_t>(c[p + "_q"])),
+                           std::vector<float>(4 * hidden, static_cast<float>(c[p + "_scale"].get<double>())),
+                           floats(c[std::string("bias_") + part]));
+    };
+    const DynamicLstmLayer layer{product_of("ih", in), product_of("hh", hidden)};
+    // Batch first for qforge.
+    const std::vector<float> x_time = floats(c["x"]), y_time = floats(c["y"]);
+    std::vector<float> x(x_time.size());
+    for (int64_t t = 0; t < steps; ++t)
+      for (int64_t b = 0; b < batch; ++b)
+        std::copy_n(x_time.data() + (t * batch + b) * in, in, x.data() + (b * steps + t) * in);
+    for (Backend backend : {Backend::reference, Backend::fast}) {
+      std::vector<float> h = floats(c["h0"]), cell = floats(c["c0"]), outputs(batch * steps * hidden);
+      dynamic_lstm_layer(outputs.data(), h.data(), cell.data(), x.data(), batch, steps, layer, backend);
+      double worst = 0;
+      for (int64_t t = 0; t < steps; ++t)
+        for (int64_t b = 0; b < batch; ++b)
+          for (int64_t j = 0; j < hidden; ++j)
+            worst = std::max(worst, double{std::abs(outputs[(b * steps + t) * hidden + j] -
+                                                    y_time[(t * batch + b) * hidden + j])});
+      const std::vector<float> h_n = floats(c["h_n"]), c_n = floats(c["c_n"]);
+      for (std::size_t i = 0; i < h.size(); ++i)
+        worst = std::max({worst, double{std::abs(h[i] - h_n[i])}, double{std::abs(cell[i] - c_n[i])}});
+      INFO(c["name"].get<std::string>());
+      CHECK(worst <= 1e-5);
     }
   }
 }

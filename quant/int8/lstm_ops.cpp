@@ -1,0 +1,343 @@
+#include "quant/int8/lstm_ops.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/autograd.h"
+#include "core/config_reader.h"
+#include "core/ops/rnn.h"
+#include "core/ops/shape.h"
+
+namespace qforge::quant::int8 {
+
+namespace {
+
+constexpr float kSmallScale = 6.1e-5f;  // PyTorch's SMALL_SCALE_THRESHOLD (fp16's smallest normal)
+
+Tensor float_tensor(const std::vector<float>& v) {
+  return Tensor::from_vector({static_cast<int64_t>(v.size())}, v);
+}
+
+// The cell's pointwise step on float gates (N,4H) and c (N,H): core's lstm_cell, so the
+// integer model runs exactly the simulation's arithmetic. Returns (N,2H) = [h | c].
+Tensor cell(const Tensor& gates, const Tensor& c) {
+  NoGradGuard no_grad;
+  return lstm_cell(gates, c);
+}
+
+void save_layer(TensorMap& blobs, const std::string& prefix, const Tensor& weight,
+                const std::vector<float>& scale, const std::vector<float>& bias) {
+  blobs[prefix + "weight"] = weight;
+  blobs[prefix + "weight_scale"] = float_tensor(scale);
+  if (!bias.empty()) blobs[prefix + "bias"] = float_tensor(bias);
+}
+
+// (N, ...) read as N sequences of `features`: the step count.
+int64_t steps_of(const Tensor& x, int64_t features, const std::string& op) {
+  QF_CHECK(x.dim() >= 2 && x.size(0) >= 1 && x.numel() % (x.size(0) * features) == 0, op,
+           ": cannot read input ", x.shape(), " as sequences of ", features, " features");
+  return x.numel() / (x.size(0) * features);
+}
+
+}  // namespace
+
+DynamicParams choose_dynamic_params(float min, float max, int32_t quant_min, int32_t quant_max) {
+  QF_CHECK(min <= max, "dynamic quantization: min ", min, " above max ", max, " (NaN input?)");
+  min = std::min(min, 0.0f), max = std::max(max, 0.0f);
+  double scale = (static_cast<double>(max) - min) / (quant_max - quant_min);
+  if (static_cast<float>(scale) == 0.0f || std::isinf(1.0f / static_cast<float>(scale))) scale = 0.1;
+  if (scale < kSmallScale) {  // PyTorch widens tiny ranges so the reciprocal stays finite
+    const float original = static_cast<float>(scale);
+    scale = kSmallScale;
+    if (min == 0.0f)
+      max = kSmallScale * (quant_max - quant_min);
+    else if (max == 0.0f)
+      min = -kSmallScale * (quant_max - quant_min);
+    else
+      min *= kSmallScale / original, max *= kSmallScale / original;
+  }
+  // The zero point from whichever end adds the smaller terms (ChooseQuantizationParams).
+  const double from_min = quant_min - min / scale, from_max = quant_max - max / scale;
+  const double error_min = std::abs(quant_min) - std::abs(min / scale);
+  const double error_max = std::abs(quant_max) - std::abs(max / scale);
+  const double initial = error_min < error_max ? from_min : from_max;
+  const int32_t zero_point = initial < quant_min   ? quant_min
+                             : initial > quant_max ? quant_max
+                                                   : static_cast<int32_t>(std::nearbyint(initial));
+  return {scale, zero_point};
+}
+
+// ---- dynamic linear ---------------------------------------------------------------------------
+
+DynamicLinear::DynamicLinear(Tensor weight, std::vector<float> weight_scale, std::vector<float> bias,
+                             bool has_relu)
+    : weight_(std::move(weight)),
+      weight_scale_(std::move(weight_scale)),
+      bias_(std::move(bias)),
+      has_relu_(has_relu) {
+  QF_CHECK(weight_.defined() && weight_.dtype() == DType::s8 && weight_.dim() == 2,
+           "dynamic linear: expected int8 (N,K) weights");
+  QF_CHECK(static_cast<int64_t>(weight_scale_.size()) == weight_.size(0) &&
+               (bias_.empty() || static_cast<int64_t>(bias_.size()) == weight_.size(0)),
+           "dynamic linear: ", weight_scale_.size(), " scales and ", bias_.size(), " biases for ",
+           weight_.size(0), " outputs");
+  for (float s : weight_scale_)
+    QF_CHECK(std::isfinite(s) && s > 0, "dynamic linear: weight scale ", s, " is not positive");
+  const ActivationQuant placeholder{1.0f, 0};  // the real input stage is chosen per call
+  fast_ =
+      std::make_unique<fast::LinearLayer>(weight_.data_as<int8_t>(), weight_.size(0), weight_.size(1), 0,
+                                          make_dequantization(placeholder, weight_scale_, bias_, has_relu_));
+}
+
+DynamicParams DynamicLinear::choose(const float* x, int64_t count) const {
+  float min = 0, max = 0;
+  if (count > 0) {
+    const auto [lo, hi] = std::minmax_element(x, x + count);
+    min = *lo, max = *hi;
+  }
+  return choose_dynamic_params(min, max);
+}
+
+void DynamicLinear::run(float* y, const float* x, int64_t m, Backend backend) const {
+  const int64_t n = weight_.size(0), k = weight_.size(1);
+  const DynamicParams params = choose(x, m * k);
+  // x quantized with this call's parameters (the float reciprocal of the double scale,
+  // as PyTorch's quantize_per_tensor), into uint8's full range as its quint8.
+  const ActivationQuant input{static_cast<float>(params.scale), params.zero_point, 0, 255};
+  const float inverse_scale = static_cast<float>(1.0 / params.scale);
+  std::vector<uint8_t> q(m * k);
+  for (int64_t i = 0; i < m * k; ++i) q[i] = quantize_one(x[i], inverse_scale, input);
+  const OutputStage stage = make_dequantization(input, weight_scale_, bias_, has_relu_);
+  if (backend == Backend::fast) {
+    fast_->run(y, q.data(), m, input.zero_point, stage);
+    return;
+  }
+  std::vector<int32_t> acc(m * n);
+  reference::linear_accumulate(acc.data(), q.data(), weight_.data_as<int8_t>(), m, n, k, input.zero_point);
+  reference::dequantize_accumulators(y, acc.data(), m, n, stage);
+}
+
+Value DynamicLinearOp::run(const std::vector<const Value*>& inputs, Backend backend) const {
+  QF_CHECK(inputs.size() == 1 && inputs[0]->data.dtype() == DType::f32, "dynamic_linear ", name,
+           ": expected a float input");
+  const Tensor& x = inputs[0]->data;
+  const int64_t k = linear_.weight().size(1);
+  QF_CHECK(x.dim() >= 2 && x.size(-1) == k, "dynamic_linear ", name, ": expected input (...,", k, "), got ",
+           x.shape());
+  Shape out_shape = x.shape();
+  out_shape.back() = linear_.weight().size(0);
+  Tensor y = Tensor::empty(out_shape);
+  linear_.run(y.data(), x.data(), x.numel() / k, backend);
+  return {y, {}};
+}
+
+nlohmann::json DynamicLinearOp::save(TensorMap& blobs, const std::string& prefix) const {
+  save_layer(blobs, prefix, linear_.weight(), linear_.weight_scale(), linear_.bias());
+  return {{"in_features", linear_.weight().size(1)},
+          {"out_features", linear_.weight().size(0)},
+          {"relu", linear_.has_relu()}};
+}
+
+int64_t DynamicLinearOp::weight_bytes() const {
+  return linear_.weight().size_bytes() + 8 * linear_.weight().size(0);
+}
+
+// ---- dynamic LSTM -----------------------------------------------------------------------------
+
+void dynamic_lstm_layer(float* outputs, float* h, float* c, const float* x, int64_t batch, int64_t steps,
+                        const DynamicLstmLayer& layer, Backend backend) {
+  const int64_t gates = layer.input.weight().size(0), hidden = gates / 4;
+  // The input projection of every step in one call: one scale for the whole sequence.
+  std::vector<float> projected(batch * steps * gates);
+  layer.input.run(projected.data(), x, batch * steps, backend);
+  Tensor state_c = Tensor::from_vector({batch, hidden}, std::vector<float>(c, c + batch * hidden));
+  Tensor step_gates = Tensor::empty({batch, gates});
+  std::vector<float> recurrent(batch * gates);
+  for (int64_t t = 0; t < steps; ++t) {
+    layer.hidden.run(recurrent.data(), h, batch, backend);  // h re-quantized at every step
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t j = 0; j < gates; ++j)
+        step_gates.data()[b * gates + j] = projected[(b * steps + t) * gates + j] + recurrent[b * gates + j];
+    const Tensor hc = cell(step_gates, state_c);  // (N,2H)
+    state_c = Tensor::empty({batch, hidden});
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t j = 0; j < hidden; ++j) {
+        h[b * hidden + j] = hc.data()[b * 2 * hidden + j];
+        state_c.data()[b * hidden + j] = hc.data()[b * 2 * hidden + hidden + j];
+        outputs[(b * steps + t) * hidden + j] = h[b * hidden + j];
+      }
+  }
+  std::copy_n(state_c.data(), batch * hidden, c);
+}
+
+DynamicLstmOp::DynamicLstmOp(std::vector<DynamicLstmLayer> layers) : layers_(std::move(layers)) {
+  QF_CHECK(!layers_.empty(), "dynamic_lstm: no layers");
+  for (std::size_t l = 0; l < layers_.size(); ++l) {
+    const int64_t gates = layers_[l].input.weight().size(0), hidden = gates / 4;
+    QF_CHECK(gates % 4 == 0 && layers_[l].hidden.weight().shape() == Shape({gates, hidden}) &&
+                 (l == 0 || layers_[l].input.weight().size(1) == hidden),
+             "dynamic_lstm: layer ", l, " weights ", layers_[l].input.weight().shape(), " and ",
+             layers_[l].hidden.weight().shape(), " do not form an LSTM");
+  }
+}
+
+Value DynamicLstmOp::run(const std::vector<const Value*>& inputs, Backend backend) const {
+  QF_CHECK(inputs.size() == 1 && inputs[0]->data.dtype() == DType::f32, "dynamic_lstm ", name,
+           ": expected a float input");
+  const Tensor& x = inputs[0]->data;
+  const int64_t batch = x.size(0),
+                steps = steps_of(x, layers_[0].input.weight().size(1), "dynamic_lstm " + name);
+  std::vector<float> sequence(x.data(), x.data() + x.numel()), h, c;
+  for (const DynamicLstmLayer& layer : layers_) {
+    const int64_t hidden = layer.hidden.weight().size(1);
+    h.assign(batch * hidden, 0.0f), c.assign(batch * hidden, 0.0f);
+    std::vector<float> outputs(batch * steps * hidden);
+    dynamic_lstm_layer(outputs.data(), h.data(), c.data(), sequence.data(), batch, steps, layer, backend);
+    sequence = std::move(outputs);
+  }
+  return {Tensor::from_vector({batch, static_cast<int64_t>(h.size()) / batch}, h), {}};
+}
+
+nlohmann::json DynamicLstmOp::save(TensorMap& blobs, const std::string& prefix) const {
+  for (std::size_t l = 0; l < layers_.size(); ++l) {
+    const std::string p = prefix + "l" + std::to_string(l) + ".";
+    save_layer(blobs, p + "ih.", layers_[l].input.weight(), layers_[l].input.weight_scale(),
+               layers_[l].input.bias());
+    save_layer(blobs, p + "hh.", layers_[l].hidden.weight(), layers_[l].hidden.weight_scale(),
+               layers_[l].hidden.bias());
+  }
+  return {{"layers", layers_.size()},
+          {"input_size", layers_[0].input.weight().size(1)},
+          {"hidden_size", layers_[0].hidden.weight().size(1)}};
+}
+
+int64_t DynamicLstmOp::weight_bytes() const {
+  int64_t total = 0;
+  for (const auto& l : layers_) total += l.input.weight().size_bytes() + l.hidden.weight().size_bytes();
+  return total;
+}
+
+// ---- static LSTM ------------------------------------------------------------------------------
+
+StaticLstmOp::StaticLstmOp(std::vector<StaticLstmLayer> layers) : layers_(std::move(layers)) {
+  QF_CHECK(!layers_.empty(), "lstm: no layers");
+  for (std::size_t l = 0; l < layers_.size(); ++l) {
+    StaticLstmLayer& layer = layers_[l];
+    const int64_t gates = layer.input.weight.size(0), hidden = gates / 4;
+    QF_CHECK(gates % 4 == 0 && layer.hidden.weight.defined() &&
+                 layer.hidden.weight.shape() == Shape({gates, hidden}),
+             "lstm: layer ", l, " weights do not form an LSTM");
+    QF_CHECK(l == 0 || (layer.input.weight.size(1) == hidden &&
+                        layer.input.input.scale == layers_[l - 1].state.scale &&
+                        layer.input.input.zero_point == layers_[l - 1].state.zero_point),
+             "lstm: layer ", l, " must read the previous layer's quantized hidden state");
+    QF_CHECK(!layer.input.output && !layer.hidden.output && layer.hidden.input.scale == layer.state.scale &&
+                 layer.hidden.input.zero_point == layer.state.zero_point,
+             "lstm: layer ", l, ": the gate products are float, and W_hh reads the quantized hidden state");
+    Kernels k;
+    k.input_stage = make_dequantization(layer.input.input, layer.input.weight_scale, layer.input.bias, false);
+    k.hidden_stage =
+        make_dequantization(layer.hidden.input, layer.hidden.weight_scale, layer.hidden.bias, false);
+    k.input = std::make_unique<fast::LinearLayer>(layer.input.weight.data_as<int8_t>(), gates,
+                                                  layer.input.weight.size(1), layer.input.input.zero_point,
+                                                  k.input_stage);
+    k.hidden = std::make_unique<fast::LinearLayer>(layer.hidden.weight.data_as<int8_t>(), gates, hidden,
+                                                   layer.hidden.input.zero_point, k.hidden_stage);
+    kernels_.push_back(std::move(k));
+  }
+}
+
+namespace {
+// y (m, n) float = the layer's float output stage on x (m, k) uint8.
+void float_product(float* y, const uint8_t* x, int64_t m, const LayerQuantization& layer,
+                   const fast::LinearLayer& kernel, const OutputStage& stage, Backend backend) {
+  if (backend == Backend::fast) return kernel.run(y, x, m);
+  const int64_t n = layer.weight.size(0), k = layer.weight.size(1);
+  std::vector<int32_t> acc(m * n);
+  reference::linear_accumulate(acc.data(), x, layer.weight.data_as<int8_t>(), m, n, k,
+                               layer.input.zero_point);
+  reference::dequantize_accumulators(y, acc.data(), m, n, stage);
+}
+
+void quantize_with(uint8_t* q, const float* x, int64_t n, const ActivationQuant& p, Backend backend) {
+  (backend == Backend::reference ? reference::quantize : fast::quantize)(q, x, n, p);
+}
+}  // namespace
+
+Value StaticLstmOp::run(const std::vector<const Value*>& inputs, Backend backend) const {
+  QF_CHECK(inputs.size() == 1 && inputs[0]->is_quantized(), "lstm ", name, ": expected a uint8 input");
+  const Value& x = *inputs[0];
+  const ActivationQuant& expected = layers_[0].input.input;
+  QF_CHECK(x.quant.scale == expected.scale && x.quant.zero_point == expected.zero_point, "lstm ", name,
+           ": input quantized with scale ", x.quant.scale, ", zero point ", x.quant.zero_point,
+           "; the layer was converted for scale ", expected.scale, ", zero point ", expected.zero_point);
+  const int64_t batch = x.data.size(0),
+                steps = steps_of(x.data, layers_[0].input.weight.size(1), "lstm " + name);
+  std::vector<uint8_t> sequence(x.data.data_as<uint8_t>(), x.data.data_as<uint8_t>() + x.data.numel());
+  std::vector<uint8_t> h;
+  for (std::size_t l = 0; l < layers_.size(); ++l) {
+    const StaticLstmLayer& layer = layers_[l];
+    const Kernels& k = kernels_[l];
+    const int64_t gates = layer.input.weight.size(0), hidden = gates / 4;
+    std::vector<float> projected(batch * steps * gates), recurrent(batch * gates);
+    float_product(projected.data(), sequence.data(), batch * steps, layer.input, *k.input, k.input_stage,
+                  backend);
+    h.assign(batch * hidden, static_cast<uint8_t>(layer.state.zero_point));  // h0 = 0, exactly representable
+    Tensor c = Tensor::zeros({batch, hidden});
+    Tensor step_gates = Tensor::empty({batch, gates});
+    std::vector<uint8_t> gates_q(batch * gates), outputs(batch * steps * hidden);
+    std::vector<float> h_float(batch * hidden);
+    for (int64_t t = 0; t < steps; ++t) {
+      float_product(recurrent.data(), h.data(), batch, layer.hidden, *k.hidden, k.hidden_stage, backend);
+      float* g = step_gates.data();
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t j = 0; j < gates; ++j)
+          g[b * gates + j] = projected[(b * steps + t) * gates + j] + recurrent[b * gates + j];
+      // The gate pre-activations on their grid (the simulation's gates_quant), then the cell.
+      quantize_with(gates_q.data(), g, batch * gates, layer.gates, backend);
+      (backend == Backend::reference ? reference::dequantize : fast::dequantize)(g, gates_q.data(),
+                                                                                 batch * gates, layer.gates);
+      const Tensor hc = cell(step_gates, c);
+      c = Tensor::empty({batch, hidden});
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t j = 0; j < hidden; ++j) {
+          h_float[b * hidden + j] = hc.data()[b * 2 * hidden + j];
+          c.data()[b * hidden + j] = hc.data()[b * 2 * hidden + hidden + j];
+        }
+      quantize_with(h.data(), h_float.data(), batch * hidden, layer.state, backend);  // hidden_quant
+      for (int64_t b = 0; b < batch; ++b)
+        std::copy_n(h.data() + b * hidden, hidden, outputs.data() + (b * steps + t) * hidden);
+    }
+    sequence = std::move(outputs);
+  }
+  const int64_t hidden = static_cast<int64_t>(h.size()) / batch;
+  Value y{Tensor::empty({batch, hidden}, DType::u8), layers_.back().state};
+  std::copy(h.begin(), h.end(), y.data.data_as<uint8_t>());
+  return y;
+}
+
+nlohmann::json StaticLstmOp::save(TensorMap& blobs, const std::string& prefix) const {
+  nlohmann::json layers = nlohmann::json::array();
+  for (std::size_t l = 0; l < layers_.size(); ++l) {
+    const StaticLstmLayer& layer = layers_[l];
+    const std::string p = prefix + "l" + std::to_string(l) + ".";
+    save_layer(blobs, p + "ih.", layer.input.weight, layer.input.weight_scale, layer.input.bias);
+    save_layer(blobs, p + "hh.", layer.hidden.weight, layer.hidden.weight_scale, layer.hidden.bias);
+    layers.push_back(
+        {{"input", to_json(layer.input.input)},
+         {"gates", to_json(layer.gates)},
+         {"hidden", to_json(layer.state)},
+         {"weight_range", {layer.input.weight_range.quant_min, layer.input.weight_range.quant_max}}});
+  }
+  return {{"layers", layers},
+          {"input_size", layers_[0].input.weight.size(1)},
+          {"hidden_size", layers_[0].hidden.weight.size(1)}};
+}
+
+int64_t StaticLstmOp::weight_bytes() const {
+  int64_t total = 0;
+  for (const auto& l : layers_) total += l.input.weight.size_bytes() + l.hidden.weight.size_bytes();
+  return total;
+}
+
+}  // namespace qforge::quant::int8

@@ -1,0 +1,108 @@
+// Recurrent and dynamic integer ops.
+//   dynamic_linear  PyTorch's quantize_dynamic Linear: int8 weights fixed at convert time;
+//                   each call picks the input's scale and zero point from that call's
+//                   min and max (ChooseQuantizationParams, reduce_range: levels 0..127),
+//                   quantizes, accumulates in int32 and returns floats.
+//   dynamic_lstm    PyTorch's dynamic LSTM: gates = dynlin(x_t, W_ih) + dynlin(h, W_hh);
+//                   the input projection is one call over the whole sequence (one scale
+//                   for every step), the hidden state is re-quantized at every step; the
+//                   cell's pointwise math is float (core/ops/rnn.h's lstm_cell).
+//   lstm            the static integer LSTM a QatLSTM (quant/qat_lstm.h) converts to —
+//                   what PyTorch has no path to: uint8 input, int8 gate weights, int32
+//                   accumulation; the gate pre-activations and the hidden state are
+//                   quantized exactly where the simulation quantized them (gates_quant,
+//                   hidden_quant); the cell's pointwise math and c stay float, as there.
+// Sequences are batch first (N,T,F); an image (N,1,H,W) is read as N sequences of H rows.
+#pragma once
+
+#include <memory>
+
+#include "quant/int8/ops.h"
+
+namespace qforge::quant::int8 {
+
+// PyTorch's ChooseQuantizationParams (no sparsity preservation, no power-of-two scale).
+struct DynamicParams {
+  double scale;
+  int32_t zero_point;
+};
+DynamicParams choose_dynamic_params(float min, float max, int32_t quant_min = 0, int32_t quant_max = 127);
+
+// One dynamically quantized matrix product: y (M,N) = x (M,K) · Wᵀ + b, float in and out.
+class DynamicLinear {
+ public:
+  DynamicLinear(Tensor weight, std::vector<float> weight_scale, std::vector<float> bias,
+                bool has_relu = false);
+  void run(float* y, const float* x, int64_t m, Backend backend) const;
+  // The parameters the last run chose (for tests against PyTorch's x_scale/x_zero_point).
+  DynamicParams choose(const float* x, int64_t count) const;
+  const Tensor& weight() const { return weight_; }
+  const std::vector<float>& weight_scale() const { return weight_scale_; }
+  const std::vector<float>& bias() const { return bias_; }
+  bool has_relu() const { return has_relu_; }
+
+ private:
+  Tensor weight_;  // int8 (N,K)
+  std::vector<float> weight_scale_, bias_;
+  bool has_relu_;
+  std::unique_ptr<fast::LinearLayer> fast_;
+};
+
+class DynamicLinearOp : public IntegerOp {
+ public:
+  explicit DynamicLinearOp(DynamicLinear linear) : linear_(std::move(linear)) {}
+  std::string kind() const override { return "dynamic_linear"; }
+  Value run(const std::vector<const Value*>& inputs, Backend backend) const override;
+  nlohmann::json save(TensorMap& blobs, const std::string& prefix) const override;
+  int64_t weight_bytes() const override;
+
+ private:
+  DynamicLinear linear_;
+};
+
+struct DynamicLstmLayer {
+  DynamicLinear input, hidden;  // W_ih (4H,in), W_hh (4H,H), gate order i,f,g,o
+};
+// One layer over a batch-first sequence: outputs (N,T,H); h, c (N,H) are the initial
+// states on entry and the final ones on return.
+void dynamic_lstm_layer(float* outputs, float* h, float* c, const float* x, int64_t batch, int64_t steps,
+                        const DynamicLstmLayer& layer, Backend backend);
+
+// A stacked dynamic LSTM from zero initial states; output: the last layer's final h (N,H).
+class DynamicLstmOp : public IntegerOp {
+ public:
+  explicit DynamicLstmOp(std::vector<DynamicLstmLayer> layers);
+  std::string kind() const override { return "dynamic_lstm"; }
+  Value run(const std::vector<const Value*>& inputs, Backend backend) const override;
+  nlohmann::json save(TensorMap& blobs, const std::string& prefix) const override;
+  int64_t weight_bytes() const override;
+
+ private:
+  std::vector<DynamicLstmLayer> layers_;
+};
+
+struct StaticLstmLayer {
+  LayerQuantization input, hidden;  // W_ih on the layer input, W_hh on h; float outputs
+  ActivationQuant gates, state;     // the simulation's gates_quant and hidden_quant
+};
+
+// The static integer LSTM from zero initial states; output: the last layer's final h,
+// uint8 (N,H) with the last hidden_quant's parameters.
+class StaticLstmOp : public IntegerOp {
+ public:
+  explicit StaticLstmOp(std::vector<StaticLstmLayer> layers);
+  std::string kind() const override { return "lstm"; }
+  Value run(const std::vector<const Value*>& inputs, Backend backend) const override;
+  nlohmann::json save(TensorMap& blobs, const std::string& prefix) const override;
+  int64_t weight_bytes() const override;
+
+ private:
+  struct Kernels {
+    std::unique_ptr<fast::LinearLayer> input, hidden;
+    OutputStage input_stage, hidden_stage;
+  };
+  std::vector<StaticLstmLayer> layers_;
+  std::vector<Kernels> kernels_;
+};
+
+}  // namespace qforge::quant::int8
