@@ -145,6 +145,17 @@ void print_integer_model(const quant::int8::IntegerModel& model, const nlohmann:
 void run_convert(const train::RunConfig& config, const std::string& checkpoint, const std::string& out) {
   nn::ModulePtr model = train::load_saved_model(config, checkpoint);
   auto* prepared = dynamic_cast<quant::QatModel*>(model.get());
+  const quant::QuantConfig quant_config = quant::parse_quant_config(config.quant, config.file);
+  if (quant_config.mode == "dynamic") {
+    QF_CHECK(!prepared, checkpoint, ": a QAT/PTQ model; quant.mode \"dynamic\" converts the fp32 model (model.qf)");
+    model->eval();
+    quant::int8::IntegerModel integer = quant::convert_dynamic(*model, quant_config.defaults.weight,
+                                                               train::sample_shape(load_test_set(config, 1)));
+    integer.save(out, {{"config", config.source}, {"converted_from", checkpoint}});
+    print_integer_model(integer, load_tensor_file(out).metadata["ops"]);
+    std::printf("wrote %s (%lld bytes)\n", out.c_str(), static_cast<long long>(std::filesystem::file_size(out)));
+    return;
+  }
   QF_CHECK(
       prepared, checkpoint,
       ": a float model; convert takes a QAT or PTQ model (model_qat.qf or model_ptq.qf from `qforge qat` / "
@@ -296,6 +307,7 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   try {
+    num_threads();  // reads and checks QFORGE_THREADS before any command runs a parallel loop
     if (threads > 0) set_num_threads(threads);
     if (*train) run_train(load_run_config(config_path, overrides, out), resume);
     if (*qat) train::run_qat(load_run_config(config_path, overrides, out), resume);

@@ -58,6 +58,7 @@ QuantConfig parse_quant_config(const nlohmann::json& section, const std::string&
   d.activation.scheme = {.bits = 8, .is_signed = false, .symmetric = false};
   d.activation.observer = "moving_average";
   ConfigReader reader(section, file, "quant");
+  config.mode = reader.choice("mode", "static", {"static", "dynamic"});
   d.weight = parse_quantizer(reader.object("weight"), d.weight, true);
   d.activation = parse_quantizer(reader.object("activation"), d.activation, false);
   const nlohmann::json& overrides = reader.raw("overrides");

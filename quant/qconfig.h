@@ -7,6 +7,7 @@
 //
 // clang-format off
 //   "quant": {
+//     "mode": "static",             // or "dynamic" (Linear and LSTM, as quantize_dynamic)
 //     "weight":     {"bits": 8, "signed": true, "symmetric": true, "per_channel": true,
 //                    "observer": "minmax"},
 //     "activation": {"bits": 8, "signed": false, "symmetric": false, "observer": "moving_average"},
@@ -49,6 +50,9 @@ struct QConfigOverride {
 };
 
 struct QuantConfig {
+  // static: QAT/PTQ then the integer model with fixed activation scales; dynamic: PyTorch's
+  // quantize_dynamic on the fp32 model (Linear and LSTM; activation scales chosen per call).
+  std::string mode = "static";
   QConfig defaults;
   std::vector<QConfigOverride> overrides;
   int64_t qat_epochs = 0;               // 0: 10% of the fp32 epochs, at least 1

@@ -1,5 +1,7 @@
 #include "train/config.h"
 
+#include <cmath>
+
 #include "core/config_reader.h"
 #include "core/file_io.h"
 #include "nn/batch_norm.h"
@@ -24,7 +26,9 @@ DataConfig parse_data(ConfigReader reader) {
   ConfigReader normalize = reader.object("normalize");
   d.normalization.mean = static_cast<float>(normalize.number("mean", d.normalization.mean));
   d.normalization.stddev = static_cast<float>(normalize.number("std", d.normalization.stddev));
-  if (d.normalization.stddev <= 0) normalize.fail("std", "expected a positive number");
+  // Pixels are in [0, 1]: a std below 1e-3 blows them up past any useful range (1e-30 gave inf).
+  if (!(d.normalization.stddev >= 1e-3f)) normalize.fail("std", "expected a number >= 0.001");
+  if (!std::isfinite(d.normalization.mean)) normalize.fail("mean", "expected a finite number");
   normalize.finish();
   ConfigReader augment = reader.object("augment");
   d.augmentation.crop_padding = augment.integer("crop_padding", 0, 0);
@@ -63,6 +67,7 @@ TrainConfig parse_train(ConfigReader reader) {
   t.eval_batch_size = reader.integer("eval_batch_size", t.eval_batch_size, 1);
   t.seed = static_cast<uint64_t>(reader.integer("seed", 0, 0));
   t.threads = reader.integer("threads", 0, 0);
+  if (t.threads > 1024) reader.fail("threads", "expected at most 1024, got " + std::to_string(t.threads));
   t.label_smoothing = reader.number("label_smoothing", 0.0);
   if (t.label_smoothing < 0 || t.label_smoothing > 1)
     reader.fail("label_smoothing", "expected a number in [0, 1]");
@@ -72,8 +77,10 @@ TrainConfig parse_train(ConfigReader reader) {
   o.lr = opt.number("lr", o.type == "adam" ? 1e-3 : o.lr);
   if (o.lr <= 0) opt.fail("lr", "expected a positive number");
   o.weight_decay = opt.number("weight_decay", 0.0);
+  if (o.weight_decay < 0) opt.fail("weight_decay", "expected a number >= 0");
   if (o.type == "sgd") {
     o.momentum = opt.number("momentum", o.momentum);
+    if (o.momentum < 0 || o.momentum >= 1) opt.fail("momentum", "expected a number in [0, 1)");
     o.nesterov = opt.boolean("nesterov", false);
     if (o.nesterov && o.momentum <= 0) opt.fail("nesterov", "needs momentum > 0");
   } else {
@@ -82,6 +89,7 @@ TrainConfig parse_train(ConfigReader reader) {
       opt.fail("betas", "expected two numbers in [0, 1)");
     o.beta1 = betas[0], o.beta2 = betas[1];
     o.eps = opt.number("eps", o.eps);
+    if (!(o.eps > 0)) opt.fail("eps", "expected a positive number");
   }
   opt.finish();
   ConfigReader sched = reader.object("schedule");
@@ -92,8 +100,10 @@ TrainConfig parse_train(ConfigReader reader) {
   if (s.type == "step") {
     s.step_size = sched.integer("step_size", 1, 1);
     s.gamma = sched.number("gamma", 0.1);
+    if (!(s.gamma > 0)) sched.fail("gamma", "expected a positive number");
   }
   if (s.type == "cosine") s.min_lr = sched.number("min_lr", 0.0);
+  if (s.min_lr < 0) sched.fail("min_lr", "expected a number >= 0");
   sched.finish();
   reader.finish();
   return t;

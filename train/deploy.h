@@ -31,6 +31,10 @@ Shape sample_shape(const data::Dataset& dataset);
 StageSummary deploy_integer_model(quant::QatModel& prepared, const RunConfig& config,
                                   const Datasets& datasets, const std::string& stage,
                                   const std::string& file);
+// The same for quant.mode "dynamic": the fp32 model converted by convert_dynamic and
+// compared with itself in float.
+StageSummary deploy_dynamic_model(nn::Module& fp32, const RunConfig& config, const Datasets& datasets,
+                                  const std::string& stage, const std::string& file);
 
 // A saved model of any kind as a forward function: .qfm integer models, or .qf float,
 // QAT and PTQ models (load_saved_model). `description` says which it was.

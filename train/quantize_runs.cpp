@@ -88,6 +88,8 @@ void prepare_output(const RunConfig& config) {
 
 void run_qat(const RunConfig& config, bool resume) {
   const quant::QuantConfig quant_config = quant::parse_quant_config(config.quant, config.file);
+  QF_CHECK(quant_config.mode == "static", config.file,
+           ": quant.mode: dynamic quantization trains nothing; `qforge ptq` converts the fp32 model dynamically");
   prepare_output(config);
   Datasets datasets = load_datasets(config.data);
   nn::ModulePtr model = fp32_model(config, quant_config, datasets, resume);
@@ -152,6 +154,10 @@ void run_ptq(const RunConfig& config) {
   prepare_output(config);
   Datasets datasets = load_datasets(config.data);
   nn::ModulePtr model = fp32_model(config, quant_config, datasets, false);
+  if (quant_config.mode == "dynamic") {  // quantize_dynamic: no calibration, no fake-quant model
+    deploy_dynamic_model(*model, config, datasets, "int8_dynamic", "model_dynamic.qfm");
+    return;
+  }
   auto prepared = quant::prepare_qat(model, quant_config);
   auto [batches, seconds] = calibrate(*prepared, config, datasets, quant_config.calibration_batches);
   EvalResult result = evaluate(*prepared, datasets.test, config.train.eval_batch_size);

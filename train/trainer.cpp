@@ -45,6 +45,24 @@ std::string stage_file(const std::string& dir, const std::string& base, const st
   return dir + "/" + base + (stage == "fp32" ? "" : "_" + stage) + ".qf";
 }
 
+// Nothing non-finite is saved: the test loss and every parameter and buffer are checked
+// before an epoch's checkpoint (or the final model) is written.
+void check_finite(const nn::Module& model, const EvalResult& eval, const std::string& stage, int64_t epoch,
+                  const std::string& dir) {
+  QF_CHECK(std::isfinite(eval.loss), "train (", stage, "): the test loss is ", eval.loss, " after epoch ",
+           epoch + 1, "; stopping without saving it. The last good checkpoint (", epoch,
+           " epochs) is kept in ", dir, " — lower train.optimizer.lr or check the data");
+  for (const auto& [name, tensor] : model.state_dict()) {
+    // Observers keep ±inf until they see data (an unused max calibrator's min).
+    if (tensor.dtype() != DType::f32 || name.find("observer_") != std::string::npos) continue;
+    const float* v = tensor.data();
+    for (int64_t i = 0; i < tensor.numel(); ++i)
+      QF_CHECK(std::isfinite(v[i]), "train (", stage, "): ", name, " holds ", v[i], " after epoch ",
+               epoch + 1, "; stopping without saving it. The last good checkpoint (", epoch,
+               " epochs) is kept in ", dir);
+  }
+}
+
 }  // namespace
 
 Datasets load_datasets(const DataConfig& config) {
@@ -149,6 +167,7 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
     trained_seconds += epoch_seconds;
     if (show_bar) std::fprintf(stderr, "\n");
     last_eval = evaluate(model, datasets.test, t.eval_batch_size);
+    check_finite(model, last_eval, options.stage, epoch, dir);
     last_images_per_second = seen / compute_seconds;
     nlohmann::json row{{"stage", options.stage},
                        {"epoch", epoch + 1},
@@ -185,7 +204,10 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
                       {"seconds", trained_seconds},
                       {"config", config.source}});
   }
-  if (first_epoch >= epochs || history.empty()) last_eval = evaluate(model, datasets.test, t.eval_batch_size);
+  if (first_epoch >= epochs || history.empty()) {
+    last_eval = evaluate(model, datasets.test, t.eval_batch_size);
+    check_finite(model, last_eval, options.stage, first_epoch, dir);
+  }
   if (last_images_per_second == 0 && !history.empty())
     last_images_per_second = history.back()["images_per_second"];
   model.save(stage_file(dir, "model", options.stage));

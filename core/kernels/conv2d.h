@@ -18,11 +18,14 @@ struct Conv2dShape {
   int64_t dilation_height = 1, dilation_width = 1;
   int64_t groups = 1;
 
+  // 0 when the kernel does not fit (a negative span must not truncate toward zero to 0 + 1).
   int64_t out_height() const {
-    return (in_height + 2 * padding_height - dilation_height * (kernel_height - 1) - 1) / stride_height + 1;
+    const int64_t span = in_height + 2 * padding_height - dilation_height * (kernel_height - 1) - 1;
+    return span < 0 ? 0 : span / stride_height + 1;
   }
   int64_t out_width() const {
-    return (in_width + 2 * padding_width - dilation_width * (kernel_width - 1) - 1) / stride_width + 1;
+    const int64_t span = in_width + 2 * padding_width - dilation_width * (kernel_width - 1) - 1;
+    return span < 0 ? 0 : span / stride_width + 1;
   }
   // Multiply-adds of one forward pass; the backward passes cost the same each.
   double macs() const {

@@ -30,10 +30,14 @@ PoolGeometry geometry(const Tensor& x, const Pool2dOptions& o, const char* op) {
            op, ": padding must be at most half the kernel, got ", o.padding_height, "x", o.padding_width,
            " for kernel ", o.kernel_height, "x", o.kernel_width);
   PoolGeometry g{x.size(0) * x.size(1), x.size(2), x.size(3), 0, 0};
-  g.out_height =
-      (g.height + 2 * o.padding_height - o.dilation_height * (o.kernel_height - 1) - 1) / o.stride_height + 1;
-  g.out_width =
-      (g.width + 2 * o.padding_width - o.dilation_width * (o.kernel_width - 1) - 1) / o.stride_width + 1;
+  // A window larger than the padded input leaves a negative span: no output (C++'s
+  // division truncates toward zero, so dividing first would report one output).
+  auto extent = [](int64_t in, int64_t padding, int64_t dilation, int64_t kernel, int64_t stride) -> int64_t {
+    const int64_t span = in + 2 * padding - dilation * (kernel - 1) - 1;
+    return span < 0 ? 0 : span / stride + 1;
+  };
+  g.out_height = extent(g.height, o.padding_height, o.dilation_height, o.kernel_height, o.stride_height);
+  g.out_width = extent(g.width, o.padding_width, o.dilation_width, o.kernel_width, o.stride_width);
   QF_CHECK(g.out_height >= 1 && g.out_width >= 1, op, ": input ", x.shape(), " is smaller than the kernel ",
            o.kernel_height, "x", o.kernel_width);
   return g;

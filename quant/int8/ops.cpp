@@ -83,7 +83,6 @@ void check_layer(const LayerQuantization& layer, int64_t out_channels, const std
              layer.weight_range.quant_max, "]");
 }
 
-std::vector<float> vector_of(const Tensor& t) { return t.defined() ? t.to_vector() : std::vector<float>{}; }
 
 Tensor tensor_of(const std::vector<float>& v) {
   return Tensor::from_vector({static_cast<int64_t>(v.size())}, v);

@@ -88,6 +88,13 @@ DynamicLinear dynamic_linear(const TensorMap& own, const std::string& prefix, in
   return DynamicLinear(weight, scale, bias, has_relu);
 }
 
+// "l<index>." — built by append: GCC 12's -Wrestrict misfires on "l" + std::to_string(i) (bug 105329).
+std::string layer_prefix(std::size_t index) {
+  std::string prefix = "l";
+  prefix.append(std::to_string(index)).push_back('.');
+  return prefix;
+}
+
 // The recurrent and dynamic kinds (quant/int8/lstm_ops.h).
 std::unique_ptr<IntegerOp> load_recurrent_op(const std::string& kind, ConfigReader& r, const TensorMap& own,
                                              const std::string& where, std::size_t& tensors) {
@@ -102,7 +109,7 @@ std::unique_ptr<IntegerOp> load_recurrent_op(const std::string& kind, ConfigRead
     if (count > 64) r.fail("layers", "expected at most 64 layers");
     std::vector<DynamicLstmLayer> layers;
     for (int64_t l = 0; l < count; ++l) {
-      const std::string p = "l" + std::to_string(l) + ".";
+      const std::string p = layer_prefix(l);
       DynamicLinear ih =
           dynamic_linear(own, p + "ih.", 4 * hidden, l == 0 ? input_size : hidden, false, where, tensors);
       DynamicLinear hh = dynamic_linear(own, p + "hh.", 4 * hidden, hidden, false, where, tensors);
@@ -116,25 +123,25 @@ std::unique_ptr<IntegerOp> load_recurrent_op(const std::string& kind, ConfigRead
   std::vector<StaticLstmLayer> layers;
   for (std::size_t l = 0; l < list.size(); ++l) {
     ConfigReader layer_reader(list[l], r.file(), r.key_path("layers." + std::to_string(l)));
-    const std::string p = "l" + std::to_string(l) + ".";
+    const std::string p = layer_prefix(l);
     StaticLstmLayer layer;
     const std::array<int64_t, 2> range = pair(layer_reader, "weight_range", -128);
     if (range[1] > 127 || range[0] >= range[1])
       layer_reader.fail("weight_range", "expected -128 <= min < max <= 127");
     layer.gates = activation(layer_reader.object("gates"));
     layer.state = activation(layer_reader.object("hidden"));
-    for (auto [part, in, input_quant] :
-         {std::tuple{"ih.", l == 0 ? input_size : hidden, activation(layer_reader.object("input"))},
-          std::tuple{"hh.", hidden, layer.state}}) {
+    for (const bool is_input : {true, false}) {
+      const std::string base = p + (is_input ? "ih." : "hh.");
       LayerQuantization q;
-      q.weight = blob(own, p + part + "weight", DType::s8, {4 * hidden, in}, where);
-      q.weight_scale = blob(own, p + part + "weight_scale", DType::f32, {4 * hidden}, where).to_vector();
-      if (own.count(p + part + "bias"))
-        q.bias = blob(own, p + part + "bias", DType::f32, {4 * hidden}, where).to_vector(), ++tensors;
+      q.weight = blob(own, base + "weight", DType::s8, {4 * hidden, is_input && l == 0 ? input_size : hidden},
+                      where);
+      q.weight_scale = blob(own, base + "weight_scale", DType::f32, {4 * hidden}, where).to_vector();
+      if (own.count(base + "bias"))
+        q.bias = blob(own, base + "bias", DType::f32, {4 * hidden}, where).to_vector(), ++tensors;
       tensors += 2;
       q.weight_range = {static_cast<int32_t>(range[0]), static_cast<int32_t>(range[1])};
-      q.input = input_quant;
-      (std::string(part) == "ih." ? layer.input : layer.hidden) = std::move(q);
+      q.input = is_input ? activation(layer_reader.object("input")) : layer.state;
+      (is_input ? layer.input : layer.hidden) = std::move(q);
     }
     layer_reader.finish();
     layers.push_back(std::move(layer));
@@ -149,10 +156,10 @@ std::unique_ptr<IntegerOp> load_op(const nlohmann::json& entry, const TensorMap&
   if (!entry.is_object()) QF_FAIL(file, ": ", where, ": expected an object");
   ConfigReader r(entry, file, where);
   r.raw("name"), r.raw("inputs");
-  const std::string kind =
-      r.choice("op", "",
-               {"quantize", "dequantize", "conv2d", "linear", "relu", "max_pool2d", "avg_pool2d",
-                "adaptive_avg_pool2d", "add", "flatten", "float_conv2d", "float_linear"});
+  const std::string kind = r.choice("op", "",
+                                    {"quantize", "dequantize", "conv2d", "linear", "relu", "max_pool2d",
+                                     "avg_pool2d", "adaptive_avg_pool2d", "add", "flatten", "float_conv2d",
+                                     "float_linear", "dynamic_linear", "dynamic_lstm", "lstm"});
   const std::string context = file + ": " + where;
   std::unique_ptr<IntegerOp> op;
   std::size_t tensors = 0;

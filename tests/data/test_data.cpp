@@ -72,6 +72,17 @@ TEST_CASE("IDX reader rejects truncated, corrupt and oversized files") {
   std::string compressed = read_file(folder + "/cut.gz");
   write_file_atomically(folder + "/cut.gz", compressed.substr(0, compressed.size() / 2));
   CHECK_THROWS_AS(read_idx(folder + "/cut.gz"), Error);
+  // A gzip stream whose data is intact but whose CRC-32 trailer is wrong (gzip -t fails):
+  // zlib reports it only at the end of the stream, after the last value was read.
+  std::string bad_crc = compressed;
+  bad_crc[bad_crc.size() - 8] = static_cast<char>(bad_crc[bad_crc.size() - 8] ^ 0x5a);
+  write_file_atomically(folder + "/crc.gz", bad_crc);
+  CHECK_THROWS_WITH_AS(read_idx(folder + "/crc.gz"), doctest::Contains("corrupt or truncated compressed data"), Error);
+  // A 116-byte file whose header claims 2^30 values: refused before any allocation.
+  std::string huge{'\0', '\0', '\x08', '\x03', '\0', '\x04', '\0', '\0', '\0', '\0', '\x10', '\0', '\0', '\0', '\x10', '\0'};
+  huge.resize(116, '\x01');
+  write_file_atomically(folder + "/huge", huge);
+  CHECK_THROWS_WITH_AS(read_idx(folder + "/huge"), doctest::Contains("more than a file of 116 bytes can hold"), Error);
 }
 
 TEST_CASE("datasets check that images and labels agree") {

@@ -179,6 +179,37 @@ TEST_CASE(
   }
 }
 
+TEST_CASE("dynamic convert (Linear, LSTM) follows the float model; refuses convolutions") {
+  Generator generator(14);
+  const QuantConfig config = parse_quant_config(json::parse(R"({"mode": "dynamic"})"), "t.json");
+  CHECK(config.mode == "dynamic");
+  nn::ModulePtr lstm = nn::build_zoo_model("lstm", generator);
+  lstm->eval();
+  IntegerModel model = convert_dynamic(*lstm, config.defaults.weight, {1, 28, 28});
+  CHECK(model.ops().size() == 2);  // dynamic_lstm, dynamic_linear
+  const Tensor images = Tensor::randn({32, 1, 28, 28}, generator);
+  Tensor expected;
+  {
+    NoGradGuard no_grad;
+    expected = lstm->forward(images);
+  }
+  const Tensor deployed = model.forward(images);
+  double worst = 0, largest = 0;
+  for (int64_t i = 0; i < expected.numel(); ++i) {
+    worst = std::max(worst, double{std::abs(deployed.data()[i] - expected.data()[i])});
+    largest = std::max(largest, double{std::abs(expected.data()[i])});
+  }
+  MESSAGE("dynamic lstm: largest logit difference ", worst, " of logits up to ", largest);
+  CHECK(worst < 0.05 * largest);
+  CHECK(model.forward(images, Backend::reference).to_vector() == deployed.to_vector());
+  const std::string folder = qforge::testing::fresh_temp_folder("dynamic");
+  model.save(folder + "/d.qfm");
+  CHECK(IntegerModel::load(folder + "/d.qfm").forward(images).to_vector() == deployed.to_vector());
+  nn::ModulePtr lenet = nn::build_zoo_model("lenet", generator);
+  CHECK_THROWS_WITH_AS(convert_dynamic(*lenet, config.defaults.weight, {1, 28, 28}),
+                       doctest::Contains("dynamic quantization covers Linear and LSTM"), Error);
+}
+
 TEST_CASE("convert refuses what the integer runtime cannot run, naming the layer") {
   Generator generator(12);
   auto refuse = [&](const char* quant, const char* message) {

@@ -16,6 +16,10 @@ using namespace qforge;
 using namespace qforge::train;
 using nlohmann::json;
 
+// Real data, whole runs: ctest runs this suite as its own test, labelled real-data (the
+// sanitizer pass skips it: the same code runs there on synthetic data, 10x slower).
+TEST_SUITE_BEGIN("real-data");
+
 TEST_CASE("the integer model follows its fake-quant simulation on Fashion-MNIST (lenet, 8 and 4 bits)") {
   REQUIRE(std::filesystem::exists("/usr/share/datasets/fashion-mnist"));  // scripts/install-deps installs it
   for (const char* quant : {R"({"qat": {"epochs": 1}})",
@@ -48,3 +52,35 @@ TEST_CASE("the integer model follows its fake-quant simulation on Fashion-MNIST 
     CHECK(reloaded.accuracy == int8["accuracy"].get<double>());
   }
 }
+
+TEST_CASE("the LSTM on Fashion-MNIST rows: static integer LSTM follows QAT, dynamic follows fp32") {
+  REQUIRE(std::filesystem::exists("/usr/share/datasets/fashion-mnist"));
+  const std::string out = testing::fresh_temp_folder("deploy_lstm");
+  json source = json::parse(read_file(QFORGE_SOURCE_DIR "/configs/lstm_digits.json"));
+  source["data"] = {{"dataset", "fashion-mnist"}, {"train_limit", 4000}, {"test_limit", 2000}};
+  source["train"]["epochs"] = 1;
+  source["quant"] = {{"qat", {{"epochs", 1}}}};
+  source["output"]["dir"] = out;
+  const RunConfig config = parse_config(source, "lstm.json");
+  run_qat(config, false);
+  json summary = json::parse(read_file(out + "/summary.json"));
+  REQUIRE(summary.contains("int8"));
+  MESSAGE("lstm: fp32 ", summary["fp32"]["accuracy"].get<double>(), " qat ", summary["qat"]["accuracy"].get<double>(),
+          " int8 ", summary["int8"]["accuracy"].get<double>(), " identical ",
+          summary["int8"]["identical_predictions"].get<double>());
+  CHECK(summary["int8"]["identical_predictions"].get<double>() >= 0.99);
+  CHECK(std::abs(summary["int8"]["accuracy"].get<double>() - summary["qat"]["accuracy"].get<double>()) <= 0.003);
+  // Dynamic: the fp32 model from the same folder, quantize_dynamic style.
+  json dynamic = source;
+  dynamic["quant"] = {{"mode", "dynamic"}, {"fp32_checkpoint", out + "/model.qf"}};
+  run_ptq(parse_config(dynamic, "lstm.json"));
+  summary = json::parse(read_file(out + "/summary.json"));
+  REQUIRE(summary.contains("int8_dynamic"));
+  MESSAGE("lstm dynamic: ", summary["int8_dynamic"]["accuracy"].get<double>(), " identical ",
+          summary["int8_dynamic"]["identical_predictions"].get<double>());
+  CHECK(std::abs(summary["int8_dynamic"]["accuracy"].get<double>() - summary["fp32"]["accuracy"].get<double>()) <=
+        0.003);
+  CHECK(std::filesystem::exists(out + "/model_dynamic.qfm"));
+}
+
+TEST_SUITE_END();
