@@ -36,17 +36,16 @@ using namespace qforge;
 namespace {
 
 train::RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides,
-                                 const std::string& out) {
+                                 const std::string& out, bool force = false) {
   train::RunConfig config = train::load_config(path, overrides);
   if (!out.empty()) config.output_dir = out;
+  config.force = force;
   if (config.train.threads > 0) set_num_threads(static_cast<int>(config.train.threads));
   return config;
 }
 
 void run_train(const train::RunConfig& config, bool resume) {
-  std::filesystem::create_directories(config.output_dir);
-  write_file_atomically(config.output_dir + "/config.json", config.source.dump(2) + "\n");
-  train::Datasets datasets = train::load_datasets(config.data);
+  train::Datasets datasets = train::start_run(config, {"model.qf"}, resume);
   nn::ModulePtr model = train::build_model(config, config.train.seed);
   std::printf("training %s on %s: %lld train / %lld test images, %lld parameters, %d threads -> %s\n",
               config.model.name.empty() ? "layer list" : config.model.name.c_str(),
@@ -147,13 +146,15 @@ void run_convert(const train::RunConfig& config, const std::string& checkpoint, 
   auto* prepared = dynamic_cast<quant::QatModel*>(model.get());
   const quant::QuantConfig quant_config = quant::parse_quant_config(config.quant, config.file);
   if (quant_config.mode == "dynamic") {
-    QF_CHECK(!prepared, checkpoint, ": a QAT/PTQ model; quant.mode \"dynamic\" converts the fp32 model (model.qf)");
+    QF_CHECK(!prepared, checkpoint,
+             ": a QAT/PTQ model; quant.mode \"dynamic\" converts the fp32 model (model.qf)");
     model->eval();
     quant::int8::IntegerModel integer = quant::convert_dynamic(*model, quant_config.defaults.weight,
                                                                train::sample_shape(load_test_set(config, 1)));
     integer.save(out, {{"config", config.source}, {"converted_from", checkpoint}});
     print_integer_model(integer, load_tensor_file(out).metadata["ops"]);
-    std::printf("wrote %s (%lld bytes)\n", out.c_str(), static_cast<long long>(std::filesystem::file_size(out)));
+    std::printf("wrote %s (%lld bytes)\n", out.c_str(),
+                static_cast<long long>(std::filesystem::file_size(out)));
     return;
   }
   QF_CHECK(
@@ -245,7 +246,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string config_path, out, checkpoint, file, compare;
   std::vector<std::string> overrides, models;
-  bool resume = false, as_json = false;
+  bool resume = false, as_json = false, force = false;
   int64_t batch = 64;
   int threads = 0;
   double seconds = 2.0;
@@ -257,6 +258,7 @@ int main(int argc, char** argv) {
     command->add_option("--set", overrides, "Override a config key: a.b.c=value (repeatable)");
     command->add_option("--out", out, "Output folder (overrides output.dir)");
     if (can_resume) command->add_flag("--resume", resume, "Continue from the output folder's checkpoints");
+    command->add_flag("--force", force, "Replace a finished run in the output folder");
     return command;
   };
   auto* train = run_command("train", "Train a model in fp32 from a JSON config", true);
@@ -309,9 +311,9 @@ int main(int argc, char** argv) {
   try {
     num_threads();  // reads and checks QFORGE_THREADS before any command runs a parallel loop
     if (threads > 0) set_num_threads(threads);
-    if (*train) run_train(load_run_config(config_path, overrides, out), resume);
-    if (*qat) train::run_qat(load_run_config(config_path, overrides, out), resume);
-    if (*ptq) train::run_ptq(load_run_config(config_path, overrides, out));
+    if (*train) run_train(load_run_config(config_path, overrides, out, force), resume);
+    if (*qat) train::run_qat(load_run_config(config_path, overrides, out, force), resume);
+    if (*ptq) train::run_ptq(load_run_config(config_path, overrides, out, force));
     if (*eval) run_eval(load_run_config(config_path, overrides, ""), checkpoint, compare, as_json);
     if (*convert) run_convert(load_run_config(config_path, overrides, ""), checkpoint, out);
     if (*inspect) run_inspect(file);

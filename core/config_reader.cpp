@@ -1,5 +1,6 @@
 #include "core/config_reader.h"
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 
@@ -107,6 +108,37 @@ void ConfigReader::finish() const {
     std::string known;
     for (const std::string& k : read_) known += (known.empty() ? "" : ", ") + k;
     fail(it.key(), "unknown key (known: " + known + ")");
+  }
+}
+
+nlohmann::json parse_json(std::string_view text, const std::string& file, int max_depth) {
+  // The parser's callback sees every key with its depth: one frame per open object (the
+  // keys seen, the key being read) finds repeats and names them by path.
+  struct Frame {
+    std::vector<std::string> keys;
+    std::string current;
+  };
+  std::vector<Frame> frames;
+  auto callback = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using Event = nlohmann::json::parse_event_t;
+    QF_CHECK(depth <= max_depth, file, ": nested deeper than ", max_depth, " levels");
+    if (event == Event::object_start) frames.emplace_back();
+    if (event == Event::object_end && !frames.empty()) frames.pop_back();
+    if (event == Event::key && !frames.empty()) {
+      Frame& frame = frames.back();
+      frame.current = parsed.get<std::string>();
+      std::string where;
+      for (std::size_t i = 0; i + 1 < frames.size(); ++i) where += frames[i].current + ".";
+      QF_CHECK(std::find(frame.keys.begin(), frame.keys.end(), frame.current) == frame.keys.end(), file, ": ",
+               where, frame.current, ": the key appears twice in one object");
+      frame.keys.push_back(frame.current);
+    }
+    return true;
+  };
+  try {
+    return nlohmann::json::parse(text, callback);
+  } catch (const nlohmann::json::exception& error) {
+    QF_FAIL(file, ": not valid JSON: ", error.what());
   }
 }
 

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace qforge {
@@ -43,5 +44,12 @@ class ConfigReader {
 
 // Applies one "--set a.b.c=value" override; value is parsed as JSON, else taken as a string.
 void apply_override(nlohmann::json& config, const std::string& assignment);
+
+// Strict JSON for configs and file headers: errors name `file`; objects may not repeat a
+// key (JSON parsers silently keep the last); nesting deeper than max_depth and numbers
+// out of double's range are errors, not crashes or infinities.
+inline constexpr int kMaxJsonDepth = 64;
+inline constexpr std::size_t kMaxConfigBytes = 1 << 20;
+nlohmann::json parse_json(std::string_view text, const std::string& file, int max_depth = kMaxJsonDepth);
 
 }  // namespace qforge

@@ -20,7 +20,8 @@ struct GzCloser {
 bool is_gzip(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   char magic[2] = {};
-  return in.read(magic, 2) && static_cast<uint8_t>(magic[0]) == 0x1f && static_cast<uint8_t>(magic[1]) == 0x8b;
+  return in.read(magic, 2) && static_cast<uint8_t>(magic[0]) == 0x1f &&
+         static_cast<uint8_t>(magic[1]) == 0x8b;
 }
 
 // Reads exactly `count` bytes or reports how many arrived. A damaged compressed stream
@@ -56,8 +57,8 @@ IdxArray read_idx(const std::string& path) {
   int64_t count = 1;
   for (int i = 0; i < rank; ++i) {
     std::array<uint8_t, 4> extent{};
-    QF_CHECK(read_bytes(file.get(), extent.data(), 4, path) == 4, path, ": truncated IDX header (dimension ", i,
-             ")");
+    QF_CHECK(read_bytes(file.get(), extent.data(), 4, path) == 4, path, ": truncated IDX header (dimension ",
+             i, ")");
     int64_t value = (int64_t(extent[0]) << 24) | (extent[1] << 16) | (extent[2] << 8) | extent[3];
     QF_CHECK(value > 0 && value < (1 << 28), path, ": implausible IDX extent ", value, " in dimension ", i);
     array.dims.push_back(value);
@@ -67,8 +68,8 @@ IdxArray read_idx(const std::string& path) {
   // allocated: a plain file holds its values; deflate expands at most 1032:1.
   const int64_t file_size = static_cast<int64_t>(std::filesystem::file_size(path));
   const int64_t limit = is_gzip(path) ? file_size * 1032 + 1024 : file_size;
-  QF_CHECK(count <= limit, path, ": the IDX header claims ", count, " values, more than a file of ", file_size,
-           " bytes can hold (corrupt header)");
+  QF_CHECK(count <= limit, path, ": the IDX header claims ", count, " values, more than a file of ",
+           file_size, " bytes can hold (corrupt header)");
   array.values.resize(count);
   const int64_t got = read_bytes(file.get(), array.values.data(), count, path);
   uint8_t extra = 0;

@@ -4,6 +4,7 @@
 
 #include "core/config_reader.h"
 #include "core/file_io.h"
+#include "core/ops.h"
 #include "nn/batch_norm.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
@@ -168,18 +169,36 @@ RunConfig parse_config(const nlohmann::json& json, const std::string& file) {
   quant::parse_quant_config(config.quant, file);  // validate now, not when a stage starts
   if (config.model.name.empty()) {                // validate the layer list now, not mid-run
     build_model(config, 0);
+    if (config.data.dataset != "idx") check_layer_shapes(config, {1, 28, 28});  // 28x28 digits and fashion
   }
   return config;
 }
 
-RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  std::string text = read_file(path);
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& error) {
-    QF_FAIL(path, ": not valid JSON: ", error.what());
+void check_layer_shapes(const RunConfig& config, const Shape& sample_shape) {
+  if (!config.model.name.empty()) return;  // zoo models are built for their input
+  nn::ModulePtr model = build_model(config, 0);
+  NoGradGuard no_grad;
+  model->eval();
+  Shape shape{1};
+  shape.insert(shape.end(), sample_shape.begin(), sample_shape.end());
+  Tensor x = Tensor::zeros(shape);
+  const auto& layers = model->children();
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    try {
+      x = layers[i].second->forward(x);
+    } catch (const Error& error) {
+      QF_FAIL(config.file, ": model.layers.", i, " (", layers[i].second->type_name(), "): ", error.what(),
+              " — the layers before it turn a ", shape_to_string(sample_shape), " image into ",
+              shape_to_string(x.shape()));
+    }
   }
+}
+
+RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  const std::string text = read_file(path);
+  QF_CHECK(text.size() <= kMaxConfigBytes, path, ": ", text.size(), " bytes; a config is at most ",
+           kMaxConfigBytes, " bytes");
+  nlohmann::json json = parse_json(text, path);
   for (const std::string& assignment : overrides) apply_override(json, assignment);
   return parse_config(json, path);
 }

@@ -56,6 +56,7 @@ struct RunConfig {
   ModelConfig model;
   TrainConfig train;
   std::string output_dir = "runs/default";
+  bool force = false;     // replace a finished run in output_dir (the CLI's --force)
   nlohmann::json quant;   // read by the quantization stages
   nlohmann::json source;  // the config after overrides, saved beside the results
 };
@@ -66,5 +67,9 @@ RunConfig parse_config(const nlohmann::json& json, const std::string& file);
 
 // The model a config describes (zoo name or layer list), initialized from `seed`.
 nn::ModulePtr build_model(const RunConfig& config, uint64_t seed);
+// A layer list's shapes against one sample (C,H,W): the first layer that cannot take its
+// input is an error naming model.layers.N (parse_config checks the 28x28 datasets; runs on
+// "idx" data check once the data is loaded).
+void check_layer_shapes(const RunConfig& config, const Shape& sample_shape);
 
 }  // namespace qforge::train

@@ -77,13 +77,15 @@ namespace {
 // Saves, evaluates and compares an integer model against the model it came from.
 StageSummary record_integer_model(const quant::int8::IntegerModel& integer, const Forward& source,
                                   const char* source_name, double convert_seconds, const RunConfig& config,
-                                  const Datasets& datasets, const std::string& stage, const std::string& file) {
+                                  const Datasets& datasets, const std::string& stage,
+                                  const std::string& file) {
   const std::string path = config.output_dir + "/" + file;
   integer.save(path, {{"config", config.source}, {"converted_from", stage}});
-  Agreement agreement = compare_models([&](const Tensor& x) { return integer.forward(x); }, source, datasets.test,
-                                       config.train.eval_batch_size);
+  Agreement agreement = compare_models([&](const Tensor& x) { return integer.forward(x); }, source,
+                                       datasets.test, config.train.eval_batch_size);
   const int64_t bytes = file_bytes(path), fp32_bytes = file_bytes(config.output_dir + "/model.qf");
-  StageSummary summary{stage, agreement.a.accuracy, agreement.a.loss, agreement.a.images_per_second, convert_seconds};
+  StageSummary summary{stage, agreement.a.accuracy, agreement.a.loss, agreement.a.images_per_second,
+                       convert_seconds};
   summary.extra = {{"model_file", file},
                    {"model_bytes", bytes},
                    {"weight_bytes", integer.weight_bytes()},
@@ -95,24 +97,29 @@ StageSummary record_integer_model(const quant::int8::IntegerModel& integer, cons
   if (fp32_bytes > 0) summary.extra["fp32_model_bytes"] = fp32_bytes;
   record_stage(config.output_dir, summary);
   const std::string share =
-      fp32_bytes > 0 ? ", " + std::to_string(static_cast<int>(std::lround(100.0 * bytes / fp32_bytes))) + "% of fp32" : "";
-  std::printf("%s: integer model %s (%lld bytes%s), test accuracy %.2f%%, %.0f images/s; same prediction as "
-              "%s on %.2f%% of images, max logit difference %.4g\n",
-              stage.c_str(), path.c_str(), static_cast<long long>(bytes), share.c_str(), 100 * agreement.a.accuracy,
-              agreement.a.images_per_second, source_name, 100 * agreement.identical_predictions,
-              agreement.max_logit_difference);
+      fp32_bytes > 0
+          ? ", " + std::to_string(static_cast<int>(std::lround(100.0 * bytes / fp32_bytes))) + "% of fp32"
+          : "";
+  std::printf(
+      "%s: integer model %s (%lld bytes%s), test accuracy %.2f%%, %.0f images/s; same prediction as "
+      "%s on %.2f%% of images, max logit difference %.4g\n",
+      stage.c_str(), path.c_str(), static_cast<long long>(bytes), share.c_str(), 100 * agreement.a.accuracy,
+      agreement.a.images_per_second, source_name, 100 * agreement.identical_predictions,
+      agreement.max_logit_difference);
   return summary;
 }
 }  // namespace
 
-StageSummary deploy_integer_model(quant::QatModel& prepared, const RunConfig& config, const Datasets& datasets,
-                                  const std::string& stage, const std::string& file) {
+StageSummary deploy_integer_model(quant::QatModel& prepared, const RunConfig& config,
+                                  const Datasets& datasets, const std::string& stage,
+                                  const std::string& file) {
   prepared.eval();
   const Clock::time_point start = Clock::now();
   quant::int8::IntegerModel integer = quant::convert(prepared, sample_shape(datasets.test));
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  return record_integer_model(integer, [&](const Tensor& x) { return prepared.forward(x); }, "fake quant", seconds,
-                              config, datasets, stage, file);
+  return record_integer_model(
+      integer, [&](const Tensor& x) { return prepared.forward(x); }, "fake quant", seconds, config, datasets,
+      stage, file);
 }
 
 StageSummary deploy_dynamic_model(nn::Module& fp32, const RunConfig& config, const Datasets& datasets,
@@ -123,8 +130,9 @@ StageSummary deploy_dynamic_model(nn::Module& fp32, const RunConfig& config, con
   quant::int8::IntegerModel integer =
       quant::convert_dynamic(fp32, quant_config.defaults.weight, sample_shape(datasets.test));
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  return record_integer_model(integer, [&](const Tensor& x) { return fp32.forward(x); }, "fp32", seconds, config,
-                              datasets, stage, file);
+  return record_integer_model(
+      integer, [&](const Tensor& x) { return fp32.forward(x); }, "fp32", seconds, config, datasets, stage,
+      file);
 }
 
 Forward load_forward(const RunConfig& config, const std::string& file, std::string* description) {

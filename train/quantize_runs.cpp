@@ -79,19 +79,16 @@ void deploy_if_convertible(quant::QatModel& prepared, const RunConfig& config, c
   }
 }
 
-void prepare_output(const RunConfig& config) {
-  std::filesystem::create_directories(config.output_dir);
-  write_file_atomically(config.output_dir + "/config.json", config.source.dump(2) + "\n");
-}
-
 }  // namespace
 
 void run_qat(const RunConfig& config, bool resume) {
   const quant::QuantConfig quant_config = quant::parse_quant_config(config.quant, config.file);
-  QF_CHECK(quant_config.mode == "static", config.file,
-           ": quant.mode: dynamic quantization trains nothing; `qforge ptq` converts the fp32 model dynamically");
-  prepare_output(config);
-  Datasets datasets = load_datasets(config.data);
+  QF_CHECK(
+      quant_config.mode == "static", config.file,
+      ": quant.mode: dynamic quantization trains nothing; `qforge ptq` converts the fp32 model dynamically");
+  std::vector<std::string> finished{"model_qat.qf"};
+  if (quant_config.fp32_checkpoint.empty()) finished.push_back("model.qf");
+  Datasets datasets = start_run(config, finished, resume);
   nn::ModulePtr model = fp32_model(config, quant_config, datasets, resume);
   // The teacher for distillation: a frozen copy of the fp32 model (prepare rewrites the
   // model in place and QAT then trains its weights).
@@ -151,8 +148,9 @@ void run_qat(const RunConfig& config, bool resume) {
 
 void run_ptq(const RunConfig& config) {
   const quant::QuantConfig quant_config = quant::parse_quant_config(config.quant, config.file);
-  prepare_output(config);
-  Datasets datasets = load_datasets(config.data);
+  std::vector<std::string> finished{quant_config.mode == "dynamic" ? "model_dynamic.qfm" : "model_ptq.qf"};
+  if (quant_config.fp32_checkpoint.empty()) finished.push_back("model.qf");
+  Datasets datasets = start_run(config, finished, false);
   nn::ModulePtr model = fp32_model(config, quant_config, datasets, false);
   if (quant_config.mode == "dynamic") {  // quantize_dynamic: no calibration, no fake-quant model
     deploy_dynamic_model(*model, config, datasets, "int8_dynamic", "model_dynamic.qfm");

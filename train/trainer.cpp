@@ -1,6 +1,9 @@
 #include "train/trainer.h"
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <chrono>
 #include <cmath>
@@ -68,6 +71,29 @@ void check_finite(const nn::Module& model, const EvalResult& eval, const std::st
 Datasets load_datasets(const DataConfig& config) {
   return {data::load_idx_folder(config.path, data::Split::train, config.normalization, config.train_limit),
           data::load_idx_folder(config.path, data::Split::test, config.normalization, config.test_limit)};
+}
+
+Datasets start_run(const RunConfig& config, const std::vector<std::string>& finished_files, bool resume) {
+  Datasets datasets = load_datasets(config.data);
+  check_layer_shapes(config,
+                     Shape(datasets.test.images.shape().begin() + 1, datasets.test.images.shape().end()));
+  namespace fs = std::filesystem;
+  for (const std::string& file : finished_files) {
+    const std::string path = config.output_dir + "/" + file;
+    QF_CHECK(resume || config.force || !fs::exists(path), config.output_dir, " holds a finished run (", file,
+             "); pass --force to replace it, --resume to continue it, or --out another folder");
+  }
+  fs::create_directories(config.output_dir);
+  for (const auto& entry : fs::directory_iterator(config.output_dir)) {
+    const std::string name = entry.path().filename().string();
+    const auto at = name.rfind(".tmp.");
+    if (at == std::string::npos) continue;
+    const std::string pid = name.substr(at + 5);
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (::kill(static_cast<pid_t>(std::stol(pid)), 0) != 0 && errno == ESRCH) fs::remove(entry.path());
+  }
+  write_file_atomically(config.output_dir + "/config.json", config.source.dump(2) + "\n");
+  return datasets;
 }
 
 EvalResult evaluate(const Forward& forward, const data::Dataset& dataset, int64_t batch_size) {

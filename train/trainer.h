@@ -22,6 +22,13 @@ struct Datasets {
 };
 Datasets load_datasets(const DataConfig& config);
 
+// Starts a run in config.output_dir, writing nothing until its inputs are checked: loads
+// the data, checks a layer list's shapes against it, refuses to replace a finished run
+// (any of `finished_files` present) unless config.force or resuming, removes temporary
+// files that killed runs left (*.tmp.<pid> of processes that are gone), and only then
+// writes config.json.
+Datasets start_run(const RunConfig& config, const std::vector<std::string>& finished_files, bool resume);
+
 struct EvalResult {
   double loss = 0, accuracy = 0, images_per_second = 0, seconds = 0;
 };

@@ -83,7 +83,6 @@ void check_layer(const LayerQuantization& layer, int64_t out_channels, const std
              layer.weight_range.quant_max, "]");
 }
 
-
 Tensor tensor_of(const std::vector<float>& v) {
   return Tensor::from_vector({static_cast<int64_t>(v.size())}, v);
 }

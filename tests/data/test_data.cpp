@@ -77,12 +77,15 @@ TEST_CASE("IDX reader rejects truncated, corrupt and oversized files") {
   std::string bad_crc = compressed;
   bad_crc[bad_crc.size() - 8] = static_cast<char>(bad_crc[bad_crc.size() - 8] ^ 0x5a);
   write_file_atomically(folder + "/crc.gz", bad_crc);
-  CHECK_THROWS_WITH_AS(read_idx(folder + "/crc.gz"), doctest::Contains("corrupt or truncated compressed data"), Error);
+  CHECK_THROWS_WITH_AS(read_idx(folder + "/crc.gz"),
+                       doctest::Contains("corrupt or truncated compressed data"), Error);
   // A 116-byte file whose header claims 2^30 values: refused before any allocation.
-  std::string huge{'\0', '\0', '\x08', '\x03', '\0', '\x04', '\0', '\0', '\0', '\0', '\x10', '\0', '\0', '\0', '\x10', '\0'};
+  std::string huge{'\0', '\0', '\x08', '\x03', '\0', '\x04', '\0',   '\0',
+                   '\0', '\0', '\x10', '\0',   '\0', '\0',   '\x10', '\0'};
   huge.resize(116, '\x01');
   write_file_atomically(folder + "/huge", huge);
-  CHECK_THROWS_WITH_AS(read_idx(folder + "/huge"), doctest::Contains("more than a file of 116 bytes can hold"), Error);
+  CHECK_THROWS_WITH_AS(read_idx(folder + "/huge"),
+                       doctest::Contains("more than a file of 116 bytes can hold"), Error);
 }
 
 TEST_CASE("datasets check that images and labels agree") {

@@ -65,11 +65,12 @@ TEST_CASE("the LSTM on Fashion-MNIST rows: static integer LSTM follows QAT, dyna
   run_qat(config, false);
   json summary = json::parse(read_file(out + "/summary.json"));
   REQUIRE(summary.contains("int8"));
-  MESSAGE("lstm: fp32 ", summary["fp32"]["accuracy"].get<double>(), " qat ", summary["qat"]["accuracy"].get<double>(),
-          " int8 ", summary["int8"]["accuracy"].get<double>(), " identical ",
-          summary["int8"]["identical_predictions"].get<double>());
+  MESSAGE("lstm: fp32 ", summary["fp32"]["accuracy"].get<double>(), " qat ",
+          summary["qat"]["accuracy"].get<double>(), " int8 ", summary["int8"]["accuracy"].get<double>(),
+          " identical ", summary["int8"]["identical_predictions"].get<double>());
   CHECK(summary["int8"]["identical_predictions"].get<double>() >= 0.99);
-  CHECK(std::abs(summary["int8"]["accuracy"].get<double>() - summary["qat"]["accuracy"].get<double>()) <= 0.003);
+  CHECK(std::abs(summary["int8"]["accuracy"].get<double>() - summary["qat"]["accuracy"].get<double>()) <=
+        0.003);
   // Dynamic: the fp32 model from the same folder, quantize_dynamic style.
   json dynamic = source;
   dynamic["quant"] = {{"mode", "dynamic"}, {"fp32_checkpoint", out + "/model.qf"}};
@@ -78,8 +79,8 @@ TEST_CASE("the LSTM on Fashion-MNIST rows: static integer LSTM follows QAT, dyna
   REQUIRE(summary.contains("int8_dynamic"));
   MESSAGE("lstm dynamic: ", summary["int8_dynamic"]["accuracy"].get<double>(), " identical ",
           summary["int8_dynamic"]["identical_predictions"].get<double>());
-  CHECK(std::abs(summary["int8_dynamic"]["accuracy"].get<double>() - summary["fp32"]["accuracy"].get<double>()) <=
-        0.003);
+  CHECK(std::abs(summary["int8_dynamic"]["accuracy"].get<double>() -
+                 summary["fp32"]["accuracy"].get<double>()) <= 0.003);
   CHECK(std::filesystem::exists(out + "/model_dynamic.qfm"));
 }
 

@@ -88,6 +88,77 @@ TEST_CASE("config errors name the key path and the expectation") {
   CHECK(error_of(bad) ==
         "test.json: train.schedule.type: expected one of none, step, cosine, got \"linear\"");
   CHECK(error_of(base).empty());
+  // Values out of range (each was accepted and produced a NaN or a useless run).
+  for (auto [path, value, message] :
+       {std::tuple{"/train/optimizer/momentum", json(-5),
+                   "train.optimizer.momentum: expected a number in [0, 1)"},
+        std::tuple{"/train/optimizer/weight_decay", json(-10),
+                   "train.optimizer.weight_decay: expected a number >= 0"},
+        std::tuple{"/train/threads", json(1000000), "train.threads: expected at most 1024"},
+        std::tuple{"/data/normalize/std", json(1e-30), "data.normalize.std: expected a number >= 0.001"}}) {
+    bad = base;
+    bad[json::json_pointer(path)] = value;
+    CAPTURE(path);
+    CHECK(error_of(bad).find(std::string("test.json: ") + message) == 0);
+  }
+  bad = base;
+  bad["train"]["schedule"] = {{"type", "step"}, {"gamma", -1}};
+  CHECK(error_of(bad).find("train.schedule.gamma: expected a positive number") != std::string::npos);
+  bad = base;
+  bad["train"]["schedule"] = {{"type", "cosine"}, {"min_lr", -5}};
+  CHECK(error_of(bad).find("train.schedule.min_lr: expected a number >= 0") != std::string::npos);
+  // A pooling window larger than its input is caught when the model is built, by layer.
+  bad = base;
+  bad["data"] = {{"dataset", "fashion-mnist"}};
+  bad["model"]["layers"][3] = {{"type", "maxpool2d"}, {"kernel", 29}};
+  CHECK(error_of(bad).find(
+            "test.json: model.layers.3 (MaxPool2d): max_pool2d: input [1,4,28,28] is smaller") == 0);
+  bad["model"]["layers"][3] = {{"type", "avgpool2d"}, {"kernel", 5000}};
+  CHECK(error_of(bad).find("test.json: model.layers.3 (AvgPool2d)") == 0);
+}
+
+TEST_CASE("config files: duplicate keys, deep nesting, huge files and overflowing numbers are errors") {
+  const std::string folder = temp_folder("config_files");
+  auto error_in = [&](const std::string& text) {
+    write_file_atomically(folder + "/c.json", text);
+    try {
+      load_config(folder + "/c.json");
+    } catch (const Error& error) {
+      return std::string(error.what());
+    }
+    return std::string();
+  };
+  CHECK(error_in(R"({"train": {"epochs": 1, "epochs": 2}})").find("train.epochs: the key appears twice") !=
+        std::string::npos);
+  CHECK(error_in(std::string(100000, '[') + std::string(100000, ']')).find("nested deeper than 64 levels") !=
+        std::string::npos);
+  CHECK(error_in(R"({"train": {"optimizer": {"lr": 1e400}}})").find("c.json: not valid JSON") !=
+        std::string::npos);
+  CHECK(error_in("{\"x\": \"" + std::string(2 << 20, 'a') + "\"}").find("a config is at most") !=
+        std::string::npos);
+}
+
+TEST_CASE("a run writes nothing before its inputs are checked, and never replaces a finished run unasked") {
+  const std::string data = temp_folder("guard_data"), out = temp_folder("guard_out");
+  write_separable_dataset(data, 256, 64);
+  json source = small_config(data, out);
+  source["train"]["epochs"] = 1;
+  RunConfig config = parse_config(source, "test.json");
+  fit(*build_model(config, 0), config, load_datasets(config.data), {.quiet = true});  // a finished run
+  write_file_atomically(out + "/config.json", "original\n");
+  write_file_atomically(out + "/stale.qf.tmp.999999999", "left by a killed run");
+  CHECK_THROWS_WITH_AS(start_run(config, {"model.qf"}, false), doctest::Contains("holds a finished run"),
+                       Error);
+  // A bad data path fails before anything is written.
+  RunConfig broken = config;
+  broken.data.path = data + "/missing";
+  broken.force = true;
+  CHECK_THROWS_AS(start_run(broken, {"model.qf"}, false), Error);
+  CHECK(read_file(out + "/config.json") == "original\n");
+  config.force = true;
+  start_run(config, {"model.qf"}, false);
+  CHECK(read_file(out + "/config.json") != "original\n");
+  CHECK_FALSE(std::filesystem::exists(out + "/stale.qf.tmp.999999999"));
 }
 
 TEST_CASE("every shipped config parses, its quant section included") {
@@ -257,6 +328,10 @@ TEST_CASE("qat and ptq stages run from a config and record their accuracy") {
   source["quant"] = {{"qat", {{"epochs", 1}, {"freeze_bn_epoch", 0}}}, {"ptq", {{"calibration_batches", 8}}}};
   RunConfig config = parse_config(source, "test.json");
   run_qat(config, false);
+  // PTQ into the same folder trains fp32 again (model.qf): refused unless asked.
+  CHECK_THROWS_WITH_AS(run_ptq(config), doctest::Contains("holds a finished run (model.qf); pass --force"),
+                       Error);
+  config.force = true;
   run_ptq(config);
   json summary = json::parse(read_file(out + "/summary.json"));
   CHECK(summary["fp32"]["accuracy"].get<double>() >= 0.99);
