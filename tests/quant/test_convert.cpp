@@ -8,6 +8,10 @@
 
 #include "core/file_io.h"
 #include "core/ops.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "nn/sequential.h"
+#include "nn/simple_layers.h"
 #include "nn/zoo.h"
 #include "quant/convert.h"
 #include "quant/int8/ops.h"
@@ -229,9 +233,22 @@ TEST_CASE("convert refuses what the integer runtime cannot run, naming the layer
 TEST_CASE(".qfm files: every truncation, every flipped bit and hand edits are errors naming the file") {
   const std::string folder = qforge::testing::fresh_temp_folder("qfm");
   Generator generator(13);
-  auto prepared = calibrated("jermmy", parse_quant_config(nullptr, "t.json"), generator);
-  IntegerModel model = convert(*prepared, {1, 28, 28});
-  const std::string path = folder + "/jermmy.qfm";
+  // A small model with every kind of field: conv (grouped), relu, pools, flatten, linear.
+  auto small = std::make_shared<nn::Sequential>(std::vector<nn::ModulePtr>{
+      std::make_shared<nn::Conv2d>(1, 4, 3, Conv2dOptions{}, true, generator), std::make_shared<nn::ReLU>(),
+      std::make_shared<nn::MaxPool2d>(Pool2dOptions::square(2)),
+      std::make_shared<nn::Conv2d>(4, 4, 3, Conv2dOptions::square(1, 1, 1, 2), true, generator),
+      std::make_shared<nn::AvgPool2d>(Pool2dOptions::square(2)), std::make_shared<nn::Flatten>(),
+      std::make_shared<nn::Linear>(4 * 3 * 3, 3, true, generator)});
+  auto prepared = prepare_qat(small, parse_quant_config(nullptr, "t.json"));
+  prepared->train();
+  {
+    NoGradGuard no_grad;
+    for (int i = 0; i < 3; ++i) prepared->forward(Tensor::randn({8, 1, 14, 14}, generator));
+  }
+  prepared->eval();
+  IntegerModel model = convert(*prepared, {1, 14, 14});
+  const std::string path = folder + "/small.qfm";
   model.save(path);
   const std::string bytes = read_file(path);
   const TensorFile file = parse_tensor_file(bytes, path);
@@ -241,7 +258,7 @@ TEST_CASE(".qfm files: every truncation, every flipped bit and hand edits are er
     CHECK_THROWS_AS(IntegerModel::from_file(parse_tensor_file(bytes.substr(0, length), path), path), Error);
   }
   // Bit flips everywhere: the header (scales, shapes) and every blob.
-  for (std::size_t at = 0; at < bytes.size(); at += 7) {
+  for (std::size_t at = 0; at < bytes.size(); at += 3) {
     std::string flipped = bytes;
     flipped[at] = static_cast<char>(flipped[at] ^ (1 << (at % 8)));
     CAPTURE(at);
@@ -258,7 +275,7 @@ TEST_CASE(".qfm files: every truncation, every flipped bit and hand edits are er
   edited([](json& m) { m["ops"][1]["input"]["scale"] = -1; }, "ops.1.input.scale");
   edited([](json& m) { m["ops"][1]["input"]["zero_point"] = 300; }, "ops.1.input.zero_point");
   edited([](json& m) { m["ops"][1]["out_channels"] = 41; },
-         "tensor \"weight\" is s8 [40,1,3,3], expected s8 [41,1,3,3]");
+         "tensor \"weight\" is s8 [4,1,3,3], expected s8 [41,1,3,3]");
   edited([](json& m) { m["ops"][2]["inputs"] = {5}; }, "ops.2.inputs");
   edited([](json& m) { m["ops"][1]["op"] = "winograd"; }, "ops.1.op");
   edited([](json& m) { m["ops"][1]["surprise"] = 1; }, "ops.1.surprise");
