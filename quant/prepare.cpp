@@ -1,5 +1,7 @@
 #include "quant/prepare.h"
 
+#include <algorithm>
+
 #include "nn/lstm.h"
 #include "nn/resnet.h"
 #include "nn/sequential.h"
@@ -118,10 +120,38 @@ void for_each(nn::Module& model, F f) {
     if (auto* typed = dynamic_cast<T*>(module)) f(*typed);
 }
 
+// Every override must name a layer or a type this model has: a misspelt name would
+// otherwise be silently ignored.
+void check_overrides(nn::Module& model, const QuantConfig& config) {
+  std::vector<std::string> names{"input", "output"}, types{"Input", "Output"}, quantizable;
+  for (auto& [name, module] : model.named_modules()) {
+    names.push_back(name);
+    types.push_back(module->type_name());
+    const std::string type = module->type_name();
+    if (type == "Conv2d" || type == "Linear" || type == "LSTM" || type == "BasicBlock") quantizable.push_back(name);
+  }
+  auto listed = [](const std::vector<std::string>& items) {
+    std::string text;
+    for (std::size_t i = 0; i < items.size() && i < 24; ++i) text += (i ? ", " : "") + items[i];
+    return items.size() > 24 ? text + ", ..." : text;
+  };
+  for (std::size_t i = 0; i < config.overrides.size(); ++i) {
+    const QConfigOverride& o = config.overrides[i];
+    if (!o.name.empty())
+      QF_CHECK(std::find(names.begin(), names.end(), o.name) != names.end(), "quant.overrides.", i, ": name \"",
+               o.name, "\" is no layer of this model (its layers: input, output, ", listed(quantizable), ")");
+    if (!o.type.empty())
+      QF_CHECK(std::find(types.begin(), types.end(), o.type) != types.end(), "quant.overrides.", i, ": type \"",
+               o.type, "\" is no layer type of this model (Conv2d, Linear, LSTM, BasicBlock, Input or Output as "
+               "the model has them)");
+  }
+}
+
 }  // namespace
 
 std::shared_ptr<QatModel> prepare_qat(const nn::ModulePtr& model, const QuantConfig& config) {
   QF_CHECK(!as<QatModel>(model), "prepare: the model is already prepared");
+  check_overrides(*model, config);
   QF_CHECK(
       !config.for_module("input", "Input").is_float,
       "quant.overrides: the network input is always quantized; \"float\" applies to layers and \"output\"");
