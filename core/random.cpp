@@ -1,5 +1,10 @@
 #include "core/random.h"
 
+#include <cstdlib>
+#include <sstream>
+
+#include "core/error.h"
+
 #include <cmath>
 
 namespace qforge {
@@ -17,6 +22,24 @@ float Generator::normal() {
   cached_normal_ = static_cast<float>(radius * std::sin(angle));
   has_cached_normal_ = true;
   return static_cast<float>(radius * std::cos(angle));
+}
+
+std::string Generator::state() const {
+  std::ostringstream out;
+  out << engine_ << ' ' << has_cached_normal_ << ' ' << std::hexfloat << cached_normal_;
+  return out.str();
+}
+
+void Generator::set_state(const std::string& text) {
+  std::istringstream in(text);
+  std::mt19937_64 engine;
+  bool has_cached = false;
+  std::string cached;
+  in >> engine >> has_cached >> cached;
+  QF_CHECK(!in.fail() && in.eof() && !cached.empty(), "random state: not a generator state");
+  engine_ = engine;
+  has_cached_normal_ = has_cached;
+  cached_normal_ = std::strtof(cached.c_str(), nullptr);
 }
 
 }  // namespace qforge

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
 
 namespace qforge {
 
@@ -20,6 +21,10 @@ class Generator {
   float normal();
   // Uniform integer in [0, n).
   uint64_t below(uint64_t n) { return engine_() % n; }
+  // The whole state as text (the engine's standard serialization and the cached normal),
+  // for checkpoints; set_state throws qforge::Error on text it did not write.
+  std::string state() const;
+  void set_state(const std::string& text);
 
  private:
   std::mt19937_64 engine_;

@@ -92,4 +92,22 @@ void Module::save(const std::string& path) const {
 
 void Module::load(const std::string& path) { load_state_dict(load_tensor_file(path).tensors, path); }
 
+nlohmann::json Module::random_state() {
+  nlohmann::json state = nlohmann::json::object();
+  for (auto& [name, module] : named_modules())
+    if (nlohmann::json own = module->own_random_state(); !own.is_null()) state[name] = own;
+  return state;
+}
+
+void Module::load_random_state(const nlohmann::json& state, const std::string& source) {
+  QF_CHECK(state.is_object(), source, ": random_state: expected an object");
+  for (auto& [name, module] : named_modules()) {
+    const bool has_state = !module->own_random_state().is_null();
+    QF_CHECK(has_state == state.contains(name), source,
+             ": random_state: ", has_state ? "missing the state of " : "unexpected state for ", "\"", name,
+             "\"");
+    if (has_state) module->load_own_random_state(state[name]);
+  }
+}
+
 }  // namespace qforge::nn

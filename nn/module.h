@@ -52,12 +52,18 @@ class Module {
   // Called on every module after load_state_dict copied values in, for modules that
   // mirror buffers into other state (quantization observers).
   virtual void state_loaded() {}
+  // State that is not a tensor — a dropout layer's random generator — so that a resumed
+  // run draws the same numbers: {dotted module name: state}, and back.
+  nlohmann::json random_state();
+  void load_random_state(const nlohmann::json& state, const std::string& source);
 
  protected:
+  // A module's own non-tensor state (null: none).
+  virtual nlohmann::json own_random_state() const { return nullptr; }
+  virtual void load_own_random_state(const nlohmann::json& state) {}
   // Modules holding typed pointers to children re-point them here.
   virtual void child_replaced(const std::string& name, const std::shared_ptr<Module>& module) {}
 
- public:
  protected:
   Tensor register_parameter(const std::string& name, Tensor tensor);
   Tensor register_buffer(const std::string& name, Tensor tensor);

@@ -58,6 +58,13 @@ class Dropout : public Module {
   std::string type_name() const override { return "Dropout"; }
   float p;
 
+ protected:
+  nlohmann::json own_random_state() const override { return generator_.state(); }
+  void load_own_random_state(const nlohmann::json& state) override {
+    QF_CHECK(state.is_string(), "Dropout: expected a generator state");
+    generator_.set_state(state.get<std::string>());
+  }
+
  private:
   Generator generator_;
 };

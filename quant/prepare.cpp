@@ -128,7 +128,8 @@ void check_overrides(nn::Module& model, const QuantConfig& config) {
     names.push_back(name);
     types.push_back(module->type_name());
     const std::string type = module->type_name();
-    if (type == "Conv2d" || type == "Linear" || type == "LSTM" || type == "BasicBlock") quantizable.push_back(name);
+    if (type == "Conv2d" || type == "Linear" || type == "LSTM" || type == "BasicBlock")
+      quantizable.push_back(name);
   }
   auto listed = [](const std::vector<std::string>& items) {
     std::string text;
@@ -138,11 +139,13 @@ void check_overrides(nn::Module& model, const QuantConfig& config) {
   for (std::size_t i = 0; i < config.overrides.size(); ++i) {
     const QConfigOverride& o = config.overrides[i];
     if (!o.name.empty())
-      QF_CHECK(std::find(names.begin(), names.end(), o.name) != names.end(), "quant.overrides.", i, ": name \"",
-               o.name, "\" is no layer of this model (its layers: input, output, ", listed(quantizable), ")");
+      QF_CHECK(std::find(names.begin(), names.end(), o.name) != names.end(), "quant.overrides.", i,
+               ": name \"", o.name, "\" is no layer of this model (its layers: input, output, ",
+               listed(quantizable), ")");
     if (!o.type.empty())
-      QF_CHECK(std::find(types.begin(), types.end(), o.type) != types.end(), "quant.overrides.", i, ": type \"",
-               o.type, "\" is no layer type of this model (Conv2d, Linear, LSTM, BasicBlock, Input or Output as "
+      QF_CHECK(std::find(types.begin(), types.end(), o.type) != types.end(), "quant.overrides.", i,
+               ": type \"", o.type,
+               "\" is no layer type of this model (Conv2d, Linear, LSTM, BasicBlock, Input or Output as "
                "the model has them)");
   }
 }

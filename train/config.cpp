@@ -174,6 +174,78 @@ RunConfig parse_config(const nlohmann::json& json, const std::string& file) {
   return config;
 }
 
+namespace {
+nlohmann::json spec_json(const quant::QuantizerSpec& q) {
+  const quant::QuantScheme& s = q.scheme;
+  return {{"bits", s.bits},
+          {"signed", s.is_signed},
+          {"symmetric", s.symmetric},
+          {"per_channel", s.axis >= 0},
+          {"reduce_range", s.reduce_range},
+          {"narrow_range", s.narrow_range},
+          {"observer", q.observer},
+          {"learnable", q.is_learnable}};
+}
+
+// "a.b.c: the file has X, the config has Y" for the first place two specs differ.
+std::string first_difference(const nlohmann::json& saved, const nlohmann::json& current,
+                             const std::string& path) {
+  if (saved.is_object() && current.is_object()) {
+    for (const auto& [key, value] : saved.items()) {
+      const std::string where = path.empty() ? key : path + "." + key;
+      if (!current.contains(key))
+        return where + ": the file has " + value.dump() + ", the config has nothing";
+      if (std::string d = first_difference(value, current[key], where); !d.empty()) return d;
+    }
+    for (const auto& [key, value] : current.items())
+      if (!saved.contains(key))
+        return (path.empty() ? key : path + "." + key) + ": the file has nothing, the config has " +
+               value.dump();
+    return "";
+  }
+  if (saved.is_array() && current.is_array() && saved.size() == current.size()) {
+    for (std::size_t i = 0; i < saved.size(); ++i)
+      if (std::string d = first_difference(saved[i], current[i], path + "." + std::to_string(i)); !d.empty())
+        return d;
+    return "";
+  }
+  return saved == current ? ""
+                          : path + ": the file has " + saved.dump() + ", the config has " + current.dump();
+}
+}  // namespace
+
+// Note [Saved spec]: a model file carries the model description and quantization spec it
+// was built with, so `eval`, `convert` and `--resume` under a changed config (an 8-bit QAT
+// model evaluated with --set quant.weight.bits=4 scored 10.5% instead of 72.3%) stop with
+// the first difference instead of loading the weights into another model.
+nlohmann::json model_spec(const RunConfig& config, bool with_quant) {
+  nlohmann::json spec{{"model", config.source.value("model", nlohmann::json::object())}};
+  if (!with_quant) return spec;
+  const quant::QuantConfig q = quant::parse_quant_config(config.quant, config.file);
+  nlohmann::json overrides = nlohmann::json::array();
+  for (const quant::QConfigOverride& o : q.overrides)
+    overrides.push_back({{"name", o.name},
+                         {"type", o.type},
+                         {"float", o.qconfig.is_float},
+                         {"weight", spec_json(o.qconfig.weight)},
+                         {"activation", spec_json(o.qconfig.activation)}});
+  spec["quant"] = {{"mode", q.mode},
+                   {"weight", spec_json(q.defaults.weight)},
+                   {"activation", spec_json(q.defaults.activation)},
+                   {"overrides", overrides}};
+  return spec;
+}
+
+void check_model_spec(const nlohmann::json& saved_metadata, const RunConfig& config, bool with_quant,
+                      const std::string& file) {
+  if (!saved_metadata.is_object() || !saved_metadata.contains("spec")) return;
+  const nlohmann::json& saved = saved_metadata["spec"];
+  const std::string difference =
+      first_difference(saved, model_spec(config, with_quant && saved.contains("quant")), "");
+  QF_CHECK(difference.empty(), file, ": saved with another model or quantization spec than ", config.file,
+           " gives: ", difference);
+}
+
 void check_layer_shapes(const RunConfig& config, const Shape& sample_shape) {
   if (!config.model.name.empty()) return;  // zoo models are built for their input
   nn::ModulePtr model = build_model(config, 0);

@@ -67,6 +67,16 @@ RunConfig parse_config(const nlohmann::json& json, const std::string& file);
 
 // The model a config describes (zoo name or layer list), initialized from `seed`.
 nn::ModulePtr build_model(const RunConfig& config, uint64_t seed);
+// What a saved model was built with (Note [Saved spec]): the model section and, for QAT
+// and PTQ models, the quantization spec with its defaults filled in (mode, weight,
+// activation, overrides — not run settings such as epochs or learning rates).
+nlohmann::json model_spec(const RunConfig& config, bool with_quant);
+// A saved file's spec against the current config: an error naming the file and the first
+// difference ("quant.weight.bits: the file has 8, the config has 4"). Files without a spec
+// (written before it existed) pass.
+void check_model_spec(const nlohmann::json& saved_metadata, const RunConfig& config, bool with_quant,
+                      const std::string& file);
+
 // A layer list's shapes against one sample (C,H,W): the first layer that cannot take its
 // input is an error naming model.layers.N (parse_config checks the 28x28 datasets; runs on
 // "idx" data check once the data is loaded).

@@ -21,7 +21,11 @@ nn::ModulePtr fp32_model(const RunConfig& config, const quant::QuantConfig& quan
                          const Datasets& datasets, bool resume) {
   nn::ModulePtr model = build_model(config, config.train.seed);
   if (!quant_config.fp32_checkpoint.empty()) {
-    model->load(quant_config.fp32_checkpoint);
+    TensorFile saved = load_tensor_file(quant_config.fp32_checkpoint);
+    check_model_spec(saved.metadata, config, false, quant_config.fp32_checkpoint);
+    const bool is_checkpoint = saved.metadata.value("kind", "") == "checkpoint";
+    model->load_state_dict(is_checkpoint ? tensors_under(saved.tensors, "model.") : saved.tensors,
+                           quant_config.fp32_checkpoint);
     EvalResult result = evaluate(*model, datasets.test, config.train.eval_batch_size);
     record_stage(
         config.output_dir,
@@ -177,8 +181,9 @@ nn::ModulePtr load_saved_model(const RunConfig& config, const std::string& file)
   const bool is_checkpoint = saved.metadata.value("kind", "") == "checkpoint";
   TensorMap state = is_checkpoint ? tensors_under(saved.tensors, "model.") : std::move(saved.tensors);
   nn::ModulePtr model = build_model(config, config.train.seed);
-  if (state.count("input_quant.scale"))
-    model = quant::prepare_qat(model, quant::parse_quant_config(config.quant, config.file));
+  const bool is_prepared = state.count("input_quant.scale") > 0;
+  check_model_spec(saved.metadata, config, is_prepared, file);
+  if (is_prepared) model = quant::prepare_qat(model, quant::parse_quant_config(config.quant, config.file));
   model->load_state_dict(state, file);
   return model;
 }

@@ -134,17 +134,36 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
   int64_t first_epoch = 0;
   nlohmann::json history = nlohmann::json::array();
   double trained_seconds = 0;
+  const bool is_quantized = options.stage != "fp32";
+  const nlohmann::json spec = model_spec(config, is_quantized);
   if (options.resume && std::filesystem::exists(stage_file(dir, "checkpoint", options.stage))) {
-    TensorFile checkpoint = load_tensor_file(stage_file(dir, "checkpoint", options.stage));
-    QF_CHECK(checkpoint.metadata.value("stage", "") == options.stage,
-             stage_file(dir, "checkpoint", options.stage), ": holds stage \"",
-             checkpoint.metadata.value("stage", ""), "\", cannot resume stage \"", options.stage, "\"");
-    model.load_state_dict(tensors_under(checkpoint.tensors, "model."),
-                          stage_file(dir, "checkpoint", options.stage));
+    const std::string file = stage_file(dir, "checkpoint", options.stage);
+    TensorFile checkpoint = load_tensor_file(file);
+    const nlohmann::json& m = checkpoint.metadata;
+    QF_CHECK(m.value("stage", "") == options.stage, file, ": holds stage \"", m.value("stage", ""),
+             "\", cannot resume stage \"", options.stage, "\"");
+    check_model_spec(m, config, is_quantized, file);
+    // The optimizer's state and the schedule belong to the run being resumed.
+    const std::string saved_optimizer =
+        m.contains("optimizer") ? m["optimizer"].get<std::string>() : t.optimizer.type;
+    QF_CHECK(saved_optimizer == t.optimizer.type, file,
+             ": train.optimizer.type: the checkpoint was trained with ", saved_optimizer,
+             ", the config says ", t.optimizer.type, "; resume with ", saved_optimizer);
+    const int64_t saved_epochs = m.value("epochs", epochs);
+    QF_CHECK(saved_epochs == epochs, file, ": the run was scheduled over ", saved_epochs,
+             " epochs, the config says ", epochs,
+             "; resuming would change the learning-rate schedule of the finished epochs — resume with ",
+             saved_epochs, " epochs, or start a new run");
+    model.load_state_dict(tensors_under(checkpoint.tensors, "model."), file);
     optimizer->load_state(tensors_under(checkpoint.tensors, "optimizer."));
-    first_epoch = checkpoint.metadata.at("epochs_done").get<int64_t>();
-    history = checkpoint.metadata.value("history", nlohmann::json::array());
-    trained_seconds = checkpoint.metadata.value("seconds", 0.0);
+    if (m.contains("random_state")) model.load_random_state(m["random_state"], file);
+    QF_CHECK(m.contains("epochs_done") && m["epochs_done"].is_number_integer() && m["epochs_done"] >= 0 &&
+                 m["epochs_done"] <= epochs,
+             file, ": corrupt metadata (epochs_done)");
+    first_epoch = m["epochs_done"].get<int64_t>();
+    history = m.value("history", nlohmann::json::array());
+    QF_CHECK(history.is_array(), file, ": corrupt metadata (history)");
+    trained_seconds = m.value("seconds", 0.0);
     if (!options.quiet) std::cout << "resuming " << options.stage << " after epoch " << first_epoch << "\n";
   }
 
@@ -226,8 +245,12 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
                      {{"kind", "checkpoint"},
                       {"stage", options.stage},
                       {"epochs_done", epoch + 1},
+                      {"epochs", epochs},
+                      {"optimizer", t.optimizer.type},
                       {"history", history},
                       {"seconds", trained_seconds},
+                      {"spec", spec},
+                      {"random_state", model.random_state()},
                       {"config", config.source}});
   }
   if (first_epoch >= epochs || history.empty()) {
@@ -236,7 +259,9 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
   }
   if (last_images_per_second == 0 && !history.empty())
     last_images_per_second = history.back()["images_per_second"];
-  model.save(stage_file(dir, "model", options.stage));
+  save_tensor_file(
+      stage_file(dir, "model", options.stage), model.state_dict(),
+      {{"kind", "state_dict"}, {"model", model.type_name()}, {"stage", options.stage}, {"spec", spec}});
   StageSummary summary{options.stage,          last_eval.accuracy, last_eval.loss,
                        last_images_per_second, trained_seconds,    epochs};
   record_stage(dir, summary);

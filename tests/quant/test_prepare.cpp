@@ -371,12 +371,14 @@ TEST_CASE("LSTM QAT: quantizers inside the recurrence; without fake quantization
 TEST_CASE("an override naming no layer or type of the model is an error, not a silent no-op") {
   Generator generator(19);
   auto prepare = [&](const char* overrides) {
-    return prepare_qat(nn::build_zoo_model("lenet", generator),
-                       parse_quant_config(nlohmann::json::parse(std::string(R"({"overrides": )") + overrides + "}"),
-                                          "t.json"));
+    return prepare_qat(
+        nn::build_zoo_model("lenet", generator),
+        parse_quant_config(nlohmann::json::parse(std::string(R"({"overrides": )") + overrides + "}"),
+                           "t.json"));
   };
   CHECK_THROWS_WITH_AS(prepare(R"([{"name": "layers.0", "float": true}])"),
-                       doctest::Contains("quant.overrides.0: name \"layers.0\" is no layer of this model"), Error);
+                       doctest::Contains("quant.overrides.0: name \"layers.0\" is no layer of this model"),
+                       Error);
   CHECK_THROWS_WITH_AS(prepare(R"([{"name": "0", "float": true}, {"type": "Conv", "float": true}])"),
                        doctest::Contains("quant.overrides.1: type \"Conv\" is no layer type"), Error);
   CHECK(prepare(R"([{"name": "9", "weight": {"bits": 4}}, {"type": "Linear", "float": true}])"));

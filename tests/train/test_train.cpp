@@ -229,7 +229,11 @@ TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run") {
   const std::string data = temp_folder("resume_data");
   write_separable_dataset(data, 256, 64);
   const std::string straight = temp_folder("resume_straight"), split = temp_folder("resume_split");
-  RunConfig config = parse_config(small_config(data, straight), "test.json");
+  json source = small_config(data, straight);
+  // With dropout: its random state must come back from the checkpoint too.
+  source["model"]["layers"].insert(source["model"]["layers"].begin() + 5,
+                                   json{{"type", "dropout"}, {"p", 0.3}});
+  RunConfig config = parse_config(source, "test.json");
   Datasets datasets = load_datasets(config.data);
   nn::ModulePtr a = build_model(config, config.train.seed);
   fit(*a, config, datasets, {.output_dir = straight, .quiet = true});
@@ -253,12 +257,20 @@ TEST_CASE("a NaN loss stops with a clear error and keeps the last good checkpoin
   const std::string data = temp_folder("nan_data"), out = temp_folder("nan_out");
   write_separable_dataset(data, 256, 64);
   RunConfig config = parse_config(small_config(data, out), "test.json");
-  config.train.epochs = 1;
+  config.train.epochs = 3;
   Datasets datasets = load_datasets(config.data);
   nn::ModulePtr model = build_model(config, config.train.seed);
-  fit(*model, config, datasets, {.quiet = true});
+  fit(*model, config, datasets, {.stop_after_epochs = 1, .quiet = true});  // interrupted after epoch 1
   const std::string good = read_file(out + "/checkpoint.qf");
+  // Resuming with another epoch count would rewrite the finished epochs' schedule: refused.
+  config.train.epochs = 4;
+  CHECK_THROWS_WITH_AS(fit(*model, config, datasets, {.resume = true, .quiet = true}),
+                       doctest::Contains("the run was scheduled over 3 epochs, the config says 4"), Error);
   config.train.epochs = 3;
+  config.train.optimizer.type = "adam";
+  CHECK_THROWS_WITH_AS(fit(*model, config, datasets, {.resume = true, .quiet = true}),
+                       doctest::Contains("trained with sgd, the config says adam"), Error);
+  config.train.optimizer.type = "sgd";
   config.train.optimizer.lr = 1e30;
   config.train.schedule.type = "none";
   CHECK_THROWS_WITH_AS(fit(*model, config, datasets, {.resume = true, .quiet = true}),
@@ -372,4 +384,27 @@ TEST_CASE("qat and ptq stages run from a config and record their accuracy") {
   MESSAGE("fp32 loss ", fp32_loss, ", 8-bit ptq ", loss8, ", 2-bit ptq ", loss2);
   CHECK(std::abs(loss8 - fp32_loss) < 0.1 * fp32_loss);
   CHECK(loss2 > 1.2 * fp32_loss);
+}
+
+TEST_CASE("eval and convert check a saved model's spec against the config, naming the first difference") {
+  const std::string data = temp_folder("spec_data"), out = temp_folder("spec_out");
+  write_separable_dataset(data, 256, 64);
+  json source = small_config(data, out);
+  source["train"]["epochs"] = 1;
+  source["quant"] = {{"qat", {{"epochs", 1}}}};
+  run_qat(parse_config(source, "test.json"), false);
+  json changed = source;
+  changed["quant"]["weight"] = {{"bits", 4}};
+  CHECK_THROWS_WITH_AS(load_saved_model(parse_config(changed, "other.json"), out + "/model_qat.qf"),
+                       doctest::Contains("quant.weight.bits: the file has 8, the config has 4"), Error);
+  changed = source;
+  changed["model"]["layers"][0]["out"] = 4;  // same shapes: only the spec tells
+  changed["model"]["layers"][0]["bias"] = false;
+  CHECK_THROWS_WITH_AS(load_saved_model(parse_config(changed, "other.json"), out + "/model.qf"),
+                       doctest::Contains("model.layers.0.bias: the file has nothing, the config has false"),
+                       Error);
+  // Run settings are not part of the spec: another QAT learning rate evaluates fine.
+  changed = source;
+  changed["quant"]["qat"]["lr"] = 0.1;
+  CHECK(load_saved_model(parse_config(changed, "other.json"), out + "/model_qat.qf"));
 }
