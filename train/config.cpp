@@ -33,6 +33,7 @@ DataConfig parse_data(ConfigReader reader) {
   normalize.finish();
   ConfigReader augment = reader.object("augment");
   d.augmentation.crop_padding = augment.integer("crop_padding", 0, 0);
+  if (d.augmentation.crop_padding > 64) augment.fail("crop_padding", "expected at most 64");
   d.augmentation.horizontal_flip = augment.boolean("horizontal_flip", false);
   augment.finish();
   d.train_limit = reader.integer("train_limit", 0, 0);
@@ -117,28 +118,36 @@ nn::ModulePtr build_layer(ConfigReader r, Generator& generator) {
                                     {"conv2d", "linear", "batchnorm2d", "relu", "maxpool2d", "avgpool2d",
                                      "adaptive_avgpool2d", "flatten", "dropout"});
   nn::ModulePtr layer;
+  // Sizes bounded so a config cannot ask for more memory than a machine has (a fuzzed
+  // "linear" of 10^6 x 10^6 would be 4 TB of weights).
+  auto bounded = [&](const char* key, int64_t fallback, int64_t min_value, int64_t max_value) {
+    const int64_t value = r.integer(key, fallback, min_value);
+    if (value > max_value) r.fail(key, "expected at most " + std::to_string(max_value) + ", got " + std::to_string(value));
+    return value;
+  };
   if (type == "conv2d") {
-    int64_t in = r.integer("in", 1, 1), out = r.integer("out", 1, 1), kernel = r.integer("kernel", 3, 1);
-    Conv2dOptions options = Conv2dOptions::square(r.integer("stride", 1, 1), r.integer("padding", 0, 0),
-                                                  r.integer("dilation", 1, 1), r.integer("groups", 1, 1));
+    int64_t in = bounded("in", 1, 1, 4096), out = bounded("out", 1, 1, 4096), kernel = bounded("kernel", 3, 1, 64);
+    Conv2dOptions options = Conv2dOptions::square(bounded("stride", 1, 1, 4096), bounded("padding", 0, 0, 4096),
+                                                  bounded("dilation", 1, 1, 4096), bounded("groups", 1, 1, 4096));
     layer = std::make_shared<nn::Conv2d>(in, out, kernel, options, r.boolean("bias", true), generator);
   } else if (type == "linear") {
-    layer = std::make_shared<nn::Linear>(r.integer("in", 1, 1), r.integer("out", 1, 1),
-                                         r.boolean("bias", true), generator);
+    const int64_t in = bounded("in", 1, 1, 1 << 20), out = bounded("out", 1, 1, 1 << 20);
+    if (in * out > (int64_t{1} << 26)) r.fail("out", "a linear layer of at most 2^26 weights, got " + std::to_string(in * out));
+    layer = std::make_shared<nn::Linear>(in, out, r.boolean("bias", true), generator);
   } else if (type == "batchnorm2d") {
-    layer = std::make_shared<nn::BatchNorm2d>(r.integer("channels", 1, 1));
+    layer = std::make_shared<nn::BatchNorm2d>(bounded("channels", 1, 1, 4096));
   } else if (type == "relu") {
     layer = std::make_shared<nn::ReLU>();
   } else if (type == "maxpool2d" || type == "avgpool2d") {
-    int64_t kernel = r.integer("kernel", 2, 1);
+    int64_t kernel = bounded("kernel", 2, 1, 4096);
     Pool2dOptions options =
-        Pool2dOptions::square(kernel, r.integer("stride", kernel, 1), r.integer("padding", 0, 0));
+        Pool2dOptions::square(kernel, bounded("stride", kernel, 1, 4096), bounded("padding", 0, 0, 4096));
     if (type == "maxpool2d")
       layer = std::make_shared<nn::MaxPool2d>(options);
     else
       layer = std::make_shared<nn::AvgPool2d>(options);
   } else if (type == "adaptive_avgpool2d") {
-    int64_t size = r.integer("size", 1, 1);
+    int64_t size = bounded("size", 1, 1, 4096);
     layer = std::make_shared<nn::AdaptiveAvgPool2d>(size, size);
   } else if (type == "flatten") {
     layer = std::make_shared<nn::Flatten>();

@@ -17,7 +17,7 @@
 namespace qforge {
 
 namespace {
-inline float sigmoid_of(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+inline float sigmoid_of(float v) { return lstm_sigmoid(v); }
 
 // One cell's pointwise forward for `batch` rows: gates (stride gate_stride) hold the
 // pre-activations and receive the activations i,f,g,o; h/c rows have stride state_stride.

@@ -243,6 +243,11 @@ StaticLstmOp::StaticLstmOp(std::vector<StaticLstmLayer> layers) : layers_(std::m
                                                   k.input_stage);
     k.hidden = std::make_unique<fast::LinearLayer>(layer.hidden.weight.data_as<int8_t>(), gates, hidden,
                                                    layer.hidden.input.zero_point, k.hidden_stage);
+    for (int level = 0; level < 256; ++level) {  // σ and tanh over the gate grid
+      const float gate = dequantize_one(static_cast<uint8_t>(level), layer.gates);
+      k.sigmoid[level] = lstm_sigmoid(gate);
+      k.tanh[level] = std::tanh(gate);
+    }
     kernels_.push_back(std::move(k));
   }
 }
@@ -289,6 +294,10 @@ Value StaticLstmOp::run(const std::vector<const Value*>& inputs, Backend backend
     std::vector<float> h_float(batch * hidden);
     for (int64_t t = 0; t < steps; ++t) {
       float_product(recurrent.data(), h.data(), batch, layer.hidden, *k.hidden, k.hidden_stage, backend);
+      if (backend == Backend::fast) {
+        fused_step(h.data(), c.data(), outputs.data(), projected.data(), recurrent.data(), batch, steps, t, hidden, l);
+        continue;
+      }
       float* g = step_gates.data();
       for (int64_t b = 0; b < batch; ++b)
         for (int64_t j = 0; j < gates; ++j)
@@ -332,6 +341,32 @@ nlohmann::json StaticLstmOp::save(TensorMap& blobs, const std::string& prefix) c
   return {{"layers", layers},
           {"input_size", layers_[0].input.weight.size(1)},
           {"hidden_size", layers_[0].hidden.weight.size(1)}};
+}
+
+// One step of the fast backend, fused per hidden unit: the four gate pre-activations are
+// summed, quantized onto the gate grid, and looked up in tables of σ and tanh over that
+// grid's 256 levels — the very floats lstm_cell computes from the dequantized gates, so
+// the result equals the reference path byte for byte — then c, tanh(c), h and h's level.
+void StaticLstmOp::fused_step(uint8_t* h, float* c, uint8_t* outputs, const float* projected, const float* recurrent,
+                              int64_t batch, int64_t steps, int64_t t, int64_t hidden, std::size_t layer) const {
+  const StaticLstmLayer& l = layers_[layer];
+  const Kernels& k = kernels_[layer];
+  const int64_t gates = 4 * hidden;
+  const float gate_inverse = 1.0f / l.gates.scale, state_inverse = 1.0f / l.state.scale;
+#pragma omp parallel for schedule(static) if (batch * hidden >= 4096)
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* p = projected + (b * steps + t) * gates;
+    const float* r = recurrent + b * gates;
+    for (int64_t j = 0; j < hidden; ++j) {
+      uint8_t q[4];
+      for (int g = 0; g < 4; ++g) q[g] = quantize_one(p[g * hidden + j] + r[g * hidden + j], gate_inverse, l.gates);
+      const float i = k.sigmoid[q[0]], f = k.sigmoid[q[1]], g = k.tanh[q[2]], o = k.sigmoid[q[3]];
+      const float cell = f * c[b * hidden + j] + i * g;
+      c[b * hidden + j] = cell;
+      h[b * hidden + j] = quantize_one(o * std::tanh(cell), state_inverse, l.state);
+      outputs[(b * steps + t) * hidden + j] = h[b * hidden + j];
+    }
+  }
 }
 
 int64_t StaticLstmOp::weight_bytes() const {

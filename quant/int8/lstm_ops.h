@@ -15,6 +15,7 @@
 // Sequences are batch first (N,T,F); an image (N,1,H,W) is read as N sequences of H rows.
 #pragma once
 
+#include <array>
 #include <memory>
 
 #include "quant/int8/ops.h"
@@ -100,7 +101,10 @@ class StaticLstmOp : public IntegerOp {
   struct Kernels {
     std::unique_ptr<fast::LinearLayer> input, hidden;
     OutputStage input_stage, hidden_stage;
+    std::array<float, 256> sigmoid, tanh;  // over the gate grid's levels
   };
+  void fused_step(uint8_t* h, float* c, uint8_t* outputs, const float* projected, const float* recurrent,
+                  int64_t batch, int64_t steps, int64_t t, int64_t hidden, std::size_t layer) const;
   std::vector<StaticLstmLayer> layers_;
   std::vector<Kernels> kernels_;
 };
