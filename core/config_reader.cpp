@@ -149,6 +149,11 @@ void apply_override(nlohmann::json& config, const std::string& assignment) {
   const std::string path = assignment.substr(0, equals), text = assignment.substr(equals + 1);
   nlohmann::json value = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded()) value = text;  // a bare word is a string
+  try {
+    (void)value.dump();  // strings must be valid UTF-8, as JSON files are
+  } catch (const nlohmann::json::exception&) {
+    QF_FAIL("--set: ", path, ": the value is not valid UTF-8");
+  }
   nlohmann::json* node = &config;
   std::size_t start = 0;
   while (true) {

@@ -62,6 +62,9 @@ IdxArray read_idx(const std::string& path) {
     int64_t value = (int64_t(extent[0]) << 24) | (extent[1] << 16) | (extent[2] << 8) | extent[3];
     QF_CHECK(value > 0 && value < (1 << 28), path, ": implausible IDX extent ", value, " in dimension ", i);
     array.dims.push_back(value);
+    // Extents below 2^28 each: the product is checked before it can overflow.
+    QF_CHECK(count <= (int64_t{1} << 34) / value, path,
+             ": the IDX header's extents multiply past 2^34 values");
     count *= value;
   }
   // What the header claims is bounded by the file's real size before anything is

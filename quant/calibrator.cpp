@@ -80,8 +80,6 @@ float entropy_amax(const AbsHistogram& h, int bits, bool is_unsigned, int64_t st
   std::vector<double> counts = h.counts;
   const int64_t bins = static_cast<int64_t>(counts.size());
   if (bins > 1) counts[0] = counts[1];  // NVIDIA drops the spike of exact zeros
-  double total = 0;
-  for (double c : counts) total += c;
   const int64_t levels = int64_t{1} << (bits - 1 + (is_unsigned ? 1 : 0));
   double best = INFINITY;
   int64_t best_cut = std::min(start_bin, bins);

@@ -122,17 +122,21 @@ nn::ModulePtr build_layer(ConfigReader r, Generator& generator) {
   // "linear" of 10^6 x 10^6 would be 4 TB of weights).
   auto bounded = [&](const char* key, int64_t fallback, int64_t min_value, int64_t max_value) {
     const int64_t value = r.integer(key, fallback, min_value);
-    if (value > max_value) r.fail(key, "expected at most " + std::to_string(max_value) + ", got " + std::to_string(value));
+    if (value > max_value)
+      r.fail(key, "expected at most " + std::to_string(max_value) + ", got " + std::to_string(value));
     return value;
   };
   if (type == "conv2d") {
-    int64_t in = bounded("in", 1, 1, 4096), out = bounded("out", 1, 1, 4096), kernel = bounded("kernel", 3, 1, 64);
-    Conv2dOptions options = Conv2dOptions::square(bounded("stride", 1, 1, 4096), bounded("padding", 0, 0, 4096),
-                                                  bounded("dilation", 1, 1, 4096), bounded("groups", 1, 1, 4096));
+    int64_t in = bounded("in", 1, 1, 4096), out = bounded("out", 1, 1, 4096),
+            kernel = bounded("kernel", 3, 1, 64);
+    Conv2dOptions options =
+        Conv2dOptions::square(bounded("stride", 1, 1, 4096), bounded("padding", 0, 0, 4096),
+                              bounded("dilation", 1, 1, 4096), bounded("groups", 1, 1, 4096));
     layer = std::make_shared<nn::Conv2d>(in, out, kernel, options, r.boolean("bias", true), generator);
   } else if (type == "linear") {
     const int64_t in = bounded("in", 1, 1, 1 << 20), out = bounded("out", 1, 1, 1 << 20);
-    if (in * out > (int64_t{1} << 26)) r.fail("out", "a linear layer of at most 2^26 weights, got " + std::to_string(in * out));
+    if (in * out > (int64_t{1} << 26))
+      r.fail("out", "a linear layer of at most 2^26 weights, got " + std::to_string(in * out));
     layer = std::make_shared<nn::Linear>(in, out, r.boolean("bias", true), generator);
   } else if (type == "batchnorm2d") {
     layer = std::make_shared<nn::BatchNorm2d>(bounded("channels", 1, 1, 4096));

@@ -149,7 +149,7 @@ Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
   for (int64_t o = 0; o < s.outer; ++o)
     std::memcpy(y.data() + o * row, x.data() + (o * extent + start) * s.inner, row * sizeof(float));
   Shape input_shape = x.shape();
-  return record(y, "slice", {x}, [input_shape, axis, start, row, s](const Tensor& g, const Node&) {
+  return record(y, "slice", {x}, [input_shape, start, row, s](const Tensor& g, const Node&) {
     Tensor dx = Tensor::zeros(input_shape);
     for (int64_t o = 0; o < s.outer; ++o)
       std::memcpy(dx.data() + (o * s.extent + start) * s.inner, g.data() + o * row, row * sizeof(float));

@@ -5,7 +5,9 @@
 // lane by lane) straight to uint8. Compiled with target attributes, so one binary carries
 // every kernel and the CPU decides at run time.
 // GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_*, GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include "quant/int8/gemm.h"
 
 #include <immintrin.h>

@@ -295,7 +295,8 @@ Value StaticLstmOp::run(const std::vector<const Value*>& inputs, Backend backend
     for (int64_t t = 0; t < steps; ++t) {
       float_product(recurrent.data(), h.data(), batch, layer.hidden, *k.hidden, k.hidden_stage, backend);
       if (backend == Backend::fast) {
-        fused_step(h.data(), c.data(), outputs.data(), projected.data(), recurrent.data(), batch, steps, t, hidden, l);
+        fused_step(h.data(), c.data(), outputs.data(), projected.data(), recurrent.data(), batch, steps, t,
+                   hidden, l);
         continue;
       }
       float* g = step_gates.data();
@@ -347,8 +348,9 @@ nlohmann::json StaticLstmOp::save(TensorMap& blobs, const std::string& prefix) c
 // summed, quantized onto the gate grid, and looked up in tables of σ and tanh over that
 // grid's 256 levels — the very floats lstm_cell computes from the dequantized gates, so
 // the result equals the reference path byte for byte — then c, tanh(c), h and h's level.
-void StaticLstmOp::fused_step(uint8_t* h, float* c, uint8_t* outputs, const float* projected, const float* recurrent,
-                              int64_t batch, int64_t steps, int64_t t, int64_t hidden, std::size_t layer) const {
+void StaticLstmOp::fused_step(uint8_t* h, float* c, uint8_t* outputs, const float* projected,
+                              const float* recurrent, int64_t batch, int64_t steps, int64_t t, int64_t hidden,
+                              std::size_t layer) const {
   const StaticLstmLayer& l = layers_[layer];
   const Kernels& k = kernels_[layer];
   const int64_t gates = 4 * hidden;
@@ -359,7 +361,8 @@ void StaticLstmOp::fused_step(uint8_t* h, float* c, uint8_t* outputs, const floa
     const float* r = recurrent + b * gates;
     for (int64_t j = 0; j < hidden; ++j) {
       uint8_t q[4];
-      for (int g = 0; g < 4; ++g) q[g] = quantize_one(p[g * hidden + j] + r[g * hidden + j], gate_inverse, l.gates);
+      for (int g = 0; g < 4; ++g)
+        q[g] = quantize_one(p[g * hidden + j] + r[g * hidden + j], gate_inverse, l.gates);
       const float i = k.sigmoid[q[0]], f = k.sigmoid[q[1]], g = k.tanh[q[2]], o = k.sigmoid[q[3]];
       const float cell = f * c[b * hidden + j] + i * g;
       c[b * hidden + j] = cell;

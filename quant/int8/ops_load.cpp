@@ -171,14 +171,14 @@ std::unique_ptr<IntegerOp> load_op(const nlohmann::json& entry, const TensorMap&
   } else if (kind == "conv2d") {
     const std::vector<double> in = r.numbers("in_shape", {});
     if (in.size() != 3) r.fail("in_shape", "expected [C, H, W]");
+    for (double e : in)  // checked before the casts below: a double past int64's range is UB
+      if (!(e >= 1 && e <= kMaxExtent && e == std::floor(e)))
+        r.fail("in_shape", "expected positive integers");
     Conv2dShape s{.batch = 0,
                   .in_channels = static_cast<int64_t>(in[0]),
                   .in_height = static_cast<int64_t>(in[1]),
                   .in_width = static_cast<int64_t>(in[2]),
                   .out_channels = extent(r, "out_channels")};
-    for (double e : in)
-      if (!(e >= 1 && e <= kMaxExtent && e == std::floor(e)))
-        r.fail("in_shape", "expected positive integers");
     auto kernel = pair(r, "kernel", 1), stride = pair(r, "stride", 1), padding = pair(r, "padding", 0),
          dilation = pair(r, "dilation", 1);
     s.kernel_height = kernel[0], s.kernel_width = kernel[1], s.stride_height = stride[0],

@@ -79,13 +79,18 @@ TEST_CASE("IDX reader rejects truncated, corrupt and oversized files") {
   write_file_atomically(folder + "/crc.gz", bad_crc);
   CHECK_THROWS_WITH_AS(read_idx(folder + "/crc.gz"),
                        doctest::Contains("corrupt or truncated compressed data"), Error);
-  // A 116-byte file whose header claims 2^30 values: refused before any allocation.
-  std::string huge{'\0', '\0', '\x08', '\x03', '\0', '\x04', '\0',   '\0',
-                   '\0', '\0', '\x10', '\0',   '\0', '\0',   '\x10', '\0'};
+  // A 116-byte file whose header claims 1024^3 = 2^30 values: refused before any allocation.
+  std::string huge{'\0', '\0', '\x08', '\x03', '\0', '\0', '\x04', '\0',
+                   '\0', '\0', '\x04', '\0',   '\0', '\0', '\x04', '\0'};
   huge.resize(116, '\x01');
   write_file_atomically(folder + "/huge", huge);
   CHECK_THROWS_WITH_AS(read_idx(folder + "/huge"),
                        doctest::Contains("more than a file of 116 bytes can hold"), Error);
+  // Extents whose product passes 2^34 (2^18·2^12·2^12): refused before the product can overflow.
+  std::string wide = huge;
+  wide[5] = '\x04', wide[6] = '\0', wide[10] = '\x10', wide[14] = '\x10';
+  write_file_atomically(folder + "/wide", wide);
+  CHECK_THROWS_WITH_AS(read_idx(folder + "/wide"), doctest::Contains("multiply past 2^34"), Error);
 }
 
 TEST_CASE("datasets check that images and labels agree") {

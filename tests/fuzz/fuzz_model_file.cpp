@@ -27,8 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     }
   }
   try {
-    const qforge::TensorFile file =
-        qforge::parse_tensor_file(text, "fuzz.qfm");
+    const qforge::TensorFile file = qforge::parse_tensor_file(text, "fuzz.qfm");
     if (file.metadata.is_object() && file.metadata.value("kind", "") == "integer_model") {
       const auto model = qforge::quant::int8::IntegerModel::from_file(file, "fuzz.qfm");
       (void)model;

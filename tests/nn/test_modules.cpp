@@ -28,7 +28,8 @@ TEST_CASE("zoo models produce logits of the right shape and have dotted names") 
       {"lenet", 32 * 25 + 32 + 64 + 64 * 32 * 25 + 64 + 128 + 3136 * 128 + 128 + 128 * 10 + 10},
       {"lstm", 4 * 128 * (28 + 128 + 2) + 128 * 10 + 10}};
   for (const std::string& name : zoo_model_names()) {
-    CAPTURE(name);
+    const std::string captured_name(name);
+    CAPTURE(captured_name);
     ModulePtr model = build_zoo_model(name, generator);
     Tensor logits = model->forward(Tensor::randn({3, 1, 28, 28}, generator));
     CHECK(logits.shape() == Shape{3, 10});
@@ -53,7 +54,8 @@ TEST_CASE("state_dict round-trips bit-exact through a file") {
   source->save(path);
   target->load(path);
   for (auto& [name, tensor] : source->state_dict()) {
-    CAPTURE(name);
+    const std::string captured_name(name);
+    CAPTURE(captured_name);
     CHECK(tensor.to_vector() == target->state_dict().at(name).to_vector());
   }
   source->eval(), target->eval();

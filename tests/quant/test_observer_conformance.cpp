@@ -42,7 +42,8 @@ TEST_CASE("observers match PyTorch on torch_quant_vectors.json") {
   REQUIRE(reference["observers"].size() == 8);
   for (const json& c : reference["observers"]) {
     const std::string name = c["name"];
-    CAPTURE(name);
+    const std::string captured_name(name);
+    CAPTURE(captured_name);
     auto [kind, scheme] = parse_case(name);
     auto observer = make_observer(kind, scheme);
     const Shape shape(c["shape"].get<std::vector<int64_t>>());

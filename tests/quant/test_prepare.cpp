@@ -362,7 +362,8 @@ TEST_CASE("LSTM QAT: quantizers inside the recurrence; without fake quantization
   Tensor loss = cross_entropy(prepared->forward(x), targets);
   loss.backward();
   for (auto& [name, p] : prepared->named_parameters()) {
-    CAPTURE(name);
+    const std::string captured_name(name);
+    CAPTURE(captured_name);
     CHECK(p.grad().defined());
   }
   CHECK(std::abs(loss.item() - cross_entropy(expected, targets).item()) < 0.1f);  // 8 bits: close, not equal

@@ -98,7 +98,8 @@ TEST_CASE("config errors name the key path and the expectation") {
         std::tuple{"/data/normalize/std", json(1e-30), "data.normalize.std: expected a number >= 0.001"}}) {
     bad = base;
     bad[json::json_pointer(path)] = value;
-    CAPTURE(path);
+    const std::string captured_path(path);
+    CAPTURE(captured_path);
     CHECK(error_of(bad).find(std::string("test.json: ") + message) == 0);
   }
   bad = base;
@@ -247,7 +248,8 @@ TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run") {
   nn::ModulePtr d = build_model(config, 999);  // different init: everything must come from the checkpoint
   fit(*d, config, datasets, {.output_dir = interrupted, .resume = true, .quiet = true});
   for (auto& [name, tensor] : a->state_dict()) {
-    CAPTURE(name);
+    const std::string captured_name(name);
+    CAPTURE(captured_name);
     CHECK(tensor.to_vector() == d->state_dict().at(name).to_vector());
     CHECK(tensor.to_vector() == b->state_dict().at(name).to_vector());  // same seed, same run
   }
@@ -358,7 +360,8 @@ TEST_CASE("qat and ptq stages run from a config and record their accuracy") {
                              std::pair{"/model_ptq.qf", "ptq"}, std::pair{"/model.qf", "fp32"}}) {
     EvalResult reloaded = evaluate(*load_saved_model(config, out + file), load_datasets(config.data).test,
                                    config.train.eval_batch_size);
-    CAPTURE(file);
+    const std::string captured_file(file);
+    CAPTURE(captured_file);
     CHECK(reloaded.accuracy == summary[stage]["accuracy"].get<double>());
     CHECK(reloaded.loss == doctest::Approx(summary[stage]["loss"].get<double>()).epsilon(1e-5));
   }
