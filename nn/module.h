@@ -34,7 +34,7 @@ class Module {
   // Swaps child `index` for another module (quantization's prepare swaps layers so) and
   // tells this module, which may keep a typed member pointer to that child.
   void replace_child(std::size_t index, std::shared_ptr<Module> module) {
-    children_.at(index).second = module;
+    children_.at(index).second = std::move(module);
     child_replaced(children_[index].first, children_[index].second);
   }
 

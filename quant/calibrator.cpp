@@ -171,8 +171,9 @@ std::vector<float> channel_mse_amax(const Tensor& x, int64_t axis, const QuantRa
       if (e < best_error) best_error = e, best = a;
     }
     const float step = top / kCoarse;
-    for (int k = -kFine / 2; k <= kFine / 2; ++k) {
-      const float a = best + step * static_cast<float>(k) / (kFine / 2);
+    constexpr int kHalf = kFine / 2;
+    for (int k = -kHalf; k <= kHalf; ++k) {
+      const float a = best + step * static_cast<float>(k) / static_cast<float>(kHalf);
       if (a <= 0 || a > top) continue;
       const double e = error(a);
       if (e < best_error) best_error = e, best = a;

@@ -29,7 +29,8 @@ struct Conv2dShape {
   }
   // Multiply-adds of one forward pass; the backward passes cost the same each.
   double macs() const {
-    return static_cast<double>(batch) * out_channels * out_height() * out_width() * (in_channels / groups) *
+    const int64_t in_per_group = in_channels / groups;
+    return static_cast<double>(batch) * out_channels * out_height() * out_width() * in_per_group *
            kernel_height * kernel_width;
   }
   auto key() const {

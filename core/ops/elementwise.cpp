@@ -82,7 +82,7 @@ Tensor unary(const Tensor& x, const char* name, Forward forward, GradRule grad_r
 
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor y = binary_forward(a, b, "add", [](float u, float v) { return u + v; });
-  Shape sa = a.shape(), sb = b.shape();
+  const Shape &sa = a.shape(), &sb = b.shape();
   return record(y, "add", {a, b}, [sa, sb](const Tensor& g, const Node& node) {
     return std::vector<Tensor>{node.needs_grad(0) ? sum_to_shape(g, sa) : Tensor(),
                                node.needs_grad(1) ? sum_to_shape(g, sb) : Tensor()};
@@ -91,7 +91,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor y = binary_forward(a, b, "sub", [](float u, float v) { return u - v; });
-  Shape sa = a.shape(), sb = b.shape();
+  const Shape &sa = a.shape(), &sb = b.shape();
   return record(y, "sub", {a, b}, [sa, sb](const Tensor& g, const Node& node) {
     return std::vector<Tensor>{node.needs_grad(0) ? sum_to_shape(g, sa) : Tensor(),
                                node.needs_grad(1) ? sum_to_shape(neg(g), sb) : Tensor()};

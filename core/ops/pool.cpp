@@ -191,7 +191,7 @@ Tensor average_pool(const Tensor& x, const PoolGeometry& g, const char* name, Wi
       out[o] = total / divisor;
     });
   }
-  Shape input_shape = x.shape();
+  const Shape& input_shape = x.shape();
   return record(y, name, {x}, [input_shape, g, windows](const Tensor& grad, const Node&) {
     Tensor dx = Tensor::zeros(input_shape);
     const float* pg = grad.data();
@@ -218,7 +218,7 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
   std::vector<int32_t> argmax(y.numel());
   max_pool_forward(y.data(), argmax.data(), x.data(), g, options);
   if (!any_requires_grad({&x})) return y;
-  Shape input_shape = x.shape();
+  const Shape& input_shape = x.shape();
   return record(y, "max_pool2d", {x},
                 [input_shape, g, argmax = std::move(argmax)](const Tensor& grad, const Node&) {
                   Tensor dx = Tensor::zeros(input_shape);

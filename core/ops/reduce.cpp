@@ -57,7 +57,7 @@ Tensor sum_axis_scaled(const Tensor& x, int64_t axis, bool keepdim, float factor
     for (int64_t k = 0; k < s.extent; ++k)
       for (int64_t i = 0; i < s.inner; ++i) out[o * s.inner + i] += in[(o * s.extent + k) * s.inner + i];
   if (factor != 1.0f) mul_(y, factor);
-  Shape input_shape = x.shape();
+  const Shape& input_shape = x.shape();
   return record(y, name, {x}, [input_shape, axis, factor](const Tensor& g, const Node&) {
     return std::vector<Tensor>{expand_over_axis(g, input_shape, axis, factor)};
   });
@@ -68,7 +68,7 @@ Tensor sum_all_scaled(const Tensor& x, float factor, const char* name) {
   double total = 0;  // double: sums of 1e6 floats stay exact to float precision
   for (int64_t i = 0; i < x.numel(); ++i) total += in[i];
   Tensor y = Tensor::scalar(static_cast<float>(total * factor));
-  Shape input_shape = x.shape();
+  const Shape& input_shape = x.shape();
   return record(y, name, {x}, [input_shape, factor](const Tensor& g, const Node&) {
     return std::vector<Tensor>{Tensor::full(input_shape, g.item() * factor)};
   });
@@ -76,7 +76,7 @@ Tensor sum_all_scaled(const Tensor& x, float factor, const char* name) {
 
 // Reduces with max; `indices` receives the flat input index of each winner.
 Tensor max_with_backward(const Tensor& x, Tensor y, std::vector<int64_t> indices, const char* name) {
-  Shape input_shape = x.shape();
+  const Shape& input_shape = x.shape();
   return record(std::move(y), name, {x},
                 [input_shape, indices = std::move(indices)](const Tensor& g, const Node&) {
                   Tensor dx = Tensor::zeros(input_shape);

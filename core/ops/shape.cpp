@@ -16,7 +16,7 @@ namespace qforge {
 
 Tensor reshape(const Tensor& x, const Shape& shape) {
   Tensor y = x.view(shape);
-  Shape input_shape = x.shape();
+  const Shape& input_shape = x.shape();
   return record(y, "reshape", {x}, [input_shape](const Tensor& g, const Node&) {
     return std::vector<Tensor>{g.view(input_shape)};
   });
@@ -148,7 +148,7 @@ Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
   const int64_t row = (end - start) * s.inner;
   for (int64_t o = 0; o < s.outer; ++o)
     std::memcpy(y.data() + o * row, x.data() + (o * extent + start) * s.inner, row * sizeof(float));
-  Shape input_shape = x.shape();
+  const Shape& input_shape = x.shape();
   return record(y, "slice", {x}, [input_shape, start, row, s](const Tensor& g, const Node&) {
     Tensor dx = Tensor::zeros(input_shape);
     for (int64_t o = 0; o < s.outer; ++o)
@@ -174,7 +174,7 @@ Tensor index_select(const Tensor& x, int64_t axis, const Tensor& indices) {
     for (int64_t k = 0; k < count; ++k)
       std::memcpy(y.data() + (o * count + k) * s.inner, x.data() + (o * extent + picked[k]) * s.inner,
                   s.inner * sizeof(float));
-  Shape input_shape = x.shape();
+  const Shape& input_shape = x.shape();
   return record(y, "index_select", {x}, [input_shape, picked, s, count](const Tensor& g, const Node&) {
     Tensor dx = Tensor::zeros(input_shape);
     for (int64_t o = 0; o < s.outer; ++o)
