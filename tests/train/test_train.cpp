@@ -156,6 +156,19 @@ TEST_CASE("a run writes nothing before its inputs are checked, and never replace
   broken.force = true;
   CHECK_THROWS_AS(start_run(broken, {"model.qf"}, false), Error);
   CHECK(read_file(out + "/config.json") == "original\n");
+  // A label the model has no output for names its file and index.
+  const std::string bad_labels = temp_folder("guard_bad_labels");
+  write_separable_dataset(bad_labels, 256, 64);
+  std::vector<uint8_t> labels(64, 1);
+  labels[60] = 200;
+  data::write_idx(bad_labels + "/t10k-labels-idx1-ubyte", {64}, labels);
+  RunConfig mislabelled = config;
+  mislabelled.data.path = bad_labels;
+  mislabelled.force = true;
+  CHECK_THROWS_WITH_AS(start_run(mislabelled, {"model.qf"}, false),
+                       doctest::Contains("t10k-labels-idx1-ubyte: label 200 at index 60 is outside 0..1"),
+                       Error);
+  CHECK(read_file(out + "/config.json") == "original\n");
   config.force = true;
   start_run(config, {"model.qf"}, false);
   CHECK(read_file(out + "/config.json") != "original\n");
