@@ -27,9 +27,9 @@ void cell_forward(float* gates, int64_t gate_stride, const float* c_prev, int64_
     float* a = gates + b * gate_stride;
     for (int64_t j = 0; j < hidden; ++j) {
       float i = sigmoid_of(a[j]), f = sigmoid_of(a[hidden + j]);
-      float g = std::tanh(a[2 * hidden + j]), o = sigmoid_of(a[3 * hidden + j]);
+      float g = lstm_tanh(a[2 * hidden + j]), o = sigmoid_of(a[3 * hidden + j]);
       float cell = f * c_prev[b * c_prev_stride + j] + i * g;
-      float t = std::tanh(cell);
+      float t = lstm_tanh(cell);
       a[j] = i, a[hidden + j] = f, a[2 * hidden + j] = g, a[3 * hidden + j] = o;
       tanh_c[b * hidden + j] = t;
       h[b * state_stride + j] = o * t;

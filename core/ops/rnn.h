@@ -4,17 +4,17 @@
 //   gates (B,4H), c_prev (B,H) -> (B,2H) holding [h | c]
 #pragma once
 
-#include <cmath>
-
+#include "core/kernels/activation.h"
 #include "core/tensor.h"
 
 namespace qforge {
 
 Tensor lstm_cell(const Tensor& gates, const Tensor& c_prev);
 
-// The cell's gate nonlinearity, σ(v) = 1/(1 + e^(−v)), as lstm_cell computes it — shared
-// with the integer LSTM's lookup tables so both compute the same floats.
-inline float lstm_sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+// The cell's nonlinearities as lstm_cell computes them (core/kernels/activation.h) — shared
+// with the integer LSTMs (and their lookup tables) so all compute the same floats.
+inline float lstm_sigmoid(float v) { return kernels::sigmoid_float(v); }
+inline float lstm_tanh(float v) { return kernels::tanh_float(v); }
 
 // lstm_layer: a whole LSTM layer over T steps as one op, with hand-written
 // backpropagation through time. The caller projects the inputs of all steps first.

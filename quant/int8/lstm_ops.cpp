@@ -148,26 +148,26 @@ void dynamic_lstm_layer(float* outputs, float* h, float* c, const float* x, int6
                         const DynamicLstmLayer& layer, Backend backend) {
   const int64_t gates = layer.input.weight().size(0), hidden = gates / 4;
   // The input projection of every step in one call: one scale for the whole sequence.
-  std::vector<float> projected(batch * steps * gates);
+  std::vector<float> projected(batch * steps * gates), recurrent(batch * gates);
   layer.input.run(projected.data(), x, batch * steps, backend);
-  Tensor state_c = Tensor::from_vector({batch, hidden}, std::vector<float>(c, c + batch * hidden));
-  Tensor step_gates = Tensor::empty({batch, gates});
-  std::vector<float> recurrent(batch * gates);
   for (int64_t t = 0; t < steps; ++t) {
     layer.hidden.run(recurrent.data(), h, batch, backend);  // h re-quantized at every step
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t j = 0; j < gates; ++j)
-        step_gates.data()[b * gates + j] = projected[(b * steps + t) * gates + j] + recurrent[b * gates + j];
-    const Tensor hc = cell(step_gates, state_c);  // (N,2H)
-    state_c = Tensor::empty({batch, hidden});
-    for (int64_t b = 0; b < batch; ++b)
+    // The cell, as lstm_cell computes it (gate order i, f, g, o), one hidden unit at a time.
+#pragma omp parallel for schedule(static) if (batch * hidden >= 4096)
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* p = projected.data() + (b * steps + t) * gates;
+      const float* r = recurrent.data() + b * gates;
       for (int64_t j = 0; j < hidden; ++j) {
-        h[b * hidden + j] = hc.data()[b * 2 * hidden + j];
-        state_c.data()[b * hidden + j] = hc.data()[b * 2 * hidden + hidden + j];
+        const float i = lstm_sigmoid(p[j] + r[j]), f = lstm_sigmoid(p[hidden + j] + r[hidden + j]);
+        const float g = lstm_tanh(p[2 * hidden + j] + r[2 * hidden + j]);
+        const float o = lstm_sigmoid(p[3 * hidden + j] + r[3 * hidden + j]);
+        const float cell = f * c[b * hidden + j] + i * g;
+        c[b * hidden + j] = cell;
+        h[b * hidden + j] = o * lstm_tanh(cell);
         outputs[(b * steps + t) * hidden + j] = h[b * hidden + j];
       }
+    }
   }
-  std::copy_n(state_c.data(), batch * hidden, c);
 }
 
 DynamicLstmOp::DynamicLstmOp(std::vector<DynamicLstmLayer> layers) : layers_(std::move(layers)) {
@@ -246,7 +246,7 @@ StaticLstmOp::StaticLstmOp(std::vector<StaticLstmLayer> layers) : layers_(std::m
     for (int level = 0; level < 256; ++level) {  // σ and tanh over the gate grid
       const float gate = dequantize_one(static_cast<uint8_t>(level), layer.gates);
       k.sigmoid[level] = lstm_sigmoid(gate);
-      k.tanh[level] = std::tanh(gate);
+      k.tanh[level] = lstm_tanh(gate);
     }
     kernels_.push_back(std::move(k));
   }
@@ -366,7 +366,7 @@ void StaticLstmOp::fused_step(uint8_t* h, float* c, uint8_t* outputs, const floa
       const float i = k.sigmoid[q[0]], f = k.sigmoid[q[1]], g = k.tanh[q[2]], o = k.sigmoid[q[3]];
       const float cell = f * c[b * hidden + j] + i * g;
       c[b * hidden + j] = cell;
-      h[b * hidden + j] = quantize_one(o * std::tanh(cell), state_inverse, l.state);
+      h[b * hidden + j] = quantize_one(o * lstm_tanh(cell), state_inverse, l.state);
       outputs[(b * steps + t) * hidden + j] = h[b * hidden + j];
     }
   }
