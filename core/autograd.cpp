@@ -26,8 +26,6 @@ void accumulate(Tensor& slot, Tensor&& gradient) {
 }
 }  // namespace
 
-bool is_grad_enabled() { return grad_enabled; }
-
 NoGradGuard::NoGradGuard() : previous_(grad_enabled) { grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { grad_enabled = previous_; }
 

@@ -28,8 +28,7 @@ struct Node {
   bool needs_grad(std::size_t i) const { return inputs[i].requires_grad(); }
 };
 
-// Grad mode is per thread, on by default.
-bool is_grad_enabled();
+// Grad mode is per thread, on by default; NoGradGuard turns it off for a scope.
 
 class NoGradGuard {
  public:

@@ -116,7 +116,6 @@ class Tensor {
   Tensor view(const Shape& shape) const;  // same storage, no graph; -1 infers one axis
   void copy_from(const Tensor& source);   // element copy, same shape and dtype
 
-  bool is_same(const Tensor& other) const { return impl_ == other.impl_; }
   bool shares_storage(const Tensor& other) const;
   std::string to_string(int64_t max_elements = 64) const;
 

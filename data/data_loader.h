@@ -42,7 +42,6 @@ class DataLoader {
   void start_epoch(int64_t epoch);  // reorders (if shuffling) and starts prefetching
   std::optional<Batch> next();      // nullopt at the end of the epoch
   int64_t batches_per_epoch() const;
-  int64_t dataset_size() const { return dataset_.size(); }
 
  private:
   Batch make_batch(int64_t batch_index) const;

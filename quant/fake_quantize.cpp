@@ -64,7 +64,11 @@ void fake_quantize_kernel(float* y, uint8_t* mask, const float* x, const float* 
     }
 }
 
-Tensor masked_gradient(const Tensor& g, const std::vector<uint8_t>& mask) {
+// The straight-through estimator (Bengio et al. 2013; PyTorch's fake-quant backward):
+// round() has zero gradient almost everywhere, so backward treats fake quantization as
+// the identity where the value was inside the integer range and as a constant (gradient
+// 0) where it was clamped. `mask` holds the in-range flags the forward recorded.
+Tensor straight_through_gradient(const Tensor& g, const std::vector<uint8_t>& mask) {
   Tensor dx = Tensor::empty(g.shape());
   const float* pg = g.data();
   float* out = dx.data();
@@ -91,7 +95,7 @@ Tensor fake_quantize(const Tensor& x, const QuantParams& params, const QuantRang
                        s);
   if (!any_requires_grad({&x})) return y;
   return record(y, "fake_quantize", {x}, [mask = std::move(mask)](const Tensor& g, const Node&) {
-    return std::vector<Tensor>{masked_gradient(g, mask)};
+    return std::vector<Tensor>{straight_through_gradient(g, mask)};
   });
 }
 
@@ -172,7 +176,7 @@ AmaxQuantized fake_quantize_amax(const Tensor& x, float amax, int bits, bool is_
   }
   result.fake =
       record(result.fake, "fake_quantize_amax", {x}, [mask = std::move(mask)](const Tensor& g, const Node&) {
-        return std::vector<Tensor>{masked_gradient(g, mask)};
+        return std::vector<Tensor>{straight_through_gradient(g, mask)};
       });
   return result;
 }

@@ -2,11 +2,15 @@
 // rounding and clamping of the integer runtime (Jacob et al. 2018; PyTorch's
 // fake_quantize_per_{tensor,channel}_affine and their learnable variants).
 //   forward   y = (clamp(nearbyint(x/s) + z, qmin, qmax) − z)·s        (quant_params.h)
-//   backward  straight-through: dx = dy where qmin <= nearbyint(x/s)+z <= qmax, else 0
-// The learnable variant (LSQ, Esser et al. 2020) also returns gradients for s and z.
+//   backward  the straight-through estimator (straight_through_gradient in the .cpp):
+//             dx = dy where qmin <= nearbyint(x/s)+z <= qmax, else 0
+// The learnable variant (LSQ, Esser et al. 2020) also returns gradients for s and z,
+// scaled by lsq_gradient_scale.
 // The NVIDIA convention (scale as a multiplier (2^(b-1)-1)/amax, mask |x| <= amax) is
 // fake_quantize_amax.
 #pragma once
+
+#include <cmath>
 
 #include "core/tensor.h"
 #include "quant/quant_params.h"
@@ -19,9 +23,16 @@ Tensor fake_quantize(const Tensor& x, const QuantParams& params, const QuantRang
 // Learnable scale and zero point, as PyTorch's _fake_quantize_learnable_per_{tensor,channel}_affine:
 //   scale, zero_point: (1) for per tensor (axis < 0), (C) for per channel along axis;
 //   zero_point is a float tensor, rounded (forward) and clamped to the range.
-// grad_factor scales both parameter gradients (LSQ: 1/sqrt(numel·qmax)).
+// grad_factor scales both parameter gradients (LSQ: lsq_gradient_scale).
 Tensor fake_quantize_learnable(const Tensor& x, const Tensor& scale, const Tensor& zero_point, int64_t axis,
                                const QuantRange& range, float grad_factor = 1.0f);
+
+// LSQ's gradient scale for a learned step size (Esser et al. 2020, §2.2): 1/√(N·Q_P), N
+// the elements sharing the scale and Q_P the largest level — it keeps the step size's
+// updates on the scale of the weights' own, whatever the tensor size and bit width.
+inline float lsq_gradient_scale(int64_t elements_per_scale, const QuantRange& range) {
+  return 1.0f / std::sqrt(static_cast<float>(elements_per_scale) * static_cast<float>(range.quant_max));
+}
 
 // NVIDIA pytorch-quantization's tensor_quant convention: scale = (2^(b-1)-1)/amax (signed)
 // or (2^b-1)/amax (unsigned), q = clamp(round(x·scale), ±(2^(b-1)-1) or 0..2^b-1),

@@ -88,11 +88,8 @@ Tensor FakeQuantize::forward(const Tensor& input) {
   if (spec_.is_learnable) {
     for (int64_t c = 0; c < channels_; ++c)  // as PyTorch's _LearnableFakeQuantize: scale >= eps
       scale_.data()[c] = std::max(scale_.data()[c], std::numeric_limits<float>::epsilon());
-    // LSQ's gradient scaling: 1/sqrt(elements per scale · qmax).
-    const int64_t per_scale = input.numel() / channels_;
-    const float grad_factor =
-        1.0f / std::sqrt(static_cast<float>(per_scale) * static_cast<float>(range.quant_max));
-    return fake_quantize_learnable(input, scale_, zero_point_, spec_.scheme.axis, range, grad_factor);
+    return fake_quantize_learnable(input, scale_, zero_point_, spec_.scheme.axis, range,
+                                   lsq_gradient_scale(input.numel() / channels_, range));
   }
   return fake_quantize(input, qparams(), range);
 }

@@ -29,7 +29,6 @@ class FakeQuantize : public nn::Module {
     is_observing_in_eval_ = enabled && even_in_eval;
   }
   void enable_fake_quant(bool enabled) { is_fake_quantizing_ = enabled; }
-  bool is_observing() const { return is_observing_; }
   bool is_fake_quantizing() const { return is_fake_quantizing_; }
   QuantParams qparams() const;  // the current scale and zero point
   // Whether the parameters come from data (an observer saw some, or LSQ was initialized).

@@ -1,5 +1,7 @@
 // Convolution as im2col + GEMM (Chellapilla et al. 2006), one image and one group at a
-// time: col (C/g·KH·KW, OH·OW) gathers every input patch, then
+// time, on the reference GEMM (three loops in double, kernels/gemm.h) — so this twin of
+// the oneDNN convolution calls no fast library and the tests comparing them mean something.
+// col (C/g·KH·KW, OH·OW) gathers every input patch, then
 //   forward:          y_g  = W_g · col                 (O/g, OH·OW)
 //   backward data:    col' = W_gᵀ · dy_g, scattered back by col2im
 //   backward weights: dW_g += dy_g · colᵀ
@@ -76,8 +78,9 @@ void conv2d_forward_reference(float* y, const float* x, const float* w, const fl
       im2col(col.data(), x + n * g.in_image + group * g.in_per_group * s.in_height * s.in_width,
              g.in_per_group, s);
       float* y_group = y + n * g.out_image + group * g.out_per_group * g.pixels;  // (O/g, OH·OW)
-      gemm(false, false, g.out_per_group, g.pixels, g.patch, 1.0f, w + group * g.out_per_group * g.patch,
-           g.patch, col.data(), g.pixels, 0.0f, y_group, g.pixels);
+      gemm_reference(false, false, g.out_per_group, g.pixels, g.patch, 1.0f,
+                     w + group * g.out_per_group * g.patch, g.patch, col.data(), g.pixels, 0.0f, y_group,
+                     g.pixels);
       if (b)
         for (int64_t o = 0; o < g.out_per_group; ++o)
           for (int64_t p = 0; p < g.pixels; ++p) y_group[o * g.pixels + p] += b[group * g.out_per_group + o];
@@ -91,9 +94,10 @@ void conv2d_backward_data_reference(float* dx, const float* dy, const float* w, 
   for (int64_t n = 0; n < s.batch; ++n)
     for (int64_t group = 0; group < s.groups; ++group) {
       // col' = W_gᵀ · dy_g   (C/g·KH·KW, OH·OW)
-      gemm(true, false, g.patch, g.pixels, g.out_per_group, 1.0f, w + group * g.out_per_group * g.patch,
-           g.patch, dy + n * g.out_image + group * g.out_per_group * g.pixels, g.pixels, 0.0f, col.data(),
-           g.pixels);
+      gemm_reference(true, false, g.patch, g.pixels, g.out_per_group, 1.0f,
+                     w + group * g.out_per_group * g.patch, g.patch,
+                     dy + n * g.out_image + group * g.out_per_group * g.pixels, g.pixels, 0.0f, col.data(),
+                     g.pixels);
       col2im(dx + n * g.in_image + group * g.in_per_group * s.in_height * s.in_width, col.data(),
              g.in_per_group, s);
     }
@@ -111,8 +115,8 @@ void conv2d_backward_weights_reference(float* dw, float* db, const float* dy, co
              g.in_per_group, s);
       const float* dy_group = dy + n * g.out_image + group * g.out_per_group * g.pixels;
       // dW_g += dy_g · colᵀ   (O/g, C/g·KH·KW)
-      gemm(false, true, g.out_per_group, g.patch, g.pixels, 1.0f, dy_group, g.pixels, col.data(), g.pixels,
-           1.0f, dw + group * g.out_per_group * g.patch, g.patch);
+      gemm_reference(false, true, g.out_per_group, g.patch, g.pixels, 1.0f, dy_group, g.pixels, col.data(),
+                     g.pixels, 1.0f, dw + group * g.out_per_group * g.patch, g.patch);
       if (db)
         for (int64_t o = 0; o < g.out_per_group; ++o)
           for (int64_t p = 0; p < g.pixels; ++p)

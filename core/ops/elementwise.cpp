@@ -210,9 +210,4 @@ void axpy_(Tensor& target, float alpha, const Tensor& source) {
       [alpha](float u, float v) { return u + alpha * v; });
 }
 
-void fill_(Tensor& target, float value) {
-  float* y = target.data();
-  std::fill_n(y, target.numel(), value);
-}
-
 }  // namespace qforge

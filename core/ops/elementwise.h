@@ -40,6 +40,5 @@ inline Tensor operator-(const Tensor& x) { return neg(x); }
 void add_(Tensor& target, const Tensor& source);
 void mul_(Tensor& target, float factor);
 void axpy_(Tensor& target, float alpha, const Tensor& source);
-void fill_(Tensor& target, float value);
 
 }  // namespace qforge

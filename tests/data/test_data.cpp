@@ -149,8 +149,8 @@ TEST_CASE("data loader augmentation keeps shapes and is reproducible") {
   CHECK(any_padding);
 }
 
-TEST_CASE("Fashion-MNIST from the Debian package loads when installed") {
-  if (!std::filesystem::exists(kFashionMnistFolder)) return;  // checked by the training tests in CI
+TEST_CASE("Fashion-MNIST from the Debian package loads (scripts/install-deps installs it)") {
+  REQUIRE(std::filesystem::exists(kFashionMnistFolder));
   Dataset test = load_idx_folder(kFashionMnistFolder, Split::test, {0.2860f, 0.3530f});
   CHECK(test.images.shape() == Shape{10000, 1, 28, 28});
   CHECK(test.num_classes == 10);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <map>
 
 #include "core/ops.h"
 #include "nn/batch_norm.h"
@@ -287,6 +288,10 @@ TEST_CASE("learnable quantizers train their scale") {
       nlohmann::json::parse(R"({"weight": {"learnable": true}, "activation": {"learnable": true}})"),
       "t.json");
   auto lsq = prepare_qat(nn::build_zoo_model("lenet", generator), both);
+  lsq->forward(x);  // initializes the learnable parameters from the observers
+  std::map<std::string, std::vector<float>> initial;
+  for (auto& [name, p] : lsq->named_parameters())
+    if (name.find("quant.scale") != std::string::npos) initial[name] = p.to_vector();
   for (int step = 0; step < 5; ++step) {  // plain SGD steps
     lsq->zero_grad();
     cross_entropy(lsq->forward(x), targets).backward();
@@ -294,6 +299,12 @@ TEST_CASE("learnable quantizers train their scale") {
       if (p.grad().defined())
         for (int64_t i = 0; i < p.numel(); ++i) p.data()[i] -= 0.5f * p.grad().data()[i];
   }
+  // The scales moved: every learnable scale of the network was trained.
+  REQUIRE(initial.size() >= 5);
+  int moved = 0;
+  for (auto& [name, p] : lsq->named_parameters())
+    if (initial.count(name)) moved += p.to_vector() != initial[name];
+  CHECK(moved == static_cast<int>(initial.size()));
   int weight_scales = 0, activation_zero_points = 0;
   for (auto& [name, p] : lsq->named_parameters()) {
     CHECK(name.find("weight_quant.zero_point") == std::string::npos);
