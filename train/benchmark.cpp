@@ -110,6 +110,14 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
   } catch (const Error& error) {
     int8_error = error.what();
   }
+  // Dynamic int8 (PyTorch's quantize_dynamic: int8 weights, activations quantized per call),
+  // the only int8 path PyTorch has for an LSTM, so the LSTM is compared on it too.
+  double dynamic_seconds = 0;
+  if (model_name == "lstm") {
+    const quant::int8::IntegerModel dynamic =
+        quant::convert_dynamic(*model, quant::parse_quant_config(nullptr, "bench").defaults.weight, {1, 28, 28});
+    dynamic_seconds = time_steps([&] { dynamic.forward(infer_images); }, options.min_seconds);
+  }
 
   const double train_gflops = step_flops / train_seconds / 1e9;
   nlohmann::json row{{"model", model_name},
@@ -129,6 +137,10 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
     row["int8_profile"] = int8_profile;
   } else {
     row["int8_error"] = int8_error;
+  }
+  if (dynamic_seconds > 0) {
+    row["int8_dynamic_infer_images_per_second"] = options.infer_batch / dynamic_seconds;
+    row["int8_dynamic_to_fp32_infer_ratio"] = infer_seconds / dynamic_seconds;
   }
   if (qat_seconds > 0) {
     row["qat_train_images_per_second"] = options.batch / qat_seconds;

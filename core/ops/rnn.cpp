@@ -19,45 +19,56 @@ namespace qforge {
 namespace {
 inline float sigmoid_of(float v) { return lstm_sigmoid(v); }
 
+// One batch row of the cell: a (4H) holds the pre-activations and receives i,f,g,o. The
+// restrict pointers (every caller passes disjoint rows) let the loop vectorize.
+void cell_forward_row(float* __restrict a, const float* __restrict c_prev, float* __restrict h,
+                      float* __restrict c, float* __restrict tanh_c, int64_t hidden) {
+  for (int64_t j = 0; j < hidden; ++j) {
+    float i = sigmoid_of(a[j]), f = sigmoid_of(a[hidden + j]);
+    float g = lstm_tanh(a[2 * hidden + j]), o = sigmoid_of(a[3 * hidden + j]);
+    float cell = f * c_prev[j] + i * g;
+    float t = lstm_tanh(cell);
+    a[j] = i, a[hidden + j] = f, a[2 * hidden + j] = g, a[3 * hidden + j] = o;
+    tanh_c[j] = t;
+    h[j] = o * t;
+    c[j] = cell;
+  }
+}
+
 // One cell's pointwise forward for `batch` rows: gates (stride gate_stride) hold the
 // pre-activations and receive the activations i,f,g,o; h/c rows have stride state_stride.
 void cell_forward(float* gates, int64_t gate_stride, const float* c_prev, int64_t c_prev_stride, float* h,
                   float* c, int64_t state_stride, float* tanh_c, int64_t batch, int64_t hidden) {
-  for (int64_t b = 0; b < batch; ++b) {
-    float* a = gates + b * gate_stride;
-    for (int64_t j = 0; j < hidden; ++j) {
-      float i = sigmoid_of(a[j]), f = sigmoid_of(a[hidden + j]);
-      float g = lstm_tanh(a[2 * hidden + j]), o = sigmoid_of(a[3 * hidden + j]);
-      float cell = f * c_prev[b * c_prev_stride + j] + i * g;
-      float t = lstm_tanh(cell);
-      a[j] = i, a[hidden + j] = f, a[2 * hidden + j] = g, a[3 * hidden + j] = o;
-      tanh_c[b * hidden + j] = t;
-      h[b * state_stride + j] = o * t;
-      c[b * state_stride + j] = cell;
-    }
-  }
+  for (int64_t b = 0; b < batch; ++b)
+    cell_forward_row(gates + b * gate_stride, c_prev + b * c_prev_stride, h + b * state_stride,
+                     c + b * state_stride, tanh_c + b * hidden, hidden);
 }
 
 // The cell's backward for one row-block: writes d(pre-activation) over `gates` order and
 // dc_prev; dh, dc (rows of stride grad_stride) are the total gradients reaching h_t, c_t.
+void cell_backward_row(float* __restrict da, float* __restrict dc_prev, const float* __restrict a,
+                       const float* __restrict tanh_c, const float* __restrict c_prev,
+                       const float* __restrict dh, const float* __restrict dc, int64_t hidden) {
+  for (int64_t j = 0; j < hidden; ++j) {
+    float i = a[j], f = a[hidden + j], g = a[2 * hidden + j], o = a[3 * hidden + j];
+    float t = tanh_c[j];
+    float dh_j = dh[j];
+    float dc_total = dc[j] + dh_j * o * (1 - t * t);
+    da[j] = dc_total * g * i * (1 - i);
+    da[hidden + j] = dc_total * c_prev[j] * f * (1 - f);
+    da[2 * hidden + j] = dc_total * i * (1 - g * g);
+    da[3 * hidden + j] = dh_j * t * o * (1 - o);
+    dc_prev[j] = dc_total * f;
+  }
+}
+
 void cell_backward(float* d_gates, int64_t d_gate_stride, float* dc_prev, const float* act,
                    int64_t act_stride, const float* tanh_c, const float* c_prev, int64_t c_prev_stride,
                    const float* dh, const float* dc, int64_t grad_stride, int64_t batch, int64_t hidden) {
-  for (int64_t b = 0; b < batch; ++b) {
-    const float* a = act + b * act_stride;
-    float* da = d_gates + b * d_gate_stride;
-    for (int64_t j = 0; j < hidden; ++j) {
-      float i = a[j], f = a[hidden + j], g = a[2 * hidden + j], o = a[3 * hidden + j];
-      float t = tanh_c[b * hidden + j];
-      float dh_j = dh[b * grad_stride + j];
-      float dc_total = dc[b * grad_stride + j] + dh_j * o * (1 - t * t);
-      da[j] = dc_total * g * i * (1 - i);
-      da[hidden + j] = dc_total * c_prev[b * c_prev_stride + j] * f * (1 - f);
-      da[2 * hidden + j] = dc_total * i * (1 - g * g);
-      da[3 * hidden + j] = dh_j * t * o * (1 - o);
-      dc_prev[b * hidden + j] = dc_total * f;
-    }
-  }
+  for (int64_t b = 0; b < batch; ++b)
+    cell_backward_row(d_gates + b * d_gate_stride, dc_prev + b * hidden, act + b * act_stride,
+                      tanh_c + b * hidden, c_prev + b * c_prev_stride, dh + b * grad_stride,
+                      dc + b * grad_stride, hidden);
 }
 }  // namespace
 

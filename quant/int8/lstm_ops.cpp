@@ -90,11 +90,16 @@ DynamicLinear::DynamicLinear(Tensor weight, std::vector<float> weight_scale, std
 }
 
 DynamicParams DynamicLinear::choose(const float* x, int64_t count) const {
-  float min = 0, max = 0;
-  if (count > 0) {
-    const auto [lo, hi] = std::minmax_element(x, x + count);
-    min = *lo, max = *hi;
+  // min and max as plain compares (they vectorize; std::minmax_element does not), and a sum
+  // of x·0 that is NaN exactly when some x is NaN or infinite.
+  float min = 0, max = 0, poison = 0;
+  if (count > 0) min = max = x[0];
+  for (int64_t i = 0; i < count; ++i) {
+    min = x[i] < min ? x[i] : min;
+    max = x[i] > max ? x[i] : max;
+    poison += x[i] * 0.0f;
   }
+  QF_CHECK(poison == 0.0f, "dynamic quantization: the input holds NaN or infinity");
   return choose_dynamic_params(min, max);
 }
 
@@ -144,6 +149,24 @@ int64_t DynamicLinearOp::weight_bytes() const {
 
 // ---- dynamic LSTM -----------------------------------------------------------------------------
 
+namespace {
+
+// One batch row of the cell on float pre-activations p + r (4H, gate order i, f, g, o):
+// c ← f·c + i·g, h ← o·tanh(c), out ← h. Distinct restrict pointers let the loop vectorize.
+void dynamic_cell_row(float* __restrict out, float* __restrict h, float* __restrict c,
+                      const float* __restrict p, const float* __restrict r, int64_t hidden) {
+  for (int64_t j = 0; j < hidden; ++j) {
+    const float i = lstm_sigmoid(p[j] + r[j]), f = lstm_sigmoid(p[hidden + j] + r[hidden + j]);
+    const float g = lstm_tanh(p[2 * hidden + j] + r[2 * hidden + j]);
+    const float o = lstm_sigmoid(p[3 * hidden + j] + r[3 * hidden + j]);
+    const float cell = f * c[j] + i * g;
+    const float state = o * lstm_tanh(cell);
+    c[j] = cell, h[j] = state, out[j] = state;
+  }
+}
+
+}  // namespace
+
 void dynamic_lstm_layer(float* outputs, float* h, float* c, const float* x, int64_t batch, int64_t steps,
                         const DynamicLstmLayer& layer, Backend backend) {
   const int64_t gates = layer.input.weight().size(0), hidden = gates / 4;
@@ -152,21 +175,11 @@ void dynamic_lstm_layer(float* outputs, float* h, float* c, const float* x, int6
   layer.input.run(projected.data(), x, batch * steps, backend);
   for (int64_t t = 0; t < steps; ++t) {
     layer.hidden.run(recurrent.data(), h, batch, backend);  // h re-quantized at every step
-    // The cell, as lstm_cell computes it (gate order i, f, g, o), one hidden unit at a time.
+    // The cell, as lstm_cell computes it (gate order i, f, g, o), one batch row at a time.
 #pragma omp parallel for schedule(static) if (batch * hidden >= 4096)
-    for (int64_t b = 0; b < batch; ++b) {
-      const float* p = projected.data() + (b * steps + t) * gates;
-      const float* r = recurrent.data() + b * gates;
-      for (int64_t j = 0; j < hidden; ++j) {
-        const float i = lstm_sigmoid(p[j] + r[j]), f = lstm_sigmoid(p[hidden + j] + r[hidden + j]);
-        const float g = lstm_tanh(p[2 * hidden + j] + r[2 * hidden + j]);
-        const float o = lstm_sigmoid(p[3 * hidden + j] + r[3 * hidden + j]);
-        const float cell = f * c[b * hidden + j] + i * g;
-        c[b * hidden + j] = cell;
-        h[b * hidden + j] = o * lstm_tanh(cell);
-        outputs[(b * steps + t) * hidden + j] = h[b * hidden + j];
-      }
-    }
+    for (int64_t b = 0; b < batch; ++b)
+      dynamic_cell_row(outputs + (b * steps + t) * hidden, h + b * hidden, c + b * hidden,
+                       projected.data() + (b * steps + t) * gates, recurrent.data() + b * gates, hidden);
   }
 }
 
@@ -344,6 +357,30 @@ nlohmann::json StaticLstmOp::save(TensorMap& blobs, const std::string& prefix) c
           {"hidden_size", layers_[0].hidden.weight.size(1)}};
 }
 
+namespace {
+
+// One batch row of the fused step (restrict pointers, so the loop vectorizes, gathering
+// from the tables).
+void static_cell_row(uint8_t* __restrict out, uint8_t* __restrict h, float* __restrict c,
+                     const float* __restrict p, const float* __restrict r, int64_t hidden,
+                     const float* __restrict sigmoid, const float* __restrict tanh,
+                     const StaticLstmLayer& l) {
+  const float gate_inverse = 1.0f / l.gates.scale, state_inverse = 1.0f / l.state.scale;
+  const ActivationQuant gates = l.gates, state = l.state;
+  for (int64_t j = 0; j < hidden; ++j) {
+    const float i = sigmoid[quantize_one(p[j] + r[j], gate_inverse, gates)];
+    const float f = sigmoid[quantize_one(p[hidden + j] + r[hidden + j], gate_inverse, gates)];
+    const float g = tanh[quantize_one(p[2 * hidden + j] + r[2 * hidden + j], gate_inverse, gates)];
+    const float o = sigmoid[quantize_one(p[3 * hidden + j] + r[3 * hidden + j], gate_inverse, gates)];
+    const float cell = f * c[j] + i * g;
+    c[j] = cell;
+    const uint8_t level = quantize_one(o * lstm_tanh(cell), state_inverse, state);
+    h[j] = level, out[j] = level;
+  }
+}
+
+}  // namespace
+
 // One step of the fast backend, fused per hidden unit: the four gate pre-activations are
 // summed, quantized onto the gate grid, and looked up in tables of σ and tanh over that
 // grid's 256 levels — the very floats lstm_cell computes from the dequantized gates, so
@@ -354,22 +391,11 @@ void StaticLstmOp::fused_step(uint8_t* h, float* c, uint8_t* outputs, const floa
   const StaticLstmLayer& l = layers_[layer];
   const Kernels& k = kernels_[layer];
   const int64_t gates = 4 * hidden;
-  const float gate_inverse = 1.0f / l.gates.scale, state_inverse = 1.0f / l.state.scale;
 #pragma omp parallel for schedule(static) if (batch * hidden >= 4096)
-  for (int64_t b = 0; b < batch; ++b) {
-    const float* p = projected + (b * steps + t) * gates;
-    const float* r = recurrent + b * gates;
-    for (int64_t j = 0; j < hidden; ++j) {
-      uint8_t q[4];
-      for (int g = 0; g < 4; ++g)
-        q[g] = quantize_one(p[g * hidden + j] + r[g * hidden + j], gate_inverse, l.gates);
-      const float i = k.sigmoid[q[0]], f = k.sigmoid[q[1]], g = k.tanh[q[2]], o = k.sigmoid[q[3]];
-      const float cell = f * c[b * hidden + j] + i * g;
-      c[b * hidden + j] = cell;
-      h[b * hidden + j] = quantize_one(o * lstm_tanh(cell), state_inverse, l.state);
-      outputs[(b * steps + t) * hidden + j] = h[b * hidden + j];
-    }
-  }
+  for (int64_t b = 0; b < batch; ++b)
+    static_cell_row(outputs + (b * steps + t) * hidden, h + b * hidden, c + b * hidden,
+                    projected + (b * steps + t) * gates, recurrent + b * gates, hidden, k.sigmoid.data(),
+                    k.tanh.data(), l);
 }
 
 int64_t StaticLstmOp::weight_bytes() const {

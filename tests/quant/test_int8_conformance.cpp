@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "quant/int8/kernels.h"
 #include "quant/int8/lstm_ops.h"
@@ -293,6 +294,18 @@ TEST_CASE("dynamic linear matches PyTorch: the per-call x_scale / x_zero_point, 
       CHECK(worst <= 1e-5 * largest);
     }
   }
+}
+
+TEST_CASE("dynamic linear refuses an input holding NaN or infinity, wherever it sits") {
+  const std::vector<int8_t> w{1, -2, 3, 4, 5, -6};
+  const DynamicLinear linear(Tensor::from_data<int8_t>({2, 3}, w), {0.1f, 0.2f}, {});
+  for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()})
+    for (int at = 0; at < 6; ++at) {
+      std::vector<float> x{0.5f, -1.0f, 2.0f, 0.0f, 1.5f, -0.25f}, y(4);
+      x[at] = bad;
+      CHECK_THROWS_WITH_AS(linear.run(y.data(), x.data(), 2, Backend::fast),
+                           doctest::Contains("NaN or infinity"), Error);
+    }
 }
 
 TEST_CASE("dynamic LSTM matches PyTorch's quantized dynamic LSTM to 1e-5 (outputs, h_n, c_n)") {
