@@ -184,18 +184,34 @@ void Conv2dLayer::run_rows(Out* y, const uint8_t* x, int64_t batch) const {
   // (padding taps read zx: (zx − zx)·w = 0) with slack past the end.
   const bool in_place = std::is_same_v<Element, uint8_t> && s.padding_height == 0 && s.padding_width == 0 &&
                         gemms_[0].weights.run_length() % 4 == 0;
-  std::vector<Element> padded(in_place ? 0 : batch * image + kSlack, static_cast<Element>(x_zero_point_));
+  // The copy lives in a per-thread buffer kept between calls (no allocation, no page
+  // faults per layer); only its border and slack are set to zx, the copy fills the rest.
+  // (Worker threads see their own thread_local, so they are handed the pointer.)
+  thread_local std::vector<Element> scratch;
+  Element* padded = nullptr;
   if (!in_place) {
-#pragma omp parallel for collapse(2) schedule(static) if (batch * image >= (1 << 16))
-    for (int64_t n = 0; n < batch; ++n)
+    if (scratch.size() < static_cast<std::size_t>(batch * image + kSlack))
+      scratch.resize(batch * image + kSlack);
+    padded = scratch.data();
+    const Element zx = static_cast<Element>(x_zero_point_);
+    const int64_t row = padded_width_ * channels, left = s.padding_width * channels,
+                  right = (padded_width_ - s.padding_width - s.in_width) * channels;
+#pragma omp parallel for schedule(static) if (batch * image >= (1 << 16))
+    for (int64_t n = 0; n < batch; ++n) {
+      Element* picture = padded + n * image;
+      std::fill_n(picture, s.padding_height * row, zx);
+      std::fill_n(picture + (s.padding_height + s.in_height) * row,
+                  (padded_height_ - s.padding_height - s.in_height) * row, zx);
       for (int64_t h = 0; h < s.in_height; ++h) {
-        const uint8_t* from = x + (n * s.in_height + h) * s.in_width * channels;
-        Element* to =
-            padded.data() + n * image + ((h + s.padding_height) * padded_width_ + s.padding_width) * channels;
-        std::copy_n(from, s.in_width * channels, to);
+        Element* to = picture + (h + s.padding_height) * row;
+        std::fill_n(to, left, zx);
+        std::copy_n(x + (n * s.in_height + h) * s.in_width * channels, s.in_width * channels, to + left);
+        std::fill_n(to + left + s.in_width * channels, right, zx);
       }
+    }
+    std::fill_n(padded + batch * image, kSlack, zx);
   }
-  const void* base = in_place ? static_cast<const void*>(x) : padded.data();
+  const void* base = in_place ? static_cast<const void*>(x) : padded;
   const int64_t tiles = (m + kTileRows - 1) / kTileRows;
 #pragma omp parallel if (tiles > 1)
   {
@@ -256,14 +272,29 @@ void relu(uint8_t* y, const uint8_t* x, int64_t n, int32_t zero_point) {
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] > floor ? x[i] : floor;
 }
 
-void add(uint8_t* y, const uint8_t* a, const uint8_t* b, int64_t n, const ActivationQuant& pa,
-         const ActivationQuant& pb, const ActivationQuant& py, bool has_relu) {
+namespace {
+
+// add over one block; restrict pointers (y never overlaps a or b here) let it vectorize.
+void add_block(uint8_t* __restrict y, const uint8_t* __restrict a, const uint8_t* __restrict b, int64_t n,
+               const ActivationQuant pa, const ActivationQuant pb, const ActivationQuant py, bool has_relu) {
   const float inverse_scale = 1.0f / py.scale;
-#pragma omp parallel for schedule(static) if (n >= kParallelGrain)
   for (int64_t i = 0; i < n; ++i) {
     float sum = dequantize_one(a[i], pa) + dequantize_one(b[i], pb);
-    if (has_relu) sum = sum > 0.0f ? sum : 0.0f;
+    sum = has_relu && sum < 0.0f ? 0.0f : sum;
     y[i] = quantize_one(sum, inverse_scale, py);
+  }
+}
+
+}  // namespace
+
+void add(uint8_t* y, const uint8_t* a, const uint8_t* b, int64_t n, const ActivationQuant& pa,
+         const ActivationQuant& pb, const ActivationQuant& py, bool has_relu) {
+  constexpr int64_t kBlock = 4096;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (n >= kParallelGrain)
+  for (int64_t block = 0; block < blocks; ++block) {
+    const int64_t first = block * kBlock;
+    add_block(y + first, a + first, b + first, std::min(kBlock, n - first), pa, pb, py, has_relu);
   }
 }
 
