@@ -80,6 +80,27 @@ Tensor straight_through_gradient(const Tensor& g, const std::vector<uint8_t>& ma
 
 }  // namespace
 
+void fake_quantize_reference(float* y, uint8_t* mask, const float* x, const Shape& shape,
+                             const QuantParams& params, const QuantRange& range) {
+  int64_t numel = 1, inner = 1;
+  for (std::size_t d = 0; d < shape.size(); ++d) {
+    numel *= shape[d];
+    if (params.axis >= 0 && static_cast<int64_t>(d) > params.axis) inner *= shape[d];
+  }
+  const int64_t extent = params.axis >= 0 ? shape[params.axis] : 1;
+  for (int64_t i = 0; i < numel; ++i) {
+    const int64_t c = params.axis >= 0 ? i / inner % extent : 0;
+    const float scale = params.scale[c], zero = static_cast<float>(params.zero_point[c]);
+    const float level = zero + std::nearbyint(x[i] * (1.0f / scale));
+    const bool inside =
+        level >= static_cast<float>(range.quant_min) && level <= static_cast<float>(range.quant_max);
+    const float clamped =
+        std::min(std::max(level, static_cast<float>(range.quant_min)), static_cast<float>(range.quant_max));
+    y[i] = (clamped - zero) * scale;
+    mask[i] = inside ? 1 : 0;
+  }
+}
+
 Tensor fake_quantize(const Tensor& x, const QuantParams& params, const QuantRange& range) {
   AxisSplit s = channel_split(x, params.axis, "fake_quantize");
   QF_CHECK(static_cast<int64_t>(params.scale.size()) == s.extent &&

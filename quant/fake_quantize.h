@@ -27,6 +27,12 @@ Tensor fake_quantize(const Tensor& x, const QuantParams& params, const QuantRang
 Tensor fake_quantize_learnable(const Tensor& x, const Tensor& scale, const Tensor& zero_point, int64_t axis,
                                const QuantRange& range, float grad_factor = 1.0f);
 
+// The reference twin of fake_quantize's kernel (Note [Backends]): one element at a time
+// in index order, its channel found by division, no parallel split and no shared helper —
+// y = (clamp(nearbyint(x·(1/s)) + z) − z)·s and mask = 1 where the level was in range.
+void fake_quantize_reference(float* y, uint8_t* mask, const float* x, const Shape& shape,
+                             const QuantParams& params, const QuantRange& range);
+
 // LSQ's gradient scale for a learned step size (Esser et al. 2020, §2.2): 1/√(N·Q_P), N
 // the elements sharing the scale and Q_P the largest level — it keeps the step size's
 // updates on the scale of the weights' own, whatever the tensor size and bit width.

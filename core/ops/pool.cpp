@@ -48,7 +48,7 @@ PoolGeometry geometry(const Tensor& x, const Pool2dOptions& o, const char* op) {
 // activations it is unpredictable, and mispredictions cost more than the pooling.
 // The 2×2 window as independent selects per output, which the compiler vectorizes.
 // Ties go to the earlier element in scan order (a, b, c, d), as PyTorch's `val > max`;
-// a NaN anywhere in the window wins (the rare fix-up branch), as in PyTorch.
+// a NaN in the window wins, the last of several (the rare fix-up branch), as in PyTorch.
 void max_pool_2x2(float* out, int32_t* arg, const float* plane, const PoolGeometry& g) {
   const int32_t width = static_cast<int32_t>(g.width);
   for (int64_t oh = 0; oh < g.out_height; ++oh) {
@@ -71,10 +71,7 @@ void max_pool_2x2(float* out, int32_t* arg, const float* plane, const PoolGeomet
         continue;
       const int32_t column = base + static_cast<int32_t>(2 * ow);
       for (int32_t at : {column, column + 1, column + width, column + width + 1})
-        if (std::isnan(plane[at])) {
-          o[ow] = plane[at], i[ow] = at;
-          break;
-        }
+        if (std::isnan(plane[at])) o[ow] = plane[at], i[ow] = at;  // the last NaN, as PyTorch
     }
   }
 }

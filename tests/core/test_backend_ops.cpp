@@ -1,0 +1,144 @@
+// Every fast op against its reference twin (core/kernels/reference.h), ggml's
+// test-backend-ops style: one table of cases per op family, with shapes past the
+// parallel grain (kParallelGrain = 32K elements) and the tiled/2×2 fast paths, odd sizes,
+// ties and NaNs. Forward outputs and gradients are compared.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/kernels/reference.h"
+#include "core/ops.h"
+#include "core/threading.h"
+#include "tests/gradcheck.h"
+
+using namespace qforge;
+namespace reference = qforge::kernels::reference;
+
+namespace {
+
+// Values on a coarse grid (many ties), with a NaN every `nan_every` elements (0: none).
+Tensor grid_leaf(const Shape& shape, uint64_t seed, int64_t nan_every) {
+  Generator generator(seed);
+  Tensor x = Tensor::uniform(shape, generator, -4.0f, 4.0f);
+  float* p = x.data();
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    p[i] = std::round(p[i] * 2.0f) / 2.0f;
+    if (nan_every > 0 && i % nan_every == nan_every / 2) p[i] = std::numeric_limits<float>::quiet_NaN();
+  }
+  x.set_requires_grad(true);
+  return x;
+}
+
+// Equal as bits would be, NaN equal to NaN.
+bool same_floats(const float* a, const float* b, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!(a[i] == b[i] || (std::isnan(a[i]) && std::isnan(b[i])))) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("max_pool2d: every fast path (2x2, tiled, general) equals the reference; ties and NaNs too") {
+  struct Case {
+    Shape input;
+    Pool2dOptions options;
+    int64_t nan_every;
+  };
+  const Case cases[] = {
+      {{8, 32, 28, 28}, Pool2dOptions::square(2), 0},   // 2x2 path, past the grain (200K)
+      {{8, 32, 28, 28}, Pool2dOptions::square(2), 37},  // with NaNs
+      {{2, 8, 28, 28}, Pool2dOptions::square(2), 2},    // two NaNs per window: the last wins
+      {{2, 8, 27, 27}, Pool2dOptions::square(3), 3},
+      {{3, 5, 9, 11}, Pool2dOptions::square(2), 0},          // odd sizes: the last row/column dropped
+      {{4, 40, 27, 27}, Pool2dOptions::square(3), 29},       // tiled 3x3 past the grain
+      {{2, 3, 12, 10}, {3, 2, 3, 2, 0, 0, 1, 1}, 5},         // tiled, not square
+      {{4, 16, 28, 28}, Pool2dOptions::square(3, 2, 1), 0},  // general: stride 2, padding 1
+      {{2, 7, 13, 17}, {3, 3, 2, 1, 1, 1, 2, 1}, 11},        // general: dilation, NaNs
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.input);
+    Tensor x = grid_leaf(c.input, 3, c.nan_every);
+    Tensor y = max_pool2d(x, c.options);
+    const int64_t planes = c.input[0] * c.input[1], out_height = y.size(2), out_width = y.size(3);
+    const Pool2dOptions& o = c.options;
+    std::vector<float> expected(y.numel());
+    std::vector<int32_t> argmax(y.numel());
+    reference::max_pool2d(expected.data(), argmax.data(), x.data(), planes, c.input[2], c.input[3],
+                          out_height, out_width,
+                          {o.kernel_height, o.kernel_width, o.stride_height, o.stride_width, o.padding_height,
+                           o.padding_width, o.dilation_height, o.dilation_width});
+    CHECK(same_floats(y.data(), expected.data(), y.numel()));
+    // The gradient lands where the argmax points: compare with the reference's scatter.
+    Generator generator(9);
+    Tensor g = Tensor::uniform(y.shape(), generator, 0.5f, 1.5f);
+    y.backward(g);
+    std::vector<float> dx(x.numel(), 0.0f);
+    const int64_t plane = c.input[2] * c.input[3], out_plane = out_height * out_width;
+    for (int64_t i = 0; i < y.numel(); ++i) dx[i / out_plane * plane + argmax[i]] += g.data()[i];
+    CHECK(same_floats(x.grad().data(), dx.data(), x.numel()));
+  }
+}
+
+TEST_CASE("batch_norm: forward and backward equal the double-precision reference, training and eval") {
+  struct Case {
+    Shape input;
+    bool is_training, affine;
+  };
+  const Case cases[] = {
+      {{64, 16, 28, 28}, true, true},  // 800K elements, past the grain
+      {{64, 16, 28, 28}, false, true}, {{5, 3, 7, 9}, true, false}, {{300, 120}, true, true},  // (N,C)
+      {{2, 70, 1, 1}, true, true},     {{256, 200}, false, false},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.input);
+    CAPTURE(c.is_training);
+    const int64_t batch = c.input[0], channels = c.input[1],
+                  spatial = c.input.size() == 4 ? c.input[2] * c.input[3] : 1;
+    Tensor x = testing::random_leaf(c.input, 21, -3.0f, 5.0f);
+    Tensor gamma = c.affine ? testing::random_leaf({channels}, 22, 0.5f, 2.0f) : Tensor();
+    Tensor beta = c.affine ? testing::random_leaf({channels}, 23) : Tensor();
+    Generator generator(24);
+    Tensor running_mean = Tensor::uniform({channels}, generator, -1.0f, 1.0f);
+    Tensor running_var = Tensor::uniform({channels}, generator, 0.5f, 2.0f);
+    std::vector<double> mean(channels), variance(channels);
+    for (int64_t i = 0; i < channels; ++i)
+      mean[i] = running_mean.data()[i], variance[i] = running_var.data()[i];
+    Tensor y = batch_norm(x, running_mean, running_var, gamma, beta, c.is_training, 0.1f, 1e-5f);
+    std::vector<float> expected(x.numel());
+    reference::batch_norm_forward(expected.data(), mean.data(), variance.data(), x.data(), batch, channels,
+                                  spatial, c.affine ? gamma.data() : nullptr,
+                                  c.affine ? beta.data() : nullptr, c.is_training, 1e-5f);
+    CHECK(testing::all_close(y.detach(), Tensor::from_vector(c.input, expected), 1e-5, 1e-5));
+    Tensor g = Tensor::randn(c.input, generator);
+    y.backward(g);
+    std::vector<float> dx(x.numel()), dgamma(channels), dbeta(channels);
+    reference::batch_norm_backward(dx.data(), dgamma.data(), dbeta.data(), g.data(), x.data(), mean.data(),
+                                   variance.data(), batch, channels, spatial,
+                                   c.affine ? gamma.data() : nullptr, c.is_training, 1e-5f);
+    CHECK(testing::all_close(x.grad(), Tensor::from_vector(c.input, dx), 1e-4, 1e-5));
+    if (c.affine) {
+      CHECK(testing::all_close(gamma.grad(), Tensor::from_vector({channels}, dgamma), 1e-4, 1e-3));
+      CHECK(testing::all_close(beta.grad(), Tensor::from_vector({channels}, dbeta), 1e-4, 1e-3));
+    }
+  }
+}
+
+TEST_CASE("lstm_cell: the vectorized cell equals the libm reference to 1e-6") {
+  const int64_t shapes[][2] = {{1, 1}, {3, 17}, {256, 128}, {64, 513}};
+  for (const auto& shape : shapes) {
+    const int64_t batch = shape[0], hidden = shape[1];
+    CAPTURE(hidden);
+    Tensor gates = testing::random_leaf({batch, 4 * hidden}, 31, -9.0f, 9.0f);
+    Tensor c_prev = testing::random_leaf({batch, hidden}, 32, -3.0f, 3.0f);
+    Tensor out = lstm_cell(gates, c_prev);
+    std::vector<float> h(batch * hidden), c(batch * hidden), both;
+    reference::lstm_cell(h.data(), c.data(), gates.data(), c_prev.data(), batch, hidden);
+    for (int64_t b = 0; b < batch; ++b) {
+      both.insert(both.end(), h.begin() + b * hidden, h.begin() + (b + 1) * hidden);
+      both.insert(both.end(), c.begin() + b * hidden, c.begin() + (b + 1) * hidden);
+    }
+    CHECK(testing::all_close(out.detach(), Tensor::from_vector({batch, 2 * hidden}, both), 0.0, 1e-6));
+  }
+}
