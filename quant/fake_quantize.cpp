@@ -78,6 +78,40 @@ Tensor straight_through_gradient(const Tensor& g, const std::vector<uint8_t>& ma
   return dx;
 }
 
+// fake_quantize_learnable's backward (the table at the top; LSQ when grad_factor is
+// lsq_gradient_scale), one channel per iteration:
+//   out: dx (outer, C, inner), d_scale (C), d_zero (C)
+//   in:  g (outer, C, inner) = dL/dy, x (outer, C, inner), scale (C), zero (C) rounded half up
+void fake_quantize_learnable_backward(float* dx, float* d_scale, float* d_zero, const float* g,
+                                      const float* x, const float* scale, const int64_t* zero,
+                                      const QuantRange& range, const AxisSplit& s, float grad_factor) {
+  const float lo = static_cast<float>(range.quant_min), hi = static_cast<float>(range.quant_max);
+  for (int64_t c = 0; c < s.extent; ++c) {
+    const float sc = scale[c], inverse = 1.0f / sc;
+    const int64_t z = zero[c];
+    const float below = lo - static_cast<float>(z), above = hi - static_cast<float>(z);
+    double sum_scale = 0, sum_zero = 0;
+    for (int64_t o = 0; o < s.outer; ++o) {
+      const int64_t base = (o * s.extent + c) * s.inner;
+      for (int64_t i = 0; i < s.inner; ++i) {
+        const float xv = x[base + i], dy = g[base + i];
+        const int64_t level = static_cast<int64_t>(std::nearbyint(static_cast<float>(z) + xv * inverse));
+        const bool inside = level >= range.quant_min && level <= range.quant_max;
+        dx[base + i] = inside ? dy : 0.0f;
+        if (inside) {
+          const float fake = dequantize_level(static_cast<float>(level), sc, static_cast<float>(z));
+          sum_scale += dy * (fake - xv) * inverse;
+        } else {
+          sum_scale += dy * (level < range.quant_min ? below : above);
+          sum_zero += -dy * sc;
+        }
+      }
+    }
+    d_scale[c] = static_cast<float>(sum_scale * grad_factor);
+    d_zero[c] = static_cast<float>(sum_zero * grad_factor);
+  }
+}
+
 }  // namespace
 
 void fake_quantize_reference(float* y, uint8_t* mask, const float* x, const Shape& shape,
@@ -144,37 +178,13 @@ Tensor fake_quantize_learnable(const Tensor& x, const Tensor& scale, const Tenso
   fake_quantize_kernel(y.data(), mask.data(), x.data(), scales.data(), forward_zero.data(), range, s);
   if (!any_requires_grad({&x, &scale, &zero_point})) return y;
 
+  // Saved for backward: x (outer, C, inner), scales and backward_zero (C).
   Tensor saved_x = x.detach();
   return record(y, "fake_quantize_learnable", {x, scale, zero_point}, [=](const Tensor& g, const Node& node) {
     Tensor dx = Tensor::empty(saved_x.shape());
-    Tensor d_scale = Tensor::zeros({s.extent}), d_zero = Tensor::zeros({s.extent});
-    const float* px = saved_x.data();
-    const float* pg = g.data();
-    float* pdx = dx.data();
-    for (int64_t c = 0; c < s.extent; ++c) {
-      const float sc = scales[c], inverse = 1.0f / sc;
-      const int64_t z = backward_zero[c];
-      const float below = lo - static_cast<float>(z), above = hi - static_cast<float>(z);
-      double sum_scale = 0, sum_zero = 0;
-      for (int64_t o = 0; o < s.outer; ++o) {
-        const int64_t base = (o * s.extent + c) * s.inner;
-        for (int64_t i = 0; i < s.inner; ++i) {
-          const float xv = px[base + i], dy = pg[base + i];
-          const int64_t level = static_cast<int64_t>(std::nearbyint(static_cast<float>(z) + xv * inverse));
-          const bool inside = level >= range.quant_min && level <= range.quant_max;
-          pdx[base + i] = inside ? dy : 0.0f;
-          if (inside) {
-            const float fake = dequantize_level(static_cast<float>(level), sc, static_cast<float>(z));
-            sum_scale += dy * (fake - xv) * inverse;
-          } else {
-            sum_scale += dy * (level < range.quant_min ? below : above);
-            sum_zero += -dy * sc;
-          }
-        }
-      }
-      d_scale.data()[c] = static_cast<float>(sum_scale * grad_factor);
-      d_zero.data()[c] = static_cast<float>(sum_zero * grad_factor);
-    }
+    Tensor d_scale = Tensor::empty({s.extent}), d_zero = Tensor::empty({s.extent});
+    fake_quantize_learnable_backward(dx.data(), d_scale.data(), d_zero.data(), g.data(), saved_x.data(),
+                                     scales.data(), backward_zero.data(), range, s, grad_factor);
     return std::vector<Tensor>{node.needs_grad(0) ? dx : Tensor(), node.needs_grad(1) ? d_scale : Tensor(),
                                node.needs_grad(2) ? d_zero : Tensor()};
   });

@@ -15,6 +15,51 @@
 
 namespace qforge {
 
+namespace {
+
+// batch_norm's backward (the table above), one channel per iteration:
+//   out: dx (N,C,S), dgamma (C), dbeta (C) — each skipped when null
+//   in:  g (N,C,S) = dL/dy, x (N,C,S), gamma (C) or null (1), mean (C) = μ,
+//        inverse_std (C) = σ⁻¹, both as the forward normalized with
+void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* g, const float* x,
+                         const float* gamma, const float* mean, const float* inverse_std, int64_t batch,
+                         int64_t channels, int64_t spatial, bool is_training) {
+  const int64_t count = batch * spatial;  // M
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < channels; ++c) {
+    double sum_g = 0, sum_g_xhat = 0;  // Σg, Σ(g·x̂)
+    for (int64_t n = 0; n < batch; ++n) {
+      const float* grow = g + (n * channels + c) * spatial;
+      const float* xrow = x + (n * channels + c) * spatial;
+      for (int64_t s = 0; s < spatial; ++s) {
+        sum_g += grow[s];
+        sum_g_xhat += grow[s] * (xrow[s] - mean[c]) * inverse_std[c];
+      }
+    }
+    if (dgamma) dgamma[c] = static_cast<float>(sum_g_xhat);
+    if (dbeta) dbeta[c] = static_cast<float>(sum_g);
+    if (!dx) continue;
+    const float k = (gamma ? gamma[c] : 1.0f) * inverse_std[c];
+    const float mean_g = static_cast<float>(sum_g / count),
+                mean_g_xhat = static_cast<float>(sum_g_xhat / count);
+    for (int64_t n = 0; n < batch; ++n) {
+      const float* grow = g + (n * channels + c) * spatial;
+      const float* xrow = x + (n * channels + c) * spatial;
+      float* out = dx + (n * channels + c) * spatial;
+      for (int64_t s = 0; s < spatial; ++s) {
+        if (is_training) {
+          const float xhat = (xrow[s] - mean[c]) * inverse_std[c];
+          out[s] = k * (grow[s] - mean_g - xhat * mean_g_xhat);
+        } else {
+          out[s] = k * grow[s];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
 Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, const Tensor& weight,
                   const Tensor& bias, bool is_training, float momentum, float eps) {
   QF_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: expected (N,C) or (N,C,H,W) input, got ", x.shape());
@@ -76,45 +121,16 @@ Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, co
     }
   if (!any_requires_grad({&x, &weight, &bias})) return y;
 
+  // Saved for backward: x (N,C,S), gamma (C) or undefined, mean and inverse_std (C).
   Tensor saved_x = x.detach(), saved_weight = weight.defined() ? weight.detach() : Tensor();
   return record(y, "batch_norm", {x, weight, bias}, [=](const Tensor& g, const Node& node) {
     Tensor dx = node.needs_grad(0) ? Tensor::empty(saved_x.shape()) : Tensor();
     Tensor dgamma = node.needs_grad(1) ? Tensor::empty({channels}) : Tensor();
     Tensor dbeta = node.needs_grad(2) ? Tensor::empty({channels}) : Tensor();
-    const float* pg = g.data();
-    const float* px = saved_x.data();
-    const float* gamma = saved_weight.defined() ? saved_weight.data() : nullptr;
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < channels; ++c) {
-      double sum_g = 0, sum_g_xhat = 0;  // Σg, Σ(g·x̂)
-      for (int64_t n = 0; n < batch; ++n) {
-        const float* grow = pg + (n * channels + c) * spatial;
-        const float* xrow = px + (n * channels + c) * spatial;
-        for (int64_t s = 0; s < spatial; ++s) {
-          sum_g += grow[s];
-          sum_g_xhat += grow[s] * (xrow[s] - mean[c]) * inverse_std[c];
-        }
-      }
-      if (dgamma.defined()) dgamma.data()[c] = static_cast<float>(sum_g_xhat);
-      if (dbeta.defined()) dbeta.data()[c] = static_cast<float>(sum_g);
-      if (!dx.defined()) continue;
-      const float k = (gamma ? gamma[c] : 1.0f) * inverse_std[c];
-      const float mean_g = static_cast<float>(sum_g / count),
-                  mean_g_xhat = static_cast<float>(sum_g_xhat / count);
-      for (int64_t n = 0; n < batch; ++n) {
-        const float* grow = pg + (n * channels + c) * spatial;
-        const float* xrow = px + (n * channels + c) * spatial;
-        float* out = dx.data() + (n * channels + c) * spatial;
-        for (int64_t s = 0; s < spatial; ++s) {
-          if (is_training) {
-            float xhat = (xrow[s] - mean[c]) * inverse_std[c];
-            out[s] = k * (grow[s] - mean_g - xhat * mean_g_xhat);
-          } else {
-            out[s] = k * grow[s];
-          }
-        }
-      }
-    }
+    batch_norm_backward(dx.defined() ? dx.data() : nullptr, dgamma.defined() ? dgamma.data() : nullptr,
+                        dbeta.defined() ? dbeta.data() : nullptr, g.data(), saved_x.data(),
+                        saved_weight.defined() ? saved_weight.data() : nullptr, mean.data(),
+                        inverse_std.data(), batch, channels, spatial, is_training);
     return std::vector<Tensor>{dx, dgamma, dbeta};
   });
 }

@@ -8,7 +8,9 @@
 //   dc_prev = dc_total·f
 #include "core/ops/rnn.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "core/autograd.h"
 #include "core/flop_counter.h"
@@ -94,6 +96,57 @@ Tensor lstm_cell(const Tensor& gates, const Tensor& c_prev) {
   });
 }
 
+namespace {
+
+// lstm_layer's backward through time (the derivation above lstm_layer):
+//   out: d_projected (B,T,4H), d_weight (4H,H) and d_bias (4H) — skipped when null —,
+//        dh0, dc0 (B,H)
+//   in:  grad (B,T,2H) = dL/d[h_t | c_t], out (B,T,2H) the forward's [h_t | c_t],
+//        act (B,T,4H) the gates' i,f,g,o, tanh_c (T,B,H), w (4H,H) = W_hh, h0, c0 (B,H)
+void lstm_layer_backward(float* d_projected, float* d_weight, float* d_bias, float* dh0, float* dc0,
+                         const float* grad, const float* out, const float* act, const float* tanh_c,
+                         const float* w, const float* h0, const float* c0, int64_t batch, int64_t steps,
+                         int64_t hidden) {
+  const int64_t g4 = 4 * hidden, row_gates = steps * g4, row_out = steps * 2 * hidden;
+  // dh, dc: the gradients reaching h_t, c_t from step t+1 (zero past the end).
+  std::vector<float> dh(batch * hidden, 0.0f), dc(batch * hidden, 0.0f), dc_prev(batch * hidden);
+  std::vector<float> dh_total(batch * hidden), dc_total(batch * hidden);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t j = 0; j < hidden; ++j) {
+        dh_total[b * hidden + j] = dh[b * hidden + j] + grad[b * row_out + t * 2 * hidden + j];
+        dc_total[b * hidden + j] = dc[b * hidden + j] + grad[b * row_out + t * 2 * hidden + hidden + j];
+      }
+    const float* c_prev = t == 0 ? c0 : out + (t - 1) * 2 * hidden + hidden;
+    cell_backward(d_projected + t * g4, row_gates, dc_prev.data(), act + t * g4, row_gates,
+                  tanh_c + t * batch * hidden, c_prev, t == 0 ? hidden : row_out, dh_total.data(),
+                  dc_total.data(), hidden, batch, hidden);
+    // dh_{t-1} = d_gates_t · W_hh   (B,H)
+    kernels::gemm(false, false, batch, hidden, g4, 1.0f, d_projected + t * g4, row_gates, w, hidden, 0.0f,
+                  dh.data(), hidden);
+    std::swap(dc, dc_prev);
+  }
+  std::copy(dh.begin(), dh.end(), dh0);
+  std::copy(dc.begin(), dc.end(), dc0);
+  if (d_weight) {                                       // dW_hh = Σ_t d_gates_tᵀ · h_{t-1}
+    std::vector<float> h_prev(batch * steps * hidden);  // (B,T,H): h_{t-1} at [:,t]
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t t = 0; t < steps; ++t)
+        std::copy_n(t == 0 ? h0 + b * hidden : out + b * row_out + (t - 1) * 2 * hidden, hidden,
+                    h_prev.data() + (b * steps + t) * hidden);
+    kernels::gemm(true, false, g4, hidden, batch * steps, 1.0f, d_projected, g4, h_prev.data(), hidden, 0.0f,
+                  d_weight, hidden);
+  }
+  if (d_bias) {  // db_hh = Σ_{b,t} d_gates
+    std::fill_n(d_bias, g4, 0.0f);
+    for (int64_t r = 0; r < batch * steps; ++r)
+      for (int64_t k = 0; k < g4; ++k) d_bias[k] += d_projected[r * g4 + k];
+  }
+  count_multiply_adds(static_cast<double>(batch) * steps * g4 * hidden * (1 + (d_weight != nullptr)));
+}
+
+}  // namespace
+
 // Forward, step t (rows b of the (B,T,·) buffers, strides in brackets):
 //   gates_t = projected[:,t] + h_{t-1}·W_hhᵀ + b_hh      (one GEMM with beta = 1)
 //   [h_t | c_t] = cell(gates_t, c_{t-1})
@@ -134,53 +187,22 @@ Tensor lstm_layer(const Tensor& projected, const Tensor& weight_hh, const Tensor
   count_multiply_adds(static_cast<double>(batch) * steps * g4 * hidden);
   if (!any_requires_grad({&projected, &weight_hh, &bias_hh, &h0, &c0})) return out;
 
+  // Saved for backward: out (B,T,2H) = [h_t | c_t], activations (B,T,4H) = i,f,g,o,
+  // tanh_c (T,B,H), weight_hh (4H,H), h0 and c0 (B,H).
   Tensor saved_out = out.detach(), saved_w = weight_hh.detach(), saved_h0 = h0.detach(),
          saved_c0 = c0.detach();
-  return record(
-      out, "lstm_layer", {projected, weight_hh, bias_hh, h0, c0}, [=](const Tensor& grad, const Node& node) {
-        Tensor d_projected = Tensor::empty({batch, steps, g4});
-        Tensor dh = Tensor::zeros(state), dc = Tensor::zeros(state), dc_prev = Tensor::empty(state);
-        Tensor dh_total = Tensor::empty(state), dc_total = Tensor::empty(state);
-        const float* g_out = grad.data();
-        const float* y = saved_out.data();
-        const float* act = activations.data();
-        float* dp = d_projected.data();
-        for (int64_t t = steps - 1; t >= 0; --t) {
-          for (int64_t b = 0; b < batch; ++b)
-            for (int64_t j = 0; j < hidden; ++j) {
-              dh_total.data()[b * hidden + j] =
-                  dh.data()[b * hidden + j] + g_out[b * row_out + t * 2 * hidden + j];
-              dc_total.data()[b * hidden + j] =
-                  dc.data()[b * hidden + j] + g_out[b * row_out + t * 2 * hidden + hidden + j];
-            }
-          const float* c_prev = t == 0 ? saved_c0.data() : y + (t - 1) * 2 * hidden + hidden;
-          cell_backward(dp + t * g4, row_gates, dc_prev.data(), act + t * g4, row_gates,
-                        tanh_c.data() + t * batch * hidden, c_prev, t == 0 ? hidden : row_out,
-                        dh_total.data(), dc_total.data(), hidden, batch, hidden);
-          // dh_{t-1} = d_gates_t · W_hh   (B,H)
-          kernels::gemm(false, false, batch, hidden, g4, 1.0f, dp + t * g4, row_gates, saved_w.data(), hidden,
-                        0.0f, dh.data(), hidden);
-          std::swap(dc, dc_prev);
-        }
-        Tensor d_weight, d_bias;
-        if (node.needs_grad(1)) {                                 // dW_hh = Σ_t d_gates_tᵀ · h_{t-1}
-          Tensor h_prev = Tensor::empty({batch, steps, hidden});  // h_{t-1} at [:,t]
-          for (int64_t b = 0; b < batch; ++b)
-            for (int64_t t = 0; t < steps; ++t)
-              std::copy_n(t == 0 ? saved_h0.data() + b * hidden : y + b * row_out + (t - 1) * 2 * hidden,
-                          hidden, h_prev.data() + (b * steps + t) * hidden);
-          d_weight = Tensor::empty(saved_w.shape());
-          kernels::gemm(true, false, g4, hidden, batch * steps, 1.0f, dp, g4, h_prev.data(), hidden, 0.0f,
-                        d_weight.data(), hidden);
-        }
-        if (node.needs_grad(2)) {
-          d_bias = Tensor::zeros({g4});
-          for (int64_t r = 0; r < batch * steps; ++r)
-            for (int64_t k = 0; k < g4; ++k) d_bias.data()[k] += dp[r * g4 + k];
-        }
-        count_multiply_adds(static_cast<double>(batch) * steps * g4 * hidden * (1 + node.needs_grad(1)));
-        return std::vector<Tensor>{d_projected, d_weight, d_bias, dh, dc};
-      });
+  return record(out, "lstm_layer", {projected, weight_hh, bias_hh, h0, c0},
+                [=](const Tensor& grad, const Node& node) {
+                  Tensor d_projected = Tensor::empty({batch, steps, g4});
+                  Tensor d_weight = node.needs_grad(1) ? Tensor::empty(saved_w.shape()) : Tensor();
+                  Tensor d_bias = node.needs_grad(2) ? Tensor::empty({g4}) : Tensor();
+                  Tensor dh0 = Tensor::empty(state), dc0 = Tensor::empty(state);
+                  lstm_layer_backward(d_projected.data(), d_weight.defined() ? d_weight.data() : nullptr,
+                                      d_bias.defined() ? d_bias.data() : nullptr, dh0.data(), dc0.data(),
+                                      grad.data(), saved_out.data(), activations.data(), tanh_c.data(),
+                                      saved_w.data(), saved_h0.data(), saved_c0.data(), batch, steps, hidden);
+                  return std::vector<Tensor>{d_projected, d_weight, d_bias, dh0, dc0};
+                });
 }
 
 }  // namespace qforge
