@@ -3,6 +3,8 @@
 #include <cassert>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "core/ops/elementwise.h"
 
@@ -50,35 +52,30 @@ Tensor record(Tensor output, const char* name, std::vector<Tensor> inputs, Node:
   return output;
 }
 
-void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_graph) {
+namespace {
+
+// The gradient backward starts from: grad_output, or 1 for a one-element root.
+Tensor seed_gradient(const Tensor& root, const Tensor& grad_output) {
   QF_CHECK(root.defined(), "backward: called on an undefined tensor");
   QF_CHECK(root.requires_grad(), "backward: tensor of shape ", root.shape(),
            " does not require grad (no input of the graph has requires_grad set)");
-  Tensor seed;
   if (grad_output.defined()) {
     QF_CHECK(grad_output.shape() == root.shape(), "backward: gradient shape ", grad_output.shape(),
              " does not match tensor shape ", root.shape());
-    seed = grad_output.detach();
-  } else {
-    QF_CHECK(root.numel() == 1,
-             "backward: gradient can be implicit only for a one-element "
-             "tensor, got shape ",
-             root.shape(), "; pass the gradient explicitly");
-    seed = Tensor::ones(root.shape());
+    return grad_output.detach();
   }
-  NoGradGuard no_grad;
+  QF_CHECK(root.numel() == 1, "backward: gradient can be implicit only for a one-element tensor, got shape ",
+           root.shape(), "; pass the gradient explicitly");
+  return Tensor::ones(root.shape());
+}
 
-  if (root.is_leaf()) {  // backward of a leaf: its gradient is the seed
-    accumulate(root.impl()->grad, std::move(seed));
-    return;
-  }
-
-  // Iterative post-order DFS gives a topological order (inputs before users). `order`
-  // owns the nodes: releasing a node's edges may drop the last other reference.
+// The nodes reachable from `root` in topological order (inputs before users), by an
+// iterative post-order DFS. The vector owns the nodes: releasing a node's edges may drop
+// the last other reference.
+std::vector<std::shared_ptr<Node>> topological_order(const std::shared_ptr<Node>& root) {
   std::vector<std::shared_ptr<Node>> order;
-  std::unordered_set<Node*> visited;
-  std::vector<std::pair<std::shared_ptr<Node>, std::size_t>> stack{{root.grad_fn(), 0}};
-  visited.insert(stack.back().first.get());
+  std::unordered_set<Node*> visited{root.get()};
+  std::vector<std::pair<std::shared_ptr<Node>, std::size_t>> stack{{root, 0}};
   while (!stack.empty()) {
     auto& [node, next_input] = stack.back();
     QF_CHECK(!node->is_released, "backward: the graph through '", node->name,
@@ -93,31 +90,48 @@ void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_gra
       stack.pop_back();
     }
   }
+  return order;
+}
 
-  std::unordered_map<Node*, Tensor> pending;  // dL/d(node output)
-  pending[root.grad_fn().get()] = std::move(seed);
-  for (auto it = order.rbegin(); it != order.rend(); ++it) {
-    Node* node = it->get();
-    auto found = pending.find(node);
+// One node's step: its backward turns dL/d(output) into dL/d(each input), which go to
+// the producing node's pending gradient or, for a leaf, into its .grad.
+void propagate(Node& node, const Tensor& node_grad, std::unordered_map<Node*, Tensor>& pending) {
+  std::vector<Tensor> input_grads = node.backward(node_grad, node);
+  assert(input_grads.size() == node.inputs.size());
+  for (std::size_t i = 0; i < node.inputs.size(); ++i) {
+    const Tensor& input = node.inputs[i];
+    if (!input.requires_grad() || !input_grads[i].defined()) continue;
+    QF_CHECK(input_grads[i].shape() == input.shape(), "backward of '", node.name, "': gradient for input ", i,
+             " has shape ", input_grads[i].shape(), ", expected ", input.shape());
+    if (input.grad_fn())
+      accumulate(pending[input.grad_fn().get()], std::move(input_grads[i]));
+    else
+      accumulate(input.impl()->grad, std::move(input_grads[i]));
+  }
+}
+
+}  // namespace
+
+void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_graph) {
+  Tensor seed = seed_gradient(root, grad_output);
+  NoGradGuard no_grad;
+  if (root.is_leaf()) {  // backward of a leaf: its gradient is the seed
+    accumulate(root.impl()->grad, std::move(seed));
+    return;
+  }
+  const std::vector<std::shared_ptr<Node>> order = topological_order(root.grad_fn());
+  std::unordered_map<Node*, Tensor> pending{{root.grad_fn().get(), std::move(seed)}};  // dL/d(node output)
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {  // users before their inputs
+    Node& node = **it;
+    auto found = pending.find(&node);
     if (found == pending.end()) continue;  // no gradient flows here
-    Tensor node_grad = std::move(found->second);
+    const Tensor node_grad = std::move(found->second);
     pending.erase(found);
-    std::vector<Tensor> input_grads = node->backward(node_grad, *node);
-    assert(input_grads.size() == node->inputs.size());
-    for (std::size_t i = 0; i < node->inputs.size(); ++i) {
-      const Tensor& input = node->inputs[i];
-      if (!input.requires_grad() || !input_grads[i].defined()) continue;
-      QF_CHECK(input_grads[i].shape() == input.shape(), "backward of '", node->name, "': gradient for input ",
-               i, " has shape ", input_grads[i].shape(), ", expected ", input.shape());
-      if (input.grad_fn())
-        accumulate(pending[input.grad_fn().get()], std::move(input_grads[i]));
-      else
-        accumulate(input.impl()->grad, std::move(input_grads[i]));
-    }
+    propagate(node, node_grad, pending);
     if (!retain_graph) {
-      node->backward = nullptr;  // frees the saved tensors
-      node->inputs.clear();
-      node->is_released = true;
+      node.backward = nullptr;  // frees the saved tensors
+      node.inputs.clear();
+      node.is_released = true;
     }
   }
 }
