@@ -143,6 +143,119 @@ EvalResult evaluate(nn::Module& model, const data::Dataset& dataset, int64_t bat
   return result;
 }
 
+namespace {
+
+// Where a stage stands: epochs finished, their metrics rows, the seconds they took.
+struct Progress {
+  int64_t epochs_done = 0;
+  nlohmann::json history = nlohmann::json::array();
+  double trained_seconds = 0;
+};
+
+// --resume: the stage's checkpoint restores model, optimizer, dropout RNG and progress —
+// after checking it belongs to this run (stage, model spec, optimizer, epoch schedule).
+Progress resume_from_checkpoint(nn::Module& model, Optimizer& optimizer, const RunConfig& config,
+                                const std::string& file, const FitOptions& options, int64_t epochs) {
+  const TrainConfig& t = config.train;
+  TensorFile checkpoint = load_tensor_file(file);
+  const nlohmann::json& m = checkpoint.metadata;
+  QF_CHECK(m.value("stage", "") == options.stage, file, ": holds stage \"", m.value("stage", ""),
+           "\", cannot resume stage \"", options.stage, "\"");
+  check_model_spec(m, config, options.stage != "fp32", file);
+  // The optimizer's state and the schedule belong to the run being resumed.
+  const std::string saved_optimizer =
+      m.contains("optimizer") ? m["optimizer"].get<std::string>() : t.optimizer.type;
+  QF_CHECK(saved_optimizer == t.optimizer.type, file,
+           ": train.optimizer.type: the checkpoint was trained with ", saved_optimizer, ", the config says ",
+           t.optimizer.type, "; resume with ", saved_optimizer);
+  const int64_t saved_epochs = m.value("epochs", epochs);
+  QF_CHECK(saved_epochs == epochs, file, ": the run was scheduled over ", saved_epochs,
+           " epochs, the config says ", epochs,
+           "; resuming would change the learning-rate schedule of the finished epochs — resume with ",
+           saved_epochs, " epochs, or start a new run");
+  model.load_state_dict(tensors_under(checkpoint.tensors, "model."), file);
+  optimizer.load_state(tensors_under(checkpoint.tensors, "optimizer."));
+  if (m.contains("random_state")) model.load_random_state(m["random_state"], file);
+  QF_CHECK(m.contains("epochs_done") && m["epochs_done"].is_number_integer() && m["epochs_done"] >= 0 &&
+               m["epochs_done"] <= epochs,
+           file, ": corrupt metadata (epochs_done)");
+  Progress progress{m["epochs_done"].get<int64_t>(), m.value("history", nlohmann::json::array()),
+                    m.value("seconds", 0.0)};
+  QF_CHECK(progress.history.is_array(), file, ": corrupt metadata (history)");
+  if (!options.quiet)
+    std::cout << "resuming " << options.stage << " after epoch " << progress.epochs_done << "\n";
+  return progress;
+}
+
+struct EpochStats {
+  double loss_sum = 0, compute_seconds = 0;  // loss summed over images
+  int64_t correct = 0, seen = 0;
+};
+
+// One pass over the training set: the scheduled learning rate per batch, forward, loss,
+// backward, step. A non-finite loss stops the run (the last checkpoint stays).
+EpochStats train_one_epoch(nn::Module& model, Optimizer& optimizer, data::DataLoader& loader,
+                           const TrainConfig& t, const FitOptions& options, int64_t epoch, int64_t epochs,
+                           double base_lr, const std::string& dir) {
+  const bool show_bar = !options.quiet && ::isatty(STDERR_FILENO);
+  const int64_t batches = loader.batches_per_epoch();
+  model.train();
+  loader.start_epoch(epoch);
+  EpochStats stats;
+  int64_t batch_index = 0;
+  while (auto batch = loader.next()) {
+    Clock::time_point step_start = Clock::now();
+    optimizer.set_learning_rate(scheduled_learning_rate(
+        t.schedule, base_lr, epoch + static_cast<double>(batch_index) / batches, epochs));
+    Tensor logits = model.forward(batch->images);
+    Tensor loss = options.loss ? options.loss(batch->images, logits, batch->labels)
+                               : cross_entropy(logits, batch->labels, static_cast<float>(t.label_smoothing));
+    const float loss_value = loss.item();
+    QF_CHECK(std::isfinite(loss_value), "train (", options.stage, "): loss is ", loss_value, " at epoch ",
+             epoch + 1, ", batch ", batch_index + 1, "; stopping. The last good checkpoint (", epoch,
+             " epochs) is kept in ", dir, " — lower train.optimizer.lr or check the data");
+    optimizer.zero_grad();
+    loss.backward();
+    optimizer.step();
+    stats.compute_seconds += seconds_since(step_start);
+    const int64_t n = batch->labels.numel();
+    stats.loss_sum += loss_value * n;
+    stats.correct += count_correct(logits, batch->labels);
+    stats.seen += n;
+    ++batch_index;
+    if (show_bar && (batch_index % 10 == 0 || batch_index == batches))
+      draw_progress(epoch, epochs, batch_index, batches, stats.loss_sum / stats.seen);
+  }
+  if (show_bar) std::fprintf(stderr, "\n");
+  return stats;
+}
+
+// After each epoch: the metrics file and the checkpoint, each rewritten whole and atomically.
+void write_epoch(const std::string& dir, nn::Module& model, const Optimizer& optimizer,
+                 const RunConfig& config, const FitOptions& options, const Progress& progress, int64_t epochs,
+                 const nlohmann::json& spec) {
+  std::string lines;
+  for (const auto& h : progress.history) lines += h.dump() + "\n";
+  write_file_atomically(dir + "/metrics" + (options.stage == "fp32" ? "" : "_" + options.stage) + ".jsonl",
+                        lines);
+  TensorMap checkpoint;
+  for (auto& [name, tensor] : model.state_dict()) checkpoint["model." + name] = tensor;
+  for (auto& [name, tensor] : optimizer.state()) checkpoint["optimizer." + name] = tensor;
+  save_tensor_file(stage_file(dir, "checkpoint", options.stage), checkpoint,
+                   {{"kind", "checkpoint"},
+                    {"stage", options.stage},
+                    {"epochs_done", progress.epochs_done},
+                    {"epochs", epochs},
+                    {"optimizer", config.train.optimizer.type},
+                    {"history", progress.history},
+                    {"seconds", progress.trained_seconds},
+                    {"spec", spec},
+                    {"random_state", model.random_state()},
+                    {"config", config.source}});
+}
+
+}  // namespace
+
 StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& datasets,
                  const FitOptions& options) {
   const TrainConfig& t = config.train;
@@ -151,140 +264,62 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
   const std::string dir = options.output_dir.empty() ? config.output_dir : options.output_dir;
   std::filesystem::create_directories(dir);
   auto optimizer = make_optimizer(model.parameters(), t.optimizer);
-
-  int64_t first_epoch = 0;
-  nlohmann::json history = nlohmann::json::array();
-  double trained_seconds = 0;
-  const bool is_quantized = options.stage != "fp32";
-  const nlohmann::json spec = model_spec(config, is_quantized);
-  if (options.resume && std::filesystem::exists(stage_file(dir, "checkpoint", options.stage))) {
-    const std::string file = stage_file(dir, "checkpoint", options.stage);
-    TensorFile checkpoint = load_tensor_file(file);
-    const nlohmann::json& m = checkpoint.metadata;
-    QF_CHECK(m.value("stage", "") == options.stage, file, ": holds stage \"", m.value("stage", ""),
-             "\", cannot resume stage \"", options.stage, "\"");
-    check_model_spec(m, config, is_quantized, file);
-    // The optimizer's state and the schedule belong to the run being resumed.
-    const std::string saved_optimizer =
-        m.contains("optimizer") ? m["optimizer"].get<std::string>() : t.optimizer.type;
-    QF_CHECK(saved_optimizer == t.optimizer.type, file,
-             ": train.optimizer.type: the checkpoint was trained with ", saved_optimizer,
-             ", the config says ", t.optimizer.type, "; resume with ", saved_optimizer);
-    const int64_t saved_epochs = m.value("epochs", epochs);
-    QF_CHECK(saved_epochs == epochs, file, ": the run was scheduled over ", saved_epochs,
-             " epochs, the config says ", epochs,
-             "; resuming would change the learning-rate schedule of the finished epochs — resume with ",
-             saved_epochs, " epochs, or start a new run");
-    model.load_state_dict(tensors_under(checkpoint.tensors, "model."), file);
-    optimizer->load_state(tensors_under(checkpoint.tensors, "optimizer."));
-    if (m.contains("random_state")) model.load_random_state(m["random_state"], file);
-    QF_CHECK(m.contains("epochs_done") && m["epochs_done"].is_number_integer() && m["epochs_done"] >= 0 &&
-                 m["epochs_done"] <= epochs,
-             file, ": corrupt metadata (epochs_done)");
-    first_epoch = m["epochs_done"].get<int64_t>();
-    history = m.value("history", nlohmann::json::array());
-    QF_CHECK(history.is_array(), file, ": corrupt metadata (history)");
-    trained_seconds = m.value("seconds", 0.0);
-    if (!options.quiet) std::cout << "resuming " << options.stage << " after epoch " << first_epoch << "\n";
-  }
+  const nlohmann::json spec = model_spec(config, options.stage != "fp32");
+  const std::string checkpoint = stage_file(dir, "checkpoint", options.stage);
+  Progress progress;
+  if (options.resume && std::filesystem::exists(checkpoint))
+    progress = resume_from_checkpoint(model, *optimizer, config, checkpoint, options, epochs);
 
   data::DataLoader loader(datasets.train, {.batch_size = t.batch_size,
                                            .shuffle = true,
                                            .seed = t.seed,
                                            .augmentation = config.data.augmentation});
-  const bool show_bar = !options.quiet && ::isatty(STDERR_FILENO);
-  const int64_t batches = loader.batches_per_epoch();
   EvalResult last_eval;
   double last_images_per_second = 0;
+  const int64_t first_epoch = progress.epochs_done;
   const int64_t last_epoch =
       options.stop_after_epochs > 0 ? std::min(epochs, options.stop_after_epochs) : epochs;
   for (int64_t epoch = first_epoch; epoch < last_epoch; ++epoch) {
     if (options.on_epoch_start) options.on_epoch_start(epoch);
-    model.train();
-    loader.start_epoch(epoch);
-    double loss_sum = 0, compute_seconds = 0;
-    int64_t correct = 0, seen = 0, batch_index = 0;
-    Clock::time_point epoch_start = Clock::now();
-    while (auto batch = loader.next()) {
-      Clock::time_point step_start = Clock::now();
-      optimizer->set_learning_rate(scheduled_learning_rate(
-          t.schedule, base_lr, epoch + static_cast<double>(batch_index) / batches, epochs));
-      Tensor logits = model.forward(batch->images);
-      Tensor loss = options.loss
-                        ? options.loss(batch->images, logits, batch->labels)
-                        : cross_entropy(logits, batch->labels, static_cast<float>(t.label_smoothing));
-      const float loss_value = loss.item();
-      QF_CHECK(std::isfinite(loss_value), "train (", options.stage, "): loss is ", loss_value, " at epoch ",
-               epoch + 1, ", batch ", batch_index + 1, "; stopping. The last good checkpoint (", epoch,
-               " epochs) is kept in ", dir, " — lower train.optimizer.lr or check the data");
-      optimizer->zero_grad();
-      loss.backward();
-      optimizer->step();
-      compute_seconds += seconds_since(step_start);
-      const int64_t n = batch->labels.numel();
-      loss_sum += loss_value * n;
-      correct += count_correct(logits, batch->labels);
-      seen += n;
-      ++batch_index;
-      if (show_bar && (batch_index % 10 == 0 || batch_index == batches))
-        draw_progress(epoch, epochs, batch_index, batches, loss_sum / seen);
-    }
+    const Clock::time_point epoch_start = Clock::now();
+    const EpochStats stats =
+        train_one_epoch(model, *optimizer, loader, t, options, epoch, epochs, base_lr, dir);
     const double epoch_seconds = seconds_since(epoch_start);
-    trained_seconds += epoch_seconds;
-    if (show_bar) std::fprintf(stderr, "\n");
+    progress.trained_seconds += epoch_seconds;
     last_eval = evaluate(model, datasets.test, t.eval_batch_size);
     check_finite(model, last_eval, options.stage, epoch, dir);
-    last_images_per_second = seen / compute_seconds;
-    nlohmann::json row{{"stage", options.stage},
-                       {"epoch", epoch + 1},
-                       {"train_loss", loss_sum / seen},
-                       {"train_accuracy", static_cast<double>(correct) / seen},
-                       {"test_loss", last_eval.loss},
-                       {"test_accuracy", last_eval.accuracy},
-                       {"images_per_second", last_images_per_second},
-                       {"learning_rate", optimizer->learning_rate()},
-                       {"epoch_seconds", epoch_seconds},
-                       {"elapsed_seconds", trained_seconds}};
-    history.push_back(row);
+    last_images_per_second = stats.seen / stats.compute_seconds;
+    progress.history.push_back({{"stage", options.stage},
+                                {"epoch", epoch + 1},
+                                {"train_loss", stats.loss_sum / stats.seen},
+                                {"train_accuracy", static_cast<double>(stats.correct) / stats.seen},
+                                {"test_loss", last_eval.loss},
+                                {"test_accuracy", last_eval.accuracy},
+                                {"images_per_second", last_images_per_second},
+                                {"learning_rate", optimizer->learning_rate()},
+                                {"epoch_seconds", epoch_seconds},
+                                {"elapsed_seconds", progress.trained_seconds}});
+    progress.epochs_done = epoch + 1;
     if (!options.quiet)
       std::printf(
           "%s epoch %lld/%lld  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.0f img/s  %.1f s\n",
           options.stage.c_str(), static_cast<long long>(epoch + 1), static_cast<long long>(epochs),
-          loss_sum / seen, 100.0 * correct / seen, last_eval.loss, 100 * last_eval.accuracy,
-          last_images_per_second, epoch_seconds);
+          stats.loss_sum / stats.seen, 100.0 * stats.correct / stats.seen, last_eval.loss,
+          100 * last_eval.accuracy, last_images_per_second, epoch_seconds);
     std::fflush(stdout);
-
-    // Metrics and checkpoint, each rewritten whole and atomically.
-    std::string lines;
-    for (const auto& h : history) lines += h.dump() + "\n";
-    write_file_atomically(dir + "/metrics" + (options.stage == "fp32" ? "" : "_" + options.stage) + ".jsonl",
-                          lines);
-    TensorMap checkpoint;
-    for (auto& [name, tensor] : model.state_dict()) checkpoint["model." + name] = tensor;
-    for (auto& [name, tensor] : optimizer->state()) checkpoint["optimizer." + name] = tensor;
-    save_tensor_file(stage_file(dir, "checkpoint", options.stage), checkpoint,
-                     {{"kind", "checkpoint"},
-                      {"stage", options.stage},
-                      {"epochs_done", epoch + 1},
-                      {"epochs", epochs},
-                      {"optimizer", t.optimizer.type},
-                      {"history", history},
-                      {"seconds", trained_seconds},
-                      {"spec", spec},
-                      {"random_state", model.random_state()},
-                      {"config", config.source}});
+    write_epoch(dir, model, *optimizer, config, options, progress, epochs, spec);
   }
-  if (first_epoch >= epochs || history.empty()) {
+  if (first_epoch >= epochs || progress.history.empty()) {
     last_eval = evaluate(model, datasets.test, t.eval_batch_size);
     check_finite(model, last_eval, options.stage, first_epoch, dir);
   }
-  if (last_images_per_second == 0 && !history.empty())
-    last_images_per_second = history.back()["images_per_second"];
+  if (last_images_per_second == 0 && !progress.history.empty())
+    last_images_per_second = progress.history.back()["images_per_second"];
   save_tensor_file(
       stage_file(dir, "model", options.stage), model.state_dict(),
       {{"kind", "state_dict"}, {"model", model.type_name()}, {"stage", options.stage}, {"spec", spec}});
-  StageSummary summary{options.stage,          last_eval.accuracy, last_eval.loss,
-                       last_images_per_second, trained_seconds,    epochs};
+  StageSummary summary{options.stage,          last_eval.accuracy,       last_eval.loss,
+                       last_images_per_second, progress.trained_seconds, epochs};
   record_stage(dir, summary);
   return summary;
 }
