@@ -12,10 +12,16 @@
 
 namespace qforge::testing {
 
+// Why not double: qforge's tensors and kernels are float32 only (as the ops under test run
+// in training), so f is evaluated in float and only L is summed in double. A float f
+// carries relative rounding ~1e-7·|f| per output; divided by the step that is ~1e-5·Σ|R·f|
+// in the quotient, which sets the tolerances below. The step is a power of two, so x ± h
+// is exact in float, and the five-point stencil makes the truncation error O(h⁴) ~ 1e-8
+// rather than the central difference's O(h²) ~ 1e-4.
 struct GradcheckOptions {
-  double step = 1e-2;  // central-difference step (f32 data: larger than usual)
-  double absolute_tolerance = 2e-3;
-  double relative_tolerance = 1e-2;
+  double step = 1.0 / 128;           // 2^-7
+  double absolute_tolerance = 1e-4;  // was 2e-3 with a 1e-2 central difference; 5e-5 fails
+  double relative_tolerance = 1e-3;  // was 1e-2
   uint64_t seed = 1234;
 };
 
