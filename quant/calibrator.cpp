@@ -183,35 +183,23 @@ std::vector<float> channel_mse_amax(const Tensor& x, int64_t axis, const QuantRa
   return amax;
 }
 
-QuantParams qparams_from_amax(const std::vector<float>& amax, const QuantScheme& scheme) {
-  const QuantRange range = scheme.range();
-  QuantParams params;
-  params.axis = scheme.axis;
-  for (float a : amax) {
-    params.scale.push_back(std::max(a / static_cast<float>(range.quant_max), FLT_EPSILON));
-    params.zero_point.push_back(0);
-  }
-  return params;
-}
-
-CalibratorObserver::CalibratorObserver(QuantScheme scheme, std::string method, double percentile,
-                                       int64_t bins)
-    : Observer(scheme), method_(std::move(method)), percentile_(percentile), bins_(bins) {
-  QF_CHECK(method_ == "max" || method_ == "percentile" || method_ == "mse" || method_ == "entropy",
-           "calibrator: unknown method \"", method_, "\" (known: max, percentile, mse, entropy)");
-  QF_CHECK(method_ == "max" || method_ == "mse" || scheme.axis < 0, "calibrator: ", method_,
-           " calibration is per tensor");
+CalibratorObserver::CalibratorObserver(QuantScheme scheme, ObserverKind method, double percentile, int64_t bins)
+    : Observer(scheme), method_(method), percentile_(percentile), bins_(bins) {
+  const ObserverKindInfo& info = observer_info(method_);
+  QF_CHECK(info.is_calibrator, "calibrator: ", info.name, " is an observer, not a calibrator (calibrators: max, ",
+           "percentile, mse, entropy)");
+  QF_CHECK(info.allows_per_channel || scheme.axis < 0, "calibrator: ", info.name, " calibration is per tensor");
   QF_CHECK(scheme.is_signed || scheme.range().quant_min == 0, "calibrator: unsigned schemes start at 0");
 }
 
 void CalibratorObserver::observe(const Tensor& x) {
   if (x.numel() == 0) return;
-  if (method_ == "mse" && scheme_.axis >= 0) {  // per channel: searched on this tensor
+  if (method_ == ObserverKind::mse && scheme_.axis >= 0) {  // per channel: searched on this tensor
     max_abs_ = channel_mse_amax(x, scheme_.axis, scheme_.range());
     has_observed_ = true;
     return;
   }
-  if (method_ != "max") {
+  if (method_ != ObserverKind::max) {
     histogram_.collect(x, bins_);
     has_observed_ = true;
     return;
@@ -230,10 +218,10 @@ void CalibratorObserver::observe(const Tensor& x) {
 
 std::vector<float> CalibratorObserver::amax() const {
   QF_CHECK(has_observed_, "calibrator: no data collected");
-  if (method_ == "max" || scheme_.axis >= 0) return max_abs_;
+  if (method_ == ObserverKind::max || scheme_.axis >= 0) return max_abs_;
   const bool is_unsigned = !scheme_.is_signed;
-  if (method_ == "percentile") return {percentile_amax(histogram_, percentile_)};
-  if (method_ == "mse") return {mse_amax(histogram_, scheme_.bits, is_unsigned)};
+  if (method_ == ObserverKind::percentile) return {percentile_amax(histogram_, percentile_)};
+  if (method_ == ObserverKind::mse) return {mse_amax(histogram_, scheme_.bits, is_unsigned)};
   return {entropy_amax(histogram_, scheme_.bits, is_unsigned)};
 }
 
@@ -244,7 +232,7 @@ QuantParams CalibratorObserver::calculate_qparams() const {
 
 TensorMap CalibratorObserver::state() const {
   if (!has_observed_) return {};
-  if (method_ == "max" || scheme_.axis >= 0)
+  if (method_ == ObserverKind::max || scheme_.axis >= 0)
     return {{"max", Tensor::from_vector({static_cast<int64_t>(max_abs_.size())}, max_abs_)}};
   std::vector<float> counts(histogram_.counts.begin(), histogram_.counts.end());
   return {{"histogram", Tensor::from_vector({static_cast<int64_t>(counts.size())}, counts)},

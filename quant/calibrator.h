@@ -42,24 +42,23 @@ std::vector<float> channel_mse_amax(const Tensor& x, int64_t axis, const QuantRa
 
 class CalibratorObserver : public Observer {
  public:
-  // method: max | percentile | mse | entropy
-  CalibratorObserver(QuantScheme scheme, std::string method, double percentile = 99.99, int64_t bins = 2048);
+  // method: a calibrator kind of the registry (max, percentile, mse, entropy)
+  CalibratorObserver(QuantScheme scheme, ObserverKind method, double percentile = 99.99,
+                     int64_t bins = kHistogramBins);
   void observe(const Tensor& x) override;
   QuantParams calculate_qparams() const override;
-  std::string name() const override { return method_; }
+  std::string name() const override { return observer_info(method_).name; }
   TensorMap state() const override;
   void load_state(const TensorMap& state) override;
   std::vector<float> amax() const;
 
  private:
-  std::string method_;
+  ObserverKind method_;
   double percentile_;
   int64_t bins_;
   std::vector<float> max_abs_;  // max: running max|x|; per-channel mse: the last search's amax
   AbsHistogram histogram_;
 };
 
-// Symmetric parameters from amax values (one per channel, or one).
-QuantParams qparams_from_amax(const std::vector<float>& amax, const QuantScheme& scheme);
 
 }  // namespace qforge::quant

@@ -321,7 +321,7 @@ int8::DynamicLinear dynamic_product(const Tensor& weight, const Tensor& bias, co
   QuantScheme scheme = spec.scheme;
   QF_CHECK(scheme.is_signed && scheme.symmetric && scheme.bits >= 2 && scheme.bits <= 8,
            "convert (dynamic): ", where, ": weights must be signed, symmetric, 2..8 bits");
-  std::unique_ptr<Observer> observer = make_observer("minmax", scheme);
+  std::unique_ptr<Observer> observer = make_observer(ObserverChoice{ObserverKind::minmax}, scheme);
   const Tensor w = weight.detach();
   observer->observe(w);
   const QuantParams p = observer->calculate_qparams();

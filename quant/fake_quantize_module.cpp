@@ -28,11 +28,13 @@ FakeQuantize::FakeQuantize(const QuantizerSpec& spec, int64_t channels)
   // The observer's state mirrored into buffers of fixed shape (Module::state_loaded
   // pushes them back): min/max per channel, plus the histogram for histogram observers.
   const float inf = std::numeric_limits<float>::infinity();
-  const int64_t extent = spec.observer == "histogram" ? 1 : channels;
+  const bool is_histogram = spec.observer.kind == ObserverKind::histogram;
+  const int64_t extent = is_histogram ? 1 : channels;
   observer_buffers_.emplace_back("min", register_buffer("observer_min", Tensor::full({extent}, inf)));
   observer_buffers_.emplace_back("max", register_buffer("observer_max", Tensor::full({extent}, -inf)));
-  if (spec.observer == "histogram")
-    observer_buffers_.emplace_back("histogram", register_buffer("observer_histogram", Tensor::zeros({2048})));
+  if (is_histogram)
+    observer_buffers_.emplace_back("histogram",
+                                   register_buffer("observer_histogram", Tensor::zeros({kHistogramBins})));
 }
 
 void FakeQuantize::sync_buffers_from_observer() {

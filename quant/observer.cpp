@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 
 #include "core/ops/reduce.h"
@@ -10,39 +11,6 @@
 #include "quant/calibrator.h"
 
 namespace qforge::quant {
-
-QuantParams qparams_from_min_max(const std::vector<float>& min_values, const std::vector<float>& max_values,
-                                 const QuantScheme& scheme) {
-  const QuantRange range = scheme.range();
-  const float eps = FLT_EPSILON;
-  QuantParams params;
-  params.axis = scheme.axis;
-  for (std::size_t c = 0; c < min_values.size(); ++c) {
-    if (!std::isfinite(min_values[c]) || !std::isfinite(max_values[c])) {  // never observed
-      params.scale.push_back(1.0f);
-      params.zero_point.push_back(0);
-      continue;
-    }
-    const float min_neg = std::min(min_values[c], 0.0f), max_pos = std::max(max_values[c], 0.0f);
-    float scale;
-    int64_t zero_point = 0;
-    if (scheme.symmetric) {
-      scale = std::max(
-          std::max(-min_neg, max_pos) / (static_cast<float>(range.quant_max - range.quant_min) / 2), eps);
-      if (!scheme.is_signed)
-        zero_point = scheme.has_customized_range()
-                         ? static_cast<int64_t>(std::floor((range.quant_min + range.quant_max) / 2.0))
-                         : 128;
-    } else {
-      scale = std::max((max_pos - min_neg) / static_cast<float>(range.quant_max - range.quant_min), eps);
-      zero_point = range.quant_min - static_cast<int64_t>(std::nearbyint(min_neg / scale));
-      zero_point = std::clamp(zero_point, range.quant_min, range.quant_max);
-    }
-    params.scale.push_back(scale);
-    params.zero_point.push_back(zero_point);
-  }
-  return params;
-}
 
 // ---- MinMax / moving average, per tensor or per channel ------------------------
 
@@ -289,18 +257,75 @@ void HistogramObserver::load_state(const TensorMap& state) {
   min_ = state.at("min").item(), max_ = state.at("max").item();
 }
 
-std::unique_ptr<Observer> make_observer(const std::string& kind, const QuantScheme& scheme) {
-  if (kind == "minmax") return std::make_unique<MinMaxObserver>(scheme, 0.0f);
-  if (kind == "moving_average") return std::make_unique<MinMaxObserver>(scheme, 0.01f);
-  if (kind == "histogram") return std::make_unique<HistogramObserver>(scheme);
-  if (kind == "max" || kind == "mse" || kind == "entropy")
-    return std::make_unique<CalibratorObserver>(scheme, kind);
-  if (kind.rfind("percentile", 0) == 0) {  // "percentile" (99.99) or "percentile:99.9"
-    const double p = kind.size() > 11 && kind[10] == ':' ? std::stod(kind.substr(11)) : 99.99;
-    return std::make_unique<CalibratorObserver>(scheme, "percentile", p);
+// ---- the registry ---------------------------------------------------------------
+
+const std::vector<ObserverKindInfo>& observer_kinds() {
+  //                                  name              calibrator histogram per-channel
+  static const std::vector<ObserverKindInfo> kinds{
+      {ObserverKind::minmax, "minmax", false, false, true},
+      {ObserverKind::moving_average, "moving_average", false, false, true},
+      {ObserverKind::histogram, "histogram", false, true, false},
+      {ObserverKind::max, "max", true, false, true},
+      {ObserverKind::percentile, "percentile", true, true, false},
+      {ObserverKind::mse, "mse", true, true, true},  // per channel: searched per tensor seen
+      {ObserverKind::entropy, "entropy", true, true, false},
+  };
+  return kinds;
+}
+
+const ObserverKindInfo& observer_info(ObserverKind kind) {
+  for (const ObserverKindInfo& info : observer_kinds())
+    if (info.kind == kind) return info;
+  QF_FAIL("observer: kind ", static_cast<int>(kind), " missing from the registry");
+}
+
+std::optional<ObserverKind> observer_kind_named(std::string_view name) {
+  for (const ObserverKindInfo& info : observer_kinds())
+    if (name == info.name) return info.kind;
+  return std::nullopt;
+}
+
+std::string observer_kind_names() {
+  std::string names;
+  for (const ObserverKindInfo& info : observer_kinds()) names += (names.empty() ? "" : ", ") + std::string(info.name);
+  return names;
+}
+
+std::string ObserverChoice::to_string() const {
+  const std::string name = observer_info(kind).name;
+  return kind == ObserverKind::percentile ? name + ":" + std::to_string(percentile) : name;
+}
+
+ObserverChoice ObserverChoice::parse(const std::string& text) {
+  const std::size_t colon = text.find(':');
+  const std::optional<ObserverKind> kind = observer_kind_named(text.substr(0, colon));
+  QF_CHECK(kind && (colon == std::string::npos || *kind == ObserverKind::percentile), "observer: unknown kind \"",
+           text, "\" (known: ", observer_kind_names(), "; percentile:P for another percentile)");
+  ObserverChoice choice{*kind};
+  if (colon != std::string::npos) {
+    char* end = nullptr;
+    choice.percentile = std::strtod(text.c_str() + colon + 1, &end);
+    QF_CHECK(end != text.c_str() + colon + 1 && *end == '\0' && choice.percentile > 0 && choice.percentile <= 100,
+             "observer: \"", text, "\": expected percentile:P with P in (0, 100]");
   }
-  QF_FAIL("observer: unknown kind \"", kind,
-          "\" (known: minmax, moving_average, histogram, max, percentile[:P], mse, entropy)");
+  return choice;
+}
+
+std::unique_ptr<Observer> make_observer(const ObserverChoice& choice, const QuantScheme& scheme) {
+  switch (choice.kind) {
+    case ObserverKind::minmax:
+      return std::make_unique<MinMaxObserver>(scheme, 0.0f);
+    case ObserverKind::moving_average:
+      return std::make_unique<MinMaxObserver>(scheme, 0.01f);
+    case ObserverKind::histogram:
+      return std::make_unique<HistogramObserver>(scheme);
+    case ObserverKind::max:
+    case ObserverKind::percentile:
+    case ObserverKind::mse:
+    case ObserverKind::entropy:
+      return std::make_unique<CalibratorObserver>(scheme, choice.kind, choice.percentile);
+  }
+  QF_FAIL("observer: unknown kind");
 }
 
 }  // namespace qforge::quant

@@ -8,10 +8,15 @@
 //   Histogram                 2048-bin running histogram; the range minimizing the L2
 //                             quantization error (caffe2's NormMinimization search)
 // The range always includes 0; scale is at least eps (FLT_EPSILON).
+// NVIDIA's calibrators (max, percentile, mse, entropy) are observers too
+// (quant/calibrator.h). Every kind a config can name is in one registry below
+// (Note [Observer kinds]); the range -> scale/zero-point step is quant/quant_params.h's.
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/serialize.h"
@@ -20,24 +25,8 @@
 
 namespace qforge::quant {
 
-// What a quantizer produces: bit width and sign of the integer type, symmetric or
-// affine, per tensor (axis < 0) or per channel.
-struct QuantScheme {
-  int bits = 8;
-  bool is_signed = false;
-  bool symmetric = false;
-  int64_t axis = -1;
-  bool reduce_range = false;
-  bool narrow_range = false;
-  QuantRange range() const { return quant_range(bits, is_signed, reduce_range, narrow_range); }
-  // PyTorch treats any range other than the 8-bit defaults as "customized": a symmetric
-  // unsigned scheme then centres its zero point at (qmin+qmax)//2 instead of 128.
-  bool has_customized_range() const { return bits != 8 || narrow_range; }
-};
-
-// PyTorch's _calculate_qparams for per-tensor (one entry) or per-channel min/max.
-QuantParams qparams_from_min_max(const std::vector<float>& min_values, const std::vector<float>& max_values,
-                                 const QuantScheme& scheme);
+// PyTorch's HistogramObserver bins (and the calibrators' initial histogram).
+inline constexpr int64_t kHistogramBins = 2048;
 
 class Observer {
  public:
@@ -77,7 +66,7 @@ class MinMaxObserver : public Observer {
 
 class HistogramObserver : public Observer {
  public:
-  explicit HistogramObserver(QuantScheme scheme, int64_t bins = 2048, int64_t upsample_rate = 128);
+  explicit HistogramObserver(QuantScheme scheme, int64_t bins = kHistogramBins, int64_t upsample_rate = 128);
   void observe(const Tensor& x) override;
   QuantParams calculate_qparams() const override;
   std::string name() const override { return "histogram"; }
@@ -93,7 +82,36 @@ class HistogramObserver : public Observer {
   float min_ = 0, max_ = 0;
 };
 
-// "minmax", "moving_average" (constant 0.01), "histogram"; per channel when scheme.axis >= 0.
-std::unique_ptr<Observer> make_observer(const std::string& kind, const QuantScheme& scheme);
+// Note [Observer kinds]: the one registry of what a config's "observer" may name.
+enum class ObserverKind { minmax, moving_average, histogram, max, percentile, mse, entropy };
+
+struct ObserverKindInfo {
+  ObserverKind kind;
+  const char* name;         // as written in configs and saved specs
+  bool is_calibrator;       // NVIDIA's amax convention: symmetric parameters only
+  bool keeps_histogram;     // a per-tensor histogram in the observer state
+  bool allows_per_channel;  // weights per channel
+};
+const std::vector<ObserverKindInfo>& observer_kinds();
+const ObserverKindInfo& observer_info(ObserverKind kind);
+std::optional<ObserverKind> observer_kind_named(std::string_view name);
+std::string observer_kind_names();  // "minmax, moving_average, ...", for messages
+
+// A chosen observer: its kind and, for percentile, the percentile.
+struct ObserverChoice {
+  ObserverKind kind = ObserverKind::minmax;
+  double percentile = 99.99;
+  // "minmax", ..., "percentile:99.990000" (as saved in model specs) and back; parse
+  // accepts "percentile" alone (99.99) and fails naming the known kinds.
+  std::string to_string() const;
+  static ObserverChoice parse(const std::string& text);
+  bool operator==(const ObserverChoice&) const = default;
+};
+
+// The observer for a choice; per channel when scheme.axis >= 0.
+std::unique_ptr<Observer> make_observer(const ObserverChoice& choice, const QuantScheme& scheme);
+inline std::unique_ptr<Observer> make_observer(const std::string& text, const QuantScheme& scheme) {
+  return make_observer(ObserverChoice::parse(text), scheme);
+}
 
 }  // namespace qforge::quant

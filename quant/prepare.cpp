@@ -25,7 +25,7 @@ std::shared_ptr<T> as(const nn::ModulePtr& module) {
 // The walk's state: the quantizer that produced the value flowing at this point (null
 // when it is float), so an average pool can re-round onto its grid.
 struct Walk {
-  const QuantConfig& config;
+  const QuantSpec& config;
   std::shared_ptr<FakeQuantize> current;
 };
 
@@ -122,7 +122,7 @@ void for_each(nn::Module& model, F f) {
 
 // Every override must name a layer or a type this model has: a misspelt name would
 // otherwise be silently ignored.
-void check_overrides(nn::Module& model, const QuantConfig& config) {
+void check_overrides(nn::Module& model, const QuantSpec& config) {
   std::vector<std::string> names{"input", "output"}, types{"Input", "Output"}, quantizable;
   for (auto& [name, module] : model.named_modules()) {
     names.push_back(name);
@@ -152,7 +152,7 @@ void check_overrides(nn::Module& model, const QuantConfig& config) {
 
 }  // namespace
 
-std::shared_ptr<QatModel> prepare_qat(const nn::ModulePtr& model, const QuantConfig& config) {
+std::shared_ptr<QatModel> prepare_qat(const nn::ModulePtr& model, const QuantSpec& config) {
   QF_CHECK(!as<QatModel>(model), "prepare: the model is already prepared");
   check_overrides(*model, config);
   QF_CHECK(

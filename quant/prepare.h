@@ -22,7 +22,7 @@
 namespace qforge::quant {
 
 // Rewrites `model` in place and wraps it; the float weights are shared, not copied.
-std::shared_ptr<QatModel> prepare_qat(const nn::ModulePtr& model, const QuantConfig& config);
+std::shared_ptr<QatModel> prepare_qat(const nn::ModulePtr& model, const QuantSpec& config);
 
 // Switches over every FakeQuantize / fused conv of a prepared model.
 void set_observers(nn::Module& model, bool enabled, bool even_in_eval = false);

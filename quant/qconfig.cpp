@@ -14,23 +14,20 @@ QuantizerSpec parse_quantizer(ConfigReader reader, QuantizerSpec spec, bool is_w
   spec.scheme.axis = per_channel ? 0 : -1;
   spec.scheme.reduce_range = reader.boolean("reduce_range", spec.scheme.reduce_range);
   spec.scheme.narrow_range = reader.boolean("narrow_range", spec.scheme.narrow_range);
-  const std::string base_kind = spec.observer.substr(0, spec.observer.find(':'));
-  spec.observer =
-      reader.choice("observer", base_kind,
-                    {"minmax", "moving_average", "histogram", "max", "percentile", "mse", "entropy"});
-  const bool is_histogram = spec.observer == "histogram" || spec.observer == "percentile" ||
-                            spec.observer == "mse" || spec.observer == "entropy";
-  if (is_histogram && per_channel && spec.observer != "mse")
-    reader.fail("observer", spec.observer + " calibration is per tensor");
-  const bool is_calibrator = spec.observer == "max" || (is_histogram && spec.observer != "histogram");
-  if (is_calibrator && !spec.scheme.symmetric)
+  std::vector<std::string> names;
+  for (const ObserverKindInfo& info : observer_kinds()) names.emplace_back(info.name);
+  const std::string name = reader.choice("observer", observer_info(spec.observer.kind).name, names);
+  spec.observer.kind = *observer_kind_named(name);
+  const ObserverKindInfo& info = observer_info(spec.observer.kind);
+  if (per_channel && !info.allows_per_channel) reader.fail("observer", name + " calibration is per tensor");
+  if (info.is_calibrator && !spec.scheme.symmetric)
     reader.fail("observer",
                 "calibrators (max, percentile, mse, entropy) give symmetric parameters; set "
                 "\"symmetric\": true");
-  if (spec.observer == "percentile") {
-    const double percentile = reader.number("percentile", 99.99);
-    if (percentile <= 0 || percentile > 100) reader.fail("percentile", "expected a number in (0, 100]");
-    spec.observer = "percentile:" + std::to_string(percentile);
+  if (spec.observer.kind == ObserverKind::percentile) {
+    spec.observer.percentile = reader.number("percentile", spec.observer.percentile);
+    if (spec.observer.percentile <= 0 || spec.observer.percentile > 100)
+      reader.fail("percentile", "expected a number in (0, 100]");
   }
   spec.is_learnable = reader.boolean("learnable", spec.is_learnable);
   if (spec.is_learnable && spec.scheme.symmetric && !spec.scheme.is_signed)
@@ -54,9 +51,9 @@ QuantConfig parse_quant_config(const nlohmann::json& section, const std::string&
   QuantConfig config;
   QConfig& d = config.defaults;
   d.weight.scheme = {.bits = 8, .is_signed = true, .symmetric = true, .axis = 0};
-  d.weight.observer = "minmax";
+  d.weight.observer = {ObserverKind::minmax};
   d.activation.scheme = {.bits = 8, .is_signed = false, .symmetric = false};
-  d.activation.observer = "moving_average";
+  d.activation.observer = {ObserverKind::moving_average};
   ConfigReader reader(section, file, "quant");
   config.mode = reader.choice("mode", "static", {"static", "dynamic"});
   d.weight = parse_quantizer(reader.object("weight"), d.weight, true);
@@ -74,26 +71,26 @@ QuantConfig parse_quant_config(const nlohmann::json& section, const std::string&
     config.overrides.push_back(o);
   }
   ConfigReader qat = reader.object("qat");
-  config.qat_epochs = qat.integer("epochs", 0, 0);
-  config.qat_lr = qat.number("lr", 0.0);
-  if (config.qat_lr < 0) qat.fail("lr", "expected a positive number");
-  config.freeze_observers_epoch = qat.integer("freeze_observers_epoch", -1, -1);
-  config.freeze_bn_epoch = qat.integer("freeze_bn_epoch", -1, -1);
-  config.qat_calibration_batches = qat.integer("calibration_batches", 0, 0);
-  if (config.freeze_observers_epoch == 0 && config.qat_calibration_batches == 0)
+  config.qat.epochs = qat.integer("epochs", 0, 0);
+  config.qat.lr = qat.number("lr", 0.0);
+  if (config.qat.lr < 0) qat.fail("lr", "expected a positive number");
+  config.qat.freeze_observers_epoch = qat.integer("freeze_observers_epoch", -1, -1);
+  config.qat.freeze_bn_epoch = qat.integer("freeze_bn_epoch", -1, -1);
+  config.qat.calibration_batches = qat.integer("calibration_batches", 0, 0);
+  if (config.qat.freeze_observers_epoch == 0 && config.qat.calibration_batches == 0)
     qat.fail(
         "freeze_observers_epoch",
         "0 freezes observers before they see any data; set quant.qat.calibration_batches to calibrate first");
   ConfigReader distillation = qat.object("distillation");
-  config.distillation_weight = distillation.number("weight", 0.0);
-  if (config.distillation_weight < 0 || config.distillation_weight > 1)
+  config.qat.distillation_weight = distillation.number("weight", 0.0);
+  if (config.qat.distillation_weight < 0 || config.qat.distillation_weight > 1)
     distillation.fail("weight", "expected a number in [0, 1]");
-  config.distillation_temperature = distillation.number("temperature", 4.0);
-  if (!(config.distillation_temperature > 0)) distillation.fail("temperature", "expected a positive number");
+  config.qat.distillation_temperature = distillation.number("temperature", 4.0);
+  if (!(config.qat.distillation_temperature > 0)) distillation.fail("temperature", "expected a positive number");
   distillation.finish();
   qat.finish();
   ConfigReader ptq = reader.object("ptq");
-  config.calibration_batches = ptq.integer("calibration_batches", 32, 1);
+  config.ptq.calibration_batches = ptq.integer("calibration_batches", 32, 1);
   ptq.finish();
   config.fp32_checkpoint = reader.string("fp32_checkpoint", "");
   reader.finish();
@@ -106,14 +103,14 @@ bool matches(const QConfigOverride& o, const std::string& name, const std::strin
 }
 }  // namespace
 
-QConfig QuantConfig::for_module(const std::string& name, const std::string& type) const {
+QConfig QuantSpec::for_module(const std::string& name, const std::string& type) const {
   QConfig q = defaults;
   for (const QConfigOverride& o : overrides)
     if (matches(o, name, type)) q = o.qconfig;
   return q;
 }
 
-bool QuantConfig::has_override(const std::string& name, const std::string& type) const {
+bool QuantSpec::has_override(const std::string& name, const std::string& type) const {
   for (const QConfigOverride& o : overrides)
     if (matches(o, name, type)) return true;
   return false;

@@ -33,9 +33,8 @@ namespace qforge::quant {
 
 struct QuantizerSpec {
   QuantScheme scheme;
-  // Observers: minmax | moving_average | histogram; calibrators (symmetric, NVIDIA
-  // semantics): max | percentile:P | mse | entropy (quant/calibrator.h).
-  std::string observer = "minmax";
+  // One of the registry's kinds (Note [Observer kinds], quant/observer.h).
+  ObserverChoice observer;
   bool is_learnable = false;  // LSQ: scale and zero point are trained
 };
 
@@ -49,25 +48,41 @@ struct QConfigOverride {
   QConfig qconfig;
 };
 
-struct QuantConfig {
+// The quantization spec: how each layer is quantized — what prepare_qat and convert read
+// and what a saved model records (train/config.cpp's model_spec).
+struct QuantSpec {
   // static: QAT/PTQ then the integer model with fixed activation scales; dynamic: PyTorch's
   // quantize_dynamic on the fp32 model (Linear and LSTM; activation scales chosen per call).
   std::string mode = "static";
   QConfig defaults;
   std::vector<QConfigOverride> overrides;
-  int64_t qat_epochs = 0;               // 0: 10% of the fp32 epochs, at least 1
-  double qat_lr = 0;                    // 0: 1% of the fp32 learning rate
-  int64_t freeze_observers_epoch = -1;  // -1: never
-  int64_t freeze_bn_epoch = -1;         // -1: never
-  int64_t qat_calibration_batches = 0;  // calibrate on this many batches before QAT
-  // Knowledge distillation from the fp32 model during QAT: loss = (1−w)·CE + w·KD(T).
-  double distillation_weight = 0;  // 0: off
-  double distillation_temperature = 4;
-  int64_t calibration_batches = 32;
-  std::string fp32_checkpoint;  // empty: train fp32 first
   // The QConfig for a module by dotted name and type; overrides apply in order.
   QConfig for_module(const std::string& name, const std::string& type) const;
   bool has_override(const std::string& name, const std::string& type) const;
+};
+
+// Run settings of the QAT stage (train/quantize_runs.cpp): not part of the model.
+struct QatSettings {
+  int64_t epochs = 0;                   // 0: 10% of the fp32 epochs, at least 1
+  double lr = 0;                        // 0: 1% of the fp32 learning rate
+  int64_t freeze_observers_epoch = -1;  // -1: never
+  int64_t freeze_bn_epoch = -1;         // -1: never
+  int64_t calibration_batches = 0;      // calibrate on this many batches before QAT
+  // Knowledge distillation from the fp32 model: loss = (1−w)·CE + w·KD(T).
+  double distillation_weight = 0;  // 0: off
+  double distillation_temperature = 4;
+};
+
+// Run settings of the PTQ stage.
+struct PtqSettings {
+  int64_t calibration_batches = 32;
+};
+
+// The whole "quant" section: the spec, and apart from it how the stages run.
+struct QuantConfig : QuantSpec {
+  QatSettings qat;
+  PtqSettings ptq;
+  std::string fp32_checkpoint;  // empty: train fp32 first
 };
 
 // An absent or null section gives the defaults; errors name "quant.<key>".

@@ -1,5 +1,9 @@
 #include "quant/quant_params.h"
 
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+
 #include "core/error.h"
 
 namespace qforge::quant {
@@ -14,6 +18,50 @@ QuantRange quant_range(int bits, bool is_signed, bool reduce_range, bool narrow_
   if (is_signed && effective == 1) range = {-1, 0};  // a signed single bit: {-1, 0}
   if (narrow_range && is_signed && range.quant_max > 0) range.quant_min = -range.quant_max;
   return range;
+}
+
+QuantParams qparams_from_min_max(const std::vector<float>& min_values, const std::vector<float>& max_values,
+                                 const QuantScheme& scheme) {
+  const QuantRange range = scheme.range();
+  const float eps = FLT_EPSILON;
+  QuantParams params;
+  params.axis = scheme.axis;
+  for (std::size_t c = 0; c < min_values.size(); ++c) {
+    if (!std::isfinite(min_values[c]) || !std::isfinite(max_values[c])) {  // never observed
+      params.scale.push_back(1.0f);
+      params.zero_point.push_back(0);
+      continue;
+    }
+    const float min_neg = std::min(min_values[c], 0.0f), max_pos = std::max(max_values[c], 0.0f);
+    float scale;
+    int64_t zero_point = 0;
+    if (scheme.symmetric) {
+      scale = std::max(
+          std::max(-min_neg, max_pos) / (static_cast<float>(range.quant_max - range.quant_min) / 2), eps);
+      if (!scheme.is_signed)
+        zero_point = scheme.has_customized_range()
+                         ? static_cast<int64_t>(std::floor((range.quant_min + range.quant_max) / 2.0))
+                         : 128;
+    } else {
+      scale = std::max((max_pos - min_neg) / static_cast<float>(range.quant_max - range.quant_min), eps);
+      zero_point = range.quant_min - static_cast<int64_t>(std::nearbyint(min_neg / scale));
+      zero_point = std::clamp(zero_point, range.quant_min, range.quant_max);
+    }
+    params.scale.push_back(scale);
+    params.zero_point.push_back(zero_point);
+  }
+  return params;
+}
+
+QuantParams qparams_from_amax(const std::vector<float>& amax, const QuantScheme& scheme) {
+  const QuantRange range = scheme.range();
+  QuantParams params;
+  params.axis = scheme.axis;
+  for (float a : amax) {
+    params.scale.push_back(std::max(a / static_cast<float>(range.quant_max), FLT_EPSILON));
+    params.zero_point.push_back(0);
+  }
+  return params;
 }
 
 }  // namespace qforge::quant

@@ -31,6 +31,33 @@ struct QuantParams {
   bool is_per_channel() const { return axis >= 0; }
 };
 
+// What a quantizer produces: bit width and sign of the integer type, symmetric or
+// affine, per tensor (axis < 0) or per channel.
+struct QuantScheme {
+  int bits = 8;
+  bool is_signed = false;
+  bool symmetric = false;
+  int64_t axis = -1;
+  bool reduce_range = false;
+  bool narrow_range = false;
+  QuantRange range() const { return quant_range(bits, is_signed, reduce_range, narrow_range); }
+  // PyTorch treats any range other than the 8-bit defaults as "customized": a symmetric
+  // unsigned scheme then centres its zero point at (qmin+qmax)//2 instead of 128.
+  bool has_customized_range() const { return bits != 8 || narrow_range; }
+};
+
+// Observed range -> scale and zero point, the two conventions (every observer and
+// calibrator ends in one of them):
+//   qparams_from_min_max  PyTorch's _calculate_qparams, per tensor (one entry) or per
+//                         channel: affine s = (max − min)/(qmax − qmin), z = qmin − round(min/s);
+//                         symmetric s = max(|min|, max)/((qmax − qmin)/2), z = 0 or the middle.
+//                         A never-observed entry (non-finite min/max) gives s = 1, z = 0.
+//   qparams_from_amax     NVIDIA's calibrators: symmetric s = amax/qmax, z = 0.
+// Scales are at least FLT_EPSILON, as PyTorch's eps.
+QuantParams qparams_from_min_max(const std::vector<float>& min_values, const std::vector<float>& max_values,
+                                 const QuantScheme& scheme);
+QuantParams qparams_from_amax(const std::vector<float>& amax, const QuantScheme& scheme);
+
 // The unclamped quantized level nearbyint(x·(1/s)) + z, as a float (PyTorch's qval_f):
 // the straight-through mask is quant_min <= this <= quant_max.
 inline float quantize_unclamped(float x, float inverse_scale, float zero_point) {

@@ -196,7 +196,7 @@ nlohmann::json spec_json(const quant::QuantizerSpec& q) {
           {"per_channel", s.axis >= 0},
           {"reduce_range", s.reduce_range},
           {"narrow_range", s.narrow_range},
-          {"observer", q.observer},
+          {"observer", q.observer.to_string()},
           {"learnable", q.is_learnable}};
 }
 

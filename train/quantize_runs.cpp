@@ -97,7 +97,7 @@ void run_qat(const RunConfig& config, bool resume) {
   // The teacher for distillation: a frozen copy of the fp32 model (prepare rewrites the
   // model in place and QAT then trains its weights).
   nn::ModulePtr teacher;
-  if (quant_config.distillation_weight > 0) {
+  if (quant_config.qat.distillation_weight > 0) {
     teacher = build_model(config, config.train.seed);
     TensorMap fp32_state;
     for (auto& [name, tensor] : model->state_dict()) fp32_state[name] = tensor.clone();
@@ -108,29 +108,29 @@ void run_qat(const RunConfig& config, bool resume) {
   // Optional calibration first (NVIDIA's calibrate-then-fine-tune): required when the
   // observers are frozen from the start, useful for calibrators, which are costly per batch.
   // A resumed run has its quantization parameters in the checkpoint already.
-  if (quant_config.qat_calibration_batches > 0 && !resume) {
-    auto [batches, seconds] = calibrate(*prepared, config, datasets, quant_config.qat_calibration_batches);
+  if (quant_config.qat.calibration_batches > 0 && !resume) {
+    auto [batches, seconds] = calibrate(*prepared, config, datasets, quant_config.qat.calibration_batches);
     std::printf("qat: calibrated on %lld batches (%.1f s)\n", static_cast<long long>(batches), seconds);
   }
   const int64_t epochs =
-      quant_config.qat_epochs > 0
-          ? quant_config.qat_epochs
+      quant_config.qat.epochs > 0
+          ? quant_config.qat.epochs
           : std::max<int64_t>(1, std::llround(0.1 * static_cast<double>(config.train.epochs)));
-  const double lr = quant_config.qat_lr > 0 ? quant_config.qat_lr : 0.01 * config.train.optimizer.lr;
+  const double lr = quant_config.qat.lr > 0 ? quant_config.qat.lr : 0.01 * config.train.optimizer.lr;
   std::printf("qat: %lld fake quantizers, %lld epochs at lr %g\n",
               static_cast<long long>(quant::count_fake_quantizers(*prepared)), static_cast<long long>(epochs),
               lr);
   FitOptions options{.stage = "qat", .resume = resume, .epochs = epochs, .learning_rate = lr};
   options.on_epoch_start = [&](int64_t epoch) {
     const bool observers_frozen =
-        quant_config.freeze_observers_epoch >= 0 && epoch >= quant_config.freeze_observers_epoch;
-    const bool bn_frozen = quant_config.freeze_bn_epoch >= 0 && epoch >= quant_config.freeze_bn_epoch;
+        quant_config.qat.freeze_observers_epoch >= 0 && epoch >= quant_config.qat.freeze_observers_epoch;
+    const bool bn_frozen = quant_config.qat.freeze_bn_epoch >= 0 && epoch >= quant_config.qat.freeze_bn_epoch;
     quant::set_observers(*prepared, !observers_frozen);
     quant::freeze_batch_norm(*prepared, bn_frozen);
   };
   if (teacher) {
-    const float weight = static_cast<float>(quant_config.distillation_weight);
-    const float temperature = static_cast<float>(quant_config.distillation_temperature);
+    const float weight = static_cast<float>(quant_config.qat.distillation_weight);
+    const float temperature = static_cast<float>(quant_config.qat.distillation_temperature);
     const float smoothing = static_cast<float>(config.train.label_smoothing);
     options.loss = [=](const Tensor& images, const Tensor& logits, const Tensor& labels) {
       Tensor teacher_logits;
@@ -161,7 +161,7 @@ void run_ptq(const RunConfig& config) {
     return;
   }
   auto prepared = quant::prepare_qat(model, quant_config);
-  auto [batches, seconds] = calibrate(*prepared, config, datasets, quant_config.calibration_batches);
+  auto [batches, seconds] = calibrate(*prepared, config, datasets, quant_config.ptq.calibration_batches);
   EvalResult result = evaluate(*prepared, datasets.test, config.train.eval_batch_size);
   prepared->save(config.output_dir + "/model_ptq.qf");
   record_stage(config.output_dir, {"ptq",

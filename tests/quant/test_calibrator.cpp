@@ -12,6 +12,7 @@
 #include "core/random.h"
 #include "quant/calibrator.h"
 #include "quant/fake_quantize.h"
+#include "quant/qconfig.h"
 
 using namespace qforge;
 using namespace qforge::quant;
@@ -68,6 +69,29 @@ TEST_CASE("calibrators as observers: max per channel, symmetric parameters, stat
   for (int b = 0; b < 3; ++b) p999->observe(batch(b));
   CHECK(p999->calculate_qparams().scale[0] == doctest::Approx(6.6274824142456055 / 127).epsilon(1e-5));
   CHECK_THROWS_AS(make_observer("kl", {}), Error);
+}
+
+TEST_CASE("the observer registry: every kind parses, prints back, builds, and the config accepts it") {
+  CHECK(observer_kinds().size() == 7);
+  for (const ObserverKindInfo& info : observer_kinds()) {
+    CAPTURE(info.name);
+    const ObserverChoice choice = ObserverChoice::parse(info.name);
+    CHECK(choice.kind == info.kind);
+    CHECK(ObserverChoice::parse(choice.to_string()) == choice);
+    const QuantScheme scheme{.is_signed = true, .symmetric = true, .axis = info.allows_per_channel ? 0 : -1};
+    auto observer = make_observer(choice, scheme);
+    observer->observe(batch(0));
+    CHECK(observer->calculate_qparams().scale[0] > 0);
+    const nlohmann::json section{
+        {"weight", {{"observer", info.name}, {"per_channel", info.allows_per_channel}}}};
+    CHECK(parse_quant_config(section, "t.json").defaults.weight.observer.kind == info.kind);
+  }
+  CHECK(ObserverChoice::parse("percentile:99.9").percentile == 99.9);
+  CHECK_THROWS_WITH_AS(ObserverChoice::parse("percentile:abc"), doctest::Contains("P in (0, 100]"), Error);
+  CHECK_THROWS_WITH_AS(ObserverChoice::parse("minmax:3"), doctest::Contains("known: minmax, moving_average"),
+                       Error);
+  CHECK_THROWS_WITH_AS(parse_quant_config(nlohmann::json{{"weight", {{"observer", "entropy"}}}}, "t.json"),
+                       doctest::Contains("quant.weight.observer: entropy calibration is per tensor"), Error);
 }
 
 TEST_CASE("clipping calibrators beat max calibration on data with outliers") {
