@@ -1,4 +1,7 @@
-// The thread count — the one piece of global mutable state (STYLE habit 7).
+// The thread count: global mutable state (STYLE habit 7), with two others kept small and
+// named where they live — oneDNN's engine/stream and primitive cache
+// (core/kernels/conv2d_onednn.cpp) and the allocator thresholds set once (Note [Allocator],
+// core/tensor.cpp); and the int8 conv's per-thread padding buffer (quant/int8/fast.cpp).
 // One number drives OpenMP (our loops and oneDNN, which uses the OpenMP runtime) and
 // OpenBLAS. Default: QFORGE_THREADS if set, else every core.
 #pragma once

@@ -15,9 +15,9 @@ class BasicBlock : public Module {
   Tensor forward(const Tensor& input) override;
   std::string type_name() const override { return "BasicBlock"; }
 
-  // y = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)); children in that order:
-  // conv1, bn1, relu1, conv2, bn2, [shortcut], relu2. `residual` is the sequence before
-  // the add, so quantization can rewrite it as one unit.
+  // y = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)); three children, in this
+  // order: residual, [shortcut], relu. `residual` is the sequence before the add, so
+  // quantization can rewrite it as one unit.
   ModulePtr residual;  // Sequential(conv1, bn1, relu1, conv2, bn2)
   ModulePtr shortcut;  // Sequential(conv 1×1, bn) or null for identity
   ModulePtr relu;      // after the add
