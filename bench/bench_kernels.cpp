@@ -41,44 +41,42 @@ struct ConvLayer {
   kernels::Conv2dShape shape;
 };
 
-}  // namespace
+struct FcLayer {
+  const char* model;
+  const char* layer;
+  int64_t in, out;
+};
 
-int main(int argc, char** argv) {
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--threads"))
-      set_num_threads(std::atoi(argv[i + 1]));
-    else if (!std::strcmp(argv[i], "--seconds"))
-      min_seconds = std::atof(argv[i + 1]);
-  }
-  const int threads = num_threads();
+constexpr int64_t kBatch = 64;
+using S = kernels::Conv2dShape;
+const FcLayer kFcLayers[] = {{"lenet", "fc1", 3136, 128},
+                             {"lenet", "fc2", 128, 10},
+                             {"resnet20", "fc", 64, 10},
+                             {"jermmy", "fc", 1000, 10}};
+const ConvLayer kConvLayers[] = {
+    {"lenet", "conv1", S{kBatch, 1, 28, 28, 32, 5, 5, 1, 1, 2, 2}},
+    {"lenet", "conv2", S{kBatch, 32, 14, 14, 64, 5, 5, 1, 1, 2, 2}},
+    {"jermmy", "conv1", S{kBatch, 1, 28, 28, 40, 3, 3}},
+    {"jermmy", "conv2", S{kBatch, 40, 13, 13, 40, 3, 3, 1, 1, 0, 0, 1, 1, 20}},
+    {"resnet20", "stem", S{kBatch, 1, 28, 28, 16, 3, 3, 1, 1, 1, 1}},
+    {"resnet20", "stage1", S{kBatch, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1}},
+    {"resnet20", "stage2_down", S{kBatch, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1}},
+    {"resnet20", "stage2", S{kBatch, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1}},
+    {"resnet20", "stage2_shortcut", S{kBatch, 16, 28, 28, 32, 1, 1, 2, 2}},
+    {"resnet20", "stage3_down", S{kBatch, 32, 14, 14, 64, 3, 3, 2, 2, 1, 1}},
+    {"resnet20", "stage3", S{kBatch, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1}},
+    {"resnet20", "stage3_shortcut", S{kBatch, 32, 14, 14, 64, 1, 1, 2, 2}},
+};
 
-  kernels::PeakMeasurement peak_gemm = kernels::measure_fp32_peak(2048, min_seconds);
-  const double peak = peak_gemm.peak_gflops();
-  std::cout << json{{"kernel", "peak_sgemm"},
-                    {"shape", "2048x2048x2048"},
-                    {"threads", threads},
-                    {"openblas_gflops", peak_gemm.openblas_gflops},
-                    {"onednn_gflops", peak_gemm.onednn_gflops},
-                    {"peak_gflops", peak}}
-            << std::endl;
-
-  const int64_t batch = 64;
-  struct FcLayer {
-    const char* model;
-    const char* layer;
-    int64_t in, out;
-  };
-  const FcLayer fc_layers[] = {{"lenet", "fc1", 3136, 128},
-                               {"lenet", "fc2", 128, 10},
-                               {"resnet20", "fc", 64, 10},
-                               {"jermmy", "fc", 1000, 10}};
-  for (const FcLayer& fc : fc_layers) {
+// The linear layers' forward sgemm, OpenBLAS and oneDNN.
+void bench_sgemm_layers(double peak) {
+  for (const FcLayer& fc : kFcLayers) {
     // Forward of a linear layer: (batch, in) · (in, out).
-    kernels::PeakMeasurement r = kernels::measure_gemm(batch, fc.out, fc.in, min_seconds);
+    kernels::PeakMeasurement r = kernels::measure_gemm(kBatch, fc.out, fc.in, min_seconds);
     std::cout << json{{"kernel", "sgemm"},
                       {"model", fc.model},
                       {"layer", fc.layer},
-                      {"m", batch},
+                      {"m", kBatch},
                       {"n", fc.out},
                       {"k", fc.in},
                       {"openblas_gflops", r.openblas_gflops},
@@ -86,24 +84,13 @@ int main(int argc, char** argv) {
                       {"openblas_fraction_of_peak", r.openblas_gflops / peak}}
               << std::endl;
   }
+}
 
-  using S = kernels::Conv2dShape;
-  const ConvLayer conv_layers[] = {
-      {"lenet", "conv1", S{batch, 1, 28, 28, 32, 5, 5, 1, 1, 2, 2}},
-      {"lenet", "conv2", S{batch, 32, 14, 14, 64, 5, 5, 1, 1, 2, 2}},
-      {"jermmy", "conv1", S{batch, 1, 28, 28, 40, 3, 3}},
-      {"jermmy", "conv2", S{batch, 40, 13, 13, 40, 3, 3, 1, 1, 0, 0, 1, 1, 20}},
-      {"resnet20", "stem", S{batch, 1, 28, 28, 16, 3, 3, 1, 1, 1, 1}},
-      {"resnet20", "stage1", S{batch, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1}},
-      {"resnet20", "stage2_down", S{batch, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1}},
-      {"resnet20", "stage2", S{batch, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1}},
-      {"resnet20", "stage2_shortcut", S{batch, 16, 28, 28, 32, 1, 1, 2, 2}},
-      {"resnet20", "stage3_down", S{batch, 32, 14, 14, 64, 3, 3, 2, 2, 1, 1}},
-      {"resnet20", "stage3", S{batch, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1}},
-      {"resnet20", "stage3_shortcut", S{batch, 32, 14, 14, 64, 1, 1, 2, 2}},
-  };
-  std::vector<json> fp32_forward;
-  for (const ConvLayer& layer : conv_layers) {
+// Each conv layer's three directions on oneDNN and on the reference; returns the forward
+// GFLOP/s per layer (for the int8 rows).
+std::vector<double> bench_fp32_convs(double peak) {
+  std::vector<double> fp32_forward;
+  for (const ConvLayer& layer : kConvLayers) {
     const S& s = layer.shape;
     auto x = random_buffer(s.batch * s.in_channels * s.in_height * s.in_width, 3);
     auto w = random_buffer(s.out_channels * (s.in_channels / s.groups) * s.kernel_height * s.kernel_width, 4);
@@ -144,38 +131,45 @@ int main(int argc, char** argv) {
     std::cout << row << std::endl;
     fp32_forward.push_back(row["forward_gflops"]);
   }
+  return fp32_forward;
+}
 
-  // ---- int8 ----
-  using namespace qforge::quant::int8;
-  Generator generator(9);
-  auto bytes = [&](int64_t n) {
+// Random uint8 activations (with slack past the end) and int8 weights in [-127, 127].
+struct Int8Data {
+  Generator generator{9};
+  std::vector<uint8_t> bytes(int64_t n) {
     std::vector<uint8_t> v(n + 64);
     for (auto& e : v) e = static_cast<uint8_t>(generator.below(256));
     return v;
-  };
-  auto weights = [&](int64_t n) {
+  }
+  std::vector<int8_t> weights(int64_t n) {
     std::vector<int8_t> v(n);
     for (auto& e : v) e = static_cast<int8_t>(static_cast<int>(generator.below(255)) - 127);
     return v;
-  };
-  auto stage_for = [](int64_t channels) {
-    return make_requantization({0.02f, 0}, std::vector<float>(channels, 0.005f),
-                               std::vector<float>(channels, 0.1f), {0.5f, 10}, true);
-  };
+  }
+};
+
+quant::int8::OutputStage stage_for(int64_t channels) {
+  return quant::int8::make_requantization({0.02f, 0}, std::vector<float>(channels, 0.005f),
+                                          std::vector<float>(channels, 0.1f), {0.5f, 10}, true);
+}
+
+// This machine's int8 peak per instruction set: a compute-bound GEMM, m 4096 × n 256 ×
+// k 1024, through the packed kernel.
+void bench_int8_peak(Int8Data& data, double peak, int threads) {
+  using namespace qforge::quant::int8;
   for (Isa isa : supported_isas()) {
-    // Peak: a compute-bound GEMM, m 4096 x n 256 x k 1024, through the packed kernel.
     const int64_t m = 4096, n = 256, k = 1024;
-    auto a = bytes(m * k);
-    auto w = weights(n * k);
+    auto a = data.bytes(m * k);
+    auto w = data.weights(n * k);
     std::vector<int32_t> c(m * n);
     PackedWeights packed(w.data(), n, 1, k, isa);
-    std::vector<uint8_t> a_bytes = a;
     std::vector<int16_t> a_words(a.begin(), a.end());
     std::vector<int64_t> rows(m);
     for (int64_t i = 0; i < m; ++i) rows[i] = i * k;
     const int64_t taps[1] = {0};
-    const GemmRows source{isa == Isa::avx2 ? static_cast<const void*>(a_words.data()) : a_bytes.data(),
-                          rows.data(), taps};
+    const GemmRows source{isa == Isa::avx2 ? static_cast<const void*>(a_words.data()) : a.data(), rows.data(),
+                          taps};
     const double seconds = kernels::seconds_per_call(
         [&] {
 #pragma omp parallel for schedule(static)
@@ -193,16 +187,19 @@ int main(int argc, char** argv) {
                       {"fp32_peak_gflops", peak}}
               << std::endl;
   }
-  const int64_t int8_batch = 64;
-  for (std::size_t i = 0; i < std::size(conv_layers); ++i) {
-    S s = conv_layers[i].shape;
-    s.batch = int8_batch;
-    auto x = bytes(s.batch * s.in_channels * s.in_height * s.in_width);
-    auto w = weights(s.out_channels * (s.in_channels / s.groups) * s.kernel_height * s.kernel_width);
+}
+
+// The int8 conv and linear layers' GOP/s per instruction set, beside the fp32 forward.
+void bench_int8_layers(Int8Data& data, const std::vector<double>& fp32_forward) {
+  using namespace qforge::quant::int8;
+  for (std::size_t i = 0; i < std::size(kConvLayers); ++i) {
+    const S s = kConvLayers[i].shape;
+    auto x = data.bytes(s.batch * s.in_channels * s.in_height * s.in_width);
+    auto w = data.weights(s.out_channels * (s.in_channels / s.groups) * s.kernel_height * s.kernel_width);
     std::vector<uint8_t> y(s.batch * s.out_channels * s.out_height() * s.out_width());
     json row{{"kernel", "int8_conv2d"},
-             {"model", conv_layers[i].model},
-             {"layer", conv_layers[i].layer},
+             {"model", kConvLayers[i].model},
+             {"layer", kConvLayers[i].layer},
              {"batch", s.batch},
              {"fp32_forward_gflops", fp32_forward[i]}};
     for (Isa isa : supported_isas()) {
@@ -213,19 +210,49 @@ int main(int argc, char** argv) {
     }
     std::cout << row << std::endl;
   }
-  for (const FcLayer& fc : fc_layers) {
-    auto x = bytes(int8_batch * fc.in);
-    auto w = weights(fc.out * fc.in);
-    std::vector<uint8_t> y(int8_batch * fc.out);
-    json row{{"kernel", "int8_linear"}, {"model", fc.model}, {"layer", fc.layer},
-             {"m", int8_batch},         {"n", fc.out},       {"k", fc.in}};
+  for (const FcLayer& fc : kFcLayers) {
+    auto x = data.bytes(kBatch * fc.in);
+    auto w = data.weights(fc.out * fc.in);
+    std::vector<uint8_t> y(kBatch * fc.out);
+    json row{{"kernel", "int8_linear"},
+             {"model", fc.model},
+             {"layer", fc.layer},
+             {"m", kBatch},
+             {"n", fc.out},
+             {"k", fc.in}};
     for (Isa isa : supported_isas()) {
       const fast::LinearLayer layer(w.data(), fc.out, fc.in, 7, stage_for(fc.out), isa);
       const double seconds =
-          kernels::seconds_per_call([&] { layer.run(y.data(), x.data(), int8_batch); }, min_seconds);
-      row[std::string(isa_name(isa)) + "_gops"] = 2.0 * int8_batch * fc.out * fc.in / seconds / 1e9;
+          kernels::seconds_per_call([&] { layer.run(y.data(), x.data(), kBatch); }, min_seconds);
+      row[std::string(isa_name(isa)) + "_gops"] = 2.0 * kBatch * fc.out * fc.in / seconds / 1e9;
     }
     std::cout << row << std::endl;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--threads"))
+      set_num_threads(std::atoi(argv[i + 1]));
+    else if (!std::strcmp(argv[i], "--seconds"))
+      min_seconds = std::atof(argv[i + 1]);
+  }
+  const int threads = num_threads();
+  kernels::PeakMeasurement peak_gemm = kernels::measure_fp32_peak(2048, min_seconds);
+  const double peak = peak_gemm.peak_gflops();
+  std::cout << json{{"kernel", "peak_sgemm"},
+                    {"shape", "2048x2048x2048"},
+                    {"threads", threads},
+                    {"openblas_gflops", peak_gemm.openblas_gflops},
+                    {"onednn_gflops", peak_gemm.onednn_gflops},
+                    {"peak_gflops", peak}}
+            << std::endl;
+  bench_sgemm_layers(peak);
+  const std::vector<double> fp32_forward = bench_fp32_convs(peak);
+  Int8Data data;
+  bench_int8_peak(data, peak, threads);
+  bench_int8_layers(data, fp32_forward);
   return 0;
 }

@@ -31,6 +31,75 @@ double time_steps(Step step, double min_seconds) {
 }
 }  // namespace
 
+namespace {
+
+// One training step's seconds (and its flops) for `model` on a fixed batch.
+struct TrainTiming {
+  double seconds = 0, flops = 0;
+};
+TrainTiming time_training(nn::Module& model, const Tensor& images, const Tensor& labels, double min_seconds) {
+  auto optimizer = make_optimizer(model.parameters(), OptimizerConfig{.lr = 0.01});
+  model.train();
+  auto train_step = [&] {
+    Tensor loss = cross_entropy(model.forward(images), labels);
+    optimizer->zero_grad();
+    loss.backward();
+    optimizer->step();
+  };
+  TrainTiming timing;
+  {
+    FlopCounter counter;
+    train_step();
+    timing.flops = counter.flops();
+  }
+  timing.seconds = time_steps(train_step, min_seconds);
+  return timing;
+}
+
+// Seconds per forward pass without autograd.
+double time_inference(nn::Module& model, const Tensor& images, double min_seconds) {
+  model.eval();
+  return time_steps(
+      [&] {
+        NoGradGuard no_grad;
+        model.forward(images);
+      },
+      min_seconds);
+}
+
+// The QAT model converted to integers: batch seconds, one image's latency, each op's
+// share of a batch (averaged over 5 runs). Fields stay 0 (and error says why) when the
+// model does not convert.
+struct IntegerTiming {
+  double seconds = 0, latency = 0;
+  nlohmann::json profile = nlohmann::json::array();
+  std::string error;
+};
+IntegerTiming time_integer_model(quant::QatModel& prepared, const Tensor& images, const Tensor& one_image,
+                                 double min_seconds) {
+  prepared.eval();
+  IntegerTiming timing;
+  try {
+    const quant::int8::IntegerModel integer = quant::convert(prepared, {1, 28, 28});
+    timing.seconds = time_steps([&] { integer.forward(images); }, min_seconds);
+    timing.latency = time_steps([&] { integer.forward(one_image); }, min_seconds / 4);
+    std::vector<double> total(integer.ops().size(), 0.0);
+    for (int run = 0; run < 5; ++run) {
+      std::vector<double> seconds;
+      integer.run_all(images, Backend::fast, &seconds);
+      for (std::size_t i = 0; i < seconds.size(); ++i) total[i] += seconds[i] / 5;
+    }
+    for (std::size_t i = 0; i < total.size(); ++i)
+      timing.profile.push_back(
+          {{"op", integer.ops()[i]->kind()}, {"layer", integer.ops()[i]->name}, {"ms", 1e3 * total[i]}});
+  } catch (const Error& error) {
+    timing.error = error.what();
+  }
+  return timing;
+}
+
+}  // namespace
+
 nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOptions& options) {
   Generator generator(0);
   nn::ModulePtr model = nn::build_zoo_model(model_name, generator);
@@ -38,113 +107,53 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
   Tensor labels = Tensor::empty({options.batch}, DType::s32);
   for (int64_t i = 0; i < options.batch; ++i)
     labels.data_as<int32_t>()[i] = static_cast<int32_t>(generator.below(10));
-  auto optimizer = make_optimizer(model->parameters(), OptimizerConfig{.lr = 0.01});
-  model->train();
-  auto train_step = [&] {
-    Tensor loss = cross_entropy(model->forward(images), labels);
-    optimizer->zero_grad();
-    loss.backward();
-    optimizer->step();
-  };
-  double step_flops = 0;
-  {
-    FlopCounter counter;
-    train_step();
-    step_flops = counter.flops();
-  }
-  const double train_seconds = time_steps(train_step, options.min_seconds);
+  const TrainTiming train = time_training(*model, images, labels, options.min_seconds);
 
   // QAT: the same step on the prepared model (default fbgemm recipe), fresh weights.
-  double qat_seconds = 0;
   Generator qat_generator(0);
   auto prepared = quant::prepare_qat(nn::build_zoo_model(model_name, qat_generator),
                                      quant::parse_quant_config(nullptr, "bench"));
-  {
-    auto qat_optimizer = make_optimizer(prepared->parameters(), OptimizerConfig{.lr = 0.01});
-    prepared->train();
-    qat_seconds = time_steps(
-        [&] {
-          Tensor loss = cross_entropy(prepared->forward(images), labels);
-          qat_optimizer->zero_grad();
-          loss.backward();
-          qat_optimizer->step();
-        },
-        options.min_seconds);
-  }
+  const double qat_seconds = time_training(*prepared, images, labels, options.min_seconds).seconds;
 
-  model->eval();
   Tensor infer_images = Tensor::randn({options.infer_batch, 1, 28, 28}, generator);
-  const double infer_seconds = time_steps(
-      [&] {
-        NoGradGuard no_grad;
-        model->forward(infer_images);
-      },
-      options.min_seconds);
   Tensor one_image = Tensor::randn({1, 1, 28, 28}, generator);
-  const double fp32_latency = time_steps(
-      [&] {
-        NoGradGuard no_grad;
-        model->forward(one_image);
-      },
-      options.min_seconds / 4);
-
+  const double infer_seconds = time_inference(*model, infer_images, options.min_seconds);
+  const double fp32_latency = time_inference(*model, one_image, options.min_seconds / 4);
   // int8: the QAT model above (its observers have seen the QAT steps' batches), converted.
-  prepared->eval();
-  double int8_seconds = 0, int8_latency = 0;
-  std::string int8_error;
-  nlohmann::json int8_profile = nlohmann::json::array();
-  try {
-    const quant::int8::IntegerModel integer = quant::convert(*prepared, {1, 28, 28});
-    int8_seconds = time_steps([&] { integer.forward(infer_images); }, options.min_seconds);
-    int8_latency = time_steps([&] { integer.forward(one_image); }, options.min_seconds / 4);
-    // Where the time goes: each op's share of a batch (averaged over a few runs).
-    std::vector<double> total(integer.ops().size(), 0.0);
-    for (int run = 0; run < 5; ++run) {
-      std::vector<double> seconds;
-      integer.run_all(infer_images, Backend::fast, &seconds);
-      for (std::size_t i = 0; i < seconds.size(); ++i) total[i] += seconds[i] / 5;
-    }
-    for (std::size_t i = 0; i < total.size(); ++i)
-      int8_profile.push_back(
-          {{"op", integer.ops()[i]->kind()}, {"layer", integer.ops()[i]->name}, {"ms", 1e3 * total[i]}});
-  } catch (const Error& error) {
-    int8_error = error.what();
-  }
+  const IntegerTiming int8 = time_integer_model(*prepared, infer_images, one_image, options.min_seconds);
   // Dynamic int8 (PyTorch's quantize_dynamic: int8 weights, activations quantized per call),
   // the only int8 path PyTorch has for an LSTM, so the LSTM is compared on it too.
   double dynamic_seconds = 0;
   if (model_name == "lstm") {
-    const quant::int8::IntegerModel dynamic =
-        quant::convert_dynamic(*model, quant::parse_quant_config(nullptr, "bench").defaults.weight, {1, 28, 28});
+    const quant::int8::IntegerModel dynamic = quant::convert_dynamic(
+        *model, quant::parse_quant_config(nullptr, "bench").defaults.weight, {1, 28, 28});
     dynamic_seconds = time_steps([&] { dynamic.forward(infer_images); }, options.min_seconds);
   }
 
-  const double train_gflops = step_flops / train_seconds / 1e9;
+  const double train_gflops = train.flops / train.seconds / 1e9;
   nlohmann::json row{{"model", model_name},
                      {"batch", options.batch},
                      {"threads", num_threads()},
-                     {"fp32_train_images_per_second", options.batch / train_seconds},
+                     {"fp32_train_images_per_second", options.batch / train.seconds},
                      {"fp32_infer_images_per_second", options.infer_batch / infer_seconds},
                      {"infer_batch", options.infer_batch},
                      {"fp32_train_gflops", train_gflops},
-                     {"train_step_gflop", step_flops / 1e9}};
-  row["fp32_latency_ms"] = 1e3 * fp32_latency;
-  if (int8_seconds > 0) {
-    row["int8_infer_images_per_second"] = options.infer_batch / int8_seconds;
-    row["int8_to_fp32_infer_ratio"] = infer_seconds / int8_seconds;
-    row["int8_latency_ms"] = 1e3 * int8_latency;
+                     {"train_step_gflop", train.flops / 1e9},
+                     {"fp32_latency_ms", 1e3 * fp32_latency},
+                     {"qat_train_images_per_second", options.batch / qat_seconds},
+                     {"qat_to_fp32_train_ratio", train.seconds / qat_seconds}};
+  if (int8.seconds > 0) {
+    row["int8_infer_images_per_second"] = options.infer_batch / int8.seconds;
+    row["int8_to_fp32_infer_ratio"] = infer_seconds / int8.seconds;
+    row["int8_latency_ms"] = 1e3 * int8.latency;
     row["int8_isa"] = quant::int8::isa_name(quant::int8::detect_isa());
-    row["int8_profile"] = int8_profile;
+    row["int8_profile"] = int8.profile;
   } else {
-    row["int8_error"] = int8_error;
+    row["int8_error"] = int8.error;
   }
   if (dynamic_seconds > 0) {
     row["int8_dynamic_infer_images_per_second"] = options.infer_batch / dynamic_seconds;
     row["int8_dynamic_to_fp32_infer_ratio"] = infer_seconds / dynamic_seconds;
-  }
-  if (qat_seconds > 0) {
-    row["qat_train_images_per_second"] = options.batch / qat_seconds;
-    row["qat_to_fp32_train_ratio"] = train_seconds / qat_seconds;
   }
   if (options.peak_gflops > 0) {
     row["peak_gflops"] = options.peak_gflops;

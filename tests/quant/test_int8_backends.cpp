@@ -389,37 +389,24 @@ TEST_CASE("int8 elementwise ops and pools: fast equals reference past the parall
     PoolShape shape;
     bool ceil_mode;
   };
+  // batch, channels, input H×W, kernel H×W, stride H×W, padding H×W
+  auto pool = [](int64_t n, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                 int64_t ph, int64_t pw) {
+    return PoolShape{.batch = n,
+                     .channels = c,
+                     .in_height = h,
+                     .in_width = w,
+                     .kernel_height = kh,
+                     .kernel_width = kw,
+                     .stride_height = sh,
+                     .stride_width = sw,
+                     .padding_height = ph,
+                     .padding_width = pw};
+  };
   const PoolCase pools[] = {
-      {{.batch = 64,
-        .channels = 32,
-        .in_height = 28,
-        .in_width = 28,
-        .kernel_height = 2,
-        .kernel_width = 2,
-        .stride_height = 2,
-        .stride_width = 2},
-       false},
-      {{.batch = 3,
-        .channels = 70,
-        .in_height = 9,
-        .in_width = 9,
-        .kernel_height = 3,
-        .kernel_width = 3,
-        .stride_height = 2,
-        .stride_width = 2,
-        .padding_height = 1,
-        .padding_width = 1},
-       false},
-      {{.batch = 2,
-        .channels = 5,
-        .in_height = 7,
-        .in_width = 8,
-        .kernel_height = 3,
-        .kernel_width = 2,
-        .stride_height = 2,
-        .stride_width = 3,
-        .padding_height = 1},
-       true},
+      {pool(64, 32, 28, 28, 2, 2, 2, 2, 0, 0), false},  // the 2x2 path, past the grain
+      {pool(3, 70, 9, 9, 3, 3, 2, 2, 1, 1), false},
+      {pool(2, 5, 7, 8, 3, 2, 2, 3, 1, 0), true},
   };
   for (const PoolCase& c : pools) {
     PoolShape s = c.shape;
