@@ -183,12 +183,14 @@ std::vector<float> channel_mse_amax(const Tensor& x, int64_t axis, const QuantRa
   return amax;
 }
 
-CalibratorObserver::CalibratorObserver(QuantScheme scheme, ObserverKind method, double percentile, int64_t bins)
+CalibratorObserver::CalibratorObserver(QuantScheme scheme, ObserverKind method, double percentile,
+                                       int64_t bins)
     : Observer(scheme), method_(method), percentile_(percentile), bins_(bins) {
   const ObserverKindInfo& info = observer_info(method_);
-  QF_CHECK(info.is_calibrator, "calibrator: ", info.name, " is an observer, not a calibrator (calibrators: max, ",
-           "percentile, mse, entropy)");
-  QF_CHECK(info.allows_per_channel || scheme.axis < 0, "calibrator: ", info.name, " calibration is per tensor");
+  QF_CHECK(info.is_calibrator, "calibrator: ", info.name,
+           " is an observer, not a calibrator (calibrators: max, ", "percentile, mse, entropy)");
+  QF_CHECK(info.allows_per_channel || scheme.axis < 0, "calibrator: ", info.name,
+           " calibration is per tensor");
   QF_CHECK(scheme.is_signed || scheme.range().quant_min == 0, "calibrator: unsigned schemes start at 0");
 }
 

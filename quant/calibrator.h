@@ -60,5 +60,4 @@ class CalibratorObserver : public Observer {
   AbsHistogram histogram_;
 };
 
-
 }  // namespace qforge::quant

@@ -287,7 +287,8 @@ std::optional<ObserverKind> observer_kind_named(std::string_view name) {
 
 std::string observer_kind_names() {
   std::string names;
-  for (const ObserverKindInfo& info : observer_kinds()) names += (names.empty() ? "" : ", ") + std::string(info.name);
+  for (const ObserverKindInfo& info : observer_kinds())
+    names += (names.empty() ? "" : ", ") + std::string(info.name);
   return names;
 }
 
@@ -299,14 +300,16 @@ std::string ObserverChoice::to_string() const {
 ObserverChoice ObserverChoice::parse(const std::string& text) {
   const std::size_t colon = text.find(':');
   const std::optional<ObserverKind> kind = observer_kind_named(text.substr(0, colon));
-  QF_CHECK(kind && (colon == std::string::npos || *kind == ObserverKind::percentile), "observer: unknown kind \"",
-           text, "\" (known: ", observer_kind_names(), "; percentile:P for another percentile)");
+  QF_CHECK(kind && (colon == std::string::npos || *kind == ObserverKind::percentile),
+           "observer: unknown kind \"", text, "\" (known: ", observer_kind_names(),
+           "; percentile:P for another percentile)");
   ObserverChoice choice{*kind};
   if (colon != std::string::npos) {
     char* end = nullptr;
     choice.percentile = std::strtod(text.c_str() + colon + 1, &end);
-    QF_CHECK(end != text.c_str() + colon + 1 && *end == '\0' && choice.percentile > 0 && choice.percentile <= 100,
-             "observer: \"", text, "\": expected percentile:P with P in (0, 100]");
+    QF_CHECK(
+        end != text.c_str() + colon + 1 && *end == '\0' && choice.percentile > 0 && choice.percentile <= 100,
+        "observer: \"", text, "\": expected percentile:P with P in (0, 100]");
   }
   return choice;
 }

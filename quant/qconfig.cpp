@@ -86,7 +86,8 @@ QuantConfig parse_quant_config(const nlohmann::json& section, const std::string&
   if (config.qat.distillation_weight < 0 || config.qat.distillation_weight > 1)
     distillation.fail("weight", "expected a number in [0, 1]");
   config.qat.distillation_temperature = distillation.number("temperature", 4.0);
-  if (!(config.qat.distillation_temperature > 0)) distillation.fail("temperature", "expected a positive number");
+  if (!(config.qat.distillation_temperature > 0))
+    distillation.fail("temperature", "expected a positive number");
   distillation.finish();
   qat.finish();
   ConfigReader ptq = reader.object("ptq");
