@@ -101,6 +101,10 @@ TEST_CASE("datasets check that images and labels agree") {
                        Error);
   CHECK_THROWS_WITH_AS(load_idx_folder(folder, Split::test, {}),
                        doctest::Contains("missing t10k-images-idx3-ubyte"), Error);
+  // A label file of rank 3 (it once reached vector::_M_default_append): named, with its rank.
+  write_idx(folder + "/train-labels-idx1-ubyte", {12, 1, 1}, std::vector<uint8_t>(12));
+  CHECK_THROWS_WITH_AS(load_idx_folder(folder, Split::train, {}),
+                       doctest::Contains("train-labels-idx1-ubyte: expected 1 dimension (N), got 3"), Error);
 }
 
 TEST_CASE("data loader: every sample once per epoch, partial last batch, seeded shuffle") {

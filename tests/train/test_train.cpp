@@ -292,6 +292,14 @@ TEST_CASE("a NaN loss stops with a clear error and keeps the last good checkpoin
                        doctest::Contains("loss is"), Error);
   CHECK(read_file(out + "/checkpoint.qf") == good);
   CHECK(load_tensor_file(out + "/checkpoint.qf").metadata["epochs_done"] == 1);
+  // Metadata that parses but lies (re-saved with a valid checksum): named, not a JSON
+  // library error.
+  config.train.optimizer.lr = 0.05;
+  TensorFile lying = load_tensor_file(out + "/checkpoint.qf");
+  lying.metadata["epochs_done"] = "one";
+  save_tensor_file(out + "/checkpoint.qf", lying.tensors, lying.metadata);
+  CHECK_THROWS_WITH_AS(fit(*model, config, datasets, {.resume = true, .quiet = true}),
+                       doctest::Contains("checkpoint.qf: corrupt metadata (epochs_done)"), Error);
 }
 
 TEST_CASE("qat distils from the fp32 model when asked") {
