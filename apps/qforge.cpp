@@ -29,6 +29,7 @@
 #include "train/config.h"
 #include "train/deploy.h"
 #include "train/quantize_runs.h"
+#include "train/sweep.h"
 #include "train/trainer.h"
 
 using namespace qforge;
@@ -274,6 +275,11 @@ int main(int argc, char** argv) {
   auto* ptq = run_command(
       "ptq", "Post-training quantization: calibrate observers, evaluate with fake quantization", false);
 
+  auto* sweep = run_command(
+      "sweep",
+      "Bit-width study: PTQ and QAT (and LSQ, or named variants) at every width and seed, with a chart",
+      true);
+
   auto* eval = app.add_subcommand("eval", "Evaluate a saved model on the config's test set");
   eval->add_option("config", config_path, "Config file (JSON)")->required()->check(CLI::ExistingFile);
   eval->add_option("--checkpoint", checkpoint, "model.qf, checkpoint.qf or an integer model.qfm")
@@ -321,6 +327,7 @@ int main(int argc, char** argv) {
     if (*train) run_train(load_run_config(config_path, overrides, out, force), resume);
     if (*qat) train::run_qat(load_run_config(config_path, overrides, out, force), resume);
     if (*ptq) train::run_ptq(load_run_config(config_path, overrides, out, force));
+    if (*sweep) train::run_sweep(load_run_config(config_path, overrides, out, force), resume);
     if (*eval) run_eval(load_run_config(config_path, overrides, ""), checkpoint, compare, as_json);
     if (*convert) run_convert(load_run_config(config_path, overrides, ""), checkpoint, out);
     if (*inspect) run_inspect(file);

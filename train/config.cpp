@@ -1,5 +1,7 @@
 #include "train/config.h"
 
+#include "train/sweep.h"
+
 #include <cmath>
 
 #include "core/config_reader.h"
@@ -178,9 +180,11 @@ RunConfig parse_config(const nlohmann::json& json, const std::string& file) {
   config.output_dir = output.string("dir", config.output_dir);
   output.finish();
   config.quant = reader.raw("quant");
+  const nlohmann::json& sweep = reader.raw("sweep");  // read by `qforge sweep`
   reader.finish();
   quant::parse_quant_config(config.quant, file);  // validate now, not when a stage starts
-  if (config.model.name.empty()) {                // validate the layer list now, not mid-run
+  parse_sweep_config(sweep, file);
+  if (config.model.name.empty()) {  // validate the layer list now, not mid-run
     build_model(config, 0);
     if (config.data.dataset != "idx") check_layer_shapes(config, {1, 28, 28});  // 28x28 digits and fashion
   }

@@ -1,0 +1,418 @@
+#include "train/sweep.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "core/config_reader.h"
+#include "core/file_io.h"
+#include "quant/qconfig.h"
+#include "train/quantize_runs.h"
+#include "train/trainer.h"
+
+namespace qforge::train {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+SweepMethod builtin_method(const std::string& name, const ConfigReader& reader) {
+  if (name == "ptq") return {"ptq", "ptq", nlohmann::json::object()};
+  if (name == "qat") return {"qat", "qat", nlohmann::json::object()};
+  if (name == "lsq")
+    return {"lsq",
+            "qat",
+            {{"quant.weight.learnable", true},
+             {"quant.activation.learnable", true},
+             {"quant.activation.observer", "histogram"}}};
+  reader.fail("methods",
+              "unknown method \"" + name + "\" (built in: ptq, qat, lsq; or an object with name, kind, set)");
+}
+
+// Stdout of one run goes to its log.txt; restored however the run ends.
+class StdoutTo {
+ public:
+  explicit StdoutTo(const std::string& path) {
+    std::fflush(stdout);
+    saved_ = ::dup(STDOUT_FILENO);
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    QF_CHECK(saved_ >= 0 && fd >= 0, "sweep: cannot write ", path);
+    ::dup2(fd, STDOUT_FILENO);
+    ::close(fd);
+  }
+  ~StdoutTo() {
+    std::fflush(stdout);
+    ::dup2(saved_, STDOUT_FILENO);
+    ::close(saved_);
+  }
+  StdoutTo(const StdoutTo&) = delete;
+  StdoutTo& operator=(const StdoutTo&) = delete;
+
+ private:
+  int saved_ = -1;
+};
+
+std::string format_duration(double seconds) {
+  char buffer[32];
+  const auto whole = static_cast<long long>(std::llround(seconds));
+  if (whole >= 60)
+    std::snprintf(buffer, sizeof buffer, "%lldm%02llds", whole / 60, whole % 60);
+  else
+    std::snprintf(buffer, sizeof buffer, "%llds", whole);
+  return buffer;
+}
+
+std::string bits_label(const SweepRecord& r) {
+  return "W" + std::to_string(r.weight_bits) + "A" + std::to_string(r.activation_bits);
+}
+
+// The fp32 model every run starts from: the config's checkpoint, or trained once here.
+std::string fp32_checkpoint(const RunConfig& config, bool resume) {
+  const quant::QuantConfig q = quant::parse_quant_config(config.quant, config.file);
+  if (!q.fp32_checkpoint.empty()) return q.fp32_checkpoint;
+  RunConfig fp32 = config;
+  fp32.output_dir = config.output_dir + "/fp32";
+  const std::string model = fp32.output_dir + "/model.qf";
+  if (resume && std::filesystem::exists(model)) return model;
+  Datasets datasets = start_run(fp32, {"model.qf"}, resume);
+  nn::ModulePtr network = build_model(fp32, fp32.train.seed);
+  std::fprintf(stderr, "sweep: training the fp32 model once (%lld epochs) -> %s\n",
+               static_cast<long long>(fp32.train.epochs), model.c_str());
+  {
+    StdoutTo log(fp32.output_dir + "/log.txt");
+    fit(*network, fp32, datasets, {.stage = "fp32", .resume = resume});
+  }
+  return model;
+}
+
+SweepRecord record_from_json(const nlohmann::json& j) {
+  return {j.at("method"),
+          j.at("weight_bits"),
+          j.at("activation_bits"),
+          j.at("seed"),
+          j.at("accuracy"),
+          j.value("int8_accuracy", nlohmann::json()).is_null() ? -1.0 : j["int8_accuracy"].get<double>(),
+          j.at("seconds")};
+}
+
+void write_results(const std::string& dir, const std::vector<SweepRecord>& records, double fp32_accuracy,
+                   const std::string& title) {
+  nlohmann::json all = nlohmann::json::array();
+  std::string csv = "method,weight_bits,activation_bits,seed,accuracy,int8_accuracy,seconds\n";
+  for (const SweepRecord& r : records) {
+    all.push_back(to_json(r));
+    char line[256];
+    std::snprintf(line, sizeof line, "%s,%d,%d,%lld,%.6f,%s,%.2f\n", r.method.c_str(), r.weight_bits,
+                  r.activation_bits, static_cast<long long>(r.seed), r.accuracy,
+                  r.int8_accuracy < 0 ? "" : std::to_string(r.int8_accuracy).c_str(), r.seconds);
+    csv += line;
+  }
+  write_file_atomically(dir + "/sweep.json",
+                        nlohmann::json{{"fp32_accuracy", fp32_accuracy}, {"runs", all}}.dump(1) + "\n");
+  write_file_atomically(dir + "/sweep.csv", csv);
+  write_file_atomically(dir + "/sweep.svg", sweep_svg(records, fp32_accuracy, title));
+}
+
+struct Stats {
+  double mean = 0, std = 0;
+  int count = 0;
+};
+Stats stats(const std::vector<double>& values) {
+  Stats s;
+  s.count = static_cast<int>(values.size());
+  if (values.empty()) return s;
+  for (double v : values) s.mean += v / s.count;
+  for (double v : values) s.std += (v - s.mean) * (v - s.mean);
+  s.std = s.count > 1 ? std::sqrt(s.std / (s.count - 1)) : 0;
+  return s;
+}
+
+void print_table(const std::vector<SweepRecord>& records, const std::vector<SweepMethod>& methods, bool int8,
+                 double fp32_accuracy) {
+  std::printf("\n%s test accuracy (%%), mean ± std over seeds; fp32 %.2f%%\n",
+              int8 ? "integer model" : "fake-quant", 100 * fp32_accuracy);
+  std::printf("%-8s", "bits");
+  for (const SweepMethod& m : methods) std::printf(" %16s", m.name.c_str());
+  std::printf("\n");
+  std::vector<std::string> labels;
+  for (const SweepRecord& r : records)
+    if (std::find(labels.begin(), labels.end(), bits_label(r)) == labels.end())
+      labels.push_back(bits_label(r));
+  for (const std::string& label : labels) {
+    std::printf("%-8s", label.c_str());
+    for (const SweepMethod& m : methods) {
+      std::vector<double> values;
+      for (const SweepRecord& r : records)
+        if (r.method == m.name && bits_label(r) == label && (!int8 || r.int8_accuracy >= 0))
+          values.push_back(100 * (int8 ? r.int8_accuracy : r.accuracy));
+      const Stats s = stats(values);
+      char cell[32];
+      if (s.count == 0)
+        std::snprintf(cell, sizeof cell, "-");
+      else
+        std::snprintf(cell, sizeof cell, "%.2f ± %.2f", s.mean, s.std);
+      std::printf(" %16s", cell);
+    }
+    std::printf("\n");
+  }
+}
+
+}  // namespace
+
+SweepConfig parse_sweep_config(const nlohmann::json& section, const std::string& file) {
+  ConfigReader reader(section, file, "sweep");
+  SweepConfig sweep;
+  if (reader.has("bits")) {
+    sweep.bits.clear();
+    for (double b : reader.numbers("bits", {})) {
+      if (b != std::floor(b) || b < 1 || b > 16) reader.fail("bits", "expected whole widths in 1..16");
+      sweep.bits.push_back(static_cast<int>(b));
+    }
+    if (sweep.bits.empty()) reader.fail("bits", "expected at least one width");
+  } else {
+    reader.raw("bits");
+  }
+  sweep.apply = reader.choice("apply", "both", {"both", "weights", "activations"});
+  sweep.fixed_bits = static_cast<int>(reader.integer("fixed_bits", 8, 1));
+  if (sweep.fixed_bits > 16) reader.fail("fixed_bits", "expected 1..16");
+  sweep.seeds = reader.integer("seeds", 3, 1);
+  if (sweep.seeds > 100) reader.fail("seeds", "expected at most 100");
+  const nlohmann::json& methods = reader.raw("methods");
+  if (methods.is_null()) {
+    for (const char* name : {"ptq", "qat", "lsq"}) sweep.methods.push_back(builtin_method(name, reader));
+  } else {
+    if (!methods.is_array() || methods.empty()) reader.fail("methods", "expected a non-empty array");
+    for (std::size_t i = 0; i < methods.size(); ++i) {
+      if (methods[i].is_string()) {
+        sweep.methods.push_back(builtin_method(methods[i].get<std::string>(), reader));
+        continue;
+      }
+      ConfigReader item(methods[i], file, "sweep.methods." + std::to_string(i));
+      SweepMethod m{item.string("name", ""), item.choice("kind", "qat", {"ptq", "qat"}), item.raw("set")};
+      if (m.name.empty()) item.fail("name", "a method needs a name");
+      if (m.set.is_null()) m.set = nlohmann::json::object();
+      if (!m.set.is_object()) item.fail("set", "expected an object of \"a.b.c\": value overrides");
+      item.finish();
+      sweep.methods.push_back(m);
+    }
+  }
+  for (std::size_t i = 0; i < sweep.methods.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (sweep.methods[i].name == sweep.methods[j].name)
+        reader.fail("methods", "method \"" + sweep.methods[i].name + "\" appears twice");
+  reader.finish();
+  return sweep;
+}
+
+nlohmann::json to_json(const SweepRecord& r) {
+  return {{"method", r.method},
+          {"weight_bits", r.weight_bits},
+          {"activation_bits", r.activation_bits},
+          {"seed", r.seed},
+          {"accuracy", r.accuracy},
+          {"int8_accuracy", r.int8_accuracy < 0 ? nlohmann::json() : nlohmann::json(r.int8_accuracy)},
+          {"seconds", r.seconds}};
+}
+
+std::vector<SweepRecord> run_sweep(const RunConfig& config, bool resume) {
+  const SweepConfig sweep = parse_sweep_config(config.source.value("sweep", nlohmann::json()), config.file);
+  const std::string dir = config.output_dir;
+  QF_CHECK(resume || config.force || !std::filesystem::exists(dir + "/sweep.json"), dir,
+           " holds a finished sweep; --resume continues it, --force replaces it");
+  std::filesystem::create_directories(dir + "/runs");
+  const std::string fp32 = fp32_checkpoint(config, resume);
+
+  struct Planned {
+    SweepMethod method;
+    int weight_bits, activation_bits;
+    int64_t seed;
+  };
+  std::vector<Planned> plan;
+  for (int bits : sweep.bits)
+    for (const SweepMethod& method : sweep.methods)
+      for (int64_t s = 0; s < sweep.seeds; ++s)
+        plan.push_back({method, sweep.apply == "activations" ? sweep.fixed_bits : bits,
+                        sweep.apply == "weights" ? sweep.fixed_bits : bits, config.train.seed + s});
+
+  std::vector<SweepRecord> records;
+  double fp32_accuracy = 0, run_seconds = 0;
+  int64_t ran = 0;
+  const std::string title = config.file + ": " + config.model.name;
+  for (std::size_t i = 0; i < plan.size(); ++i) {
+    const Planned& p = plan[i];
+    const std::string name = p.method.name + "_w" + std::to_string(p.weight_bits) + "a" +
+                             std::to_string(p.activation_bits) + "_s" + std::to_string(p.seed);
+    const std::string run_dir = dir + "/runs/" + name, marker = run_dir + "/sweep_run.json";
+    SweepRecord record;
+    if (resume && std::filesystem::exists(marker)) {
+      record = record_from_json(nlohmann::json::parse(read_file(marker)));
+    } else {
+      std::filesystem::remove_all(run_dir);
+      std::filesystem::create_directories(run_dir);
+      nlohmann::json source = config.source;
+      source.erase("sweep");
+      apply_override(source, "quant.weight.bits=" + std::to_string(p.weight_bits));
+      apply_override(source, "quant.activation.bits=" + std::to_string(p.activation_bits));
+      for (const auto& [key, value] : p.method.set.items()) apply_override(source, key + "=" + value.dump());
+      apply_override(source, "quant.fp32_checkpoint=" + nlohmann::json(fp32).dump());
+      apply_override(source, "train.seed=" + std::to_string(p.seed));
+      apply_override(source, "output.dir=" + nlohmann::json(run_dir).dump());
+      RunConfig run = parse_config(source, config.file + " (sweep run " + name + ")");
+      run.force = true;
+      const Clock::time_point start = Clock::now();
+      {
+        StdoutTo log(run_dir + "/log.txt");
+        if (p.method.kind == "ptq")
+          run_ptq(run);
+        else
+          run_qat(run, false);
+      }
+      const nlohmann::json summary = nlohmann::json::parse(read_file(run_dir + "/summary.json"));
+      const std::string int8_stage = p.method.kind == "ptq" ? "int8_ptq" : "int8";
+      record = {p.method.name,
+                p.weight_bits,
+                p.activation_bits,
+                p.seed,
+                summary.at(p.method.kind).at("accuracy").get<double>(),
+                summary.contains(int8_stage) ? summary[int8_stage]["accuracy"].get<double>() : -1.0,
+                std::chrono::duration<double>(Clock::now() - start).count()};
+      write_file_atomically(marker, to_json(record).dump() + "\n");
+      run_seconds += record.seconds;
+      ++ran;
+    }
+    if (fp32_accuracy == 0) {
+      const nlohmann::json summary = nlohmann::json::parse(read_file(run_dir + "/summary.json"));
+      if (summary.contains("fp32")) fp32_accuracy = summary["fp32"]["accuracy"].get<double>();
+    }
+    records.push_back(record);
+    write_results(dir, records, fp32_accuracy, title);
+    const double eta =
+        ran > 0 ? run_seconds / static_cast<double>(ran) * static_cast<double>(plan.size() - i - 1) : 0;
+    char int8[48] = "";
+    if (record.int8_accuracy >= 0)
+      std::snprintf(int8, sizeof int8, ", int8 %.2f%%", 100 * record.int8_accuracy);
+    std::fprintf(stderr, "[%zu/%zu] %-4s %s seed %lld: %.2f%%%s  %.1f s%s, %zu left, ETA %s\n", i + 1,
+                 plan.size(), p.method.name.c_str(), bits_label(record).c_str(),
+                 static_cast<long long>(p.seed), 100 * record.accuracy, int8, record.seconds,
+                 resume && ran == 0 ? " (finished earlier)" : "", plan.size() - i - 1,
+                 format_duration(eta).c_str());
+  }
+  print_table(records, sweep.methods, false, fp32_accuracy);
+  print_table(records, sweep.methods, true, fp32_accuracy);
+  std::printf("\n%s/sweep.csv, sweep.json, sweep.svg; each run's folder and log under %s/runs/\n",
+              dir.c_str(), dir.c_str());
+  return records;
+}
+
+std::string sweep_svg(const std::vector<SweepRecord>& records, double fp32_accuracy,
+                      const std::string& title) {
+  constexpr double kLeft = 70, kRight = 690, kTop = 50, kBottom = 390;
+  const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd",
+                          "#ff7f0e", "#8c564b", "#e377c2", "#17becf"};
+  // The swept side: weights, activations, or both (they are equal then).
+  bool weights_vary = false, activations_vary = false;
+  for (const SweepRecord& r : records) {
+    weights_vary = weights_vary || r.weight_bits != records.front().weight_bits;
+    activations_vary = activations_vary || r.activation_bits != records.front().activation_bits;
+  }
+  auto width_of = [&](const SweepRecord& r) {
+    return weights_vary || !activations_vary ? r.weight_bits : r.activation_bits;
+  };
+  const char* axis = weights_vary && activations_vary ? "bits (weights and activations)"
+                     : activations_vary               ? "activation bits"
+                                                      : "weight bits";
+  std::vector<std::string> methods;
+  std::vector<int> widths;
+  for (const SweepRecord& r : records) {
+    if (std::find(methods.begin(), methods.end(), r.method) == methods.end()) methods.push_back(r.method);
+    if (std::find(widths.begin(), widths.end(), width_of(r)) == widths.end()) widths.push_back(width_of(r));
+  }
+  std::sort(widths.begin(), widths.end());
+  const int lo = widths.empty() ? 1 : widths.front(),
+            hi = widths.empty() ? 8 : std::max(widths.back(), lo + 1);
+  auto x_of = [&](double bits) { return kLeft + (bits - lo) / (hi - lo) * (kRight - kLeft); };
+  auto y_of = [&](double accuracy) { return kBottom - accuracy * (kBottom - kTop); };
+  std::string svg;
+  char b[512];
+  auto add = [&](const char* format, auto... args) {
+    std::snprintf(b, sizeof b, format, args...);
+    svg += b;
+  };
+  add("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"820\" height=\"450\" font-family=\"sans-serif\" "
+      "font-size=\"12\">\n<rect width=\"820\" height=\"450\" fill=\"white\"/>\n");
+  std::string escaped;
+  for (char c : title)
+    escaped += c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '&' ? "&amp;" : std::string(1, c);
+  add("<text x=\"%.0f\" y=\"28\" font-size=\"15\">Accuracy vs bit width: %s</text>\n", kLeft,
+      escaped.c_str());
+  // Axes, grid and ticks.
+  add("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", kLeft, kBottom, kRight,
+      kBottom);
+  add("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", kLeft, kTop, kLeft,
+      kBottom);
+  for (int percent = 0; percent <= 100; percent += 10) {
+    const double y = y_of(percent / 100.0);
+    add("<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", kLeft, y, kRight, y);
+    add("<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%d</text>\n", kLeft - 6, y + 4, percent);
+  }
+  for (int w : widths)
+    add("<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n", x_of(w), kBottom + 18, w);
+  add("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", (kLeft + kRight) / 2, kBottom + 40,
+      axis);
+  add("<text x=\"20\" y=\"%.0f\" text-anchor=\"middle\" transform=\"rotate(-90 20 %.0f)\">test accuracy "
+      "(%%)</text>\n",
+      (kTop + kBottom) / 2, (kTop + kBottom) / 2);
+  if (fp32_accuracy > 0) {
+    const double y = y_of(fp32_accuracy);
+    add("<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"black\" stroke-dasharray=\"6,4\"/>\n",
+        kLeft, y, kRight, y);
+  }
+  // One line per method through the means, error bars over the seeds' min..max.
+  for (std::size_t m = 0; m < methods.size(); ++m) {
+    const char* color = colors[m % 8];
+    std::string points;
+    for (int w : widths) {
+      std::vector<double> values;
+      for (const SweepRecord& r : records)
+        if (r.method == methods[m] && width_of(r) == w) values.push_back(r.accuracy);
+      if (values.empty()) continue;
+      const Stats s = stats(values);
+      const auto [low, high] = std::minmax_element(values.begin(), values.end());
+      const double x = x_of(w);
+      add("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x, y_of(*low), x,
+          y_of(*high), color);
+      add("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x - 4, y_of(*low), x + 4,
+          y_of(*low), color);
+      add("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x - 4, y_of(*high),
+          x + 4, y_of(*high), color);
+      add("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", x, y_of(s.mean), color);
+      std::snprintf(b, sizeof b, "%s%.1f,%.1f", points.empty() ? "" : " ", x, y_of(s.mean));
+      points += b;
+    }
+    add("<polyline class=\"method\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"%s\"/>\n", color,
+        points.c_str());
+  }
+  // Legend, right of the plot.
+  double y = kTop + 10;
+  for (std::size_t m = 0; m < methods.size(); ++m, y += 20) {
+    add("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\"/>\n",
+        kRight + 15, y, kRight + 40, y, colors[m % 8]);
+    add("<text class=\"legend\" x=\"%.0f\" y=\"%.0f\">%s</text>\n", kRight + 46, y + 4, methods[m].c_str());
+  }
+  if (fp32_accuracy > 0) {
+    add("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\" stroke-dasharray=\"6,4\"/>\n",
+        kRight + 15, y, kRight + 40, y);
+    add("<text class=\"legend\" x=\"%.0f\" y=\"%.0f\">fp32 %.1f%%</text>\n", kRight + 46, y + 4,
+        100 * fp32_accuracy);
+  }
+  svg += "</svg>\n";
+  return svg;
+}
+
+}  // namespace qforge::train

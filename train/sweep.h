@@ -1,0 +1,68 @@
+// `qforge sweep CONFIG`: the bit-width study. One fp32 model (the config's
+// quant.fp32_checkpoint, or trained once into DIR/fp32), then PTQ and QAT runs for every
+// (width, method, seed), each a normal run folder under DIR/runs/ with its own log.txt;
+// the fake-quant accuracy and, where the integer runtime runs that width, the integer
+// model's accuracy beside it. Results: a table on stdout (mean ± std over seeds),
+// DIR/sweep.csv, DIR/sweep.json (one record per run) and DIR/sweep.svg (accuracy vs bits,
+// one line per method with the seeds' min..max as error bars, the fp32 accuracy dashed).
+// A killed sweep continues with --resume: finished runs are read back, not rerun.
+//
+// clang-format off
+//   "sweep": {
+//     "bits": [1, 2, 3, 4, 5, 6, 7, 8],  // the widths swept (default 1..8)
+//     "apply": "both",                    // both | weights | activations (the other at "fixed_bits")
+//     "fixed_bits": 8,
+//     "seeds": 3,                          // runs per cell: train.seed, train.seed+1, ...
+//     "methods": ["ptq", "qat", "lsq"]     // built-in names, or {"name", "kind": ptq|qat, "set": {...}}
+//   }
+// clang-format on
+// Built-in methods: ptq (the config's observers, calibrated on quant.ptq.calibration_batches),
+// qat (the config's QAT recipe), lsq (QAT with learnable scales, activations initialized by
+// the histogram observer). A method's "set" holds config overrides ("quant.qat.epochs": 3).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "train/config.h"
+
+namespace qforge::train {
+
+struct SweepMethod {
+  std::string name;
+  std::string kind;    // "ptq" or "qat"
+  nlohmann::json set;  // {"a.b.c": value}: config overrides for this method
+};
+
+struct SweepConfig {
+  std::vector<int> bits{1, 2, 3, 4, 5, 6, 7, 8};
+  std::string apply = "both";  // both | weights | activations
+  int fixed_bits = 8;
+  int64_t seeds = 3;
+  std::vector<SweepMethod> methods;
+};
+
+// An absent section gives the defaults (ptq, qat, lsq); errors name "sweep.<key>".
+SweepConfig parse_sweep_config(const nlohmann::json& section, const std::string& file);
+
+// One finished run of the sweep.
+struct SweepRecord {
+  std::string method;
+  int weight_bits = 0, activation_bits = 0;
+  int64_t seed = 0;
+  double accuracy = 0;
+  double int8_accuracy = -1;  // -1: the integer runtime does not run this width
+  double seconds = 0;
+};
+nlohmann::json to_json(const SweepRecord& record);
+
+// The whole study into config.output_dir; returns the records in run order.
+std::vector<SweepRecord> run_sweep(const RunConfig& config, bool resume);
+
+// The chart alone (also used by tests): accuracy (%) vs bits per method, error bars over
+// seeds, fp32 as a dashed reference line.
+std::string sweep_svg(const std::vector<SweepRecord>& records, double fp32_accuracy,
+                      const std::string& title);
+
+}  // namespace qforge::train
