@@ -220,6 +220,79 @@ nlohmann::json to_json(const SweepRecord& r) {
           {"seconds", r.seconds}};
 }
 
+namespace {
+
+struct PlannedRun {
+  SweepMethod method;
+  int weight_bits, activation_bits;
+  int64_t seed;
+  std::string name() const {
+    return method.name + "_w" + std::to_string(weight_bits) + "a" + std::to_string(activation_bits) + "_s" +
+           std::to_string(seed);
+  }
+};
+
+// Every (width, method, seed), in that order.
+std::vector<PlannedRun> plan_runs(const SweepConfig& sweep, int64_t first_seed) {
+  std::vector<PlannedRun> plan;
+  for (int bits : sweep.bits)
+    for (const SweepMethod& method : sweep.methods)
+      for (int64_t s = 0; s < sweep.seeds; ++s)
+        plan.push_back({method, sweep.apply == "activations" ? sweep.fixed_bits : bits,
+                        sweep.apply == "weights" ? sweep.fixed_bits : bits, first_seed + s});
+  return plan;
+}
+
+// One run: the config with this run's widths, method overrides, seed and folder, run as
+// `qforge ptq` / `qforge qat` would (stdout into the folder's log.txt); its record is
+// written last (sweep_run.json), so a killed run is rerun on --resume.
+SweepRecord run_one(const RunConfig& config, const PlannedRun& p, const std::string& fp32,
+                    const std::string& run_dir) {
+  std::filesystem::remove_all(run_dir);
+  std::filesystem::create_directories(run_dir);
+  nlohmann::json source = config.source;
+  source.erase("sweep");
+  apply_override(source, "quant.weight.bits=" + std::to_string(p.weight_bits));
+  apply_override(source, "quant.activation.bits=" + std::to_string(p.activation_bits));
+  for (const auto& [key, value] : p.method.set.items()) apply_override(source, key + "=" + value.dump());
+  apply_override(source, "quant.fp32_checkpoint=" + nlohmann::json(fp32).dump());
+  apply_override(source, "train.seed=" + std::to_string(p.seed));
+  apply_override(source, "output.dir=" + nlohmann::json(run_dir).dump());
+  RunConfig run = parse_config(source, config.file + " (sweep run " + p.name() + ")");
+  run.force = true;
+  const Clock::time_point start = Clock::now();
+  {
+    StdoutTo log(run_dir + "/log.txt");
+    if (p.method.kind == "ptq")
+      run_ptq(run);
+    else
+      run_qat(run, false);
+  }
+  const nlohmann::json summary = nlohmann::json::parse(read_file(run_dir + "/summary.json"));
+  const std::string int8_stage = p.method.kind == "ptq" ? "int8_ptq" : "int8";
+  const SweepRecord record{
+      p.method.name,
+      p.weight_bits,
+      p.activation_bits,
+      p.seed,
+      summary.at(p.method.kind).at("accuracy").get<double>(),
+      summary.contains(int8_stage) ? summary[int8_stage]["accuracy"].get<double>() : -1.0,
+      std::chrono::duration<double>(Clock::now() - start).count()};
+  write_file_atomically(run_dir + "/sweep_run.json", to_json(record).dump() + "\n");
+  return record;
+}
+
+void print_progress(std::size_t done, std::size_t total, const SweepRecord& r, bool reused, double eta) {
+  char int8[48] = "";
+  if (r.int8_accuracy >= 0) std::snprintf(int8, sizeof int8, ", int8 %.2f%%", 100 * r.int8_accuracy);
+  std::fprintf(stderr, "[%zu/%zu] %-4s %s seed %lld: %.2f%%%s  %s, %zu left, ETA %s\n", done, total,
+               r.method.c_str(), bits_label(r).c_str(), static_cast<long long>(r.seed), 100 * r.accuracy,
+               int8, reused ? "finished earlier" : (std::to_string(std::lround(r.seconds)) + " s").c_str(),
+               total - done, format_duration(eta).c_str());
+}
+
+}  // namespace
+
 std::vector<SweepRecord> run_sweep(const RunConfig& config, bool resume) {
   const SweepConfig sweep = parse_sweep_config(config.source.value("sweep", nlohmann::json()), config.file);
   const std::string dir = config.output_dir;
@@ -227,81 +300,24 @@ std::vector<SweepRecord> run_sweep(const RunConfig& config, bool resume) {
            " holds a finished sweep; --resume continues it, --force replaces it");
   std::filesystem::create_directories(dir + "/runs");
   const std::string fp32 = fp32_checkpoint(config, resume);
-
-  struct Planned {
-    SweepMethod method;
-    int weight_bits, activation_bits;
-    int64_t seed;
-  };
-  std::vector<Planned> plan;
-  for (int bits : sweep.bits)
-    for (const SweepMethod& method : sweep.methods)
-      for (int64_t s = 0; s < sweep.seeds; ++s)
-        plan.push_back({method, sweep.apply == "activations" ? sweep.fixed_bits : bits,
-                        sweep.apply == "weights" ? sweep.fixed_bits : bits, config.train.seed + s});
-
+  const std::vector<PlannedRun> plan = plan_runs(sweep, config.train.seed);
   std::vector<SweepRecord> records;
   double fp32_accuracy = 0, run_seconds = 0;
   int64_t ran = 0;
-  const std::string title = config.file + ": " + config.model.name;
   for (std::size_t i = 0; i < plan.size(); ++i) {
-    const Planned& p = plan[i];
-    const std::string name = p.method.name + "_w" + std::to_string(p.weight_bits) + "a" +
-                             std::to_string(p.activation_bits) + "_s" + std::to_string(p.seed);
-    const std::string run_dir = dir + "/runs/" + name, marker = run_dir + "/sweep_run.json";
-    SweepRecord record;
-    if (resume && std::filesystem::exists(marker)) {
-      record = record_from_json(nlohmann::json::parse(read_file(marker)));
-    } else {
-      std::filesystem::remove_all(run_dir);
-      std::filesystem::create_directories(run_dir);
-      nlohmann::json source = config.source;
-      source.erase("sweep");
-      apply_override(source, "quant.weight.bits=" + std::to_string(p.weight_bits));
-      apply_override(source, "quant.activation.bits=" + std::to_string(p.activation_bits));
-      for (const auto& [key, value] : p.method.set.items()) apply_override(source, key + "=" + value.dump());
-      apply_override(source, "quant.fp32_checkpoint=" + nlohmann::json(fp32).dump());
-      apply_override(source, "train.seed=" + std::to_string(p.seed));
-      apply_override(source, "output.dir=" + nlohmann::json(run_dir).dump());
-      RunConfig run = parse_config(source, config.file + " (sweep run " + name + ")");
-      run.force = true;
-      const Clock::time_point start = Clock::now();
-      {
-        StdoutTo log(run_dir + "/log.txt");
-        if (p.method.kind == "ptq")
-          run_ptq(run);
-        else
-          run_qat(run, false);
-      }
-      const nlohmann::json summary = nlohmann::json::parse(read_file(run_dir + "/summary.json"));
-      const std::string int8_stage = p.method.kind == "ptq" ? "int8_ptq" : "int8";
-      record = {p.method.name,
-                p.weight_bits,
-                p.activation_bits,
-                p.seed,
-                summary.at(p.method.kind).at("accuracy").get<double>(),
-                summary.contains(int8_stage) ? summary[int8_stage]["accuracy"].get<double>() : -1.0,
-                std::chrono::duration<double>(Clock::now() - start).count()};
-      write_file_atomically(marker, to_json(record).dump() + "\n");
-      run_seconds += record.seconds;
-      ++ran;
-    }
+    const std::string run_dir = dir + "/runs/" + plan[i].name(), marker = run_dir + "/sweep_run.json";
+    const bool reused = resume && std::filesystem::exists(marker);
+    records.push_back(reused ? record_from_json(nlohmann::json::parse(read_file(marker)))
+                             : run_one(config, plan[i], fp32, run_dir));
+    if (!reused) run_seconds += records.back().seconds, ++ran;
     if (fp32_accuracy == 0) {
       const nlohmann::json summary = nlohmann::json::parse(read_file(run_dir + "/summary.json"));
       if (summary.contains("fp32")) fp32_accuracy = summary["fp32"]["accuracy"].get<double>();
     }
-    records.push_back(record);
-    write_results(dir, records, fp32_accuracy, title);
-    const double eta =
-        ran > 0 ? run_seconds / static_cast<double>(ran) * static_cast<double>(plan.size() - i - 1) : 0;
-    char int8[48] = "";
-    if (record.int8_accuracy >= 0)
-      std::snprintf(int8, sizeof int8, ", int8 %.2f%%", 100 * record.int8_accuracy);
-    std::fprintf(stderr, "[%zu/%zu] %-4s %s seed %lld: %.2f%%%s  %.1f s%s, %zu left, ETA %s\n", i + 1,
-                 plan.size(), p.method.name.c_str(), bits_label(record).c_str(),
-                 static_cast<long long>(p.seed), 100 * record.accuracy, int8, record.seconds,
-                 resume && ran == 0 ? " (finished earlier)" : "", plan.size() - i - 1,
-                 format_duration(eta).c_str());
+    write_results(dir, records, fp32_accuracy, config.file + ": " + config.model.name);
+    const double left = static_cast<double>(plan.size() - i - 1);
+    print_progress(i + 1, plan.size(), records.back(), reused,
+                   ran > 0 ? run_seconds / static_cast<double>(ran) * left : 0);
   }
   print_table(records, sweep.methods, false, fp32_accuracy);
   print_table(records, sweep.methods, true, fp32_accuracy);
@@ -310,9 +326,91 @@ std::vector<SweepRecord> run_sweep(const RunConfig& config, bool resume) {
   return records;
 }
 
+namespace {
+
+// A line chart on an 820×450 canvas: plot area x 70..690, y 50..390 (accuracy 0..1).
+class Chart {
+ public:
+  Chart(int lo, int hi) : lo_(lo), hi_(hi) {}
+  double x(double bits) const { return kLeft + (bits - lo_) / (hi_ - lo_) * (kRight - kLeft); }
+  static double y(double accuracy) { return kBottom - accuracy * (kBottom - kTop); }
+  template <typename... Args>
+  void add(const char* format, Args... args) {
+    char buffer[512];
+    std::snprintf(buffer, sizeof buffer, format, args...);
+    svg_ += buffer;
+  }
+  void line(double x1, double y1, double x2, double y2, const char* style) {
+    add("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" %s/>\n", x1, y1, x2, y2, style);
+  }
+  std::string& svg() { return svg_; }
+  static constexpr double kLeft = 70, kRight = 690, kTop = 50, kBottom = 390;
+
+ private:
+  int lo_, hi_;
+  std::string svg_;
+};
+
+std::string escape_xml(const std::string& text) {
+  std::string escaped;
+  for (char c : text)
+    escaped += c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '&' ? "&amp;" : std::string(1, c);
+  return escaped;
+}
+
+// Frame, grid, ticks and the axis labels.
+void draw_axes(Chart& c, const std::vector<int>& widths, const char* x_label, const std::string& title) {
+  c.add("<text x=\"%.0f\" y=\"28\" font-size=\"15\">Accuracy vs bit width: %s</text>\n", Chart::kLeft,
+        escape_xml(title).c_str());
+  c.line(Chart::kLeft, Chart::kBottom, Chart::kRight, Chart::kBottom, "stroke=\"black\"");
+  c.line(Chart::kLeft, Chart::kTop, Chart::kLeft, Chart::kBottom, "stroke=\"black\"");
+  for (int percent = 0; percent <= 100; percent += 10) {
+    const double y = Chart::y(percent / 100.0);
+    c.line(Chart::kLeft, y, Chart::kRight, y, "stroke=\"#ddd\"");
+    c.add("<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%d</text>\n", Chart::kLeft - 6, y + 4, percent);
+  }
+  for (int w : widths)
+    c.add("<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n", c.x(w), Chart::kBottom + 18, w);
+  c.add("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", (Chart::kLeft + Chart::kRight) / 2,
+        Chart::kBottom + 40, x_label);
+  const double middle = (Chart::kTop + Chart::kBottom) / 2;
+  c.add(
+      "<text x=\"20\" y=\"%.0f\" text-anchor=\"middle\" transform=\"rotate(-90 20 %.0f)\">test accuracy "
+      "(%%)</text>\n",
+      middle, middle);
+}
+
+// One method: error bars over the seeds' min..max at each width, the means joined.
+void draw_method(Chart& c, const std::vector<std::vector<double>>& per_width, const std::vector<int>& widths,
+                 const char* color) {
+  std::string points;
+  char style[64], point[48];
+  std::snprintf(style, sizeof style, "stroke=\"%s\"", color);
+  for (std::size_t i = 0; i < widths.size(); ++i) {
+    if (per_width[i].empty()) continue;
+    const auto [low, high] = std::minmax_element(per_width[i].begin(), per_width[i].end());
+    const double x = c.x(widths[i]), mean = stats(per_width[i]).mean;
+    c.line(x, Chart::y(*low), x, Chart::y(*high), style);
+    c.line(x - 4, Chart::y(*low), x + 4, Chart::y(*low), style);
+    c.line(x - 4, Chart::y(*high), x + 4, Chart::y(*high), style);
+    c.add("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", x, Chart::y(mean), color);
+    std::snprintf(point, sizeof point, "%s%.1f,%.1f", points.empty() ? "" : " ", x, Chart::y(mean));
+    points += point;
+  }
+  c.add("<polyline class=\"method\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"%s\"/>\n", color,
+        points.c_str());
+}
+
+void draw_legend_entry(Chart& c, double y, const char* style, const std::string& label) {
+  c.line(Chart::kRight + 15, y, Chart::kRight + 40, y, style);
+  c.add("<text class=\"legend\" x=\"%.0f\" y=\"%.0f\">%s</text>\n", Chart::kRight + 46, y + 4,
+        escape_xml(label).c_str());
+}
+
+}  // namespace
+
 std::string sweep_svg(const std::vector<SweepRecord>& records, double fp32_accuracy,
                       const std::string& title) {
-  constexpr double kLeft = 70, kRight = 690, kTop = 50, kBottom = 390;
   const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd",
                           "#ff7f0e", "#8c564b", "#e377c2", "#17becf"};
   // The swept side: weights, activations, or both (they are equal then).
@@ -324,9 +422,6 @@ std::string sweep_svg(const std::vector<SweepRecord>& records, double fp32_accur
   auto width_of = [&](const SweepRecord& r) {
     return weights_vary || !activations_vary ? r.weight_bits : r.activation_bits;
   };
-  const char* axis = weights_vary && activations_vary ? "bits (weights and activations)"
-                     : activations_vary               ? "activation bits"
-                                                      : "weight bits";
   std::vector<std::string> methods;
   std::vector<int> widths;
   for (const SweepRecord& r : records) {
@@ -334,85 +429,38 @@ std::string sweep_svg(const std::vector<SweepRecord>& records, double fp32_accur
     if (std::find(widths.begin(), widths.end(), width_of(r)) == widths.end()) widths.push_back(width_of(r));
   }
   std::sort(widths.begin(), widths.end());
-  const int lo = widths.empty() ? 1 : widths.front(),
-            hi = widths.empty() ? 8 : std::max(widths.back(), lo + 1);
-  auto x_of = [&](double bits) { return kLeft + (bits - lo) / (hi - lo) * (kRight - kLeft); };
-  auto y_of = [&](double accuracy) { return kBottom - accuracy * (kBottom - kTop); };
-  std::string svg;
-  char b[512];
-  auto add = [&](const char* format, auto... args) {
-    std::snprintf(b, sizeof b, format, args...);
-    svg += b;
-  };
-  add("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"820\" height=\"450\" font-family=\"sans-serif\" "
+  const int lo = widths.empty() ? 1 : widths.front();
+  Chart chart(lo, widths.empty() ? 8 : std::max(widths.back(), lo + 1));
+  chart.add(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"820\" height=\"450\" font-family=\"sans-serif\" "
       "font-size=\"12\">\n<rect width=\"820\" height=\"450\" fill=\"white\"/>\n");
-  std::string escaped;
-  for (char c : title)
-    escaped += c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '&' ? "&amp;" : std::string(1, c);
-  add("<text x=\"%.0f\" y=\"28\" font-size=\"15\">Accuracy vs bit width: %s</text>\n", kLeft,
-      escaped.c_str());
-  // Axes, grid and ticks.
-  add("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", kLeft, kBottom, kRight,
-      kBottom);
-  add("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", kLeft, kTop, kLeft,
-      kBottom);
-  for (int percent = 0; percent <= 100; percent += 10) {
-    const double y = y_of(percent / 100.0);
-    add("<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", kLeft, y, kRight, y);
-    add("<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%d</text>\n", kLeft - 6, y + 4, percent);
-  }
-  for (int w : widths)
-    add("<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n", x_of(w), kBottom + 18, w);
-  add("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", (kLeft + kRight) / 2, kBottom + 40,
-      axis);
-  add("<text x=\"20\" y=\"%.0f\" text-anchor=\"middle\" transform=\"rotate(-90 20 %.0f)\">test accuracy "
-      "(%%)</text>\n",
-      (kTop + kBottom) / 2, (kTop + kBottom) / 2);
-  if (fp32_accuracy > 0) {
-    const double y = y_of(fp32_accuracy);
-    add("<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"black\" stroke-dasharray=\"6,4\"/>\n",
-        kLeft, y, kRight, y);
-  }
-  // One line per method through the means, error bars over the seeds' min..max.
-  for (std::size_t m = 0; m < methods.size(); ++m) {
-    const char* color = colors[m % 8];
-    std::string points;
-    for (int w : widths) {
-      std::vector<double> values;
-      for (const SweepRecord& r : records)
-        if (r.method == methods[m] && width_of(r) == w) values.push_back(r.accuracy);
-      if (values.empty()) continue;
-      const Stats s = stats(values);
-      const auto [low, high] = std::minmax_element(values.begin(), values.end());
-      const double x = x_of(w);
-      add("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x, y_of(*low), x,
-          y_of(*high), color);
-      add("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x - 4, y_of(*low), x + 4,
-          y_of(*low), color);
-      add("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x - 4, y_of(*high),
-          x + 4, y_of(*high), color);
-      add("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", x, y_of(s.mean), color);
-      std::snprintf(b, sizeof b, "%s%.1f,%.1f", points.empty() ? "" : " ", x, y_of(s.mean));
-      points += b;
-    }
-    add("<polyline class=\"method\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"%s\"/>\n", color,
-        points.c_str());
-  }
-  // Legend, right of the plot.
-  double y = kTop + 10;
-  for (std::size_t m = 0; m < methods.size(); ++m, y += 20) {
-    add("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\"/>\n",
-        kRight + 15, y, kRight + 40, y, colors[m % 8]);
-    add("<text class=\"legend\" x=\"%.0f\" y=\"%.0f\">%s</text>\n", kRight + 46, y + 4, methods[m].c_str());
+  draw_axes(chart, widths,
+            weights_vary && activations_vary ? "bits (weights and activations)"
+            : activations_vary               ? "activation bits"
+                                             : "weight bits",
+            title);
+  const char* dashed = "stroke=\"black\" stroke-dasharray=\"6,4\"";
+  if (fp32_accuracy > 0)
+    chart.line(Chart::kLeft, Chart::y(fp32_accuracy), Chart::kRight, Chart::y(fp32_accuracy), dashed);
+  double legend_y = Chart::kTop + 10;
+  for (std::size_t m = 0; m < methods.size(); ++m, legend_y += 20) {
+    std::vector<std::vector<double>> per_width(widths.size());
+    for (const SweepRecord& r : records)
+      if (r.method == methods[m])
+        per_width[std::find(widths.begin(), widths.end(), width_of(r)) - widths.begin()].push_back(
+            r.accuracy);
+    draw_method(chart, per_width, widths, colors[m % 8]);
+    draw_legend_entry(chart, legend_y,
+                      (std::string("stroke=\"") + colors[m % 8] + "\" stroke-width=\"2\"").c_str(),
+                      methods[m]);
   }
   if (fp32_accuracy > 0) {
-    add("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\" stroke-dasharray=\"6,4\"/>\n",
-        kRight + 15, y, kRight + 40, y);
-    add("<text class=\"legend\" x=\"%.0f\" y=\"%.0f\">fp32 %.1f%%</text>\n", kRight + 46, y + 4,
-        100 * fp32_accuracy);
+    char label[32];
+    std::snprintf(label, sizeof label, "fp32 %.1f%%", 100 * fp32_accuracy);
+    draw_legend_entry(chart, legend_y, dashed, label);
   }
-  svg += "</svg>\n";
-  return svg;
+  chart.svg() += "</svg>\n";
+  return chart.svg();
 }
 
 }  // namespace qforge::train
