@@ -10,6 +10,7 @@
 // fake_quantize_amax.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/tensor.h"
@@ -36,8 +37,11 @@ void fake_quantize_reference(float* y, uint8_t* mask, const float* x, const Shap
 // LSQ's gradient scale for a learned step size (Esser et al. 2020, §2.2): 1/√(N·Q_P), N
 // the elements sharing the scale and Q_P the largest level — it keeps the step size's
 // updates on the scale of the weights' own, whatever the tensor size and bit width.
+// Q_P is quant_max, as PyTorch's _LearnableFakeQuantize; a signed 1-bit grid {−1, 0} has
+// quant_max 0, and there the largest magnitude, 1, stands in (1/√0 would make the scale NaN).
 inline float lsq_gradient_scale(int64_t elements_per_scale, const QuantRange& range) {
-  return 1.0f / std::sqrt(static_cast<float>(elements_per_scale) * static_cast<float>(range.quant_max));
+  const int64_t largest = range.quant_max > 0 ? range.quant_max : std::max<int64_t>(-range.quant_min, 1);
+  return 1.0f / std::sqrt(static_cast<float>(elements_per_scale) * static_cast<float>(largest));
 }
 
 // NVIDIA pytorch-quantization's tensor_quant convention: scale = (2^(b-1)-1)/amax (signed)

@@ -92,13 +92,13 @@ std::string fp32_checkpoint(const RunConfig& config, bool resume) {
 }
 
 SweepRecord record_from_json(const nlohmann::json& j) {
-  return {j.at("method"),
-          j.at("weight_bits"),
-          j.at("activation_bits"),
-          j.at("seed"),
-          j.at("accuracy"),
-          j.value("int8_accuracy", nlohmann::json()).is_null() ? -1.0 : j["int8_accuracy"].get<double>(),
-          j.at("seconds")};
+  SweepRecord r{j.at("method"), j.at("weight_bits"), j.at("activation_bits"), j.at("seed")};
+  r.accuracy = j.at("accuracy").is_null() ? 0.0 : j["accuracy"].get<double>();
+  r.int8_accuracy =
+      j.value("int8_accuracy", nlohmann::json()).is_null() ? -1.0 : j["int8_accuracy"].get<double>();
+  r.seconds = j.at("seconds");
+  r.error = j.value("error", "");
+  return r;
 }
 
 void write_results(const std::string& dir, const std::vector<SweepRecord>& records, double fp32_accuracy,
@@ -108,8 +108,9 @@ void write_results(const std::string& dir, const std::vector<SweepRecord>& recor
   for (const SweepRecord& r : records) {
     all.push_back(to_json(r));
     char line[256];
-    std::snprintf(line, sizeof line, "%s,%d,%d,%lld,%.6f,%s,%.2f\n", r.method.c_str(), r.weight_bits,
-                  r.activation_bits, static_cast<long long>(r.seed), r.accuracy,
+    std::snprintf(line, sizeof line, "%s,%d,%d,%lld,%s,%s,%.2f\n", r.method.c_str(), r.weight_bits,
+                  r.activation_bits, static_cast<long long>(r.seed),
+                  r.error.empty() ? std::to_string(r.accuracy).c_str() : "",
                   r.int8_accuracy < 0 ? "" : std::to_string(r.int8_accuracy).c_str(), r.seconds);
     csv += line;
   }
@@ -148,12 +149,18 @@ void print_table(const std::vector<SweepRecord>& records, const std::vector<Swee
     std::printf("%-8s", label.c_str());
     for (const SweepMethod& m : methods) {
       std::vector<double> values;
-      for (const SweepRecord& r : records)
-        if (r.method == m.name && bits_label(r) == label && (!int8 || r.int8_accuracy >= 0))
+      int failed = 0;
+      for (const SweepRecord& r : records) {
+        if (r.method != m.name || bits_label(r) != label) continue;
+        failed += !r.error.empty();
+        if (r.error.empty() && (!int8 || r.int8_accuracy >= 0))
           values.push_back(100 * (int8 ? r.int8_accuracy : r.accuracy));
+      }
       const Stats s = stats(values);
       char cell[32];
-      if (s.count == 0)
+      if (failed > 0)  // a failed seed makes the cell's mean meaningless: say so
+        std::snprintf(cell, sizeof cell, "%d failed", failed);
+      else if (s.count == 0)
         std::snprintf(cell, sizeof cell, "-");
       else
         std::snprintf(cell, sizeof cell, "%.2f ± %.2f", s.mean, s.std);
@@ -211,13 +218,16 @@ SweepConfig parse_sweep_config(const nlohmann::json& section, const std::string&
 }
 
 nlohmann::json to_json(const SweepRecord& r) {
-  return {{"method", r.method},
-          {"weight_bits", r.weight_bits},
-          {"activation_bits", r.activation_bits},
-          {"seed", r.seed},
-          {"accuracy", r.accuracy},
-          {"int8_accuracy", r.int8_accuracy < 0 ? nlohmann::json() : nlohmann::json(r.int8_accuracy)},
-          {"seconds", r.seconds}};
+  nlohmann::json j{
+      {"method", r.method},
+      {"weight_bits", r.weight_bits},
+      {"activation_bits", r.activation_bits},
+      {"seed", r.seed},
+      {"accuracy", r.error.empty() ? nlohmann::json(r.accuracy) : nlohmann::json()},
+      {"int8_accuracy", r.int8_accuracy < 0 ? nlohmann::json() : nlohmann::json(r.int8_accuracy)},
+      {"seconds", r.seconds}};
+  if (!r.error.empty()) j["error"] = r.error;
+  return j;
 }
 
 namespace {
@@ -261,34 +271,44 @@ SweepRecord run_one(const RunConfig& config, const PlannedRun& p, const std::str
   RunConfig run = parse_config(source, config.file + " (sweep run " + p.name() + ")");
   run.force = true;
   const Clock::time_point start = Clock::now();
-  {
+  auto seconds = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
+  try {
     StdoutTo log(run_dir + "/log.txt");
     if (p.method.kind == "ptq")
       run_ptq(run);
     else
       run_qat(run, false);
+  } catch (const Error& error) {
+    // One run failing (a diverging loss at 1 bit, say) is a result of the study, not its end.
+    SweepRecord failed{p.method.name, p.weight_bits, p.activation_bits, p.seed};
+    failed.seconds = seconds();
+    failed.error = error.what();
+    write_file_atomically(run_dir + "/sweep_run.json", to_json(failed).dump() + "\n");
+    return failed;
   }
   const nlohmann::json summary = nlohmann::json::parse(read_file(run_dir + "/summary.json"));
   const std::string int8_stage = p.method.kind == "ptq" ? "int8_ptq" : "int8";
-  const SweepRecord record{
-      p.method.name,
-      p.weight_bits,
-      p.activation_bits,
-      p.seed,
-      summary.at(p.method.kind).at("accuracy").get<double>(),
-      summary.contains(int8_stage) ? summary[int8_stage]["accuracy"].get<double>() : -1.0,
-      std::chrono::duration<double>(Clock::now() - start).count()};
+  SweepRecord record{p.method.name, p.weight_bits, p.activation_bits, p.seed};
+  record.accuracy = summary.at(p.method.kind).at("accuracy").get<double>();
+  record.int8_accuracy = summary.contains(int8_stage) ? summary[int8_stage]["accuracy"].get<double>() : -1.0;
+  record.seconds = seconds();
   write_file_atomically(run_dir + "/sweep_run.json", to_json(record).dump() + "\n");
   return record;
 }
 
 void print_progress(std::size_t done, std::size_t total, const SweepRecord& r, bool reused, double eta) {
-  char int8[48] = "";
-  if (r.int8_accuracy >= 0) std::snprintf(int8, sizeof int8, ", int8 %.2f%%", 100 * r.int8_accuracy);
-  std::fprintf(stderr, "[%zu/%zu] %-4s %s seed %lld: %.2f%%%s  %s, %zu left, ETA %s\n", done, total,
-               r.method.c_str(), bits_label(r).c_str(), static_cast<long long>(r.seed), 100 * r.accuracy,
-               int8, reused ? "finished earlier" : (std::to_string(std::lround(r.seconds)) + " s").c_str(),
+  char result[96];
+  if (!r.error.empty())
+    std::snprintf(result, sizeof result, "failed (see its log.txt)");
+  else if (r.int8_accuracy >= 0)
+    std::snprintf(result, sizeof result, "%.2f%%, int8 %.2f%%", 100 * r.accuracy, 100 * r.int8_accuracy);
+  else
+    std::snprintf(result, sizeof result, "%.2f%%", 100 * r.accuracy);
+  std::fprintf(stderr, "[%zu/%zu] %-4s %s seed %lld: %s  %s, %zu left, ETA %s\n", done, total,
+               r.method.c_str(), bits_label(r).c_str(), static_cast<long long>(r.seed), result,
+               reused ? "finished earlier" : (std::to_string(std::lround(r.seconds)) + " s").c_str(),
                total - done, format_duration(eta).c_str());
+  if (!r.error.empty()) std::fprintf(stderr, "        %s\n", r.error.c_str());
 }
 
 }  // namespace
@@ -446,7 +466,7 @@ std::string sweep_svg(const std::vector<SweepRecord>& records, double fp32_accur
   for (std::size_t m = 0; m < methods.size(); ++m, legend_y += 20) {
     std::vector<std::vector<double>> per_width(widths.size());
     for (const SweepRecord& r : records)
-      if (r.method == methods[m])
+      if (r.method == methods[m] && r.error.empty())
         per_width[std::find(widths.begin(), widths.end(), width_of(r)) - widths.begin()].push_back(
             r.accuracy);
     draw_method(chart, per_width, widths, colors[m % 8]);

@@ -54,6 +54,7 @@ struct SweepRecord {
   double accuracy = 0;
   double int8_accuracy = -1;  // -1: the integer runtime does not run this width
   double seconds = 0;
+  std::string error;  // a run that failed (a NaN loss at 1 bit, say): its message; accuracy unused
 };
 nlohmann::json to_json(const SweepRecord& record);
 

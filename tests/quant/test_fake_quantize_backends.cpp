@@ -3,6 +3,7 @@
 // parallel grain: outputs bit for bit, and the straight-through mask through backward.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <vector>
 
 #include "core/ops.h"
@@ -57,4 +58,11 @@ TEST_CASE(
     for (int64_t i = 0; i < x.numel(); ++i) different += x.grad().data()[i] != (mask[i] ? g.data()[i] : 0.0f);
     CHECK(different == 0);
   }
+}
+
+TEST_CASE("lsq_gradient_scale: PyTorch's 1/sqrt(N*quant_max), finite on the signed 1-bit grid") {
+  CHECK(lsq_gradient_scale(100, quant_range(8, true)) == doctest::Approx(1.0 / std::sqrt(100.0 * 127)));
+  CHECK(lsq_gradient_scale(100, quant_range(4, false)) == doctest::Approx(1.0 / std::sqrt(100.0 * 15)));
+  // {-1, 0}: quant_max is 0; the largest magnitude 1 stands in.
+  CHECK(lsq_gradient_scale(100, quant_range(1, true)) == doctest::Approx(0.1));
 }
