@@ -280,6 +280,11 @@ int main(int argc, char** argv) {
       "Bit-width study: PTQ and QAT (and LSQ, or named variants) at every width and seed, with a chart",
       true);
 
+  auto* compare_command = run_command(
+      "calibrate-compare",
+      "PTQ calibration study: each observer/calibrator on several random calibration subsets, box plot",
+      true);
+
   auto* eval = app.add_subcommand("eval", "Evaluate a saved model on the config's test set");
   eval->add_option("config", config_path, "Config file (JSON)")->required()->check(CLI::ExistingFile);
   eval->add_option("--checkpoint", checkpoint, "model.qf, checkpoint.qf or an integer model.qfm")
@@ -328,6 +333,8 @@ int main(int argc, char** argv) {
     if (*qat) train::run_qat(load_run_config(config_path, overrides, out, force), resume);
     if (*ptq) train::run_ptq(load_run_config(config_path, overrides, out, force));
     if (*sweep) train::run_sweep(load_run_config(config_path, overrides, out, force), resume);
+    if (*compare_command)
+      train::run_calibrate_compare(load_run_config(config_path, overrides, out, force), resume);
     if (*eval) run_eval(load_run_config(config_path, overrides, ""), checkpoint, compare, as_json);
     if (*convert) run_convert(load_run_config(config_path, overrides, ""), checkpoint, out);
     if (*inspect) run_inspect(file);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <map>
 
 #include "core/config_reader.h"
@@ -101,8 +102,8 @@ SweepRecord record_from_json(const nlohmann::json& j) {
   return r;
 }
 
-void write_results(const std::string& dir, const std::vector<SweepRecord>& records, double fp32_accuracy,
-                   const std::string& title) {
+void write_results(const std::string& dir, const std::string& stem, const std::vector<SweepRecord>& records,
+                   double fp32_accuracy, const std::string& svg) {
   nlohmann::json all = nlohmann::json::array();
   std::string csv = "method,weight_bits,activation_bits,seed,accuracy,int8_accuracy,seconds\n";
   for (const SweepRecord& r : records) {
@@ -114,10 +115,10 @@ void write_results(const std::string& dir, const std::vector<SweepRecord>& recor
                   r.int8_accuracy < 0 ? "" : std::to_string(r.int8_accuracy).c_str(), r.seconds);
     csv += line;
   }
-  write_file_atomically(dir + "/sweep.json",
+  write_file_atomically(dir + "/" + stem + ".json",
                         nlohmann::json{{"fp32_accuracy", fp32_accuracy}, {"runs", all}}.dump(1) + "\n");
-  write_file_atomically(dir + "/sweep.csv", csv);
-  write_file_atomically(dir + "/sweep.svg", sweep_svg(records, fp32_accuracy, title));
+  write_file_atomically(dir + "/" + stem + ".csv", csv);
+  write_file_atomically(dir + "/" + stem + ".svg", svg);
 }
 
 struct Stats {
@@ -313,14 +314,21 @@ void print_progress(std::size_t done, std::size_t total, const SweepRecord& r, b
 
 }  // namespace
 
-std::vector<SweepRecord> run_sweep(const RunConfig& config, bool resume) {
-  const SweepConfig sweep = parse_sweep_config(config.source.value("sweep", nlohmann::json()), config.file);
+namespace {
+
+using ChartFunction = std::function<std::string(const std::vector<SweepRecord>&, double fp32_accuracy)>;
+
+// Runs (or, with --resume, reads back) every planned run over the fp32 model in order,
+// rewriting DIR/<stem>.{json,csv,svg} after each; returns the records and the fp32 accuracy.
+std::pair<std::vector<SweepRecord>, double> execute_plan(const RunConfig& config,
+                                                         const std::vector<PlannedRun>& plan, bool resume,
+                                                         const std::string& stem,
+                                                         const ChartFunction& chart) {
   const std::string dir = config.output_dir;
-  QF_CHECK(resume || config.force || !std::filesystem::exists(dir + "/sweep.json"), dir,
-           " holds a finished sweep; --resume continues it, --force replaces it");
+  QF_CHECK(resume || config.force || !std::filesystem::exists(dir + "/" + stem + ".json"), dir,
+           " holds a finished ", stem, "; --resume continues it, --force replaces it");
   std::filesystem::create_directories(dir + "/runs");
   const std::string fp32 = fp32_checkpoint(config, resume);
-  const std::vector<PlannedRun> plan = plan_runs(sweep, config.train.seed);
   std::vector<SweepRecord> records;
   double fp32_accuracy = 0, run_seconds = 0;
   int64_t ran = 0;
@@ -330,19 +338,104 @@ std::vector<SweepRecord> run_sweep(const RunConfig& config, bool resume) {
     records.push_back(reused ? record_from_json(nlohmann::json::parse(read_file(marker)))
                              : run_one(config, plan[i], fp32, run_dir));
     if (!reused) run_seconds += records.back().seconds, ++ran;
-    if (fp32_accuracy == 0) {
+    if (fp32_accuracy == 0 && std::filesystem::exists(run_dir + "/summary.json")) {
       const nlohmann::json summary = nlohmann::json::parse(read_file(run_dir + "/summary.json"));
       if (summary.contains("fp32")) fp32_accuracy = summary["fp32"]["accuracy"].get<double>();
     }
-    write_results(dir, records, fp32_accuracy, config.file + ": " + config.model.name);
+    write_results(dir, stem, records, fp32_accuracy, chart(records, fp32_accuracy));
     const double left = static_cast<double>(plan.size() - i - 1);
     print_progress(i + 1, plan.size(), records.back(), reused,
                    ran > 0 ? run_seconds / static_cast<double>(ran) * left : 0);
   }
+  return {records, fp32_accuracy};
+}
+
+}  // namespace
+
+std::vector<SweepRecord> run_sweep(const RunConfig& config, bool resume) {
+  const SweepConfig sweep = parse_sweep_config(config.source.value("sweep", nlohmann::json()), config.file);
+  const std::string title = config.file + ": " + config.model.name;
+  const auto [records, fp32_accuracy] = execute_plan(
+      config, plan_runs(sweep, config.train.seed), resume, "sweep",
+      [&](const std::vector<SweepRecord>& so_far, double fp32) { return sweep_svg(so_far, fp32, title); });
   print_table(records, sweep.methods, false, fp32_accuracy);
   print_table(records, sweep.methods, true, fp32_accuracy);
   std::printf("\n%s/sweep.csv, sweep.json, sweep.svg; each run's folder and log under %s/runs/\n",
-              dir.c_str(), dir.c_str());
+              config.output_dir.c_str(), config.output_dir.c_str());
+  return records;
+}
+
+CompareConfig parse_compare_config(const nlohmann::json& section, const std::string& file) {
+  ConfigReader reader(section, file, "calibrate_compare");
+  CompareConfig compare;
+  compare.runs = reader.integer("runs", compare.runs, 1);
+  compare.images = reader.integer("images", compare.images, 1);
+  compare.bits = static_cast<int>(reader.integer("bits", compare.bits, 2));
+  if (compare.bits > 16) reader.fail("bits", "expected 2..16");
+  const nlohmann::json& methods = reader.raw("methods");
+  if (!methods.is_null()) {
+    if (!methods.is_array() || methods.empty())
+      reader.fail("methods", "expected a non-empty array of observer kinds");
+    compare.methods.clear();
+    for (const nlohmann::json& m : methods) {
+      if (!m.is_string()) reader.fail("methods", "expected observer kinds as strings (\"percentile:99.9\")");
+      try {
+        quant::ObserverChoice::parse(m.get<std::string>());
+      } catch (const Error& error) {
+        reader.fail("methods", error.what());
+      }
+      compare.methods.push_back(m.get<std::string>());
+    }
+  }
+  reader.finish();
+  return compare;
+}
+
+std::vector<SweepRecord> run_calibrate_compare(const RunConfig& config, bool resume) {
+  const CompareConfig compare =
+      parse_compare_config(config.source.value("calibrate_compare", nlohmann::json()), config.file);
+  const int64_t batches = (compare.images + config.train.batch_size - 1) / config.train.batch_size;
+  std::vector<PlannedRun> plan;
+  for (const std::string& method : compare.methods) {
+    const quant::ObserverChoice choice = quant::ObserverChoice::parse(method);
+    nlohmann::json set{{"quant.activation.observer", quant::observer_info(choice.kind).name},
+                       {"quant.ptq.calibration_batches", batches}};
+    if (choice.kind == quant::ObserverKind::percentile)
+      set["quant.activation.percentile"] = choice.percentile;
+    if (quant::observer_info(choice.kind).is_calibrator)
+      set["quant.activation.symmetric"] = true, set["quant.activation.signed"] = true;
+    for (int64_t run = 0; run < compare.runs; ++run)
+      plan.push_back({{method, "ptq", set}, compare.bits, compare.bits, config.train.seed + run});
+  }
+  const std::string title = config.file + ": " + config.model.name;
+  const auto [records, fp32_accuracy] = execute_plan(
+      config, plan, resume, "compare",
+      [&](const std::vector<SweepRecord>& so_far, double fp32) { return compare_svg(so_far, fp32, title); });
+  std::printf("\nPTQ at %d bits, %lld calibration runs of %lld images each (fp32 %.2f%%)\n", compare.bits,
+              static_cast<long long>(compare.runs), static_cast<long long>(batches * config.train.batch_size),
+              100 * fp32_accuracy);
+  std::printf("%-20s %8s %8s %8s %10s\n", "method", "mean", "min", "max", "int8 mean");
+  for (const std::string& method : compare.methods) {
+    std::vector<double> values, int8;
+    int failed = 0;
+    for (const SweepRecord& r : records) {
+      if (r.method != method) continue;
+      failed += !r.error.empty();
+      if (!r.error.empty()) continue;
+      values.push_back(100 * r.accuracy);
+      if (r.int8_accuracy >= 0) int8.push_back(100 * r.int8_accuracy);
+    }
+    if (values.empty()) {
+      std::printf("%-20s %d failed\n", method.c_str(), failed);
+      continue;
+    }
+    const auto [low, high] = std::minmax_element(values.begin(), values.end());
+    char int8_mean[16] = "-";
+    if (!int8.empty()) std::snprintf(int8_mean, sizeof int8_mean, "%.2f", stats(int8).mean);
+    std::printf("%-20s %8.2f %8.2f %8.2f %10s%s\n", method.c_str(), stats(values).mean, *low, *high,
+                int8_mean, failed ? " (some runs failed)" : "");
+  }
+  std::printf("\n%s/compare.csv, compare.json, compare.svg\n", config.output_dir.c_str());
   return records;
 }
 
@@ -481,6 +574,73 @@ std::string sweep_svg(const std::vector<SweepRecord>& records, double fp32_accur
   }
   chart.svg() += "</svg>\n";
   return chart.svg();
+}
+
+std::string compare_svg(const std::vector<SweepRecord>& records, double fp32_accuracy,
+                        const std::string& title) {
+  std::vector<std::string> methods;
+  for (const SweepRecord& r : records)
+    if (std::find(methods.begin(), methods.end(), r.method) == methods.end()) methods.push_back(r.method);
+  // The y axis spans the results (and fp32) with a margin: the differences are small.
+  double lo = fp32_accuracy > 0 ? fp32_accuracy : 1.0, hi = fp32_accuracy;
+  for (const SweepRecord& r : records)
+    if (r.error.empty()) lo = std::min(lo, r.accuracy), hi = std::max(hi, r.accuracy);
+  const double margin = std::max(0.002, (hi - lo) * 0.1);
+  lo = std::max(0.0, lo - margin), hi = std::min(1.0, hi + margin);
+  constexpr double kLeft = 70, kRight = 790, kTop = 50, kBottom = 330;
+  auto y_of = [&](double a) { return kBottom - (a - lo) / (hi - lo) * (kBottom - kTop); };
+  const double slot = (kRight - kLeft) / static_cast<double>(std::max<std::size_t>(methods.size(), 1));
+  Chart c(0, 1);
+  c.add(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"820\" height=\"440\" font-family=\"sans-serif\" "
+      "font-size=\"12\">\n<rect width=\"820\" height=\"440\" fill=\"white\"/>\n");
+  c.add("<text x=\"%.0f\" y=\"28\" font-size=\"15\">PTQ accuracy per calibration method: %s</text>\n", kLeft,
+        escape_xml(title).c_str());
+  c.line(kLeft, kBottom, kRight, kBottom, "stroke=\"black\"");
+  c.line(kLeft, kTop, kLeft, kBottom, "stroke=\"black\"");
+  for (int tick = 0; tick <= 5; ++tick) {
+    const double a = lo + (hi - lo) * tick / 5.0;
+    c.line(kLeft, y_of(a), kRight, y_of(a), "stroke=\"#ddd\"");
+    c.add("<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", kLeft - 6, y_of(a) + 4, 100 * a);
+  }
+  c.add(
+      "<text x=\"20\" y=\"190\" text-anchor=\"middle\" transform=\"rotate(-90 20 190)\">test accuracy "
+      "(%%)</text>\n");
+  if (fp32_accuracy > 0) {
+    c.line(kLeft, y_of(fp32_accuracy), kRight, y_of(fp32_accuracy),
+           "stroke=\"black\" stroke-dasharray=\"6,4\"");
+    c.add("<text class=\"legend\" x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">fp32 %.2f%%</text>\n", kRight,
+          y_of(fp32_accuracy) - 5, 100 * fp32_accuracy);
+  }
+  for (std::size_t m = 0; m < methods.size(); ++m) {
+    std::vector<double> v;
+    for (const SweepRecord& r : records)
+      if (r.method == methods[m] && r.error.empty()) v.push_back(r.accuracy);
+    const double x = kLeft + slot * (static_cast<double>(m) + 0.5), half = std::min(18.0, slot / 4);
+    c.add("<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"end\" transform=\"rotate(-35 %.1f %.0f)\">%s</text>\n",
+          x, kBottom + 16, x, kBottom + 16, escape_xml(methods[m]).c_str());
+    if (v.empty()) continue;
+    std::sort(v.begin(), v.end());
+    auto quantile = [&](double q) {  // linear interpolation between order statistics
+      const double at = q * static_cast<double>(v.size() - 1);
+      const auto below = static_cast<std::size_t>(at);
+      return below + 1 < v.size() ? v[below] + (at - static_cast<double>(below)) * (v[below + 1] - v[below])
+                                  : v[below];
+    };
+    const char* stroke = "stroke=\"#1f4e79\"";
+    c.line(x, y_of(v.front()), x, y_of(quantile(0.25)), stroke);
+    c.line(x, y_of(quantile(0.75)), x, y_of(v.back()), stroke);
+    c.line(x - half / 2, y_of(v.front()), x + half / 2, y_of(v.front()), stroke);
+    c.line(x - half / 2, y_of(v.back()), x + half / 2, y_of(v.back()), stroke);
+    c.add("<rect class=\"box\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#9ecae1\" %s/>\n",
+          x - half, y_of(quantile(0.75)), 2 * half,
+          std::max(0.5, y_of(quantile(0.25)) - y_of(quantile(0.75))), stroke);
+    c.line(x - half, y_of(quantile(0.5)), x + half, y_of(quantile(0.5)),
+           "stroke=\"#08306b\" stroke-width=\"2\"");
+    c.add("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"#d62728\"/>\n", x, y_of(stats(v).mean));
+  }
+  c.svg() += "</svg>\n";
+  return c.svg();
 }
 
 }  // namespace qforge::train

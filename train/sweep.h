@@ -66,4 +66,29 @@ std::vector<SweepRecord> run_sweep(const RunConfig& config, bool resume);
 std::string sweep_svg(const std::vector<SweepRecord>& records, double fp32_accuracy,
                       const std::string& title);
 
+// `qforge calibrate-compare CONFIG`: NVIDIA pytorch-quantization's PTQ calibration study.
+// Each method calibrates the activations (weights: the config's, per-channel MinMax by
+// default) on `runs` different random subsets of `images` training images (train.seed,
+// +1, ...) and is evaluated with fake quantization (and as integers where that runs);
+// calibrators (max, percentile, mse, entropy) use NVIDIA's signed symmetric activations.
+// Results: a table (mean, min, max), DIR/compare.{csv,json} and DIR/compare.svg, a box
+// plot per method. The runs are sweep runs (the same folders, logs and --resume).
+//
+// clang-format off
+//   "calibrate_compare": {"runs": 5, "images": 512, "bits": 8,
+//                         "methods": ["minmax", "histogram", "max", "percentile:99.9", "percentile:99.99",
+//                                     "percentile:99.999", "mse", "entropy"]}
+// clang-format on
+struct CompareConfig {
+  int64_t runs = 5, images = 512;
+  int bits = 8;
+  std::vector<std::string> methods{"minmax",           "histogram",         "max", "percentile:99.9",
+                                   "percentile:99.99", "percentile:99.999", "mse", "entropy"};
+};
+CompareConfig parse_compare_config(const nlohmann::json& section, const std::string& file);
+std::vector<SweepRecord> run_calibrate_compare(const RunConfig& config, bool resume);
+// A box plot per method: whiskers min..max, box the quartiles, the median line, the mean dot.
+std::string compare_svg(const std::vector<SweepRecord>& records, double fp32_accuracy,
+                        const std::string& title);
+
 }  // namespace qforge::train
