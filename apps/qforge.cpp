@@ -285,6 +285,16 @@ int main(int argc, char** argv) {
       "PTQ calibration study: each observer/calibrator on several random calibration subsets, box plot",
       true);
 
+  double target_accuracy = -1;
+  auto* sensitivity = run_command(
+      "sensitivity",
+      "Per-layer sensitivity (only / all but each layer quantized, SQNR) and a mixed-precision config", true);
+  sensitivity
+      ->add_option(
+          "--target-accuracy", target_accuracy,
+          "Accuracy (fraction) the suggested mixed-precision config must reach (default: fp32 - 0.01)")
+      ->check(CLI::Range(0.0, 1.0));
+
   auto* eval = app.add_subcommand("eval", "Evaluate a saved model on the config's test set");
   eval->add_option("config", config_path, "Config file (JSON)")->required()->check(CLI::ExistingFile);
   eval->add_option("--checkpoint", checkpoint, "model.qf, checkpoint.qf or an integer model.qfm")

@@ -182,10 +182,12 @@ RunConfig parse_config(const nlohmann::json& json, const std::string& file) {
   config.quant = reader.raw("quant");
   const nlohmann::json& sweep = reader.raw("sweep");                // read by `qforge sweep`
   const nlohmann::json& compare = reader.raw("calibrate_compare");  // read by `qforge calibrate-compare`
+  const nlohmann::json& sensitivity = reader.raw("sensitivity");    // read by `qforge sensitivity`
   reader.finish();
   quant::parse_quant_config(config.quant, file);  // validate now, not when a stage starts
   parse_sweep_config(sweep, file);
   parse_compare_config(compare, file);
+  parse_sensitivity_config(sensitivity, file);
   if (config.model.name.empty()) {  // validate the layer list now, not mid-run
     build_model(config, 0);
     if (config.data.dataset != "idx") check_layer_shapes(config, {1, 28, 28});  // 28x28 digits and fashion

@@ -11,8 +11,13 @@
 #include <functional>
 #include <map>
 
+#include "core/autograd.h"
 #include "core/config_reader.h"
 #include "core/file_io.h"
+#include "core/serialize.h"
+#include "nn/module.h"
+#include "quant/fake_quantize.h"
+#include "quant/observer.h"
 #include "quant/qconfig.h"
 #include "train/quantize_runs.h"
 #include "train/trainer.h"
@@ -118,7 +123,7 @@ void write_results(const std::string& dir, const std::string& stem, const std::v
   write_file_atomically(dir + "/" + stem + ".json",
                         nlohmann::json{{"fp32_accuracy", fp32_accuracy}, {"runs", all}}.dump(1) + "\n");
   write_file_atomically(dir + "/" + stem + ".csv", csv);
-  write_file_atomically(dir + "/" + stem + ".svg", svg);
+  if (!svg.empty()) write_file_atomically(dir + "/" + stem + ".svg", svg);
 }
 
 struct Stats {
@@ -257,10 +262,9 @@ std::vector<PlannedRun> plan_runs(const SweepConfig& sweep, int64_t first_seed) 
 // One run: the config with this run's widths, method overrides, seed and folder, run as
 // `qforge ptq` / `qforge qat` would (stdout into the folder's log.txt); its record is
 // written last (sweep_run.json), so a killed run is rerun on --resume.
-SweepRecord run_one(const RunConfig& config, const PlannedRun& p, const std::string& fp32,
-                    const std::string& run_dir) {
-  std::filesystem::remove_all(run_dir);
-  std::filesystem::create_directories(run_dir);
+// The run's config: the study's, with this run's widths, overrides, seed and folder.
+RunConfig run_config(const RunConfig& config, const PlannedRun& p, const std::string& fp32,
+                     const std::string& run_dir) {
   nlohmann::json source = config.source;
   source.erase("sweep");
   apply_override(source, "quant.weight.bits=" + std::to_string(p.weight_bits));
@@ -271,6 +275,14 @@ SweepRecord run_one(const RunConfig& config, const PlannedRun& p, const std::str
   apply_override(source, "output.dir=" + nlohmann::json(run_dir).dump());
   RunConfig run = parse_config(source, config.file + " (sweep run " + p.name() + ")");
   run.force = true;
+  return run;
+}
+
+SweepRecord run_one(const RunConfig& config, const PlannedRun& p, const std::string& fp32,
+                    const std::string& run_dir) {
+  std::filesystem::remove_all(run_dir);
+  std::filesystem::create_directories(run_dir);
+  const RunConfig run = run_config(config, p, fp32, run_dir);
   const Clock::time_point start = Clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
   try {
@@ -356,7 +368,7 @@ std::vector<SweepRecord> run_sweep(const RunConfig& config, bool resume) {
   const SweepConfig sweep = parse_sweep_config(config.source.value("sweep", nlohmann::json()), config.file);
   const std::string title = config.file + ": " + config.model.name;
   const auto [records, fp32_accuracy] = execute_plan(
-      config, plan_runs(sweep, config.train.seed), resume, "sweep",
+      config, plan_runs(sweep, static_cast<int64_t>(config.train.seed)), resume, "sweep",
       [&](const std::vector<SweepRecord>& so_far, double fp32) { return sweep_svg(so_far, fp32, title); });
   print_table(records, sweep.methods, false, fp32_accuracy);
   print_table(records, sweep.methods, true, fp32_accuracy);
@@ -405,7 +417,8 @@ std::vector<SweepRecord> run_calibrate_compare(const RunConfig& config, bool res
     if (quant::observer_info(choice.kind).is_calibrator)
       set["quant.activation.symmetric"] = true, set["quant.activation.signed"] = true;
     for (int64_t run = 0; run < compare.runs; ++run)
-      plan.push_back({{method, "ptq", set}, compare.bits, compare.bits, config.train.seed + run});
+      plan.push_back(
+          {{method, "ptq", set}, compare.bits, compare.bits, static_cast<int64_t>(config.train.seed) + run});
   }
   const std::string title = config.file + ": " + config.model.name;
   const auto [records, fp32_accuracy] = execute_plan(
@@ -574,6 +587,245 @@ std::string sweep_svg(const std::vector<SweepRecord>& records, double fp32_accur
   }
   chart.svg() += "</svg>\n";
   return chart.svg();
+}
+
+// ---- sensitivity ----------------------------------------------------------------------------
+
+SensitivityConfig parse_sensitivity_config(const nlohmann::json& section, const std::string& file) {
+  ConfigReader reader(section, file, "sensitivity");
+  SensitivityConfig sensitivity;
+  sensitivity.bits = static_cast<int>(reader.integer("bits", sensitivity.bits, 2));
+  if (sensitivity.bits > 8) reader.fail("bits", "expected 2..8");
+  sensitivity.target_accuracy = reader.number("target_accuracy", -1);
+  if (sensitivity.target_accuracy != -1 &&
+      (sensitivity.target_accuracy <= 0 || sensitivity.target_accuracy > 1))
+    reader.fail("target_accuracy", "expected a fraction in (0, 1]");
+  reader.finish();
+  return sensitivity;
+}
+
+namespace {
+
+double sqnr_db(const float* x, const float* approx, int64_t n) {
+  double signal = 0, noise = 0;
+  for (int64_t i = 0; i < n; ++i)
+    signal += double{x[i]} * x[i], noise += (double{x[i]} - approx[i]) * (double{x[i]} - approx[i]);
+  return noise == 0 ? INFINITY : 10 * std::log10(signal / noise);
+}
+
+// The conv and linear layers of the float model, by dotted name.
+std::vector<std::pair<std::string, nn::Module*>> quantizable_layers(nn::Module& model) {
+  std::vector<std::pair<std::string, nn::Module*>> layers;
+  for (const auto& [name, module] : model.named_modules())
+    if (module->type_name() == "Conv2d" || module->type_name() == "Linear") layers.emplace_back(name, module);
+  return layers;
+}
+
+nlohmann::json at_bits(const std::string& name, int bits) {
+  return {{"name", name}, {"weight", {{"bits", bits}}}, {"activation", {{"bits", bits}}}};
+}
+
+// Logits of `model` on the first `count` test images (eval mode, no gradients).
+Tensor logits_on(nn::Module& model, const data::Dataset& test, int64_t count) {
+  model.eval();
+  NoGradGuard no_grad;
+  const int64_t n = std::min(count, test.size());
+  const int64_t pixels = test.images.numel() / test.size();
+  Shape shape = test.images.shape();
+  shape[0] = n;
+  Tensor images = Tensor::empty(shape);
+  const uint8_t* bytes = test.images.data_as<uint8_t>();
+  for (int64_t i = 0; i < n * pixels; ++i) images.data()[i] = test.normalize(bytes[i]);
+  return model.forward(images);
+}
+
+// Accuracy lost per layer when only it is quantized, as horizontal bars, most first.
+std::string sensitivity_svg(const std::vector<LayerSensitivity>& layers, double fp32_accuracy, int bits,
+                            const std::string& title) {
+  const double height = 70 + 24.0 * static_cast<double>(layers.size());
+  double largest = 0.001;
+  for (const LayerSensitivity& s : layers) largest = std::max(largest, fp32_accuracy - s.only_accuracy);
+  Chart c(0, 1);
+  c.add(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"820\" height=\"%.0f\" font-family=\"sans-serif\" "
+      "font-size=\"12\">\n<rect width=\"820\" height=\"%.0f\" fill=\"white\"/>\n",
+      height + 30, height + 30);
+  c.add("<text x=\"10\" y=\"24\" font-size=\"15\">Accuracy lost with only this layer at %d bits: %s</text>\n",
+        bits, escape_xml(title).c_str());
+  const double left = 240, right = 760;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const double y = 50 + 24.0 * static_cast<double>(i),
+                 lost = std::max(0.0, fp32_accuracy - layers[i].only_accuracy);
+    c.add("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">%s</text>\n", left - 8, y + 14,
+          escape_xml(layers[i].layer + " (" + layers[i].type + ")").c_str());
+    c.add("<rect class=\"bar\" x=\"%.0f\" y=\"%.0f\" width=\"%.1f\" height=\"18\" fill=\"#d62728\"/>\n", left,
+          y, std::max(1.0, lost / largest * (right - left)));
+    c.add("<text x=\"%.1f\" y=\"%.0f\">%.2f</text>\n", left + lost / largest * (right - left) + 4, y + 14,
+          100 * lost);
+  }
+  c.line(left, 45, left, height, "stroke=\"black\"");
+  c.add(
+      "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">test accuracy lost (points, vs fp32 "
+      "%.2f%%)</text>\n",
+      (left + right) / 2, height + 20, 100 * fp32_accuracy);
+  c.svg() += "</svg>\n";
+  return c.svg();
+}
+
+}  // namespace
+
+std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resume, double target_accuracy) {
+  const SensitivityConfig settings =
+      parse_sensitivity_config(config.source.value("sensitivity", nlohmann::json()), config.file);
+  const int bits = settings.bits;
+  const auto seed = static_cast<int64_t>(config.train.seed);
+  nn::ModulePtr fp32_model = build_model(config, config.train.seed);
+  std::vector<std::string> names, types;
+  for (const auto& [name, module] : quantizable_layers(*fp32_model))
+    names.push_back(name), types.push_back(module->type_name());
+  QF_CHECK(!names.empty(), config.file, ": the model has no Conv2d or Linear layer to analyse");
+  // Only L: everything else (and the input) at 16 bits; all but L: L at 16 bits.
+  std::vector<PlannedRun> plan{{{"all", "ptq", nlohmann::json::object()}, bits, bits, seed}};
+  for (std::size_t l = 0; l < names.size(); ++l) {
+    nlohmann::json only = nlohmann::json::array({at_bits("input", 16)});
+    for (std::size_t other = 0; other < names.size(); ++other)
+      if (other != l) only.push_back(at_bits(names[other], 16));
+    plan.push_back({{"only:" + names[l], "ptq", {{"quant.overrides", only}}}, bits, bits, seed});
+    plan.push_back({{"all_but:" + names[l],
+                     "ptq",
+                     {{"quant.overrides", nlohmann::json::array({at_bits(names[l], 16)})}}},
+                    bits,
+                    bits,
+                    seed});
+  }
+  const std::string title = config.file + ": " + config.model.name;
+  const auto [records, fp32_accuracy] =
+      execute_plan(config, plan, resume, "sensitivity_runs", [](const std::vector<SweepRecord>&, double) {
+        return std::string();  // the chart comes at the end (sensitivity.svg)
+      });
+  auto accuracy_of = [&](const std::string& method) {
+    for (const SweepRecord& r : records)
+      if (r.method == method) return r.error.empty() ? r.accuracy : 0.0;
+    return 0.0;
+  };
+  // SQNRs: weights directly; logits of the "only L" model against the fp32 model's.
+  const std::string fp32_file = fp32_checkpoint(config, true);
+  {
+    TensorFile saved = load_tensor_file(fp32_file);
+    fp32_model->load_state_dict(saved.metadata.value("kind", "") == "checkpoint"
+                                    ? tensors_under(saved.tensors, "model.")
+                                    : saved.tensors,
+                                fp32_file);
+  }
+  const Datasets datasets = load_datasets(config.data);
+  const Tensor reference = logits_on(*fp32_model, datasets.test, 512);
+  std::vector<LayerSensitivity> layers;
+  const auto modules = quantizable_layers(*fp32_model);
+  for (std::size_t l = 0; l < names.size(); ++l) {
+    LayerSensitivity s{names[l], types[l], accuracy_of("only:" + names[l]),
+                       accuracy_of("all_but:" + names[l])};
+    const Tensor weight =
+        modules[l].second->named_parameters().front().second;  // a copy: the list is a temporary
+    const quant::QuantScheme scheme{.bits = bits, .is_signed = true, .symmetric = true, .axis = 0};
+    auto observer = quant::make_observer(quant::ObserverChoice{quant::ObserverKind::minmax}, scheme);
+    observer->observe(weight);
+    const Tensor fake = quant::fake_quantize(weight, observer->calculate_qparams(), scheme.range());
+    s.weight_sqnr = sqnr_db(weight.data(), fake.data(), weight.numel());
+    const PlannedRun& only = plan[1 + 2 * l];
+    const std::string run_dir = config.output_dir + "/runs/" + only.name();
+    if (std::filesystem::exists(run_dir + "/model_ptq.qf")) {
+      nn::ModulePtr quantized =
+          load_saved_model(run_config(config, only, fp32_file, run_dir), run_dir + "/model_ptq.qf");
+      const Tensor approx = logits_on(*quantized, datasets.test, 512);
+      s.output_sqnr = sqnr_db(reference.data(), approx.data(), reference.numel());
+    }
+    layers.push_back(s);
+  }
+  std::sort(layers.begin(), layers.end(), [](const LayerSensitivity& a, const LayerSensitivity& b) {
+    return a.only_accuracy < b.only_accuracy;
+  });
+
+  std::printf(
+      "\nper-layer sensitivity at %d bits (PTQ; fp32 %.2f%%, everything at %d bits %.2f%%), most sensitive "
+      "first\n",
+      bits, 100 * fp32_accuracy, bits, 100 * accuracy_of("all"));
+  std::printf("%-26s %-7s %12s %12s %11s %13s\n", "layer", "type", "only it (%)", "all but (%)",
+              "weight SQNR", "logits SQNR");
+  nlohmann::json table = nlohmann::json::array();
+  for (const LayerSensitivity& s : layers) {
+    std::printf("%-26s %-7s %12.2f %12.2f %8.1f dB %10.1f dB\n", s.layer.c_str(), s.type.c_str(),
+                100 * s.only_accuracy, 100 * s.all_but_accuracy, s.weight_sqnr, s.output_sqnr);
+    table.push_back({{"layer", s.layer},
+                     {"type", s.type},
+                     {"only_quantized_accuracy", s.only_accuracy},
+                     {"all_but_accuracy", s.all_but_accuracy},
+                     {"weight_sqnr_db", s.weight_sqnr},
+                     {"logits_sqnr_db", s.output_sqnr}});
+  }
+
+  // The suggestion: keep at 8 bits the layers whose absence helps most, one more at a time.
+  const double target = target_accuracy > 0            ? target_accuracy
+                        : settings.target_accuracy > 0 ? settings.target_accuracy
+                                                       : fp32_accuracy - 0.01;
+  std::vector<LayerSensitivity> by_gain = layers;
+  std::sort(by_gain.begin(), by_gain.end(), [](const LayerSensitivity& a, const LayerSensitivity& b) {
+    return a.all_but_accuracy > b.all_but_accuracy;
+  });
+  nlohmann::json overrides = nlohmann::json::array(), tried = nlohmann::json::array();
+  double reached = accuracy_of("all");
+  for (std::size_t k = 0; k < by_gain.size() && reached < target; ++k) {
+    overrides.push_back(at_bits(by_gain[k].layer, 8));
+    const PlannedRun candidate{
+        {"mixed_" + std::to_string(k + 1), "ptq", {{"quant.overrides", overrides}}}, bits, bits, seed};
+    const std::string run_dir = config.output_dir + "/runs/" + candidate.name();
+    const SweepRecord r = run_one(config, candidate, fp32_file, run_dir);
+    reached = r.error.empty() ? r.accuracy : 0;
+    tried.push_back({{"layers_at_8_bits", k + 1}, {"ptq_accuracy", reached}});
+    std::fprintf(stderr, "suggestion: %zu layer(s) at 8 bits -> PTQ %.2f%% (target %.2f%%)\n", k + 1,
+                 100 * reached, 100 * target);
+  }
+  nlohmann::json suggested = config.source;
+  suggested.erase("sensitivity");
+  apply_override(suggested, "quant.weight.bits=" + std::to_string(bits));
+  apply_override(suggested, "quant.activation.bits=" + std::to_string(bits));
+  apply_override(suggested, "quant.overrides=" + overrides.dump());
+  apply_override(suggested, "quant.fp32_checkpoint=" + nlohmann::json(fp32_file).dump());
+  apply_override(suggested, "output.dir=" + nlohmann::json(config.output_dir + "/suggested").dump());
+  write_file_atomically(config.output_dir + "/suggested.json", suggested.dump(2) + "\n");
+  // QAT on the suggestion, as a user would run it.
+  const PlannedRun qat{{"suggested_qat", "qat", {{"quant.overrides", overrides}}}, bits, bits, seed};
+  const SweepRecord final_run = run_one(config, qat, fp32_file, config.output_dir + "/runs/" + qat.name());
+  nlohmann::json summary =
+      nlohmann::json::parse(read_file(config.output_dir + "/runs/" + qat.name() + "/summary.json"));
+  const int64_t bytes = summary.contains("int8") ? summary["int8"].value("model_bytes", int64_t{0}) : 0;
+  const int64_t fp32_bytes =
+      summary.contains("int8") ? summary["int8"].value("fp32_model_bytes", int64_t{0}) : 0;
+  std::printf(
+      "\nsuggested mixed precision for %.2f%%: %zu layer(s) at 8 bits, the rest at %d bits -> "
+      "%s/suggested.json\n",
+      100 * target, overrides.size(), bits, config.output_dir.c_str());
+  std::printf(
+      "  PTQ %.2f%%; QAT (qforge qat %s/suggested.json) %.2f%%, integer model %lld bytes (fp32 %lld)\n",
+      100 * reached, config.output_dir.c_str(), final_run.error.empty() ? 100 * final_run.accuracy : 0.0,
+      static_cast<long long>(bytes), static_cast<long long>(fp32_bytes));
+  write_file_atomically(
+      config.output_dir + "/sensitivity.json",
+      nlohmann::json{
+          {"bits", bits},
+          {"fp32_accuracy", fp32_accuracy},
+          {"all_quantized_accuracy", accuracy_of("all")},
+          {"layers", table},
+          {"suggestion",
+           {{"target_accuracy", target},
+            {"overrides", overrides},
+            {"tried", tried},
+            {"qat_accuracy", final_run.error.empty() ? nlohmann::json(final_run.accuracy) : nlohmann::json()},
+            {"model_bytes", bytes}}}}
+              .dump(1) +
+          "\n");
+  write_file_atomically(config.output_dir + "/sensitivity.svg",
+                        sensitivity_svg(layers, fp32_accuracy, bits, title));
+  return layers;
 }
 
 std::string compare_svg(const std::vector<SweepRecord>& records, double fp32_accuracy,

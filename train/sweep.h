@@ -91,4 +91,31 @@ std::vector<SweepRecord> run_calibrate_compare(const RunConfig& config, bool res
 std::string compare_svg(const std::vector<SweepRecord>& records, double fp32_accuracy,
                         const std::string& title);
 
+// `qforge sensitivity CONFIG [--target-accuracy A]`: per quantizable layer (Conv2d,
+// Linear) at `bits` (default 4), PTQ accuracy with only that layer quantized (every other
+// layer and the input at 16 bits, indistinguishable from float here) and with all but that
+// layer quantized (it at 16 bits); the SQNR 10·log10(Σx²/Σ(x−x̂)²) of its weights
+// (per-channel symmetric at `bits`, before BN folding) and of the network's logits with
+// only it quantized, on the first 512 test images. A ranked table (by the accuracy lost
+// with only that layer quantized), DIR/sensitivity.json and a bar chart. Then a
+// mixed-precision suggestion for the target accuracy (default: fp32 − 1 point): the
+// layers whose "all but" runs gain most are kept at 8 bits, one more at a time, until a
+// PTQ run of the candidate reaches the target; it is written as DIR/suggested.json (a
+// config `qforge qat` runs) and QAT is run once on it to report its accuracy and size.
+//
+// clang-format off
+//   "sensitivity": {"bits": 4, "target_accuracy": 0.90}
+// clang-format on
+struct SensitivityConfig {
+  int bits = 4;
+  double target_accuracy = -1;  // -1: fp32 accuracy − 0.01
+};
+SensitivityConfig parse_sensitivity_config(const nlohmann::json& section, const std::string& file);
+struct LayerSensitivity {
+  std::string layer, type;
+  double only_accuracy = 0, all_but_accuracy = 0, weight_sqnr = 0, output_sqnr = 0;
+};
+std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resume,
+                                              double target_accuracy = -1);
+
 }  // namespace qforge::train

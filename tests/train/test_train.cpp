@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "core/config_reader.h"
@@ -516,4 +517,33 @@ TEST_CASE("calibrate-compare: each method on several random calibration subsets,
   source["calibrate_compare"] = {{"methods", {"kl"}}};
   CHECK_THROWS_WITH_AS(parse_config(source, "compare.json"),
                        doctest::Contains("calibrate_compare.methods: observer: unknown kind \"kl\""), Error);
+}
+
+TEST_CASE(
+    "sensitivity: only / all-but each layer, SQNRs, ranked; a mixed-precision config that reaches the "
+    "target") {
+  const std::string data = temp_folder("sensitivity_data"), out = temp_folder("sensitivity_out");
+  write_separable_dataset(data, 256, 64);
+  json source = small_config(data, out);
+  source["train"]["epochs"] = 1;
+  source["quant"] = {{"qat", {{"epochs", 1}}}, {"ptq", {{"calibration_batches", 4}}}};
+  source["sensitivity"] = {{"bits", 2}};
+  const std::vector<LayerSensitivity> layers =
+      run_sensitivity(parse_config(source, "sensitivity.json"), false, 0.99);
+  REQUIRE(layers.size() == 2);  // the conv and the linear layer of small_config
+  for (std::size_t i = 0; i + 1 < layers.size(); ++i)
+    CHECK(layers[i].only_accuracy <= layers[i + 1].only_accuracy);
+  for (const LayerSensitivity& s : layers) {
+    CHECK(s.weight_sqnr > 0);
+    CHECK(s.weight_sqnr < 30);  // 2 bits
+    CHECK(std::isfinite(s.output_sqnr));
+  }
+  const json report = json::parse(read_file(out + "/sensitivity.json"));
+  CHECK(report["layers"].size() == 2);
+  CHECK(report["suggestion"]["target_accuracy"] == 0.99);
+  // The suggestion is a config qforge runs: its overrides name real layers at 8 bits.
+  const RunConfig suggested = parse_config(json::parse(read_file(out + "/suggested.json")), "suggested.json");
+  CHECK(suggested.quant["weight"]["bits"] == 2);
+  for (const json& o : suggested.quant["overrides"]) CHECK(o["weight"]["bits"] == 8);
+  CHECK(read_file(out + "/sensitivity.svg").find("class=\"bar\"") != std::string::npos);
 }
