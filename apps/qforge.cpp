@@ -345,6 +345,8 @@ int main(int argc, char** argv) {
     if (*sweep) train::run_sweep(load_run_config(config_path, overrides, out, force), resume);
     if (*compare_command)
       train::run_calibrate_compare(load_run_config(config_path, overrides, out, force), resume);
+    if (*sensitivity)
+      train::run_sensitivity(load_run_config(config_path, overrides, out, force), resume, target_accuracy);
     if (*eval) run_eval(load_run_config(config_path, overrides, ""), checkpoint, compare, as_json);
     if (*convert) run_convert(load_run_config(config_path, overrides, ""), checkpoint, out);
     if (*inspect) run_inspect(file);
