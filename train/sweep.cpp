@@ -684,10 +684,12 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
   for (const auto& [name, module] : quantizable_layers(*fp32_model))
     names.push_back(name), types.push_back(module->type_name());
   QF_CHECK(!names.empty(), config.file, ": the model has no Conv2d or Linear layer to analyse");
-  // Only L: everything else (and the input) at 16 bits; all but L: L at 16 bits.
+  const std::size_t weighted = names.size();
+  names.push_back("input"), types.push_back("Input");  // the network input's quantizer is a candidate too
+  // Only L: everything else at 16 bits; all but L: L at 16 bits.
   std::vector<PlannedRun> plan{{{"all", "ptq", nlohmann::json::object()}, bits, bits, seed}};
   for (std::size_t l = 0; l < names.size(); ++l) {
-    nlohmann::json only = nlohmann::json::array({at_bits("input", 16)});
+    nlohmann::json only = nlohmann::json::array();
     for (std::size_t other = 0; other < names.size(); ++other)
       if (other != l) only.push_back(at_bits(names[other], 16));
     plan.push_back({{"only:" + names[l], "ptq", {{"quant.overrides", only}}}, bits, bits, seed});
@@ -724,13 +726,16 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
   for (std::size_t l = 0; l < names.size(); ++l) {
     LayerSensitivity s{names[l], types[l], accuracy_of("only:" + names[l]),
                        accuracy_of("all_but:" + names[l])};
-    const Tensor weight =
-        modules[l].second->named_parameters().front().second;  // a copy: the list is a temporary
-    const quant::QuantScheme scheme{.bits = bits, .is_signed = true, .symmetric = true, .axis = 0};
-    auto observer = quant::make_observer(quant::ObserverChoice{quant::ObserverKind::minmax}, scheme);
-    observer->observe(weight);
-    const Tensor fake = quant::fake_quantize(weight, observer->calculate_qparams(), scheme.range());
-    s.weight_sqnr = sqnr_db(weight.data(), fake.data(), weight.numel());
+    if (l < weighted) {
+      const Tensor weight = modules[l].second->named_parameters().front().second;  // a copy: a temporary list
+      const quant::QuantScheme scheme{.bits = bits, .is_signed = true, .symmetric = true, .axis = 0};
+      auto observer = quant::make_observer(quant::ObserverChoice{quant::ObserverKind::minmax}, scheme);
+      observer->observe(weight);
+      const Tensor fake = quant::fake_quantize(weight, observer->calculate_qparams(), scheme.range());
+      s.weight_sqnr = sqnr_db(weight.data(), fake.data(), weight.numel());
+    } else {
+      s.weight_sqnr = NAN;  // the input has no weights
+    }
     const PlannedRun& only = plan[1 + 2 * l];
     const std::string run_dir = config.output_dir + "/runs/" + only.name();
     if (std::filesystem::exists(run_dir + "/model_ptq.qf")) {
@@ -753,14 +758,17 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
               "weight SQNR", "logits SQNR");
   nlohmann::json table = nlohmann::json::array();
   for (const LayerSensitivity& s : layers) {
-    std::printf("%-26s %-7s %12.2f %12.2f %8.1f dB %10.1f dB\n", s.layer.c_str(), s.type.c_str(),
-                100 * s.only_accuracy, 100 * s.all_but_accuracy, s.weight_sqnr, s.output_sqnr);
-    table.push_back({{"layer", s.layer},
-                     {"type", s.type},
-                     {"only_quantized_accuracy", s.only_accuracy},
-                     {"all_but_accuracy", s.all_but_accuracy},
-                     {"weight_sqnr_db", s.weight_sqnr},
-                     {"logits_sqnr_db", s.output_sqnr}});
+    char weight_sqnr[16] = "-";
+    if (!std::isnan(s.weight_sqnr)) std::snprintf(weight_sqnr, sizeof weight_sqnr, "%.1f dB", s.weight_sqnr);
+    std::printf("%-26s %-7s %12.2f %12.2f %11s %10.1f dB\n", s.layer.c_str(), s.type.c_str(),
+                100 * s.only_accuracy, 100 * s.all_but_accuracy, weight_sqnr, s.output_sqnr);
+    table.push_back(
+        {{"layer", s.layer},
+         {"type", s.type},
+         {"only_quantized_accuracy", s.only_accuracy},
+         {"all_but_accuracy", s.all_but_accuracy},
+         {"weight_sqnr_db", std::isnan(s.weight_sqnr) ? nlohmann::json() : nlohmann::json(s.weight_sqnr)},
+         {"logits_sqnr_db", s.output_sqnr}});
   }
 
   // The suggestion: keep at 8 bits the layers whose absence helps most, one more at a time.
@@ -798,14 +806,13 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
   nlohmann::json summary =
       nlohmann::json::parse(read_file(config.output_dir + "/runs/" + qat.name() + "/summary.json"));
   const int64_t bytes = summary.contains("int8") ? summary["int8"].value("model_bytes", int64_t{0}) : 0;
-  const int64_t fp32_bytes =
-      summary.contains("int8") ? summary["int8"].value("fp32_model_bytes", int64_t{0}) : 0;
+  const auto fp32_bytes = static_cast<int64_t>(std::filesystem::file_size(fp32_file));
   std::printf(
       "\nsuggested mixed precision for %.2f%%: %zu layer(s) at 8 bits, the rest at %d bits -> "
       "%s/suggested.json\n",
       100 * target, overrides.size(), bits, config.output_dir.c_str());
   std::printf(
-      "  PTQ %.2f%%; QAT (qforge qat %s/suggested.json) %.2f%%, integer model %lld bytes (fp32 %lld)\n",
+      "  PTQ %.2f%%; QAT (qforge qat %s/suggested.json) %.2f%%, integer model %lld bytes (fp32 file %lld)\n",
       100 * reached, config.output_dir.c_str(), final_run.error.empty() ? 100 * final_run.accuracy : 0.0,
       static_cast<long long>(bytes), static_cast<long long>(fp32_bytes));
   write_file_atomically(

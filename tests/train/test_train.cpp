@@ -530,16 +530,21 @@ TEST_CASE(
   source["sensitivity"] = {{"bits", 2}};
   const std::vector<LayerSensitivity> layers =
       run_sensitivity(parse_config(source, "sensitivity.json"), false, 0.99);
-  REQUIRE(layers.size() == 2);  // the conv and the linear layer of small_config
+  REQUIRE(layers.size() == 3);  // the conv and the linear layer of small_config, and the input
   for (std::size_t i = 0; i + 1 < layers.size(); ++i)
     CHECK(layers[i].only_accuracy <= layers[i + 1].only_accuracy);
   for (const LayerSensitivity& s : layers) {
-    CHECK(s.weight_sqnr > 0);
-    CHECK(s.weight_sqnr < 30);  // 2 bits
+    CAPTURE(s.layer);
+    if (s.type == "Input") {
+      CHECK(std::isnan(s.weight_sqnr));  // no weights
+    } else {
+      CHECK(s.weight_sqnr > 0);
+      CHECK(s.weight_sqnr < 30);  // 2 bits
+    }
     CHECK(std::isfinite(s.output_sqnr));
   }
   const json report = json::parse(read_file(out + "/sensitivity.json"));
-  CHECK(report["layers"].size() == 2);
+  CHECK(report["layers"].size() == 3);
   CHECK(report["suggestion"]["target_accuracy"] == 0.99);
   // The suggestion is a config qforge runs: its overrides name real layers at 8 bits.
   const RunConfig suggested = parse_config(json::parse(read_file(out + "/suggested.json")), "suggested.json");
