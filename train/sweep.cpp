@@ -613,11 +613,14 @@ double sqnr_db(const float* x, const float* approx, int64_t n) {
   return noise == 0 ? INFINITY : 10 * std::log10(signal / noise);
 }
 
-// The conv and linear layers of the float model, by dotted name.
+// The layers a QConfig override can name, by dotted name: conv and linear layers, and
+// residual blocks (their add's output quantizer).
 std::vector<std::pair<std::string, nn::Module*>> quantizable_layers(nn::Module& model) {
   std::vector<std::pair<std::string, nn::Module*>> layers;
   for (const auto& [name, module] : model.named_modules())
-    if (module->type_name() == "Conv2d" || module->type_name() == "Linear") layers.emplace_back(name, module);
+    if (module->type_name() == "Conv2d" || module->type_name() == "Linear" ||
+        module->type_name() == "BasicBlock")
+      layers.emplace_back(name, module);
   return layers;
 }
 
@@ -726,7 +729,7 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
   for (std::size_t l = 0; l < names.size(); ++l) {
     LayerSensitivity s{names[l], types[l], accuracy_of("only:" + names[l]),
                        accuracy_of("all_but:" + names[l])};
-    if (l < weighted) {
+    if (l < weighted && types[l] != "BasicBlock") {
       const Tensor weight = modules[l].second->named_parameters().front().second;  // a copy: a temporary list
       const quant::QuantScheme scheme{.bits = bits, .is_signed = true, .symmetric = true, .axis = 0};
       auto observer = quant::make_observer(quant::ObserverChoice{quant::ObserverKind::minmax}, scheme);
@@ -734,7 +737,7 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
       const Tensor fake = quant::fake_quantize(weight, observer->calculate_qparams(), scheme.range());
       s.weight_sqnr = sqnr_db(weight.data(), fake.data(), weight.numel());
     } else {
-      s.weight_sqnr = NAN;  // the input has no weights
+      s.weight_sqnr = NAN;  // the input and a block's add have no weights of their own
     }
     const PlannedRun& only = plan[1 + 2 * l];
     const std::string run_dir = config.output_dir + "/runs/" + only.name();
