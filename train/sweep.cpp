@@ -757,13 +757,13 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
       "\nper-layer sensitivity at %d bits (PTQ; fp32 %.2f%%, everything at %d bits %.2f%%), most sensitive "
       "first\n",
       bits, 100 * fp32_accuracy, bits, 100 * accuracy_of("all"));
-  std::printf("%-26s %-7s %12s %12s %11s %13s\n", "layer", "type", "only it (%)", "all but (%)",
+  std::printf("%-26s %-10s %12s %12s %11s %13s\n", "layer", "type", "only it (%)", "all but (%)",
               "weight SQNR", "logits SQNR");
   nlohmann::json table = nlohmann::json::array();
   for (const LayerSensitivity& s : layers) {
     char weight_sqnr[16] = "-";
     if (!std::isnan(s.weight_sqnr)) std::snprintf(weight_sqnr, sizeof weight_sqnr, "%.1f dB", s.weight_sqnr);
-    std::printf("%-26s %-7s %12.2f %12.2f %11s %10.1f dB\n", s.layer.c_str(), s.type.c_str(),
+    std::printf("%-26s %-10s %12.2f %12.2f %11s %10.1f dB\n", s.layer.c_str(), s.type.c_str(),
                 100 * s.only_accuracy, 100 * s.all_but_accuracy, weight_sqnr, s.output_sqnr);
     table.push_back(
         {{"layer", s.layer},
