@@ -84,7 +84,7 @@ std::string fp32_checkpoint(const RunConfig& config, bool resume) {
   if (!q.fp32_checkpoint.empty()) return q.fp32_checkpoint;
   RunConfig fp32 = config;
   fp32.output_dir = config.output_dir + "/fp32";
-  const std::string model = fp32.output_dir + "/model.qf";
+  std::string model = fp32.output_dir + "/model.qf";
   if (resume && std::filesystem::exists(model)) return model;
   Datasets datasets = start_run(fp32, {"model.qf"}, resume);
   nn::ModulePtr network = build_model(fp32, fp32.train.seed);
@@ -367,9 +367,11 @@ std::pair<std::vector<SweepRecord>, double> execute_plan(const RunConfig& config
 std::vector<SweepRecord> run_sweep(const RunConfig& config, bool resume) {
   const SweepConfig sweep = parse_sweep_config(config.source.value("sweep", nlohmann::json()), config.file);
   const std::string title = config.file + ": " + config.model.name;
-  const auto [records, fp32_accuracy] = execute_plan(
+  const auto result = execute_plan(
       config, plan_runs(sweep, static_cast<int64_t>(config.train.seed)), resume, "sweep",
       [&](const std::vector<SweepRecord>& so_far, double fp32) { return sweep_svg(so_far, fp32, title); });
+  const std::vector<SweepRecord>& records = result.first;
+  const double fp32_accuracy = result.second;
   print_table(records, sweep.methods, false, fp32_accuracy);
   print_table(records, sweep.methods, true, fp32_accuracy);
   std::printf("\n%s/sweep.csv, sweep.json, sweep.svg; each run's folder and log under %s/runs/\n",
@@ -421,9 +423,11 @@ std::vector<SweepRecord> run_calibrate_compare(const RunConfig& config, bool res
           {{method, "ptq", set}, compare.bits, compare.bits, static_cast<int64_t>(config.train.seed) + run});
   }
   const std::string title = config.file + ": " + config.model.name;
-  const auto [records, fp32_accuracy] = execute_plan(
+  const auto result = execute_plan(
       config, plan, resume, "compare",
       [&](const std::vector<SweepRecord>& so_far, double fp32) { return compare_svg(so_far, fp32, title); });
+  const std::vector<SweepRecord>& records = result.first;
+  const double fp32_accuracy = result.second;
   std::printf("\nPTQ at %d bits, %lld calibration runs of %lld images each (fp32 %.2f%%)\n", compare.bits,
               static_cast<long long>(compare.runs), static_cast<long long>(batches * config.train.batch_size),
               100 * fp32_accuracy);
@@ -462,9 +466,13 @@ class Chart {
   static double y(double accuracy) { return kBottom - accuracy * (kBottom - kTop); }
   template <typename... Args>
   void add(const char* format, Args... args) {
-    char buffer[512];
-    std::snprintf(buffer, sizeof buffer, format, args...);
-    svg_ += buffer;
+    if constexpr (sizeof...(Args) == 0) {
+      svg_ += format;  // no arguments: the text as it is (no % directives)
+    } else {
+      char buffer[512];
+      std::snprintf(buffer, sizeof buffer, format, args...);
+      svg_ += buffer;
+    }
   }
   void line(double x1, double y1, double x2, double y2, const char* style) {
     add("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" %s/>\n", x1, y1, x2, y2, style);
@@ -704,10 +712,12 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
                     seed});
   }
   const std::string title = config.file + ": " + config.model.name;
-  const auto [records, fp32_accuracy] =
+  const auto result =
       execute_plan(config, plan, resume, "sensitivity_runs", [](const std::vector<SweepRecord>&, double) {
         return std::string();  // the chart comes at the end (sensitivity.svg)
       });
+  const std::vector<SweepRecord>& records = result.first;
+  const double fp32_accuracy = result.second;
   auto accuracy_of = [&](const std::string& method) {
     for (const SweepRecord& r : records)
       if (r.method == method) return r.error.empty() ? r.accuracy : 0.0;
@@ -867,7 +877,7 @@ std::string compare_svg(const std::vector<SweepRecord>& records, double fp32_acc
   }
   c.add(
       "<text x=\"20\" y=\"190\" text-anchor=\"middle\" transform=\"rotate(-90 20 190)\">test accuracy "
-      "(%%)</text>\n");
+      "(%)</text>\n");
   if (fp32_accuracy > 0) {
     c.line(kLeft, y_of(fp32_accuracy), kRight, y_of(fp32_accuracy),
            "stroke=\"black\" stroke-dasharray=\"6,4\"");
