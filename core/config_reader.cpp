@@ -9,8 +9,10 @@
 namespace qforge {
 
 namespace {
+// For messages only: a value reached through a `--set` path may hold bytes that are not
+// UTF-8, and dump() would throw on them; replacing them keeps the message one Error.
 std::string describe(const nlohmann::json& value) {
-  std::string text = value.dump();
+  std::string text = value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   return text.size() > 40 ? text.substr(0, 40) + "..." : text;
 }
 }  // namespace
@@ -149,8 +151,14 @@ void apply_override(nlohmann::json& config, const std::string& assignment) {
   const std::string path = assignment.substr(0, equals), text = assignment.substr(equals + 1);
   nlohmann::json value = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded()) value = text;  // a bare word is a string
+  // Keys and strings must be valid UTF-8, as they are in a JSON file (dump() checks).
   try {
-    (void)value.dump();  // strings must be valid UTF-8, as JSON files are
+    (void)nlohmann::json(path).dump();
+  } catch (const nlohmann::json::exception&) {
+    QF_FAIL("--set: the key path is not valid UTF-8");
+  }
+  try {
+    (void)value.dump();
   } catch (const nlohmann::json::exception&) {
     QF_FAIL("--set: ", path, ": the value is not valid UTF-8");
   }

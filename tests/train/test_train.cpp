@@ -201,6 +201,16 @@ TEST_CASE("--set overrides any key, parsing JSON values") {
   CHECK_THROWS_AS(apply_override(config, "novalue"), Error);
 }
 
+TEST_CASE("--set refuses keys and values that are not UTF-8, and messages never throw on them") {
+  // Found by fuzz_config: a key path with a stray byte became an object key, and the
+  // error message for the wrong type then threw nlohmann's UTF-8 error instead of ours.
+  json config = {{"train", {{"epochs", 5}}}};
+  CHECK_THROWS_WITH_AS(apply_override(config, std::string("train.epochs.x\xcc\x00", 16) + "=1"),
+                       "--set: the key path is not valid UTF-8", Error);
+  CHECK_THROWS_WITH_AS(apply_override(config, "train.epochs=\xcc"), doctest::Contains("not valid UTF-8"), Error);
+  CHECK(config["train"]["epochs"] == 5);
+}
+
 TEST_CASE("schedules: warmup, step and cosine") {
   ScheduleConfig cosine{.type = "cosine", .warmup_epochs = 1};
   CHECK(scheduled_learning_rate(cosine, 0.1, 0.5, 5) == doctest::Approx(0.05));
