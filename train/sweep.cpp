@@ -17,7 +17,9 @@
 #include "core/serialize.h"
 #include "nn/module.h"
 #include "quant/fake_quantize.h"
+#include "quant/numeric_suite.h"
 #include "quant/observer.h"
+#include "quant/prepare.h"
 #include "quant/qconfig.h"
 #include "train/quantize_runs.h"
 #include "train/trainer.h"
@@ -614,13 +616,6 @@ SensitivityConfig parse_sensitivity_config(const nlohmann::json& section, const 
 
 namespace {
 
-double sqnr_db(const float* x, const float* approx, int64_t n) {
-  double signal = 0, noise = 0;
-  for (int64_t i = 0; i < n; ++i)
-    signal += double{x[i]} * x[i], noise += (double{x[i]} - approx[i]) * (double{x[i]} - approx[i]);
-  return noise == 0 ? INFINITY : 10 * std::log10(signal / noise);
-}
-
 // The layers a QConfig override can name, by dotted name: conv and linear layers, and
 // residual blocks (their add's output quantizer).
 std::vector<std::pair<std::string, nn::Module*>> quantizable_layers(nn::Module& model) {
@@ -636,10 +631,8 @@ nlohmann::json at_bits(const std::string& name, int bits) {
   return {{"name", name}, {"weight", {{"bits", bits}}}, {"activation", {{"bits", bits}}}};
 }
 
-// Logits of `model` on the first `count` test images (eval mode, no gradients).
-Tensor logits_on(nn::Module& model, const data::Dataset& test, int64_t count) {
-  model.eval();
-  NoGradGuard no_grad;
+// The first `count` test images, normalized as training saw them.
+Tensor test_images(const data::Dataset& test, int64_t count) {
   const int64_t n = std::min(count, test.size());
   const int64_t pixels = test.images.numel() / test.size();
   Shape shape = test.images.shape();
@@ -647,6 +640,13 @@ Tensor logits_on(nn::Module& model, const data::Dataset& test, int64_t count) {
   Tensor images = Tensor::empty(shape);
   const uint8_t* bytes = test.images.data_as<uint8_t>();
   for (int64_t i = 0; i < n * pixels; ++i) images.data()[i] = test.normalize(bytes[i]);
+  return images;
+}
+
+// Logits of `model` on `images` (eval mode, no gradients).
+Tensor logits_on(nn::Module& model, const Tensor& images) {
+  model.eval();
+  NoGradGuard no_grad;
   return model.forward(images);
 }
 
@@ -723,7 +723,9 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
       if (r.method == method) return r.error.empty() ? r.accuracy : 0.0;
     return 0.0;
   };
-  // SQNRs: weights directly; logits of the "only L" model against the fp32 model's.
+  // SQNRs (Numeric Suite): the weights directly; each layer's output in the all-quantized
+  // model against the fused float model (the same prepared model, fake quantization off);
+  // the logits of the "only L" model against the fp32 model's.
   const std::string fp32_file = fp32_checkpoint(config, true);
   {
     TensorFile saved = load_tensor_file(fp32_file);
@@ -733,7 +735,26 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
                                 fp32_file);
   }
   const Datasets datasets = load_datasets(config.data);
-  const Tensor reference = logits_on(*fp32_model, datasets.test, 512);
+  const Tensor images = test_images(datasets.test, 512);
+  const Tensor reference = logits_on(*fp32_model, images);
+  std::map<std::string, double> output_sqnr;
+  {
+    const std::string all_dir = config.output_dir + "/runs/" + plan[0].name();
+    const RunConfig all_config = run_config(config, plan[0], fp32_file, all_dir);
+    if (std::filesystem::exists(all_dir + "/model_ptq.qf")) {
+      nn::ModulePtr quantized = load_saved_model(all_config, all_dir + "/model_ptq.qf");
+      nn::ModulePtr fused_float = load_saved_model(all_config, all_dir + "/model_ptq.qf");
+      quant::set_fake_quant(*fused_float, false);
+      std::vector<std::string> prepared_names;  // inside the QatModel: "model." + name
+      for (std::size_t l = 0; l < weighted; ++l) prepared_names.push_back("model." + names[l]);
+      for (const auto& [name, sqnr] :
+           quant::compare_model_outputs(*fused_float, *quantized, prepared_names, images))
+        output_sqnr[name.substr(6)] = sqnr;
+      auto& input_quant = *dynamic_cast<quant::QatModel&>(*quantized).input_quant;
+      NoGradGuard no_grad;
+      output_sqnr["input"] = quant::sqnr_db(images, input_quant.forward(images));
+    }
+  }
   std::vector<LayerSensitivity> layers;
   const auto modules = quantizable_layers(*fp32_model);
   for (std::size_t l = 0; l < names.size(); ++l) {
@@ -744,18 +765,17 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
       const quant::QuantScheme scheme{.bits = bits, .is_signed = true, .symmetric = true, .axis = 0};
       auto observer = quant::make_observer(quant::ObserverChoice{quant::ObserverKind::minmax}, scheme);
       observer->observe(weight);
-      const Tensor fake = quant::fake_quantize(weight, observer->calculate_qparams(), scheme.range());
-      s.weight_sqnr = sqnr_db(weight.data(), fake.data(), weight.numel());
+      s.weight_sqnr = quant::sqnr_db(weight, quant::fake_quantize(weight, observer->calculate_qparams(), scheme.range()));
     } else {
       s.weight_sqnr = NAN;  // the input and a block's add have no weights of their own
     }
+    s.output_sqnr = output_sqnr.count(names[l]) ? output_sqnr.at(names[l]) : NAN;
     const PlannedRun& only = plan[1 + 2 * l];
     const std::string run_dir = config.output_dir + "/runs/" + only.name();
     if (std::filesystem::exists(run_dir + "/model_ptq.qf")) {
       nn::ModulePtr quantized =
           load_saved_model(run_config(config, only, fp32_file, run_dir), run_dir + "/model_ptq.qf");
-      const Tensor approx = logits_on(*quantized, datasets.test, 512);
-      s.output_sqnr = sqnr_db(reference.data(), approx.data(), reference.numel());
+      s.logits_sqnr = quant::sqnr_db(reference, logits_on(*quantized, images));
     }
     layers.push_back(s);
   }
@@ -767,21 +787,24 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
       "\nper-layer sensitivity at %d bits (PTQ; fp32 %.2f%%, everything at %d bits %.2f%%), most sensitive "
       "first\n",
       bits, 100 * fp32_accuracy, bits, 100 * accuracy_of("all"));
-  std::printf("%-26s %-10s %12s %12s %11s %13s\n", "layer", "type", "only it (%)", "all but (%)",
-              "weight SQNR", "logits SQNR");
+  std::printf("%-26s %-10s %12s %12s %11s %11s %22s\n", "layer", "type", "only it (%)", "all but (%)",
+              "weight SQNR", "output SQNR", "logits SQNR (only it)");
   nlohmann::json table = nlohmann::json::array();
   for (const LayerSensitivity& s : layers) {
     char weight_sqnr[16] = "-";
     if (!std::isnan(s.weight_sqnr)) std::snprintf(weight_sqnr, sizeof weight_sqnr, "%.1f dB", s.weight_sqnr);
-    std::printf("%-26s %-10s %12.2f %12.2f %11s %10.1f dB\n", s.layer.c_str(), s.type.c_str(),
-                100 * s.only_accuracy, 100 * s.all_but_accuracy, weight_sqnr, s.output_sqnr);
+    char output_sqnr_text[16] = "-";
+    if (!std::isnan(s.output_sqnr)) std::snprintf(output_sqnr_text, sizeof output_sqnr_text, "%.1f dB", s.output_sqnr);
+    std::printf("%-26s %-10s %12.2f %12.2f %11s %11s %19.1f dB\n", s.layer.c_str(), s.type.c_str(),
+                100 * s.only_accuracy, 100 * s.all_but_accuracy, weight_sqnr, output_sqnr_text, s.logits_sqnr);
     table.push_back(
         {{"layer", s.layer},
          {"type", s.type},
          {"only_quantized_accuracy", s.only_accuracy},
          {"all_but_accuracy", s.all_but_accuracy},
          {"weight_sqnr_db", std::isnan(s.weight_sqnr) ? nlohmann::json() : nlohmann::json(s.weight_sqnr)},
-         {"logits_sqnr_db", s.output_sqnr}});
+         {"output_sqnr_db", std::isnan(s.output_sqnr) ? nlohmann::json() : nlohmann::json(s.output_sqnr)},
+         {"logits_sqnr_db", s.logits_sqnr}});
   }
 
   // The suggestion: keep at 8 bits the layers whose absence helps most, one more at a time.

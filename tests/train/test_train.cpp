@@ -551,7 +551,10 @@ TEST_CASE(
       CHECK(s.weight_sqnr > 0);
       CHECK(s.weight_sqnr < 30);  // 2 bits
     }
-    CHECK(std::isfinite(s.output_sqnr));
+    CHECK(std::isfinite(s.output_sqnr));  // every layer's own output, all quantized vs fused float
+    CHECK(s.output_sqnr > 0);
+    CHECK(s.output_sqnr < 30);  // 2 bits
+    CHECK(std::isfinite(s.logits_sqnr));
   }
   const json report = json::parse(read_file(out + "/sensitivity.json"));
   CHECK(report["layers"].size() == 3);
