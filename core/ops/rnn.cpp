@@ -19,21 +19,16 @@
 namespace qforge {
 
 namespace {
-inline float sigmoid_of(float v) { return lstm_sigmoid(v); }
-
 // One batch row of the cell: a (4H) holds the pre-activations and receives i,f,g,o. The
 // restrict pointers (every caller passes disjoint rows) let the loop vectorize.
 void cell_forward_row(float* __restrict a, const float* __restrict c_prev, float* __restrict h,
                       float* __restrict c, float* __restrict tanh_c, int64_t hidden) {
   for (int64_t j = 0; j < hidden; ++j) {
-    float i = sigmoid_of(a[j]), f = sigmoid_of(a[hidden + j]);
-    float g = lstm_tanh(a[2 * hidden + j]), o = sigmoid_of(a[3 * hidden + j]);
-    float cell = f * c_prev[j] + i * g;
-    float t = lstm_tanh(cell);
-    a[j] = i, a[hidden + j] = f, a[2 * hidden + j] = g, a[3 * hidden + j] = o;
-    tanh_c[j] = t;
-    h[j] = o * t;
-    c[j] = cell;
+    const LstmUnit u = lstm_unit(a[j], a[hidden + j], a[2 * hidden + j], a[3 * hidden + j], c_prev[j]);
+    a[j] = u.i, a[hidden + j] = u.f, a[2 * hidden + j] = u.g, a[3 * hidden + j] = u.o;
+    tanh_c[j] = u.tanh_c;
+    h[j] = u.h;
+    c[j] = u.c;
   }
 }
 

@@ -16,6 +16,22 @@ Tensor lstm_cell(const Tensor& gates, const Tensor& c_prev);
 inline float lstm_sigmoid(float v) { return kernels::sigmoid_float(v); }
 inline float lstm_tanh(float v) { return kernels::tanh_float(v); }
 
+// One hidden unit of the cell from its four gate pre-activations (order i, f, g, o):
+//   c = f·c_prev + i·g,  h = o·tanh(c).
+// Every float LSTM computes a unit through this — lstm_cell and lstm_layer here, the
+// dynamic int8 LSTM (quant/int8/lstm_ops.cpp) — so they agree bit for bit.
+struct LstmUnit {
+  float i, f, g, o, c, tanh_c, h;
+};
+inline LstmUnit lstm_unit(float i_pre, float f_pre, float g_pre, float o_pre, float c_prev) {
+  LstmUnit u;
+  u.i = lstm_sigmoid(i_pre), u.f = lstm_sigmoid(f_pre), u.g = lstm_tanh(g_pre), u.o = lstm_sigmoid(o_pre);
+  u.c = u.f * c_prev + u.i * u.g;
+  u.tanh_c = lstm_tanh(u.c);
+  u.h = u.o * u.tanh_c;
+  return u;
+}
+
 // lstm_layer: a whole LSTM layer over T steps as one op, with hand-written
 // backpropagation through time. The caller projects the inputs of all steps first.
 //   projected (B,T,4H) = x·W_ihᵀ + b_ih,  weight_hh (4H,H),  bias_hh (4H),

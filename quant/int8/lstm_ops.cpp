@@ -156,12 +156,9 @@ namespace {
 void dynamic_cell_row(float* __restrict out, float* __restrict h, float* __restrict c,
                       const float* __restrict p, const float* __restrict r, int64_t hidden) {
   for (int64_t j = 0; j < hidden; ++j) {
-    const float i = lstm_sigmoid(p[j] + r[j]), f = lstm_sigmoid(p[hidden + j] + r[hidden + j]);
-    const float g = lstm_tanh(p[2 * hidden + j] + r[2 * hidden + j]);
-    const float o = lstm_sigmoid(p[3 * hidden + j] + r[3 * hidden + j]);
-    const float cell = f * c[j] + i * g;
-    const float state = o * lstm_tanh(cell);
-    c[j] = cell, h[j] = state, out[j] = state;
+    const LstmUnit u = lstm_unit(p[j] + r[j], p[hidden + j] + r[hidden + j], p[2 * hidden + j] + r[2 * hidden + j],
+                                 p[3 * hidden + j] + r[3 * hidden + j], c[j]);
+    c[j] = u.c, h[j] = u.h, out[j] = u.h;
   }
 }
 
