@@ -332,9 +332,15 @@ namespace {
 
 using ChartFunction = std::function<std::string(const std::vector<SweepRecord>&, double fp32_accuracy)>;
 
+struct PlanResult {
+  std::vector<SweepRecord> records;
+  double fp32_accuracy = 0;
+  std::string fp32_file;  // the fp32 model every run started from
+};
+
 // Runs (or, with --resume, reads back) every planned run over the fp32 model in order,
-// rewriting DIR/<stem>.{json,csv,svg} after each; returns the records and the fp32 accuracy.
-std::pair<std::vector<SweepRecord>, double> execute_plan(const RunConfig& config,
+// rewriting DIR/<stem>.{json,csv,svg} after each.
+PlanResult execute_plan(const RunConfig& config,
                                                          const std::vector<PlannedRun>& plan, bool resume,
                                                          const std::string& stem,
                                                          const ChartFunction& chart) {
@@ -361,7 +367,7 @@ std::pair<std::vector<SweepRecord>, double> execute_plan(const RunConfig& config
     print_progress(i + 1, plan.size(), records.back(), reused,
                    ran > 0 ? run_seconds / static_cast<double>(ran) * left : 0);
   }
-  return {records, fp32_accuracy};
+  return {records, fp32_accuracy, fp32};
 }
 
 }  // namespace
@@ -372,8 +378,8 @@ std::vector<SweepRecord> run_sweep(const RunConfig& config, bool resume) {
   const auto result = execute_plan(
       config, plan_runs(sweep, static_cast<int64_t>(config.train.seed)), resume, "sweep",
       [&](const std::vector<SweepRecord>& so_far, double fp32) { return sweep_svg(so_far, fp32, title); });
-  const std::vector<SweepRecord>& records = result.first;
-  const double fp32_accuracy = result.second;
+  const std::vector<SweepRecord>& records = result.records;
+  const double fp32_accuracy = result.fp32_accuracy;
   print_table(records, sweep.methods, false, fp32_accuracy);
   print_table(records, sweep.methods, true, fp32_accuracy);
   std::printf("\n%s/sweep.csv, sweep.json, sweep.svg; each run's folder and log under %s/runs/\n",
@@ -428,8 +434,8 @@ std::vector<SweepRecord> run_calibrate_compare(const RunConfig& config, bool res
   const auto result = execute_plan(
       config, plan, resume, "compare",
       [&](const std::vector<SweepRecord>& so_far, double fp32) { return compare_svg(so_far, fp32, title); });
-  const std::vector<SweepRecord>& records = result.first;
-  const double fp32_accuracy = result.second;
+  const std::vector<SweepRecord>& records = result.records;
+  const double fp32_accuracy = result.fp32_accuracy;
   std::printf("\nPTQ at %d bits, %lld calibration runs of %lld images each (fp32 %.2f%%)\n", compare.bits,
               static_cast<long long>(compare.runs), static_cast<long long>(batches * config.train.batch_size),
               100 * fp32_accuracy);
@@ -716,8 +722,8 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
       execute_plan(config, plan, resume, "sensitivity_runs", [](const std::vector<SweepRecord>&, double) {
         return std::string();  // the chart comes at the end (sensitivity.svg)
       });
-  const std::vector<SweepRecord>& records = result.first;
-  const double fp32_accuracy = result.second;
+  const std::vector<SweepRecord>& records = result.records;
+  const double fp32_accuracy = result.fp32_accuracy;
   auto accuracy_of = [&](const std::string& method) {
     for (const SweepRecord& r : records)
       if (r.method == method) return r.error.empty() ? r.accuracy : 0.0;
@@ -726,7 +732,7 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
   // SQNRs (Numeric Suite): the weights directly; each layer's output in the all-quantized
   // model against the fused float model (the same prepared model, fake quantization off);
   // the logits of the "only L" model against the fp32 model's.
-  const std::string fp32_file = fp32_checkpoint(config, true);
+  const std::string& fp32_file = result.fp32_file;
   {
     TensorFile saved = load_tensor_file(fp32_file);
     fp32_model->load_state_dict(saved.metadata.value("kind", "") == "checkpoint"
