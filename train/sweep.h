@@ -61,11 +61,6 @@ nlohmann::json to_json(const SweepRecord& record);
 // The whole study into config.output_dir; returns the records in run order.
 std::vector<SweepRecord> run_sweep(const RunConfig& config, bool resume);
 
-// The chart alone (also used by tests): accuracy (%) vs bits per method, error bars over
-// seeds, fp32 as a dashed reference line.
-std::string sweep_svg(const std::vector<SweepRecord>& records, double fp32_accuracy,
-                      const std::string& title);
-
 // `qforge calibrate-compare CONFIG`: NVIDIA pytorch-quantization's PTQ calibration study.
 // Each method calibrates the activations (weights: the config's, per-channel MinMax by
 // default) on `runs` different random subsets of `images` training images (train.seed,
@@ -87,9 +82,6 @@ struct CompareConfig {
 };
 CompareConfig parse_compare_config(const nlohmann::json& section, const std::string& file);
 std::vector<SweepRecord> run_calibrate_compare(const RunConfig& config, bool resume);
-// A box plot per method: whiskers min..max, box the quartiles, the median line, the mean dot.
-std::string compare_svg(const std::vector<SweepRecord>& records, double fp32_accuracy,
-                        const std::string& title);
 
 // `qforge sensitivity CONFIG [--target-accuracy A]`: per quantizable layer (Conv2d,
 // Linear, a residual block's add, the network input) at `bits` (default 4), PTQ accuracy with only that layer
