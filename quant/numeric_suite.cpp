@@ -9,8 +9,8 @@
 namespace qforge::quant {
 
 double sqnr_db(const Tensor& reference, const Tensor& approx) {
-  QF_CHECK(reference.shape() == approx.shape(), "sqnr_db: shapes ", reference.shape(), " and ", approx.shape(),
-           " differ");
+  QF_CHECK(reference.shape() == approx.shape(), "sqnr_db: shapes ", reference.shape(), " and ",
+           approx.shape(), " differ");
   const float* x = reference.data();
   const float* y = approx.data();
   double signal = 0, noise = 0;
@@ -26,7 +26,9 @@ namespace {
 // Stands in for a layer during one forward pass and keeps what the layer returned.
 class OutputLogger : public nn::Module {
  public:
-  explicit OutputLogger(nn::ModulePtr layer) : layer(std::move(layer)) { register_module("layer", this->layer); }
+  explicit OutputLogger(nn::ModulePtr layer) : layer(std::move(layer)) {
+    register_module("layer", this->layer);
+  }
   Tensor forward(const Tensor& input) override { return output = layer->forward(input); }
   std::string type_name() const override { return "OutputLogger"; }
 
@@ -80,7 +82,8 @@ std::map<std::string, Tensor> record_outputs(nn::Module& model, const std::vecto
 }  // namespace
 
 std::map<std::string, double> compare_model_outputs(nn::Module& float_model, nn::Module& quantized_model,
-                                                    const std::vector<std::string>& layers, const Tensor& input) {
+                                                    const std::vector<std::string>& layers,
+                                                    const Tensor& input) {
   const std::map<std::string, Tensor> reference = record_outputs(float_model, layers, input);
   const std::map<std::string, Tensor> quantized = record_outputs(quantized_model, layers, input);
   std::map<std::string, double> sqnr;

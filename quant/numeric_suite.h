@@ -26,6 +26,7 @@ double sqnr_db(const Tensor& reference, const Tensor& approx);
 // (each must exist in both). Runs one forward pass of each model on `input` in eval mode
 // without gradients; both models are left as they were.
 std::map<std::string, double> compare_model_outputs(nn::Module& float_model, nn::Module& quantized_model,
-                                                    const std::vector<std::string>& layers, const Tensor& input);
+                                                    const std::vector<std::string>& layers,
+                                                    const Tensor& input);
 
 }  // namespace qforge::quant

@@ -58,7 +58,8 @@ double mean_of(const std::vector<double>& values) {  // as the tables compute it
 }
 
 // Frame, grid, ticks and the axis labels.
-void draw_axes(SvgCanvas& c, const BitsAxis& axis, const std::vector<int>& widths, const char* x_label, const std::string& title) {
+void draw_axes(SvgCanvas& c, const BitsAxis& axis, const std::vector<int>& widths, const char* x_label,
+               const std::string& title) {
   c.add("<text x=\"%.0f\" y=\"28\" font-size=\"15\">Accuracy vs bit width: %s</text>\n", BitsAxis::kLeft,
         escape_xml(title).c_str());
   c.line(BitsAxis::kLeft, BitsAxis::kBottom, BitsAxis::kRight, BitsAxis::kBottom, "stroke=\"black\"");
@@ -69,9 +70,10 @@ void draw_axes(SvgCanvas& c, const BitsAxis& axis, const std::vector<int>& width
     c.add("<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%d</text>\n", BitsAxis::kLeft - 6, y + 4, percent);
   }
   for (int w : widths)
-    c.add("<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n", axis.x(w), BitsAxis::kBottom + 18, w);
-  c.add("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", (BitsAxis::kLeft + BitsAxis::kRight) / 2,
-        BitsAxis::kBottom + 40, x_label);
+    c.add("<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n", axis.x(w), BitsAxis::kBottom + 18,
+          w);
+  c.add("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n",
+        (BitsAxis::kLeft + BitsAxis::kRight) / 2, BitsAxis::kBottom + 40, x_label);
   const double middle = (BitsAxis::kTop + BitsAxis::kBottom) / 2;
   c.add(
       "<text x=\"20\" y=\"%.0f\" text-anchor=\"middle\" transform=\"rotate(-90 20 %.0f)\">test accuracy "
@@ -80,8 +82,8 @@ void draw_axes(SvgCanvas& c, const BitsAxis& axis, const std::vector<int>& width
 }
 
 // One method: error bars over the seeds' min..max at each width, the means joined.
-void draw_method(SvgCanvas& c, const BitsAxis& axis, const std::vector<std::vector<double>>& per_width, const std::vector<int>& widths,
-                 const char* color) {
+void draw_method(SvgCanvas& c, const BitsAxis& axis, const std::vector<std::vector<double>>& per_width,
+                 const std::vector<int>& widths, const char* color) {
   std::string points;
   char style[64], point[48];
   std::snprintf(style, sizeof style, "stroke=\"%s\"", color);
@@ -138,7 +140,8 @@ std::string sweep_svg(const std::vector<SweepRecord>& records, double fp32_accur
             title);
   const char* dashed = "stroke=\"black\" stroke-dasharray=\"6,4\"";
   if (fp32_accuracy > 0)
-    chart.line(BitsAxis::kLeft, BitsAxis::y(fp32_accuracy), BitsAxis::kRight, BitsAxis::y(fp32_accuracy), dashed);
+    chart.line(BitsAxis::kLeft, BitsAxis::y(fp32_accuracy), BitsAxis::kRight, BitsAxis::y(fp32_accuracy),
+               dashed);
   double legend_y = BitsAxis::kTop + 10;
   for (std::size_t m = 0; m < methods.size(); ++m, legend_y += 20) {
     std::vector<std::vector<double>> per_width(widths.size());
@@ -186,7 +189,6 @@ std::string sensitivity_svg(const std::vector<LayerSensitivity>& layers, double 
       (left + right) / 2, height + 20, 100 * fp32_accuracy);
   return c.finish();
 }
-
 
 std::string compare_svg(const std::vector<SweepRecord>& records, double fp32_accuracy,
                         const std::string& title) {

@@ -12,7 +12,8 @@ namespace qforge::train {
 
 // `qforge sweep`: accuracy (%) vs bits, one line per method through the means, error bars
 // over the seeds' min..max, fp32 as a dashed reference line, a legend.
-std::string sweep_svg(const std::vector<SweepRecord>& records, double fp32_accuracy, const std::string& title);
+std::string sweep_svg(const std::vector<SweepRecord>& records, double fp32_accuracy,
+                      const std::string& title);
 
 // `qforge calibrate-compare`: a box plot per method — whiskers min..max, the box the
 // quartiles, the median line, the mean dot; the y axis spans the results.

@@ -341,10 +341,8 @@ struct PlanResult {
 
 // Runs (or, with --resume, reads back) every planned run over the fp32 model in order,
 // rewriting DIR/<stem>.{json,csv,svg} after each.
-PlanResult execute_plan(const RunConfig& config,
-                                                         const std::vector<PlannedRun>& plan, bool resume,
-                                                         const std::string& stem,
-                                                         const ChartFunction& chart) {
+PlanResult execute_plan(const RunConfig& config, const std::vector<PlannedRun>& plan, bool resume,
+                        const std::string& stem, const ChartFunction& chart) {
   const std::string dir = config.output_dir;
   QF_CHECK(resume || config.force || !std::filesystem::exists(dir + "/" + stem + ".json"), dir,
            " holds a finished ", stem, "; --resume continues it, --force replaces it");
@@ -598,7 +596,8 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
       const quant::QuantScheme scheme{.bits = bits, .is_signed = true, .symmetric = true, .axis = 0};
       auto observer = quant::make_observer(quant::ObserverChoice{quant::ObserverKind::minmax}, scheme);
       observer->observe(weight);
-      s.weight_sqnr = quant::sqnr_db(weight, quant::fake_quantize(weight, observer->calculate_qparams(), scheme.range()));
+      s.weight_sqnr =
+          quant::sqnr_db(weight, quant::fake_quantize(weight, observer->calculate_qparams(), scheme.range()));
     } else {
       s.weight_sqnr = NAN;  // the input and a block's add have no weights of their own
     }
@@ -627,9 +626,11 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
     char weight_sqnr[16] = "-";
     if (!std::isnan(s.weight_sqnr)) std::snprintf(weight_sqnr, sizeof weight_sqnr, "%.1f dB", s.weight_sqnr);
     char output_sqnr_text[16] = "-";
-    if (!std::isnan(s.output_sqnr)) std::snprintf(output_sqnr_text, sizeof output_sqnr_text, "%.1f dB", s.output_sqnr);
+    if (!std::isnan(s.output_sqnr))
+      std::snprintf(output_sqnr_text, sizeof output_sqnr_text, "%.1f dB", s.output_sqnr);
     std::printf("%-26s %-10s %12.2f %12.2f %11s %11s %19.1f dB\n", s.layer.c_str(), s.type.c_str(),
-                100 * s.only_accuracy, 100 * s.all_but_accuracy, weight_sqnr, output_sqnr_text, s.logits_sqnr);
+                100 * s.only_accuracy, 100 * s.all_but_accuracy, weight_sqnr, output_sqnr_text,
+                s.logits_sqnr);
     table.push_back(
         {{"layer", s.layer},
          {"type", s.type},

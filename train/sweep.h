@@ -88,12 +88,12 @@ std::vector<SweepRecord> run_calibrate_compare(const RunConfig& config, bool res
 // quantized (every other layer and the input at 16 bits, indistinguishable from float here) and with all but
 // that layer quantized (it at 16 bits); the SQNR 10·log10(Σx²/Σ(x−x̂)²) of its weights (per-channel symmetric
 // at `bits`, before BN folding), of its output activations in the all-quantized model against the fused
-// float model (quant/numeric_suite.h: PyTorch's compare_weights / compare_model_outputs), and of the network's
-// logits with only it quantized, on the first 512 test images. A ranked table (by the accuracy lost with only that layer quantized), DIR/sensitivity.json and a
-// bar chart. Then a mixed-precision suggestion for the target accuracy (default: fp32 − 1 point): the layers
-// whose "all but" runs gain most are kept at 8 bits, one more at a time, until a PTQ run of the candidate
-// reaches the target; it is written as DIR/suggested.json (a config `qforge qat` runs) and QAT is run once on
-// it to report its accuracy and size.
+// float model (quant/numeric_suite.h: PyTorch's compare_weights / compare_model_outputs), and of the
+// network's logits with only it quantized, on the first 512 test images. A ranked table (by the accuracy lost
+// with only that layer quantized), DIR/sensitivity.json and a bar chart. Then a mixed-precision suggestion
+// for the target accuracy (default: fp32 − 1 point): the layers whose "all but" runs gain most are kept at 8
+// bits, one more at a time, until a PTQ run of the candidate reaches the target; it is written as
+// DIR/suggested.json (a config `qforge qat` runs) and QAT is run once on it to report its accuracy and size.
 //
 // clang-format off
 //   "sensitivity": {"bits": 4, "target_accuracy": 0.90}

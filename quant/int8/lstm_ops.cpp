@@ -156,8 +156,9 @@ namespace {
 void dynamic_cell_row(float* __restrict out, float* __restrict h, float* __restrict c,
                       const float* __restrict p, const float* __restrict r, int64_t hidden) {
   for (int64_t j = 0; j < hidden; ++j) {
-    const LstmUnit u = lstm_unit(p[j] + r[j], p[hidden + j] + r[hidden + j], p[2 * hidden + j] + r[2 * hidden + j],
-                                 p[3 * hidden + j] + r[3 * hidden + j], c[j]);
+    const LstmUnit u =
+        lstm_unit(p[j] + r[j], p[hidden + j] + r[hidden + j], p[2 * hidden + j] + r[2 * hidden + j],
+                  p[3 * hidden + j] + r[3 * hidden + j], c[j]);
     c[j] = u.c, h[j] = u.h, out[j] = u.h;
   }
 }

@@ -36,7 +36,8 @@ TEST_CASE("sqnr_db: 10·log10(Σx² / Σ(x − x̂)²)") {
 TEST_CASE("compare_model_outputs: each layer's output, fused float vs quantized, about 6 dB per bit") {
   Generator generator(3);
   const Tensor images = Tensor::randn({16, 1, 28, 28}, generator);
-  const std::vector<std::string> layers{"model.0", "model.9", "model.11"};  // conv-bn-relu, linear-relu, linear
+  const std::vector<std::string> layers{"model.0", "model.9",
+                                        "model.11"};  // conv-bn-relu, linear-relu, linear
   std::map<int, std::map<std::string, double>> by_bits;
   for (int bits : {4, 8}) {
     auto quantized = calibrated_lenet(bits, images), fused_float = calibrated_lenet(bits, images);

@@ -207,7 +207,8 @@ TEST_CASE("--set refuses keys and values that are not UTF-8, and messages never 
   json config = {{"train", {{"epochs", 5}}}};
   CHECK_THROWS_WITH_AS(apply_override(config, std::string("train.epochs.x\xcc\x00", 16) + "=1"),
                        "--set: the key path is not valid UTF-8", Error);
-  CHECK_THROWS_WITH_AS(apply_override(config, "train.epochs=\xcc"), doctest::Contains("not valid UTF-8"), Error);
+  CHECK_THROWS_WITH_AS(apply_override(config, "train.epochs=\xcc"), doctest::Contains("not valid UTF-8"),
+                       Error);
   CHECK(config["train"]["epochs"] == 5);
 }
 
