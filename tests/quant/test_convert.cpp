@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <functional>
+#include <map>
 
 #include "core/file_io.h"
 #include "core/ops.h"
@@ -283,4 +286,78 @@ TEST_CASE(".qfm files: every truncation, every flipped bit and hand edits are er
   TensorFile extra = file;
   extra.tensors["ops.0.stray"] = Tensor::zeros({2});
   CHECK_THROWS_WITH_AS(IntegerModel::from_file(extra, path), doctest::Contains("ops.0"), Error);
+}
+
+TEST_CASE(
+    "packed weights (Note [Packed weights]): 4- and 2-bit files shrink, round trip exactly, bad packing "
+    "named") {
+  const std::string folder = qforge::testing::fresh_temp_folder("packed");
+  Generator generator(17);
+  const Tensor images = Tensor::randn({32, 1, 28, 28}, generator);
+  std::map<int, std::uintmax_t> bytes;
+  std::map<int, TensorFile> files;
+  for (int bits : {8, 4, 3, 2}) {
+    INFO("weight bits ", bits);
+    const json section = {{"weight", {{"bits", bits}}}};
+    auto prepared = calibrated("lenet", parse_quant_config(section, "t.json"), generator);
+    const IntegerModel model = convert(*prepared, {1, 28, 28});
+    const std::string path = folder + "/w" + std::to_string(bits) + ".qfm";
+    model.save(path);
+    bytes[bits] = std::filesystem::file_size(path);
+    files[bits] = load_tensor_file(path);
+    const IntegerModel reloaded = IntegerModel::load(path);
+    CHECK(reloaded.forward(images).to_vector() == model.forward(images).to_vector());
+    int packed_ops = 0;
+    for (const json& op : files[bits].metadata["ops"])
+      if (op.contains("packed_weight")) {
+        ++packed_ops;
+        CHECK(op["packed_weight"]["bits"] == (bits == 3 ? 4 : bits));
+      }
+    CHECK(packed_ops == (bits == 8 ? 0 : 4));  // lenet's two convs and two linear layers
+  }
+  // lenet's file is almost all weights: 4 bits halves it, 2 bits quarters it.
+  CHECK(static_cast<double>(bytes[4]) < 0.55 * static_cast<double>(bytes[8]));
+  CHECK(bytes[3] < bytes[4] + 16);  // 3-bit codes take 4 bits; only the header's numbers differ
+  CHECK(static_cast<double>(bytes[2]) < 0.3 * static_cast<double>(bytes[8]));
+
+  const std::string path = folder + "/edited.qfm";
+  auto edited = [&](int bits, const std::function<void(TensorFile&)>& edit, const char* message) {
+    TensorFile copy = files[bits];
+    copy.tensors["ops.1.weight"] = copy.tensors["ops.1.weight"].clone();
+    edit(copy);
+    CHECK_THROWS_WITH_AS(IntegerModel::from_file(copy, path), doctest::Contains(message), Error);
+  };
+  REQUIRE(files[4].metadata["ops"][1]["op"] == "conv2d");
+  edited(
+      4, [](TensorFile& f) { f.metadata["ops"][1]["packed_weight"]["bits"] = 3; }, "expected 1, 2 or 4");
+  edited(
+      4,
+      [](TensorFile& f) {
+        f.metadata["ops"][1]["packed_weight"]["shape"] = {6, 1, 5, 4};
+      },
+      "expected u8 [60] for 120 weights of 4 bits");
+  edited(
+      4, [](TensorFile& f) { f.metadata["ops"][1]["packed_weight"]["surprise"] = 1; },
+      "ops.1.packed_weight.surprise");
+  edited(
+      4,
+      [](TensorFile& f) {
+        f.metadata["ops"][1]["weight_range"] = {-8, 5};
+      },
+      "outside the 14 levels");
+  edited(
+      2,
+      [](TensorFile& f) {
+        f.metadata["ops"][1]["weight_range"] = {-8, 7};
+      },
+      "cannot hold the 16 levels");
+  // conv 0 has 32·25 = 800 two-bit weights in 200 bytes; read as 799 weights, the last
+  // byte's top two bits are unused and must be zero.
+  edited(
+      2,
+      [](TensorFile& f) {
+        f.metadata["ops"][1]["packed_weight"]["shape"] = {17, 47};
+        f.tensors["ops.1.weight"].data_as<uint8_t>()[199] |= 0xc0;
+      },
+      "unused bits are not zero");
 }
