@@ -205,8 +205,11 @@ std::string compare_svg(const std::vector<SweepRecord>& records, double fp32_acc
   auto y_of = [&](double a) { return kBottom - (a - lo) / (hi - lo) * (kBottom - kTop); };
   const double slot = (kRight - kLeft) / static_cast<double>(std::max<std::size_t>(methods.size(), 1));
   SvgCanvas c(820, 440);
-  c.add("<text x=\"%.0f\" y=\"28\" font-size=\"15\">PTQ accuracy per calibration method: %s</text>\n", kLeft,
-        escape_xml(title).c_str());
+  const int bits = records.empty() ? 8 : records.front().activation_bits;
+  c.add(
+      "<text x=\"%.0f\" y=\"28\" font-size=\"15\">PTQ accuracy per calibration method at %d bits: "
+      "%s</text>\n",
+      kLeft, bits, escape_xml(title).c_str());
   c.line(kLeft, kBottom, kRight, kBottom, "stroke=\"black\"");
   c.line(kLeft, kTop, kLeft, kBottom, "stroke=\"black\"");
   for (int tick = 0; tick <= 5; ++tick) {
