@@ -138,8 +138,12 @@ void print_integer_model(const quant::int8::IntegerModel& model, const nlohmann:
                     : "",
                 bits.c_str(), quant.c_str(), static_cast<long long>(op.weight_bytes()));
   }
-  std::printf("%zu ops, %lld weight bytes\n", model.ops().size(),
+  int packed = 0;
+  for (const nlohmann::json& entry : ops) packed += entry.contains("packed_weight");
+  std::printf("%zu ops, %lld weight bytes as int8 in memory", model.ops().size(),
               static_cast<long long>(model.weight_bytes()));
+  if (packed) std::printf("; %d ops' weights (4 bits or fewer) are packed in the file", packed);
+  std::printf("\n");
 }
 
 void run_convert(const train::RunConfig& config, const std::string& checkpoint, const std::string& out) {
@@ -184,6 +188,7 @@ void run_inspect(const std::string& path) {
     std::printf("%s: integer model, input %s per sample\n", path.c_str(),
                 shape_to_string(model.input_shape).c_str());
     print_integer_model(model, file.metadata["ops"]);
+    std::printf("file: %lld bytes\n", static_cast<long long>(std::filesystem::file_size(path)));
     return;
   }
   nlohmann::json metadata = file.metadata;
