@@ -10,15 +10,8 @@
 // past the checksums either: every field of every op is read with its type and range
 // checked, every tensor's dtype and shape against the op, and each op's inputs must be
 // earlier values, so a file that passes is a model that runs.
-//
-// Note [Packed weights]
-// A conv2d or linear op whose weight range has at most 16 levels (4 bits or fewer) stores
-// its weight packed: each weight as the code q − qmin in b = 1, 2 or 4 bits (the fewest
-// that hold the range; 3-bit weights take 4), element k at bits k·b .. k·b+b−1 of byte
-// k·b/8 counting from the low bit, unused high bits of the last byte zero; a u8 tensor of
-// ⌈n·b/8⌉ bytes, and the op's entry records "packed_weight": {"bits": b, "shape": [...]}.
-// In memory weights stay int8, the kernels' layout: only the file shrinks (a 4-bit model
-// to about half, a 2-bit one to about a quarter of its weight bytes).
+// Conv and linear weights of 4 bits or fewer are stored packed (Note [Packed weights],
+// quant/int8/ops.h).
 #include "quant/int8/integer_model.h"
 
 #include <chrono>
@@ -31,66 +24,7 @@ namespace qforge::quant::int8 {
 
 namespace {
 constexpr int kFormatVersion = 1;
-
-int packed_bits(int64_t levels) { return levels <= 2 ? 1 : levels <= 4 ? 2 : levels <= 16 ? 4 : 0; }
-
-Tensor pack_weight(const Tensor& weight, int64_t quant_min, int bits) {
-  const int64_t n = weight.numel();
-  Tensor packed = Tensor::zeros({(n * bits + 7) / 8}, DType::u8);
-  const int8_t* w = weight.data_as<int8_t>();
-  uint8_t* out = packed.data_as<uint8_t>();
-  for (int64_t k = 0; k < n; ++k)
-    out[k * bits / 8] |= static_cast<uint8_t>((w[k] - quant_min) << (k * bits % 8));
-  return packed;
 }
-
-// The inverse, checking everything a file can get wrong; `entry` loses "packed_weight".
-void unpack_weight(nlohmann::json& entry, TensorMap& tensors, const std::string& path,
-                   const std::string& where) {
-  ConfigReader packing(entry["packed_weight"], path, where + ".packed_weight");
-  const int64_t bits = packing.integer("bits", 0, 1);
-  if (bits != 1 && bits != 2 && bits != 4) packing.fail("bits", "expected 1, 2 or 4");
-  Shape shape;
-  int64_t n = 1;
-  for (double extent : packing.numbers("shape", {})) {
-    if (!(extent >= 1 && extent <= (1 << 24) && extent == std::floor(extent)))
-      packing.fail("shape", "expected positive integers");
-    shape.push_back(static_cast<int64_t>(extent));
-    n *= shape.back();
-    if (n > (int64_t{1} << 31)) packing.fail("shape", "more than 2^31 weights");
-  }
-  if (shape.empty() || shape.size() > 4) packing.fail("shape", "expected 1 to 4 extents");
-  packing.finish();
-  const nlohmann::json& range = entry.value("weight_range", nlohmann::json());
-  QF_CHECK(range.is_array() && range.size() == 2 && range[0].is_number_integer() &&
-               range[1].is_number_integer() && range[0].get<int64_t>() >= -128 &&
-               range[0].get<int64_t>() <= range[1].get<int64_t>() && range[1].get<int64_t>() <= 127,
-           path, ": ", where, ".weight_range: expected [qmin, qmax] within -128..127 beside a packed weight");
-  const int64_t quant_min = range[0], levels = range[1].get<int64_t>() - quant_min + 1;
-  QF_CHECK(levels <= (int64_t{1} << bits), path, ": ", where, ".packed_weight.bits: ", bits,
-           " bits cannot hold the ", levels, " levels of weight_range");
-  auto found = tensors.find("weight");
-  QF_CHECK(found != tensors.end(), path, ": ", where, ": no packed weight tensor");
-  const Tensor& packed = found->second;
-  QF_CHECK(packed.dtype() == DType::u8 && packed.dim() == 1 && packed.size(0) == (n * bits + 7) / 8, path,
-           ": ", where, ": the packed weight is ", dtype_name(packed.dtype()), " ", packed.shape(),
-           ", expected u8 [", (n * bits + 7) / 8, "] for ", n, " weights of ", bits, " bits");
-  const uint8_t* in = packed.data_as<uint8_t>();
-  Tensor weight = Tensor::empty(shape, DType::s8);
-  int8_t* w = weight.data_as<int8_t>();
-  const int mask = (1 << bits) - 1;
-  for (int64_t k = 0; k < n; ++k) {
-    const int code = (in[k * bits / 8] >> (k * bits % 8)) & mask;
-    QF_CHECK(code < levels, path, ": ", where, ": packed weight ", k, " has code ", code, ", outside the ",
-             levels, " levels of weight_range");
-    w[k] = static_cast<int8_t>(quant_min + code);
-  }
-  QF_CHECK((n * bits) % 8 == 0 || (in[packed.size(0) - 1] >> ((n * bits) % 8)) == 0, path, ": ", where,
-           ": the packed weight's unused bits are not zero");
-  found->second = weight;
-  entry.erase("packed_weight");
-}
-}  // namespace
 
 int IntegerModel::add(std::unique_ptr<IntegerOp> op, std::vector<int> inputs, std::string name) {
   const int id = static_cast<int>(ops_.size()) + 1;
@@ -146,16 +80,6 @@ void IntegerModel::save(const std::string& path, const nlohmann::json& source_in
     entry["op"] = ops_[i]->kind();
     entry["name"] = ops_[i]->name;
     entry["inputs"] = ops_[i]->inputs;
-    const std::string weight_name = "ops." + std::to_string(i) + ".weight";
-    auto weight = blobs.find(weight_name);
-    if ((entry["op"] == "conv2d" || entry["op"] == "linear") && weight != blobs.end() &&
-        weight->second.dtype() == DType::s8 && entry.contains("weight_range")) {
-      const int64_t quant_min = entry["weight_range"][0], quant_max = entry["weight_range"][1];
-      if (const int bits = packed_bits(quant_max - quant_min + 1)) {  // Note [Packed weights]
-        entry["packed_weight"] = {{"bits", bits}, {"shape", std::vector<int64_t>(weight->second.shape())}};
-        weight->second = pack_weight(weight->second, quant_min, bits);
-      }
-    }
     ops.push_back(entry);
   }
   save_tensor_file(path, blobs,
@@ -196,9 +120,7 @@ IntegerModel IntegerModel::from_file(const TensorFile& file, const std::string& 
     const std::string where = "ops." + std::to_string(i);
     TensorMap own = tensors_under(file.tensors, where + ".");
     blobs_used += own.size();
-    nlohmann::json op = ops[i];
-    if (op.is_object() && op.contains("packed_weight")) unpack_weight(op, own, path, where);
-    ConfigReader entry(op, path, where);
+    ConfigReader entry(ops[i], path, where);
     const std::string name = entry.string("name", "");
     std::vector<int> inputs;
     for (double id : entry.numbers("inputs", {})) {
@@ -207,7 +129,7 @@ IntegerModel IntegerModel::from_file(const TensorFile& file, const std::string& 
       inputs.push_back(static_cast<int>(id));
     }
     try {
-      model.add(load_op(op, own, path, where), inputs, name);
+      model.add(load_op(ops[i], own, path, where), inputs, name);
     } catch (const Error& error) {
       const std::string message = error.what();
       if (message.rfind(path, 0) == 0) throw;

@@ -87,6 +87,36 @@ Tensor tensor_of(const std::vector<float>& v) {
   return Tensor::from_vector({static_cast<int64_t>(v.size())}, v);
 }
 
+// Note [Packed weights] (ops.h).
+Tensor pack_weight(const Tensor& weight, int64_t quant_min, int bits) {
+  const int64_t n = weight.numel();
+  Tensor packed = Tensor::zeros({(n * bits + 7) / 8}, DType::u8);
+  const int8_t* w = weight.data_as<int8_t>();
+  uint8_t* out = packed.data_as<uint8_t>();
+  for (int64_t k = 0; k < n; ++k)
+    out[k * bits / 8] |= static_cast<uint8_t>((w[k] - quant_min) << (k * bits % 8));
+  return packed;
+}
+
+// What a conv2d and a linear op save alike: weights (packed at 4 bits or fewer), scales,
+// bias, and the header fields of layer_quantization (ops_load.cpp).
+nlohmann::json save_layer(TensorMap& blobs, const std::string& prefix, const LayerQuantization& layer) {
+  const WeightRange& range = layer.weight_range;
+  nlohmann::json entry = {{"relu", layer.has_relu},
+                          {"input", to_json(layer.input)},
+                          {"weight_range", {range.quant_min, range.quant_max}},
+                          {"output", layer.output ? to_json(*layer.output) : nlohmann::json()}};
+  if (const int bits = packed_weight_bits(range.quant_max - range.quant_min + 1)) {
+    blobs[prefix + "weight"] = pack_weight(layer.weight, range.quant_min, bits);
+    entry["packed_weight"] = {{"bits", bits}};
+  } else {
+    blobs[prefix + "weight"] = layer.weight;
+  }
+  blobs[prefix + "weight_scale"] = tensor_of(layer.weight_scale);
+  if (!layer.bias.empty()) blobs[prefix + "bias"] = tensor_of(layer.bias);
+  return entry;
+}
+
 }  // namespace
 
 nlohmann::json to_json(const ActivationQuant& q) {
@@ -172,21 +202,16 @@ Value ConvOp::run(const std::vector<const Value*>& inputs, Backend backend) cons
 }
 
 nlohmann::json ConvOp::save(TensorMap& blobs, const std::string& prefix) const {
-  blobs[prefix + "weight"] = layer_.weight;
-  blobs[prefix + "weight_scale"] = tensor_of(layer_.weight_scale);
-  if (!layer_.bias.empty()) blobs[prefix + "bias"] = tensor_of(layer_.bias);
   const Conv2dShape& s = shape_;
-  return {{"in_shape", {s.in_channels, s.in_height, s.in_width}},
-          {"out_channels", s.out_channels},
-          {"kernel", {s.kernel_height, s.kernel_width}},
-          {"stride", {s.stride_height, s.stride_width}},
-          {"padding", {s.padding_height, s.padding_width}},
-          {"dilation", {s.dilation_height, s.dilation_width}},
-          {"groups", s.groups},
-          {"relu", layer_.has_relu},
-          {"input", to_json(layer_.input)},
-          {"weight_range", {layer_.weight_range.quant_min, layer_.weight_range.quant_max}},
-          {"output", layer_.output ? to_json(*layer_.output) : nlohmann::json()}};
+  nlohmann::json entry = save_layer(blobs, prefix, layer_);
+  entry.update({{"in_shape", {s.in_channels, s.in_height, s.in_width}},
+                {"out_channels", s.out_channels},
+                {"kernel", {s.kernel_height, s.kernel_width}},
+                {"stride", {s.stride_height, s.stride_width}},
+                {"padding", {s.padding_height, s.padding_width}},
+                {"dilation", {s.dilation_height, s.dilation_width}},
+                {"groups", s.groups}});
+  return entry;
 }
 
 LinearOp::LinearOp(LayerQuantization layer) : layer_(std::move(layer)) {
@@ -228,15 +253,9 @@ Value LinearOp::run(const std::vector<const Value*>& inputs, Backend backend) co
 }
 
 nlohmann::json LinearOp::save(TensorMap& blobs, const std::string& prefix) const {
-  blobs[prefix + "weight"] = layer_.weight;
-  blobs[prefix + "weight_scale"] = tensor_of(layer_.weight_scale);
-  if (!layer_.bias.empty()) blobs[prefix + "bias"] = tensor_of(layer_.bias);
-  return {{"in_features", layer_.weight.size(1)},
-          {"out_features", layer_.weight.size(0)},
-          {"relu", layer_.has_relu},
-          {"input", to_json(layer_.input)},
-          {"weight_range", {layer_.weight_range.quant_min, layer_.weight_range.quant_max}},
-          {"output", layer_.output ? to_json(*layer_.output) : nlohmann::json()}};
+  nlohmann::json entry = save_layer(blobs, prefix, layer_);
+  entry.update({{"in_features", layer_.weight.size(1)}, {"out_features", layer_.weight.size(0)}});
+  return entry;
 }
 
 // ---- elementwise, pools, flatten -------------------------------------------------------------

@@ -51,6 +51,20 @@ struct LayerQuantization {
   bool has_relu = false;
 };
 
+// Note [Packed weights]
+// In a .qfm, a conv2d or linear op whose weight range has at most 16 levels (4 bits or
+// fewer) stores its weight packed: each weight as the code q − qmin in b = 1, 2 or 4 bits
+// (the fewest that hold the range; 3-bit weights take 4), element k at bits k·b .. k·b+b−1
+// of byte k·b/8 counting from the low bit, unused high bits of the last byte zero: a u8
+// tensor of ⌈n·b/8⌉ bytes, and the op's entry says "packed_weight": {"bits": b}. The shape
+// is the op's. In memory weights stay int8, the kernels' layout: only the file shrinks (a
+// 4-bit model to about half, a 2-bit one to about a quarter of its weight bytes). Packed
+// by the ops' save, unpacked and checked by load_op (ops_load.cpp).
+// The bits of a packed code for `levels` levels: 1, 2 or 4; 0 for more than 16 (int8).
+inline int packed_weight_bits(int64_t levels) {
+  return levels <= 2 ? 1 : levels <= 4 ? 2 : levels <= 16 ? 4 : 0;
+}
+
 class ConvOp : public IntegerOp {
  public:
   // shape.batch is ignored; in_height/in_width fix the input size.

@@ -61,16 +61,52 @@ Tensor blob(const TensorMap& own, const std::string& key, DType dtype, const Sha
   return it->second;
 }
 
+// Note [Packed weights] (ops.h), read back: every code within the range, unused bits zero.
+Tensor unpack_weight(const TensorMap& own, const Shape& shape, const WeightRange& range, int bits,
+                     const std::string& where) {
+  int64_t n = 1;  // header extents are each ≤ 2^16: bound the product before using it
+  for (int64_t e : shape) {
+    QF_CHECK(n <= (int64_t{1} << 40) / e, where, ": weight shape ", shape, " is too large");
+    n *= e;
+  }
+  const int64_t levels = range.quant_max - range.quant_min + 1;
+  const Tensor packed = blob(own, "weight", DType::u8, {(n * bits + 7) / 8}, where);
+  const uint8_t* in = packed.data_as<uint8_t>();
+  Tensor weight = Tensor::empty(shape, DType::s8);
+  int8_t* w = weight.data_as<int8_t>();
+  const int mask = (1 << bits) - 1;
+  for (int64_t k = 0; k < n; ++k) {
+    const int code = (in[k * bits / 8] >> (k * bits % 8)) & mask;
+    QF_CHECK(code < levels, where, ": packed weight ", k, " has code ", code, ", outside the ", levels,
+             " levels of weight_range");
+    w[k] = static_cast<int8_t>(range.quant_min + code);
+  }
+  QF_CHECK((n * bits) % 8 == 0 || (in[packed.size(0) - 1] >> ((n * bits) % 8)) == 0, where,
+           ": the packed weight's unused bits are not zero");
+  return weight;
+}
+
 LayerQuantization layer_quantization(ConfigReader& r, const TensorMap& own, const Shape& weight_shape,
                                      const std::string& where) {
   LayerQuantization layer;
   const int64_t out_channels = weight_shape[0];
-  layer.weight = blob(own, "weight", DType::s8, weight_shape, where);
-  layer.weight_scale = blob(own, "weight_scale", DType::f32, {out_channels}, where).to_vector();
-  if (own.count("bias")) layer.bias = blob(own, "bias", DType::f32, {out_channels}, where).to_vector();
   const std::array<int64_t, 2> range = pair(r, "weight_range", -128);
   if (range[1] > 127 || range[0] >= range[1]) r.fail("weight_range", "expected -128 <= min < max <= 127");
   layer.weight_range = {static_cast<int32_t>(range[0]), static_cast<int32_t>(range[1])};
+  if (r.has("packed_weight")) {
+    ConfigReader packing = r.object("packed_weight");
+    const int64_t bits = packing.integer("bits", 0, 1);
+    if (bits != 1 && bits != 2 && bits != 4) packing.fail("bits", "expected 1, 2 or 4");
+    packing.finish();
+    if (range[1] - range[0] + 1 > (int64_t{1} << bits))
+      packing.fail("bits", std::to_string(bits) + " bits cannot hold the " +
+                               std::to_string(range[1] - range[0] + 1) + " levels of weight_range");
+    layer.weight = unpack_weight(own, weight_shape, layer.weight_range, static_cast<int>(bits), where);
+  } else {
+    layer.weight = blob(own, "weight", DType::s8, weight_shape, where);
+  }
+  layer.weight_scale = blob(own, "weight_scale", DType::f32, {out_channels}, where).to_vector();
+  if (own.count("bias")) layer.bias = blob(own, "bias", DType::f32, {out_channels}, where).to_vector();
   layer.has_relu = r.boolean("relu", false);
   layer.input = activation(r.object("input"));
   if (!r.raw("output").is_null()) layer.output = activation(r.object("output"));

@@ -332,12 +332,10 @@ TEST_CASE(
   REQUIRE(files[4].metadata["ops"][1]["op"] == "conv2d");
   edited(
       4, [](TensorFile& f) { f.metadata["ops"][1]["packed_weight"]["bits"] = 3; }, "expected 1, 2 or 4");
+  // The packed size follows the op's shape: conv 0 as 31 channels needs 31·25 codes.
   edited(
-      4,
-      [](TensorFile& f) {
-        f.metadata["ops"][1]["packed_weight"]["shape"] = {6, 1, 5, 4};
-      },
-      "expected u8 [60] for 120 weights of 4 bits");
+      4, [](TensorFile& f) { f.metadata["ops"][1]["out_channels"] = 31; },
+      "tensor \"weight\" is u8 [400], expected u8 [388]");
   edited(
       4, [](TensorFile& f) { f.metadata["ops"][1]["packed_weight"]["surprise"] = 1; },
       "ops.1.packed_weight.surprise");
@@ -353,13 +351,14 @@ TEST_CASE(
         f.metadata["ops"][1]["weight_range"] = {-8, 7};
       },
       "cannot hold the 16 levels");
-  // conv 0 has 32·25 = 800 two-bit weights in 200 bytes; read as 799 weights, the last
-  // byte's top two bits are unused and must be zero.
+  // conv 0 has 32·25 = 800 two-bit weights in 200 bytes; as 42 channels of a 19×1 kernel
+  // it has 798, and the last byte's top four bits are unused and must be zero.
   edited(
       2,
       [](TensorFile& f) {
-        f.metadata["ops"][1]["packed_weight"]["shape"] = {17, 47};
-        f.tensors["ops.1.weight"].data_as<uint8_t>()[199] |= 0xc0;
+        f.metadata["ops"][1]["out_channels"] = 42;
+        f.metadata["ops"][1]["kernel"] = {19, 1};
+        f.tensors["ops.1.weight"].data_as<uint8_t>()[199] |= 0xf0;
       },
       "unused bits are not zero");
 }
