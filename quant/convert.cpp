@@ -27,7 +27,9 @@ struct Stream {
   int value = 0;
   std::optional<ActivationQuant> quant;  // empty: float
   Shape shape;                           // per sample: (C,H,W) or (F)
-  Shape flattened_from;                  // (C,H,W) when the features are a flattened NHWC image
+  // (C,H,W) when the features are an NHWC image flattened in (h, w, c) order — uint8 or,
+  // after a dequantize, float: a dequantize keeps the order of flat features.
+  Shape flattened_from;
 };
 
 std::string join(const std::string& prefix, const std::string& name) {
@@ -97,7 +99,6 @@ class Lowering {
     if (!in.quant) return in;
     Stream out = in;
     out.quant.reset();
-    out.flattened_from.clear();
     return emit(std::make_unique<int8::DequantizeOp>(), {in.value}, path, out);
   }
   Stream quantize(const Stream& in, FakeQuantize& q, const std::string& path) {
@@ -160,9 +161,10 @@ Stream Lowering::linear(QatLinear& layer, const std::string& path, const Stream&
   QF_CHECK(in.shape.size() == 1 && in.shape[0] == l.in_features, "convert: ", path, ": expected ",
            l.in_features, " input features, got ", in.shape, " (a flatten is missing?)");
   Tensor weight = l.weight.detach();
-  if (in.quant && !in.flattened_from.empty()) {
+  if (!in.flattened_from.empty()) {
     // The features are an NHWC image flattened as (h, w, c); the float model flattened
-    // (c, h, w). Permute the weight columns once so no transpose runs at inference.
+    // (c, h, w). Permute the weight columns once so no transpose runs at inference — for
+    // the integer op and for a layer kept in float alike.
     const int64_t channels = in.flattened_from[0], pixels = in.flattened_from[1] * in.flattened_from[2];
     Tensor permuted = Tensor::empty(weight.shape());
     for (int64_t o = 0; o < l.out_features; ++o)
@@ -176,7 +178,7 @@ Stream Lowering::linear(QatLinear& layer, const std::string& path, const Stream&
   const Tensor bias = l.bias.defined() ? l.bias.detach() : Tensor();
   if (!layer.weight_quant) {
     Stream source = to_float(in, path);
-    out = emit(std::make_unique<int8::FloatLayerOp>(l.weight.detach(), bias, layer.has_relu, std::nullopt),
+    out = emit(std::make_unique<int8::FloatLayerOp>(weight, bias, layer.has_relu, std::nullopt),
                {source.value}, path, out);
     return layer.output_quant ? quantize(out, *layer.output_quant, path + ".output_quant") : out;
   }
@@ -303,6 +305,11 @@ int8::IntegerModel convert(QatModel& model, const Shape& input_shape) {
   Stream out{0, activation_of(*model.input_quant, "input"), input_shape, {}};
   out.value = integer.add(std::make_unique<int8::QuantizeOp>(*out.quant, !is_sequence_model), {0}, "input");
   out = lowering.lower(*model.model, "", out);
+  // The runtime flattens images channels last; a linear layer reads them through permuted
+  // weights, but logits that are themselves a flattened image would come out permuted.
+  QF_CHECK(out.flattened_from.empty(), "convert: output: the model ends in a flattened ", out.flattened_from,
+           " image; the integer runtime flattens (h, w, c) where the float model "
+           "flattens (c, h, w) — end the model with a linear layer, or pool to 1x1 before the flatten");
   if (out.quant) {
     Stream source = out;
     out.value = integer.add(std::make_unique<int8::DequantizeOp>(), {source.value}, "output");

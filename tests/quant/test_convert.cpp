@@ -188,6 +188,68 @@ TEST_CASE(
   }
 }
 
+// Predictions of the integer model that match the simulation, of 64 random images.
+int64_t agreeing_predictions(QatModel& prepared, const IntegerModel& model, Generator& generator,
+                             const Shape& image_shape) {
+  Shape batch{64};
+  batch.insert(batch.end(), image_shape.begin(), image_shape.end());
+  const Tensor images = Tensor::randn(batch, generator);
+  Tensor simulated;
+  {
+    NoGradGuard no_grad;
+    simulated = prepared.forward(images);
+  }
+  const Tensor deployed = model.forward(images);
+  REQUIRE(deployed.shape() == simulated.shape());
+  const int64_t classes = simulated.size(1);
+  int64_t same = 0;
+  for (int64_t i = 0; i < 64; ++i)
+    same += argmax_row(deployed.data() + i * classes, classes) ==
+            argmax_row(simulated.data() + i * classes, classes);
+  return same;
+}
+
+TEST_CASE(
+    "a layer kept in float after a flatten reads the features in the order the integer layers flattened "
+    "them") {
+  Generator generator(15);
+  for (const char* quant : {R"({"overrides": [{"name": "9", "float": true}]})",
+                            R"({"overrides": [{"type": "Linear", "float": true}]})"}) {
+    INFO(quant);
+    auto prepared = calibrated("lenet", parse_quant_config(json::parse(quant), "t.json"), generator);
+    const IntegerModel model = convert(*prepared, {1, 28, 28});
+    CHECK(agreeing_predictions(*prepared, model, generator, {1, 28, 28}) >= 62);
+  }
+  // Through a dropout, after a 2x2 adaptive pool: the features are still (h, w, c).
+  auto layers = std::make_shared<nn::Sequential>(std::vector<nn::ModulePtr>{
+      std::make_shared<nn::Conv2d>(1, 6, 3, Conv2dOptions{}, true, generator), std::make_shared<nn::ReLU>(),
+      std::make_shared<nn::AdaptiveAvgPool2d>(2, 2), std::make_shared<nn::Flatten>(),
+      std::make_shared<nn::Dropout>(0.5f, 3), std::make_shared<nn::Linear>(24, 5, true, generator)});
+  auto prepared = prepare_qat(
+      layers, parse_quant_config(json::parse(R"({"overrides": [{"name": "5", "float": true}]})"), "t.json"));
+  prepared->train();
+  {
+    NoGradGuard no_grad;
+    for (int i = 0; i < 4; ++i) prepared->forward(Tensor::randn({32, 1, 10, 10}, generator));
+  }
+  prepared->eval();
+  const IntegerModel model = convert(*prepared, {1, 10, 10});
+  CHECK(agreeing_predictions(*prepared, model, generator, {1, 10, 10}) >= 62);
+  // Logits that are a flattened image would come out in (h, w, c) order: refused, not permuted silently.
+  auto image_logits = std::make_shared<nn::Sequential>(
+      std::vector<nn::ModulePtr>{std::make_shared<nn::Conv2d>(1, 3, 3, Conv2dOptions{}, true, generator),
+                                 std::make_shared<nn::Flatten>()});
+  auto flat = prepare_qat(image_logits, parse_quant_config(nullptr, "t.json"));
+  flat->train();
+  {
+    NoGradGuard no_grad;
+    flat->forward(Tensor::randn({8, 1, 4, 4}, generator));
+  }
+  flat->eval();
+  CHECK_THROWS_WITH_AS(convert(*flat, {1, 4, 4}),
+                       doctest::Contains("convert: output: the model ends in a flattened"), Error);
+}
+
 TEST_CASE("dynamic convert (Linear, LSTM) follows the float model; refuses convolutions") {
   Generator generator(14);
   const QuantConfig config = parse_quant_config(json::parse(R"({"mode": "dynamic"})"), "t.json");
