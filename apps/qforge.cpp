@@ -28,6 +28,7 @@
 #include "train/benchmark.h"
 #include "train/config.h"
 #include "train/deploy.h"
+#include "train/model_files.h"
 #include "train/quantize_runs.h"
 #include "train/sweep.h"
 #include "train/trainer.h"
@@ -183,7 +184,7 @@ void run_inspect(const std::string& path) {
     return;
   }
   TensorFile file = load_tensor_file(path);
-  if (file.metadata.value("kind", "") == "integer_model") {
+  if (train::file_kind(file, path) == "integer_model") {
     const quant::int8::IntegerModel model = quant::int8::IntegerModel::from_file(file, path);
     std::printf("%s: integer model, input %s per sample\n", path.c_str(),
                 shape_to_string(model.input_shape).c_str());

@@ -26,7 +26,15 @@ ConfigReader::ConfigReader(const nlohmann::json& object, std::string file, std::
             describe(object_));
 }
 
+ConfigReader ConfigReader::metadata(const nlohmann::json& object, std::string file) {
+  if (!object.is_object()) QF_FAIL(file, ": corrupt metadata: expected an object, got ", describe(object));
+  ConfigReader reader(object, std::move(file), "");
+  reader.is_metadata_ = true;
+  return reader;
+}
+
 void ConfigReader::fail(const std::string& key, const std::string& message) const {
+  if (is_metadata_) QF_FAIL(file_, ": corrupt metadata (", key_path(key), "): ", message);
   QF_FAIL(file_, ": ", key_path(key), ": ", message);
 }
 
@@ -95,7 +103,9 @@ std::vector<double> ConfigReader::numbers(const std::string& key, const std::vec
 ConfigReader ConfigReader::object(const std::string& key) {
   const nlohmann::json* value = find(key);
   if (value && !value->is_object()) fail(key, "expected an object, got " + describe(*value));
-  return ConfigReader(value ? *value : nlohmann::json::object(), file_, key_path(key));
+  ConfigReader nested(value ? *value : nlohmann::json::object(), file_, key_path(key));
+  nested.is_metadata_ = is_metadata_;
+  return nested;
 }
 
 const nlohmann::json& ConfigReader::raw(const std::string& key) {

@@ -16,6 +16,9 @@ namespace qforge {
 class ConfigReader {
  public:
   ConfigReader(const nlohmann::json& object, std::string file, std::string path);
+  // A file header written by qforge (a model's metadata): errors read
+  // "model.qf: corrupt metadata (epochs_done): expected an integer, got "one"".
+  static ConfigReader metadata(const nlohmann::json& object, std::string file);
 
   double number(const std::string& key, double fallback);
   int64_t integer(const std::string& key, int64_t fallback, int64_t min_value = INT64_MIN);
@@ -40,6 +43,7 @@ class ConfigReader {
   nlohmann::json object_;
   std::string file_, path_;
   std::set<std::string> read_;
+  bool is_metadata_ = false;
 };
 
 // Applies one "--set a.b.c=value" override; value is parsed as JSON, else taken as a string.

@@ -1,6 +1,8 @@
 #include "nn/module.h"
 
+#include <cmath>
 #include <set>
+#include <utility>
 
 namespace qforge::nn {
 
@@ -28,6 +30,37 @@ std::vector<std::pair<std::string, Module*>> Module::named_modules() {
     for (const auto& [child_name, module] : child->named_modules())
       out.emplace_back(child_name.empty() ? name : name + "." + child_name, module);
   return out;
+}
+
+std::vector<std::pair<std::string, const Module*>> Module::named_modules() const {
+  std::vector<std::pair<std::string, const Module*>> out{{"", this}};
+  for (const auto& [name, child] : children_)
+    for (const auto& [child_name, module] : std::as_const(*child).named_modules())
+      out.emplace_back(child_name.empty() ? name : name + "." + child_name, module);
+  return out;
+}
+
+std::string first_non_finite(const Module& model) {
+  auto scan = [](const std::string& name, const Tensor& tensor, const Module* owner) -> std::string {
+    if (tensor.dtype() != DType::f32) return "";
+    const float* v = tensor.data();
+    for (int64_t i = 0; i < tensor.numel(); ++i)
+      if (!std::isfinite(v[i]) && !(owner && owner->is_sentinel(name, v[i])))
+        return name + " holds " + std::to_string(v[i]) +
+               (tensor.numel() > 1 ? " at index " + std::to_string(i) : "");
+    return "";
+  };
+  for (const auto& [path, module] : model.named_modules()) {
+    const std::string prefix = path.empty() ? "" : path + ".";
+    for (const auto& [name, tensor] : module->parameters_)
+      if (std::string found = scan(name, tensor, nullptr); !found.empty()) return prefix + found;
+    for (const auto& [name, tensor] : module->buffers_)
+      if (std::string found = scan(name, tensor, module); !found.empty()) return prefix + found;
+    for (const auto& [name, tensor] : module->derived_values())
+      if (std::string found = scan(name, tensor, nullptr); !found.empty())
+        return prefix + found + " (derived from its parameters)";
+  }
+  return "";
 }
 
 std::vector<Tensor> Module::parameters() const {
@@ -83,6 +116,9 @@ void Module::load_state_dict(const TensorMap& state, const std::string& source) 
   for (const auto& [name, tensor] : state)
     QF_CHECK(own.count(name), source, ": unexpected tensor \"", name, "\" (not in this model)");
   for (auto& [name, tensor] : own) tensor.copy_from(state.at(name));
+  const std::string non_finite = first_non_finite(*this);
+  QF_CHECK(non_finite.empty(), source, ": ", non_finite,
+           " — the file holds a diverged model; train again with a lower learning rate");
   for (auto& [name, module] : named_modules()) module->state_loaded();
 }
 

@@ -28,6 +28,7 @@ class Module {
   NamedTensors named_parameters() const;  // recursive, dotted names, registration order
   NamedTensors named_buffers() const;
   std::vector<std::pair<std::string, Module*>> named_modules();  // self first, as ""
+  std::vector<std::pair<std::string, const Module*>> named_modules() const;
   std::vector<Tensor> parameters() const;
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
   int64_t parameter_count() const;
@@ -45,13 +46,21 @@ class Module {
 
   // Parameters and buffers by dotted name.
   TensorMap state_dict() const;
-  // Copies values in; every name must exist on both sides with the same shape.
+  // Copies values in; every name must exist on both sides with the same shape, and every
+  // value must pass the finiteness gate (a file a diverged run wrote is refused by name).
   void load_state_dict(const TensorMap& state, const std::string& source = "state dict");
   void save(const std::string& path) const;  // atomic
   void load(const std::string& path);
   // Called on every module after load_state_dict copied values in, for modules that
   // mirror buffers into other state (quantization observers).
   virtual void state_loaded() {}
+  // Note [Finiteness gate]: nothing non-finite is saved or converted. The gate
+  // (first_non_finite) looks at every parameter and buffer and at what a module derives
+  // from them for deployment (QAT's BN-folded weights, a quantizer's 1/scale); a module
+  // names its derived values and the buffer values that are sentinels, not numbers (an
+  // observer's min of +inf before it has seen data).
+  virtual NamedTensors derived_values() const { return {}; }
+  virtual bool is_sentinel(const std::string& buffer, float value) const { return false; }
   // State that is not a tensor — a dropout layer's random generator — so that a resumed
   // run draws the same numbers: {dotted module name: state}, and back.
   nlohmann::json random_state();
@@ -74,6 +83,7 @@ class Module {
   }
 
  private:
+  friend std::string first_non_finite(const Module& model);
   void collect(const std::string& prefix, bool parameters, NamedTensors& out) const;
   NamedTensors parameters_, buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
@@ -81,5 +91,9 @@ class Module {
 };
 
 using ModulePtr = std::shared_ptr<Module>;
+
+// The first non-finite value of `model` (Note [Finiteness gate]) as "layers.0.weight holds
+// nan at index 3"; empty when every value is finite.
+std::string first_non_finite(const Module& model);
 
 }  // namespace qforge::nn

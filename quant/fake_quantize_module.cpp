@@ -44,13 +44,24 @@ void FakeQuantize::sync_buffers_from_observer() {
 }
 
 void FakeQuantize::state_loaded() {
-  // Never observed: min and max still at ±inf (the max calibrator keeps only a max).
-  if (!std::isfinite(observer_buffers_[0].second.data()[0]) &&
-      !std::isfinite(observer_buffers_[1].second.data()[0]))
+  // Never observed: min and max still at their sentinels (the max calibrator keeps only a max).
+  if (is_sentinel("observer_min", observer_buffers_[0].second.data()[0]) &&
+      is_sentinel("observer_max", observer_buffers_[1].second.data()[0]))
     return;
   TensorMap state;
   for (auto& [key, buffer] : observer_buffers_) state[key] = buffer;
   observer_->load_state(state);
+}
+
+bool FakeQuantize::is_sentinel(const std::string& buffer, float value) const {
+  const float inf = std::numeric_limits<float>::infinity();
+  return (buffer == "observer_min" && value == inf) || (buffer == "observer_max" && value == -inf);
+}
+
+nn::Module::NamedTensors FakeQuantize::derived_values() const {
+  Tensor inverse = Tensor::empty({channels_});
+  for (int64_t c = 0; c < channels_; ++c) inverse.data()[c] = 1.0f / scale_.data()[c];
+  return {{"inverse_scale", inverse}};
 }
 
 QuantParams FakeQuantize::qparams() const {
@@ -68,6 +79,14 @@ bool FakeQuantize::is_calibrated() const {
 }
 
 Tensor FakeQuantize::forward(const Tensor& input) {
+  try {
+    return observe_and_quantize(input);
+  } catch (const Error& error) {  // name the quantizer: a diverged range says where it diverged
+    QF_FAIL(path_, ": ", error.what());
+  }
+}
+
+Tensor FakeQuantize::observe_and_quantize(const Tensor& input) {
   // In training, a learnable quantizer takes the observer's parameters once, then trains
   // them; its observer stops there (PyTorch's _LearnableFakeQuantize in param-learning
   // mode), which also spares QAT the histogram observer's cost on every batch. Explicit
@@ -80,6 +99,9 @@ Tensor FakeQuantize::forward(const Tensor& input) {
     QF_CHECK(static_cast<int64_t>(params.scale.size()) == channels_, "FakeQuantize: observer produced ",
              params.scale.size(), " scales, expected ", channels_);
     for (int64_t c = 0; c < channels_; ++c) {
+      QF_CHECK(std::isfinite(params.scale[c]), "the observed range [", observer_buffers_[0].second.data()[0],
+               ", ", observer_buffers_[1].second.data()[0],
+               "] is not finite (the values it quantizes diverged)");
       scale_.data()[c] = params.scale[c];
       zero_point_.data()[c] = static_cast<float>(params.zero_point[c]);
     }

@@ -21,6 +21,11 @@ class FakeQuantize : public nn::Module {
   Tensor forward(const Tensor& input) override;
   std::string type_name() const override { return "FakeQuantize"; }
   void state_loaded() override;
+  // Before it has seen data an observer's min is +inf and its max −inf (a max calibrator
+  // keeps its min so for good); any other non-finite value is a diverged range.
+  bool is_sentinel(const std::string& buffer, float value) const override;
+  // 1/scale, which fake quantization multiplies by (a scale of 1e-40 is finite, its inverse not).
+  NamedTensors derived_values() const override;
 
   // Observers watch training batches only, so evaluation never moves them; calibration
   // (PTQ) runs the model in eval mode with even_in_eval set.
@@ -34,10 +39,15 @@ class FakeQuantize : public nn::Module {
   // Whether the parameters come from data (an observer saw some, or LSQ was initialized).
   bool is_calibrated() const;
   const QuantizerSpec& spec() const { return spec_; }
+  // Where it sits in the prepared model ("model.3.output_quant"), for messages; prepare_qat sets it.
+  void set_path(std::string path) { path_ = std::move(path); }
+  const std::string& path() const { return path_; }
 
  private:
   void sync_buffers_from_observer();
+  Tensor observe_and_quantize(const Tensor& input);
   QuantizerSpec spec_;
+  std::string path_ = "FakeQuantize";
   int64_t channels_;
   std::unique_ptr<Observer> observer_;
   bool is_observing_ = true, is_observing_in_eval_ = false, is_fake_quantizing_ = true;

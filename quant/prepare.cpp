@@ -181,6 +181,8 @@ std::shared_ptr<QatModel> prepare_qat(const nn::ModulePtr& model, const QuantSpe
   } else if (last && is_last_float) {
     replace_output_quantizer(*last, *last_output, QConfig{.is_float = true});
   }
+  for (auto& [name, module] : prepared->named_modules())
+    if (auto* q = dynamic_cast<FakeQuantize*>(module)) q->set_path(name);
   prepared->train(model->is_training());
   return prepared;
 }

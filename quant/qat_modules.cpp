@@ -49,6 +49,12 @@ std::pair<Tensor, Tensor> QatConv2d::folded_weight_and_bias() const {
   return quant::folded_weight_and_bias(*conv, bn.get());
 }
 
+nn::Module::NamedTensors QatConv2d::derived_values() const {
+  if (!bn) return {};
+  auto [weight, bias] = folded_weight_and_bias();
+  return {{"folded_weight", weight}, {"folded_bias", bias}};
+}
+
 QatLinear::QatLinear(std::shared_ptr<nn::Linear> linear_, bool has_relu_, const QConfig& qconfig)
     : linear(std::move(linear_)), has_relu(has_relu_) {
   register_module("linear", linear);

@@ -34,6 +34,9 @@ class QatConv2d : public nn::Module {
   void freeze_bn(bool frozen) { is_bn_frozen_ = frozen; }
   // The weights and bias of the equivalent plain conv (BN folded with running statistics).
   std::pair<Tensor, Tensor> folded_weight_and_bias() const;
+  // The folded weight and bias (Note [Finiteness gate]): a BN with a huge running mean or a
+  // zero variance folds into infinities even when every parameter is finite.
+  NamedTensors derived_values() const override;
 
   std::shared_ptr<nn::Conv2d> conv;
   std::shared_ptr<nn::BatchNorm2d> bn;  // may be null

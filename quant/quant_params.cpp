@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <limits>
 
 #include "core/error.h"
 
@@ -27,8 +28,14 @@ QuantParams qparams_from_min_max(const std::vector<float>& min_values, const std
   QuantParams params;
   params.axis = scheme.axis;
   for (std::size_t c = 0; c < min_values.size(); ++c) {
-    if (!std::isfinite(min_values[c]) || !std::isfinite(max_values[c])) {  // never observed
+    const float inf = std::numeric_limits<float>::infinity();
+    if (min_values[c] == inf && max_values[c] == -inf) {  // never observed
       params.scale.push_back(1.0f);
+      params.zero_point.push_back(0);
+      continue;
+    }
+    if (!std::isfinite(min_values[c]) || !std::isfinite(max_values[c])) {  // a diverged range
+      params.scale.push_back(std::numeric_limits<float>::quiet_NaN());
       params.zero_point.push_back(0);
       continue;
     }

@@ -51,7 +51,10 @@ struct QuantScheme {
 //   qparams_from_min_max  PyTorch's _calculate_qparams, per tensor (one entry) or per
 //                         channel: affine s = (max − min)/(qmax − qmin), z = qmin − round(min/s);
 //                         symmetric s = max(|min|, max)/((qmax − qmin)/2), z = 0 or the middle.
-//                         A never-observed entry (non-finite min/max) gives s = 1, z = 0.
+//                         A never-observed entry (min +inf, max −inf) gives s = 1, z = 0;
+//                         any other non-finite range (a diverged run) gives s = NaN, so the
+//                         NaN reaches the loss check and the finiteness gate instead of a
+//                         plausible scale hiding it.
 //   qparams_from_amax     NVIDIA's calibrators: symmetric s = amax/qmax, z = 0.
 // Scales are at least FLT_EPSILON, as PyTorch's eps.
 QuantParams qparams_from_min_max(const std::vector<float>& min_values, const std::vector<float>& max_values,

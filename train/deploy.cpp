@@ -8,7 +8,7 @@
 #include "core/ops.h"
 #include "data/data_loader.h"
 #include "quant/convert.h"
-#include "train/quantize_runs.h"
+#include "train/model_files.h"
 
 namespace qforge::train {
 
@@ -137,7 +137,7 @@ StageSummary deploy_dynamic_model(nn::Module& fp32, const RunConfig& config, con
 
 Forward load_forward(const RunConfig& config, const std::string& file, std::string* description) {
   TensorFile saved = load_tensor_file(file);
-  if (saved.metadata.value("kind", "") == "integer_model") {
+  if (file_kind(saved, file) == "integer_model") {
     auto integer =
         std::make_shared<quant::int8::IntegerModel>(quant::int8::IntegerModel::from_file(saved, file));
     if (description) *description = "integer model";

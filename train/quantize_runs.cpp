@@ -11,6 +11,7 @@
 #include "data/data_loader.h"
 #include "quant/prepare.h"
 #include "train/deploy.h"
+#include "train/model_files.h"
 
 namespace qforge::train {
 
@@ -21,11 +22,11 @@ nn::ModulePtr fp32_model(const RunConfig& config, const quant::QuantConfig& quan
                          const Datasets& datasets, bool resume) {
   nn::ModulePtr model = build_model(config, config.train.seed);
   if (!quant_config.fp32_checkpoint.empty()) {
-    TensorFile saved = load_tensor_file(quant_config.fp32_checkpoint);
+    const SavedModel saved = read_saved_model(quant_config.fp32_checkpoint);
+    QF_CHECK(!saved.is_prepared, quant_config.fp32_checkpoint, ": quant.fp32_checkpoint: a ", saved.stage,
+             " model prepared for quantization; give the fp32 model (model.qf) it started from");
     check_model_spec(saved.metadata, config, false, quant_config.fp32_checkpoint);
-    const bool is_checkpoint = saved.metadata.value("kind", "") == "checkpoint";
-    model->load_state_dict(is_checkpoint ? tensors_under(saved.tensors, "model.") : saved.tensors,
-                           quant_config.fp32_checkpoint);
+    model->load_state_dict(saved.state, quant_config.fp32_checkpoint);
     EvalResult result = evaluate(*model, datasets.test, config.train.eval_batch_size);
     record_stage(
         config.output_dir,
@@ -58,7 +59,12 @@ std::pair<int64_t, double> calibrate(nn::Module& prepared, const RunConfig& conf
     while (seen < batches) {
       auto batch = loader.next();
       if (!batch) break;
-      prepared.forward(batch->images);
+      try {
+        prepared.forward(batch->images);
+      } catch (const Error& error) {
+        QF_FAIL("calibration: ", error.what(), " at batch ", seen + 1, "; nothing was saved — check the data",
+                " and data.normalize");
+      }
       ++seen;
     }
   }
@@ -163,7 +169,12 @@ void run_ptq(const RunConfig& config) {
   auto prepared = quant::prepare_qat(model, quant_config);
   auto [batches, seconds] = calibrate(*prepared, config, datasets, quant_config.ptq.calibration_batches);
   EvalResult result = evaluate(*prepared, datasets.test, config.train.eval_batch_size);
-  prepared->save(config.output_dir + "/model_ptq.qf");
+  const std::string non_finite = nn::first_non_finite(*prepared);  // Note [Finiteness gate]
+  QF_CHECK(non_finite.empty(), "ptq: ", non_finite, " after calibration on ", batches,
+           " batches; nothing was saved — check the data and data.normalize");
+  QF_CHECK(std::isfinite(result.loss), "ptq: the test loss is ", result.loss,
+           " with fake quantization; nothing was saved — check the data and data.normalize");
+  save_model(*prepared, config.output_dir + "/model_ptq.qf", config, "ptq");
   record_stage(config.output_dir, {"ptq",
                                    result.accuracy,
                                    result.loss,
@@ -174,18 +185,6 @@ void run_ptq(const RunConfig& config) {
   std::printf("ptq: calibrated on %lld batches, fake-quant test accuracy %.2f%%\n",
               static_cast<long long>(batches), 100 * result.accuracy);
   deploy_if_convertible(*prepared, config, datasets, "int8_ptq", "model_ptq.qfm");
-}
-
-nn::ModulePtr load_saved_model(const RunConfig& config, const std::string& file) {
-  TensorFile saved = load_tensor_file(file);
-  const bool is_checkpoint = saved.metadata.value("kind", "") == "checkpoint";
-  TensorMap state = is_checkpoint ? tensors_under(saved.tensors, "model.") : std::move(saved.tensors);
-  nn::ModulePtr model = build_model(config, config.train.seed);
-  const bool is_prepared = state.count("input_quant.scale") > 0;
-  check_model_spec(saved.metadata, config, is_prepared, file);
-  if (is_prepared) model = quant::prepare_qat(model, quant::parse_quant_config(config.quant, config.file));
-  model->load_state_dict(state, file);
-  return model;
 }
 
 }  // namespace qforge::train

@@ -6,7 +6,7 @@
 //   ptq  fp32 model -> prepare -> calibrate observers on N training batches in eval mode
 //        -> evaluate with fake quantization.
 // Both record fp32 and quantized accuracy in summary.json and save the prepared model;
-// `qforge eval` reloads either kind (load_saved_model).
+// `qforge eval` reloads either kind (load_saved_model, train/model_files.h).
 #pragma once
 
 #include "train/config.h"
@@ -16,10 +16,5 @@ namespace qforge::train {
 
 void run_qat(const RunConfig& config, bool resume);
 void run_ptq(const RunConfig& config);
-
-// A saved model (model*.qf, or a checkpoint*.qf's model) rebuilt from the config: a
-// prepared model (one with an input quantizer) is prepared with the config's quant
-// section first, so QAT and PTQ results evaluate as they were trained.
-nn::ModulePtr load_saved_model(const RunConfig& config, const std::string& file);
 
 }  // namespace qforge::train

@@ -22,6 +22,7 @@
 #include "quant/prepare.h"
 #include "quant/qconfig.h"
 #include "train/charts.h"
+#include "train/model_files.h"
 #include "train/quantize_runs.h"
 #include "train/trainer.h"
 
@@ -558,13 +559,7 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
   // model against the fused float model (the same prepared model, fake quantization off);
   // the logits of the "only L" model against the fp32 model's.
   const std::string& fp32_file = result.fp32_file;
-  {
-    TensorFile saved = load_tensor_file(fp32_file);
-    fp32_model->load_state_dict(saved.metadata.value("kind", "") == "checkpoint"
-                                    ? tensors_under(saved.tensors, "model.")
-                                    : saved.tensors,
-                                fp32_file);
-  }
+  fp32_model->load_state_dict(read_saved_model(fp32_file).state, fp32_file);
   const Datasets datasets = load_datasets(config.data);
   const Tensor images = test_images(datasets.test, 512);
   const Tensor reference = logits_on(*fp32_model, images);

@@ -11,9 +11,11 @@
 #include <filesystem>
 #include <iostream>
 
+#include "core/config_reader.h"
 #include "core/file_io.h"
 #include "core/ops.h"
 #include "data/data_loader.h"
+#include "train/model_files.h"
 #include "train/optimizer.h"
 
 namespace qforge::train {
@@ -48,22 +50,24 @@ std::string stage_file(const std::string& dir, const std::string& base, const st
   return dir + "/" + base + (stage == "fp32" ? "" : "_" + stage) + ".qf";
 }
 
-// Nothing non-finite is saved: the test loss and every parameter and buffer are checked
-// before an epoch's checkpoint (or the final model) is written.
+std::string what_is_kept(int64_t epochs_done, const std::string& dir) {
+  return epochs_done == 0
+             ? "Nothing of this stage was saved"
+             : "The last good checkpoint (" + std::to_string(epochs_done) + " epochs) is kept in " + dir;
+}
+
+// Nothing non-finite is saved (Note [Finiteness gate], nn/module.h): the test loss, every
+// parameter and buffer and what the model derives from them (folded BN weights, 1/scale)
+// are checked before an epoch's checkpoint (or the final model) is written.
 void check_finite(const nn::Module& model, const EvalResult& eval, const std::string& stage, int64_t epoch,
                   const std::string& dir) {
   QF_CHECK(std::isfinite(eval.loss), "train (", stage, "): the test loss is ", eval.loss, " after epoch ",
-           epoch + 1, "; stopping without saving it. The last good checkpoint (", epoch,
-           " epochs) is kept in ", dir, " — lower train.optimizer.lr or check the data");
-  for (const auto& [name, tensor] : model.state_dict()) {
-    // Observers keep ±inf until they see data (an unused max calibrator's min).
-    if (tensor.dtype() != DType::f32 || name.find("observer_") != std::string::npos) continue;
-    const float* v = tensor.data();
-    for (int64_t i = 0; i < tensor.numel(); ++i)
-      QF_CHECK(std::isfinite(v[i]), "train (", stage, "): ", name, " holds ", v[i], " after epoch ",
-               epoch + 1, "; stopping without saving it. The last good checkpoint (", epoch,
-               " epochs) is kept in ", dir);
-  }
+           epoch + 1, "; stopping without saving it. ", what_is_kept(epoch, dir),
+           " — lower the learning rate or check the data");
+  const std::string non_finite = nn::first_non_finite(model);
+  QF_CHECK(non_finite.empty(), "train (", stage, "): ", non_finite, " after epoch ", epoch + 1,
+           "; stopping without saving it. ", what_is_kept(epoch, dir),
+           " — lower the learning rate or check the data");
 }
 
 }  // namespace
@@ -157,31 +161,32 @@ struct Progress {
 Progress resume_from_checkpoint(nn::Module& model, Optimizer& optimizer, const RunConfig& config,
                                 const std::string& file, const FitOptions& options, int64_t epochs) {
   const TrainConfig& t = config.train;
-  TensorFile checkpoint = load_tensor_file(file);
-  const nlohmann::json& m = checkpoint.metadata;
-  QF_CHECK(m.value("stage", "") == options.stage, file, ": holds stage \"", m.value("stage", ""),
-           "\", cannot resume stage \"", options.stage, "\"");
-  check_model_spec(m, config, options.stage != "fp32", file);
+  const SavedModel checkpoint = read_saved_model(file);
+  ConfigReader m = ConfigReader::metadata(checkpoint.metadata, file);
+  QF_CHECK(checkpoint.kind == "checkpoint", file, ": a ", checkpoint.kind, ", not a checkpoint");
+  const std::string stage = m.string("stage", "");
+  QF_CHECK(stage == options.stage, file, ": holds stage \"", stage, "\", cannot resume stage \"",
+           options.stage, "\"");
+  check_model_spec(checkpoint.metadata, config, options.stage != "fp32", file);
   // The optimizer's state and the schedule belong to the run being resumed.
-  const std::string saved_optimizer =
-      m.contains("optimizer") ? m["optimizer"].get<std::string>() : t.optimizer.type;
+  const std::string saved_optimizer = m.string("optimizer", t.optimizer.type);
   QF_CHECK(saved_optimizer == t.optimizer.type, file,
            ": train.optimizer.type: the checkpoint was trained with ", saved_optimizer, ", the config says ",
            t.optimizer.type, "; resume with ", saved_optimizer);
-  const int64_t saved_epochs = m.value("epochs", epochs);
+  const int64_t saved_epochs = m.integer("epochs", epochs, 1);
   QF_CHECK(saved_epochs == epochs, file, ": the run was scheduled over ", saved_epochs,
            " epochs, the config says ", epochs,
            "; resuming would change the learning-rate schedule of the finished epochs — resume with ",
            saved_epochs, " epochs, or start a new run");
-  model.load_state_dict(tensors_under(checkpoint.tensors, "model."), file);
-  optimizer.load_state(tensors_under(checkpoint.tensors, "optimizer."));
-  if (m.contains("random_state")) model.load_random_state(m["random_state"], file);
-  QF_CHECK(m.contains("epochs_done") && m["epochs_done"].is_number_integer() && m["epochs_done"] >= 0 &&
-               m["epochs_done"] <= epochs,
-           file, ": corrupt metadata (epochs_done)");
-  Progress progress{m["epochs_done"].get<int64_t>(), m.value("history", nlohmann::json::array()),
-                    m.value("seconds", 0.0)};
-  QF_CHECK(progress.history.is_array(), file, ": corrupt metadata (history)");
+  if (!m.has("epochs_done")) m.fail("epochs_done", "missing");
+  const int64_t epochs_done = m.integer("epochs_done", 0, 0);
+  if (epochs_done > epochs)
+    m.fail("epochs_done", "more than the run's " + std::to_string(epochs) + " epochs");
+  Progress progress{epochs_done, m.raw("history"), m.number("seconds", 0.0)};
+  if (!progress.history.is_array()) m.fail("history", "expected an array of epoch records");
+  model.load_state_dict(checkpoint.state, file);
+  optimizer.load_state(checkpoint.optimizer_state);
+  if (m.has("random_state")) model.load_random_state(m.raw("random_state"), file);
   if (!options.quiet)
     std::cout << "resuming " << options.stage << " after epoch " << progress.epochs_done << "\n";
   return progress;
@@ -207,16 +212,23 @@ EpochStats train_one_epoch(nn::Module& model, Optimizer& optimizer, data::DataLo
     Clock::time_point step_start = Clock::now();
     optimizer.set_learning_rate(scheduled_learning_rate(
         t.schedule, base_lr, epoch + static_cast<double>(batch_index) / batches, epochs));
-    Tensor logits = model.forward(batch->images);
-    Tensor loss = options.loss ? options.loss(batch->images, logits, batch->labels)
-                               : cross_entropy(logits, batch->labels, static_cast<float>(t.label_smoothing));
-    const float loss_value = loss.item();
-    QF_CHECK(std::isfinite(loss_value), "train (", options.stage, "): loss is ", loss_value, " at epoch ",
-             epoch + 1, ", batch ", batch_index + 1, "; stopping. The last good checkpoint (", epoch,
-             " epochs) is kept in ", dir, " — lower train.optimizer.lr or check the data");
-    optimizer.zero_grad();
-    loss.backward();
-    optimizer.step();
+    Tensor logits;
+    float loss_value = 0;
+    try {
+      logits = model.forward(batch->images);
+      Tensor loss = options.loss
+                        ? options.loss(batch->images, logits, batch->labels)
+                        : cross_entropy(logits, batch->labels, static_cast<float>(t.label_smoothing));
+      loss_value = loss.item();
+      QF_CHECK(std::isfinite(loss_value), "loss is ", loss_value);
+      optimizer.zero_grad();
+      loss.backward();
+      optimizer.step();
+    } catch (const Error& error) {
+      QF_FAIL("train (", options.stage, "): ", error.what(), " at epoch ", epoch + 1, ", batch ",
+              batch_index + 1, "; stopping. ", what_is_kept(epoch, dir),
+              " — lower the learning rate or check the data");
+    }
     stats.compute_seconds += seconds_since(step_start);
     const int64_t n = batch->labels.numel();
     stats.loss_sum += loss_value * n;
@@ -232,8 +244,8 @@ EpochStats train_one_epoch(nn::Module& model, Optimizer& optimizer, data::DataLo
 
 // After each epoch: the metrics file and the checkpoint, each rewritten whole and atomically.
 void write_epoch(const std::string& dir, nn::Module& model, const Optimizer& optimizer,
-                 const RunConfig& config, const FitOptions& options, const Progress& progress, int64_t epochs,
-                 const nlohmann::json& spec) {
+                 const RunConfig& config, const FitOptions& options, const Progress& progress,
+                 int64_t epochs) {
   std::string lines;
   for (const auto& h : progress.history) lines += h.dump() + "\n";
   write_file_atomically(dir + "/metrics" + (options.stage == "fp32" ? "" : "_" + options.stage) + ".jsonl",
@@ -241,17 +253,15 @@ void write_epoch(const std::string& dir, nn::Module& model, const Optimizer& opt
   TensorMap checkpoint;
   for (auto& [name, tensor] : model.state_dict()) checkpoint["model." + name] = tensor;
   for (auto& [name, tensor] : optimizer.state()) checkpoint["optimizer." + name] = tensor;
-  save_tensor_file(stage_file(dir, "checkpoint", options.stage), checkpoint,
-                   {{"kind", "checkpoint"},
-                    {"stage", options.stage},
-                    {"epochs_done", progress.epochs_done},
-                    {"epochs", epochs},
-                    {"optimizer", config.train.optimizer.type},
-                    {"history", progress.history},
-                    {"seconds", progress.trained_seconds},
-                    {"spec", spec},
-                    {"random_state", model.random_state()},
-                    {"config", config.source}});
+  nlohmann::json metadata = model_file_metadata(model, config, "checkpoint", options.stage);
+  metadata.update({{"epochs_done", progress.epochs_done},
+                   {"epochs", epochs},
+                   {"optimizer", config.train.optimizer.type},
+                   {"history", progress.history},
+                   {"seconds", progress.trained_seconds},
+                   {"random_state", model.random_state()},
+                   {"config", config.source}});
+  save_tensor_file(stage_file(dir, "checkpoint", options.stage), checkpoint, metadata);
 }
 
 }  // namespace
@@ -264,7 +274,6 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
   const std::string dir = options.output_dir.empty() ? config.output_dir : options.output_dir;
   std::filesystem::create_directories(dir);
   auto optimizer = make_optimizer(model.parameters(), t.optimizer);
-  const nlohmann::json spec = model_spec(config, options.stage != "fp32");
   const std::string checkpoint = stage_file(dir, "checkpoint", options.stage);
   Progress progress;
   if (options.resume && std::filesystem::exists(checkpoint))
@@ -307,7 +316,7 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
           stats.loss_sum / stats.seen, 100.0 * stats.correct / stats.seen, last_eval.loss,
           100 * last_eval.accuracy, last_images_per_second, epoch_seconds);
     std::fflush(stdout);
-    write_epoch(dir, model, *optimizer, config, options, progress, epochs, spec);
+    write_epoch(dir, model, *optimizer, config, options, progress, epochs);
   }
   if (first_epoch >= epochs || progress.history.empty()) {
     last_eval = evaluate(model, datasets.test, t.eval_batch_size);
@@ -315,9 +324,7 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
   }
   if (last_images_per_second == 0 && !progress.history.empty())
     last_images_per_second = progress.history.back()["images_per_second"];
-  save_tensor_file(
-      stage_file(dir, "model", options.stage), model.state_dict(),
-      {{"kind", "state_dict"}, {"model", model.type_name()}, {"stage", options.stage}, {"spec", spec}});
+  save_model(model, stage_file(dir, "model", options.stage), config, options.stage);
   StageSummary summary{options.stage,          last_eval.accuracy,       last_eval.loss,
                        last_images_per_second, progress.trained_seconds, epochs};
   record_stage(dir, summary);
