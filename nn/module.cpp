@@ -50,12 +50,17 @@ std::string first_non_finite(const Module& model) {
                (tensor.numel() > 1 ? " at index " + std::to_string(i) : "");
     return "";
   };
-  for (const auto& [path, module] : model.named_modules()) {
+  const auto modules = model.named_modules();
+  for (const auto& [path, module] : modules) {
     const std::string prefix = path.empty() ? "" : path + ".";
     for (const auto& [name, tensor] : module->parameters_)
       if (std::string found = scan(name, tensor, nullptr); !found.empty()) return prefix + found;
     for (const auto& [name, tensor] : module->buffers_)
       if (std::string found = scan(name, tensor, module); !found.empty()) return prefix + found;
+  }
+  // Derived values last: an infinite parameter is named as itself, not as what it folds into.
+  for (const auto& [path, module] : modules) {
+    const std::string prefix = path.empty() ? "" : path + ".";
     for (const auto& [name, tensor] : module->derived_values())
       if (std::string found = scan(name, tensor, nullptr); !found.empty())
         return prefix + found + " (derived from its parameters)";

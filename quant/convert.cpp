@@ -4,6 +4,8 @@
 // its per-sample shape, so every op is built for its exact input size.
 #include "quant/convert.h"
 
+#include <sstream>
+
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/lstm.h"
@@ -23,6 +25,18 @@ using int8::ActivationQuant;
 using int8::IntegerModel;
 using int8::LayerQuantization;
 
+template <typename... Args>
+[[noreturn]] void refuse(const Args&... args) {
+  std::ostringstream message;
+  (message << ... << args);
+  throw ConvertError(message.str());
+}
+
+template <typename... Args>
+void check_convertible(bool is_convertible, const Args&... args) {
+  if (!is_convertible) refuse(args...);
+}
+
 struct Stream {
   int value = 0;
   std::optional<ActivationQuant> quant;  // empty: float
@@ -37,15 +51,15 @@ std::string join(const std::string& prefix, const std::string& name) {
 }
 
 ActivationQuant activation_of(const FakeQuantize& q, const std::string& where) {
-  QF_CHECK(q.is_calibrated(), "convert: ", where,
-           ": this quantizer has never seen data (calibrate with PTQ or train with QAT first)");
+  check_convertible(q.is_calibrated(), "convert: ", where,
+                    ": this quantizer has never seen data (calibrate with PTQ or train with QAT first)");
   const QuantParams p = q.qparams();
   const QuantRange range = q.spec().scheme.range();
   const int bits = q.spec().scheme.bits;
-  QF_CHECK(!p.is_per_channel() && p.scale.size() == 1, "convert: ", where,
-           ": activations must be per tensor");
-  QF_CHECK(bits >= 2 && range.levels() <= 256, "convert: ", where, ": ", bits,
-           "-bit activations; the integer runtime runs 2..8 bits");
+  check_convertible(!p.is_per_channel() && p.scale.size() == 1, "convert: ", where,
+                    ": activations must be per tensor");
+  check_convertible(bits >= 2 && range.levels() <= 256, "convert: ", where, ": ", bits,
+                    "-bit activations; the integer runtime runs 2..8 bits");
   // Signed ranges shift into uint8: (q + s) − (z + s) = q − z, the same real values.
   const int64_t shift = -range.quant_min;
   const int64_t zero_point = std::clamp(p.zero_point[0], range.quant_min, range.quant_max) + shift;
@@ -56,22 +70,22 @@ ActivationQuant activation_of(const FakeQuantize& q, const std::string& where) {
 LayerQuantization quantize_layer(const FakeQuantize& weight_quant, const Tensor& weight, const Tensor& bias,
                                  const ActivationQuant& input, FakeQuantize* output_quant, bool has_relu,
                                  const std::string& where) {
-  QF_CHECK(weight_quant.is_calibrated(), "convert: ", where,
-           ": the weight quantizer has never seen the weights");
+  check_convertible(weight_quant.is_calibrated(), "convert: ", where,
+                    ": the weight quantizer has never seen the weights");
   const QuantParams p = weight_quant.qparams();
   const QuantRange range = weight_quant.spec().scheme.range();
   const int bits = weight_quant.spec().scheme.bits;
-  QF_CHECK(bits >= 2 && range.quant_min >= -128 && range.quant_max <= 127, "convert: ", where, ": ", bits,
-           "-bit ", range.quant_min < 0 ? "signed" : "unsigned",
-           " weights; the integer runtime runs signed 2..8-bit weights");
+  check_convertible(bits >= 2 && range.quant_min >= -128 && range.quant_max <= 127, "convert: ", where, ": ",
+                    bits, "-bit ", range.quant_min < 0 ? "signed" : "unsigned",
+                    " weights; the integer runtime runs signed 2..8-bit weights");
   for (int64_t z : p.zero_point)
-    QF_CHECK(z == 0, "convert: ", where, ": weights have zero point ", z,
-             "; the integer runtime needs symmetric weights (zero point 0)");
+    check_convertible(z == 0, "convert: ", where, ": weights have zero point ", z,
+                      "; the integer runtime needs symmetric weights (zero point 0)");
   const int64_t out_channels = weight.size(0), per_channel = weight.numel() / out_channels;
   LayerQuantization layer;
   layer.weight_scale = p.is_per_channel() ? p.scale : std::vector<float>(out_channels, p.scale[0]);
-  QF_CHECK(static_cast<int64_t>(layer.weight_scale.size()) == out_channels, "convert: ", where, ": ",
-           layer.weight_scale.size(), " weight scales for ", out_channels, " channels");
+  check_convertible(static_cast<int64_t>(layer.weight_scale.size()) == out_channels, "convert: ", where, ": ",
+                    layer.weight_scale.size(), " weight scales for ", out_channels, " channels");
   layer.weight_range = {static_cast<int32_t>(range.quant_min), static_cast<int32_t>(range.quant_max)};
   layer.weight = Tensor::empty(weight.shape(), DType::s8);
   const Tensor contiguous = weight.detach();
@@ -87,9 +101,11 @@ LayerQuantization quantize_layer(const FakeQuantize& weight_quant, const Tensor&
 class Lowering {
  public:
   explicit Lowering(IntegerModel& model) : model_(model) {}
+  // Lowers one module; an error from building its ops is prefixed with its path.
   Stream lower(nn::Module& module, const std::string& path, Stream in);
 
  private:
+  Stream lower_module(nn::Module& module, const std::string& path, Stream in);
   Stream emit(std::unique_ptr<int8::IntegerOp> op, std::vector<int> inputs, const std::string& path,
               Stream out) {
     out.value = model_.add(std::move(op), std::move(inputs), path);
@@ -108,7 +124,8 @@ class Lowering {
     return emit(std::make_unique<int8::QuantizeOp>(*out.quant), {source.value}, path, out);
   }
   const ActivationQuant& need_quantized(const Stream& in, const std::string& path, const char* what) {
-    QF_CHECK(in.quant, "convert: ", path, " (", what, "): its input is float — no quantizer precedes it");
+    check_convertible(in.quant.has_value(), "convert: ", path, " (", what,
+                      "): its input is float — no quantizer precedes it");
     return *in.quant;
   }
   Stream conv(QatConv2d& layer, const std::string& path, const Stream& in);
@@ -122,8 +139,8 @@ class Lowering {
 
 Stream Lowering::conv(QatConv2d& layer, const std::string& path, const Stream& in) {
   const nn::Conv2d& c = *layer.conv;
-  QF_CHECK(in.shape.size() == 3 && in.shape[0] == c.in_channels, "convert: ", path, ": expected input (",
-           c.in_channels, ",H,W), got ", in.shape);
+  check_convertible(in.shape.size() == 3 && in.shape[0] == c.in_channels, "convert: ", path,
+                    ": expected input (", c.in_channels, ",H,W), got ", in.shape);
   kernels::Conv2dShape s{.batch = 0,
                          .in_channels = c.in_channels,
                          .in_height = in.shape[1],
@@ -138,8 +155,8 @@ Stream Lowering::conv(QatConv2d& layer, const std::string& path, const Stream& i
                          .dilation_height = c.options.dilation_height,
                          .dilation_width = c.options.dilation_width,
                          .groups = c.options.groups};
-  QF_CHECK(s.out_height() >= 1 && s.out_width() >= 1, "convert: ", path,
-           ": the kernel does not fit the input ", in.shape);
+  check_convertible(s.out_height() >= 1 && s.out_width() >= 1, "convert: ", path,
+                    ": the kernel does not fit the input ", in.shape);
   auto [weight, bias] = layer.folded_weight_and_bias();
   Stream out = in;
   out.shape = {s.out_channels, s.out_height(), s.out_width()};
@@ -158,8 +175,8 @@ Stream Lowering::conv(QatConv2d& layer, const std::string& path, const Stream& i
 
 Stream Lowering::linear(QatLinear& layer, const std::string& path, const Stream& in) {
   const nn::Linear& l = *layer.linear;
-  QF_CHECK(in.shape.size() == 1 && in.shape[0] == l.in_features, "convert: ", path, ": expected ",
-           l.in_features, " input features, got ", in.shape, " (a flatten is missing?)");
+  check_convertible(in.shape.size() == 1 && in.shape[0] == l.in_features, "convert: ", path, ": expected ",
+                    l.in_features, " input features, got ", in.shape, " (a flatten is missing?)");
   Tensor weight = l.weight.detach();
   if (!in.flattened_from.empty()) {
     // The features are an NHWC image flattened as (h, w, c); the float model flattened
@@ -191,7 +208,7 @@ Stream Lowering::linear(QatLinear& layer, const std::string& path, const Stream&
 
 Stream Lowering::pool(nn::Module& module, const std::string& path, const Stream& in) {
   need_quantized(in, path, module.type_name().c_str());
-  QF_CHECK(in.shape.size() == 3, "convert: ", path, ": pooling expects an image, got ", in.shape);
+  check_convertible(in.shape.size() == 3, "convert: ", path, ": pooling expects an image, got ", in.shape);
   Stream out = in;
   if (auto* adaptive = dynamic_cast<nn::AdaptiveAvgPool2d*>(&module)) {
     out.shape = {in.shape[0], adaptive->out_height, adaptive->out_width};
@@ -206,8 +223,8 @@ Stream Lowering::pool(nn::Module& module, const std::string& path, const Stream&
       in.shape[0],
       int8::pool_output_size(in.shape[1], o.kernel_height, o.stride_height, o.padding_height, dh, false),
       int8::pool_output_size(in.shape[2], o.kernel_width, o.stride_width, o.padding_width, dw, false)};
-  QF_CHECK(out.shape[1] >= 1 && out.shape[2] >= 1, "convert: ", path, ": the pooling window does not fit ",
-           in.shape);
+  check_convertible(out.shape[1] >= 1 && out.shape[2] >= 1, "convert: ", path,
+                    ": the pooling window does not fit ", in.shape);
   int8::PoolGeometry geometry{.window = o};
   return emit(std::make_unique<int8::PoolOp>(is_max ? int8::PoolOp::Kind::max : int8::PoolOp::Kind::average,
                                              geometry),
@@ -221,11 +238,11 @@ Stream Lowering::block(nn::BasicBlock& block, const std::string& path, const Str
   auto* relu = dynamic_cast<nn::Sequential*>(block.relu.get());
   FakeQuantize* output =
       relu && relu->size() == 2 ? dynamic_cast<FakeQuantize*>(relu->children()[1].second.get()) : nullptr;
-  QF_CHECK(output, "convert: ", path,
-           ": a residual block kept in float is not supported by the integer runtime");
+  check_convertible(output, "convert: ", path,
+                    ": a residual block kept in float is not supported by the integer runtime");
   need_quantized(residual, path, "add"), need_quantized(shortcut, path, "add");
-  QF_CHECK(residual.shape == shortcut.shape, "convert: ", path, ": residual ", residual.shape,
-           " and shortcut ", shortcut.shape, " differ");
+  check_convertible(residual.shape == shortcut.shape, "convert: ", path, ": residual ", residual.shape,
+                    " and shortcut ", shortcut.shape, " differ");
   Stream out = residual;
   out.quant = activation_of(*output, join(path, "relu.1"));
   return emit(std::make_unique<int8::AddOp>(*out.quant, true), {residual.value, shortcut.value},
@@ -235,8 +252,8 @@ Stream Lowering::block(nn::BasicBlock& block, const std::string& path, const Str
 // The zoo's LstmClassifier: image rows -> QatLSTM -> the last hidden state -> fc.
 Stream Lowering::sequence_classifier(nn::LstmClassifier& model, const std::string& path, const Stream& in) {
   auto* lstm = dynamic_cast<QatLSTM*>(model.lstm.get());
-  QF_CHECK(lstm, "convert: ", join(path, "lstm"), " (", model.lstm->type_name(),
-           "): a float LSTM in a static model; keep it quantized, or use quant.mode \"dynamic\"");
+  check_convertible(lstm, "convert: ", join(path, "lstm"), " (", model.lstm->type_name(),
+                    "): a float LSTM in a static model; keep it quantized, or use quant.mode \"dynamic\"");
   const std::string where = join(path, "lstm");
   ActivationQuant input = need_quantized(in, where, "lstm");
   std::vector<int8::StaticLstmLayer> layers;
@@ -259,6 +276,16 @@ Stream Lowering::sequence_classifier(nn::LstmClassifier& model, const std::strin
 }
 
 Stream Lowering::lower(nn::Module& module, const std::string& path, Stream in) {
+  try {
+    return lower_module(module, path, std::move(in));
+  } catch (const ConvertError&) {
+    throw;
+  } catch (const Error& error) {
+    QF_FAIL("convert: ", path.empty() ? "the model" : path, " (", module.type_name(), "): ", error.what());
+  }
+}
+
+Stream Lowering::lower_module(nn::Module& module, const std::string& path, Stream in) {
   if (auto* sequential = dynamic_cast<nn::Sequential*>(&module)) {
     for (const auto& [name, child] : sequential->children()) in = lower(*child, join(path, name), in);
     return in;
@@ -289,14 +316,17 @@ Stream Lowering::lower(nn::Module& module, const std::string& path, Stream in) {
     }
     return emit(std::make_unique<int8::FlattenOp>(), {in.value}, path, out);
   }
-  QF_FAIL("convert: ", path.empty() ? "the model" : path, " (", module.type_name(),
-          "): the integer runtime has no op for this module");
+  refuse("convert: ", path.empty() ? "the model" : path, " (", module.type_name(),
+         "): the integer runtime has no op for this module");
 }
 
 }  // namespace
 
 int8::IntegerModel convert(QatModel& model, const Shape& input_shape) {
   QF_CHECK(!input_shape.empty(), "convert: the input shape is empty");
+  // Note [Finiteness gate] (nn/module.h): a diverged model converts into nothing.
+  const std::string non_finite = nn::first_non_finite(model);
+  QF_CHECK(non_finite.empty(), "convert: ", non_finite, "; the model diverged — nothing was converted");
   IntegerModel integer;
   integer.input_shape = input_shape;
   Lowering lowering(integer);
@@ -307,9 +337,10 @@ int8::IntegerModel convert(QatModel& model, const Shape& input_shape) {
   out = lowering.lower(*model.model, "", out);
   // The runtime flattens images channels last; a linear layer reads them through permuted
   // weights, but logits that are themselves a flattened image would come out permuted.
-  QF_CHECK(out.flattened_from.empty(), "convert: output: the model ends in a flattened ", out.flattened_from,
-           " image; the integer runtime flattens (h, w, c) where the float model "
-           "flattens (c, h, w) — end the model with a linear layer, or pool to 1x1 before the flatten");
+  check_convertible(
+      out.flattened_from.empty(), "convert: output: the model ends in a flattened ", out.flattened_from,
+      " image; the integer runtime flattens (h, w, c) where the float model "
+      "flattens (c, h, w) — end the model with a linear layer, or pool to 1x1 before the flatten");
   if (out.quant) {
     Stream source = out;
     out.value = integer.add(std::make_unique<int8::DequantizeOp>(), {source.value}, "output");
@@ -326,8 +357,8 @@ namespace {
 int8::DynamicLinear dynamic_product(const Tensor& weight, const Tensor& bias, const QuantizerSpec& spec,
                                     bool has_relu, const std::string& where) {
   QuantScheme scheme = spec.scheme;
-  QF_CHECK(scheme.is_signed && scheme.symmetric && scheme.bits >= 2 && scheme.bits <= 8,
-           "convert (dynamic): ", where, ": weights must be signed, symmetric, 2..8 bits");
+  check_convertible(scheme.is_signed && scheme.symmetric && scheme.bits >= 2 && scheme.bits <= 8,
+                    "convert (dynamic): ", where, ": weights must be signed, symmetric, 2..8 bits");
   std::unique_ptr<Observer> observer = make_observer(ObserverChoice{ObserverKind::minmax}, scheme);
   const Tensor w = weight.detach();
   observer->observe(w);
@@ -346,7 +377,7 @@ int lower_dynamic(IntegerModel& integer, nn::Module& module, const std::string& 
                   const QuantizerSpec& weight) {
   if (auto* classifier = dynamic_cast<nn::LstmClassifier*>(&module)) {
     auto* lstm = dynamic_cast<nn::LSTM*>(classifier->lstm.get());
-    QF_CHECK(lstm, "convert (dynamic): ", join(path, "lstm"), " is not a float LSTM");
+    check_convertible(lstm, "convert (dynamic): ", join(path, "lstm"), " is not a float LSTM");
     std::vector<int8::DynamicLstmLayer> layers;
     for (int64_t l = 0; l < lstm->num_layers(); ++l) {
       const std::string where = join(path, "lstm.l" + std::to_string(l));
@@ -381,9 +412,9 @@ int lower_dynamic(IntegerModel& integer, nn::Module& module, const std::string& 
   if (dynamic_cast<nn::Flatten*>(&module))
     return integer.add(std::make_unique<int8::FlattenOp>(), {value}, path);
   if (dynamic_cast<nn::Identity*>(&module) || dynamic_cast<nn::Dropout*>(&module)) return value;
-  QF_FAIL("convert (dynamic): ", path.empty() ? "the model" : path, " (", module.type_name(),
-          "): dynamic quantization covers Linear and LSTM layers (as PyTorch's quantize_dynamic); use static "
-          "quantization (quant.mode \"static\") for convolutional models");
+  refuse("convert (dynamic): ", path.empty() ? "the model" : path, " (", module.type_name(),
+         "): dynamic quantization covers Linear and LSTM layers (as PyTorch's quantize_dynamic); use static "
+         "quantization (quant.mode \"static\") for convolutional models");
 }
 
 }  // namespace
@@ -393,7 +424,7 @@ int8::IntegerModel convert_dynamic(nn::Module& model, const QuantizerSpec& weigh
   IntegerModel integer;
   integer.input_shape = input_shape;
   lower_dynamic(integer, model, "", 0, weight);
-  QF_CHECK(!integer.ops().empty(), "convert (dynamic): the model has no Linear or LSTM layer");
+  check_convertible(!integer.ops().empty(), "convert (dynamic): the model has no Linear or LSTM layer");
   return integer;
 }
 

@@ -16,6 +16,14 @@
 
 namespace qforge::quant {
 
+// What the integer runtime cannot run (1 bit, affine weights, a module it has no op for, a
+// quantizer that never saw data): the message names the layer. A quantization stage reports
+// it and keeps its fake-quant results; any other error from convert is a failure.
+class ConvertError : public Error {
+ public:
+  using Error::Error;
+};
+
 // input_shape: one sample's shape as the float model takes it, e.g. (1,28,28).
 int8::IntegerModel convert(QatModel& model, const Shape& input_shape);
 

@@ -42,8 +42,10 @@ struct QuantScheme {
   bool narrow_range = false;
   QuantRange range() const { return quant_range(bits, is_signed, reduce_range, narrow_range); }
   // PyTorch treats any range other than the 8-bit defaults as "customized": a symmetric
-  // unsigned scheme then centres its zero point at (qmin+qmax)//2 instead of 128.
-  bool has_customized_range() const { return bits != 8 || narrow_range; }
+  // unsigned scheme then centres its zero point at (qmin+qmax)//2 instead of 128. A reduced
+  // range counts too: PyTorch 1.13 keeps 128 there, a level outside [0, 127] that clamps
+  // every value to the top of the range; qforge centres it (63), as for any other range.
+  bool has_customized_range() const { return bits != 8 || narrow_range || reduce_range; }
 };
 
 // Observed range -> scale and zero point, the two conventions (every observer and

@@ -9,6 +9,7 @@
 #include "core/ops.h"
 #include "core/serialize.h"
 #include "data/data_loader.h"
+#include "quant/convert.h"
 #include "quant/prepare.h"
 #include "train/deploy.h"
 #include "train/model_files.h"
@@ -82,10 +83,8 @@ void deploy_if_convertible(quant::QatModel& prepared, const RunConfig& config, c
                            const std::string& stage, const std::string& file) {
   try {
     deploy_integer_model(prepared, config, datasets, stage, file);
-  } catch (const Error& error) {
-    const std::string message = error.what();
-    if (message.rfind("convert:", 0) != 0) throw;
-    std::printf("%s: no integer model (%s)\n", stage.c_str(), message.c_str());
+  } catch (const quant::ConvertError& error) {
+    std::printf("%s: no integer model (%s)\n", stage.c_str(), error.what());
   }
 }
 

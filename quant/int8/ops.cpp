@@ -158,7 +158,7 @@ Value DequantizeOp::run(const std::vector<const Value*>& inputs, Backend backend
 // ---- conv / linear ------------------------------------------------------------------------------
 
 ConvOp::ConvOp(LayerQuantization layer, const Conv2dShape& shape) : layer_(std::move(layer)), shape_(shape) {
-  check_layer(layer_, shape_.out_channels, "conv2d " + name);
+  check_layer(layer_, shape_.out_channels, "conv2d");
   QF_CHECK(layer_.weight.shape() == Shape({shape_.out_channels, shape_.in_channels / shape_.groups,
                                            shape_.kernel_height, shape_.kernel_width}),
            "conv2d: weights ", layer_.weight.shape(), " do not match the layer's shape");
@@ -216,7 +216,7 @@ nlohmann::json ConvOp::save(TensorMap& blobs, const std::string& prefix) const {
 
 LinearOp::LinearOp(LayerQuantization layer) : layer_(std::move(layer)) {
   QF_CHECK(layer_.weight.defined() && layer_.weight.dim() == 2, "linear: expected (N,K) weights");
-  check_layer(layer_, layer_.weight.size(0), "linear " + name);
+  check_layer(layer_, layer_.weight.size(0), "linear");
   stage_ = stage_of(layer_);
   fast_ = std::make_unique<fast::LinearLayer>(layer_.weight.data_as<int8_t>(), layer_.weight.size(0),
                                               layer_.weight.size(1), layer_.input.zero_point, stage_);

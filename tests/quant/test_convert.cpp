@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <map>
 
 #include "core/file_io.h"
@@ -153,6 +154,7 @@ TEST_CASE(
       {"lenet",
        R"({"weight": {"bits": 4}, "activation": {"bits": 4}, "overrides": [{"name": "output", "activation": {"bits": 8}}]})"},
       {"lenet", R"({"activation": {"signed": true}})"},
+      {"lenet", R"({"activation": {"symmetric": true, "reduce_range": true}})"},
       {"lenet", R"({"overrides": [{"name": "4", "float": true}, {"name": "11", "float": true}]})"},
       {"resnet8",
        R"({"activation": {"bits": 6, "reduce_range": true}, "weight": {"bits": 5, "per_channel": false}})"},
@@ -285,7 +287,7 @@ TEST_CASE("convert refuses what the integer runtime cannot run, naming the layer
   Generator generator(12);
   auto refuse = [&](const char* quant, const char* message) {
     auto prepared = calibrated("lenet", parse_quant_config(json::parse(quant), "t.json"), generator);
-    CHECK_THROWS_WITH_AS(convert(*prepared, {1, 28, 28}), doctest::Contains(message), Error);
+    CHECK_THROWS_WITH_AS(convert(*prepared, {1, 28, 28}), doctest::Contains(message), ConvertError);
   };
   refuse(R"({"weight": {"bits": 1}})", "1-bit signed weights");
   refuse(R"({"weight": {"bits": 9}})", "9-bit signed weights");
@@ -294,7 +296,19 @@ TEST_CASE("convert refuses what the integer runtime cannot run, naming the layer
   refuse(R"({"weight": {"symmetric": false}})", "needs symmetric weights");
   auto uncalibrated =
       prepare_qat(nn::build_zoo_model("lenet", generator), parse_quant_config(nullptr, "t.json"));
-  CHECK_THROWS_WITH_AS(convert(*uncalibrated, {1, 28, 28}), doctest::Contains("never seen"), Error);
+  CHECK_THROWS_WITH_AS(convert(*uncalibrated, {1, 28, 28}), doctest::Contains("never seen"), ConvertError);
+  // A diverged model is no refusal of the runtime but a failure: the finiteness gate names the value.
+  auto diverged = calibrated("lenet", parse_quant_config(nullptr, "t.json"), generator);
+  diverged->state_dict().at("model.0.conv.bias").data()[3] = std::numeric_limits<float>::infinity();
+  try {
+    convert(*diverged, {1, 28, 28});
+    FAIL("convert accepted an infinite bias");
+  } catch (const ConvertError&) {
+    FAIL("a diverged model is reported as a refusal of the runtime");
+  } catch (const Error& error) {
+    CHECK(std::string(error.what()) ==
+          "convert: model.0.conv.bias holds inf at index 3; the model diverged — nothing was converted");
+  }
 }
 
 TEST_CASE(".qfm files: every truncation, every flipped bit and hand edits are errors naming the file") {

@@ -130,3 +130,17 @@ TEST_CASE("histogram observer matches PyTorch on larger batches that grow the ra
     CHECK(params.zero_point[0] == c.zero_point);
   }
 }
+
+TEST_CASE("a symmetric unsigned reduced range centres its zero point inside the range") {
+  // PyTorch 1.13 gives zero point 128 on [0, 127] here (its has_customized_qrange ignores
+  // reduce_range); every value then quantizes to the top level. qforge centres it.
+  QuantScheme scheme{.bits = 8, .is_signed = false, .symmetric = true, .reduce_range = true};
+  const QuantParams p = qparams_from_min_max({-1.0f}, {2.0f}, scheme);
+  CHECK(p.zero_point[0] == 63);
+  CHECK(p.scale[0] == doctest::Approx(2.0 / 63.5));
+  const QuantRange range = scheme.range();
+  CHECK(p.zero_point[0] >= range.quant_min);
+  CHECK(p.zero_point[0] <= range.quant_max);
+  scheme.reduce_range = false;  // the 8-bit default keeps PyTorch's 128
+  CHECK(qparams_from_min_max({-1.0f}, {2.0f}, scheme).zero_point[0] == 128);
+}
