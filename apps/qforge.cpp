@@ -47,7 +47,8 @@ train::RunConfig load_run_config(const std::string& path, const std::vector<std:
 }
 
 void run_train(const train::RunConfig& config, bool resume) {
-  train::Datasets datasets = train::start_run(config, {"model.qf"}, resume);
+  train::StartedRun run = train::start_run(config, {"model.qf"}, resume);
+  const train::Datasets& datasets = run.datasets;
   nn::ModulePtr model = train::build_model(config, config.train.seed);
   std::printf("training %s on %s: %lld train / %lld test images, %lld parameters, %d threads -> %s\n",
               config.model.name.empty() ? "layer list" : config.model.name.c_str(),

@@ -97,7 +97,8 @@ void run_qat(const RunConfig& config, bool resume) {
       ": quant.mode: dynamic quantization trains nothing; `qforge ptq` converts the fp32 model dynamically");
   std::vector<std::string> finished{"model_qat.qf"};
   if (quant_config.fp32_checkpoint.empty()) finished.push_back("model.qf");
-  Datasets datasets = start_run(config, finished, resume);
+  StartedRun run = start_run(config, finished, resume, {quant_config.fp32_checkpoint});
+  const Datasets& datasets = run.datasets;
   nn::ModulePtr model = fp32_model(config, quant_config, datasets, resume);
   // The teacher for distillation: a frozen copy of the fp32 model (prepare rewrites the
   // model in place and QAT then trains its weights).
@@ -159,7 +160,8 @@ void run_ptq(const RunConfig& config) {
   const quant::QuantConfig quant_config = quant::parse_quant_config(config.quant, config.file);
   std::vector<std::string> finished{quant_config.mode == "dynamic" ? "model_dynamic.qfm" : "model_ptq.qf"};
   if (quant_config.fp32_checkpoint.empty()) finished.push_back("model.qf");
-  Datasets datasets = start_run(config, finished, false);
+  StartedRun run = start_run(config, finished, false, {quant_config.fp32_checkpoint});
+  const Datasets& datasets = run.datasets;
   nn::ModulePtr model = fp32_model(config, quant_config, datasets, false);
   if (quant_config.mode == "dynamic") {  // quantize_dynamic: no calibration, no fake-quant model
     deploy_dynamic_model(*model, config, datasets, "int8_dynamic", "model_dynamic.qfm");

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 
 #include "core/autograd.h"
 #include "core/config_reader.h"
@@ -52,7 +53,7 @@ class StdoutTo {
     std::fflush(stdout);
     saved_ = ::dup(STDOUT_FILENO);
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    QF_CHECK(saved_ >= 0 && fd >= 0, "sweep: cannot write ", path);
+    if (saved_ < 0 || fd < 0) throw IoError(path + ": cannot write the run's log");
     ::dup2(fd, STDOUT_FILENO);
     ::close(fd);
   }
@@ -90,7 +91,8 @@ std::string fp32_checkpoint(const RunConfig& config, bool resume) {
   fp32.output_dir = config.output_dir + "/fp32";
   std::string model = fp32.output_dir + "/model.qf";
   if (resume && std::filesystem::exists(model)) return model;
-  Datasets datasets = start_run(fp32, {"model.qf"}, resume);
+  StartedRun run = start_run(fp32, {"model.qf"}, resume);
+  const Datasets& datasets = run.datasets;
   nn::ModulePtr network = build_model(fp32, fp32.train.seed);
   std::fprintf(stderr, "sweep: training the fp32 model once (%lld epochs) -> %s\n",
                static_cast<long long>(fp32.train.epochs), model.c_str());
@@ -270,7 +272,7 @@ std::vector<PlannedRun> plan_runs(const SweepConfig& sweep, int64_t first_seed) 
 RunConfig run_config(const RunConfig& config, const PlannedRun& p, const std::string& fp32,
                      const std::string& run_dir) {
   nlohmann::json source = config.source;
-  source.erase("sweep");
+  for (const char* study : {"sweep", "calibrate_compare", "sensitivity"}) source.erase(study);
   apply_override(source, "quant.weight.bits=" + std::to_string(p.weight_bits));
   apply_override(source, "quant.activation.bits=" + std::to_string(p.activation_bits));
   for (const auto& [key, value] : p.method.set.items()) apply_override(source, key + "=" + value.dump());
@@ -289,18 +291,26 @@ SweepRecord run_one(const RunConfig& config, const PlannedRun& p, const std::str
   const RunConfig run = run_config(config, p, fp32, run_dir);
   const Clock::time_point start = Clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
+  // The marker records the config the run ran with: --resume reuses it only for the same one.
+  auto write_marker = [&](const SweepRecord& record) {
+    nlohmann::json marker = to_json(record);
+    marker["config"] = run.source;
+    write_file_atomically(run_dir + "/sweep_run.json", marker.dump() + "\n");
+  };
   try {
     StdoutTo log(run_dir + "/log.txt");
     if (p.method.kind == "ptq")
       run_ptq(run);
     else
       run_qat(run, false);
+  } catch (const IoError&) {
+    throw;  // the machine failed, not the method: no result, and --resume runs it again
   } catch (const Error& error) {
     // One run failing (a diverging loss at 1 bit, say) is a result of the study, not its end.
     SweepRecord failed{p.method.name, p.weight_bits, p.activation_bits, p.seed};
     failed.seconds = seconds();
     failed.error = error.what();
-    write_file_atomically(run_dir + "/sweep_run.json", to_json(failed).dump() + "\n");
+    write_marker(failed);
     return failed;
   }
   const nlohmann::json summary = nlohmann::json::parse(read_file(run_dir + "/summary.json"));
@@ -309,8 +319,25 @@ SweepRecord run_one(const RunConfig& config, const PlannedRun& p, const std::str
   record.accuracy = summary.at(p.method.kind).at("accuracy").get<double>();
   record.int8_accuracy = summary.contains(int8_stage) ? summary[int8_stage]["accuracy"].get<double>() : -1.0;
   record.seconds = seconds();
-  write_file_atomically(run_dir + "/sweep_run.json", to_json(record).dump() + "\n");
+  write_marker(record);
   return record;
+}
+
+// A run finished earlier, if its marker exists and records the config this run would run
+// with now (a --resume with other settings reruns it, saying so).
+std::optional<SweepRecord> finished_run(const std::string& marker, const RunConfig& run) {
+  if (!std::filesystem::exists(marker)) return std::nullopt;
+  const nlohmann::json saved = parse_json(read_file(marker), marker);
+  if (!saved.is_object() || !saved.contains("config") || saved["config"] != run.source) {
+    std::fprintf(stderr, "sweep: %s was run with another config; running it again\n", marker.c_str());
+    return std::nullopt;
+  }
+  try {
+    return record_from_json(saved);
+  } catch (const std::exception&) {
+    std::fprintf(stderr, "sweep: %s is unreadable; running it again\n", marker.c_str());
+    return std::nullopt;
+  }
 }
 
 void print_progress(std::size_t done, std::size_t total, const SweepRecord& r, bool reused, double eta) {
@@ -345,6 +372,7 @@ struct PlanResult {
 PlanResult execute_plan(const RunConfig& config, const std::vector<PlannedRun>& plan, bool resume,
                         const std::string& stem, const ChartFunction& chart) {
   const std::string dir = config.output_dir;
+  const RunFolder folder = RunFolder::claim(dir);  // one study per folder at a time
   QF_CHECK(resume || config.force || !std::filesystem::exists(dir + "/" + stem + ".json"), dir,
            " holds a finished ", stem, "; --resume continues it, --force replaces it");
   std::filesystem::create_directories(dir + "/runs");
@@ -354,9 +382,10 @@ PlanResult execute_plan(const RunConfig& config, const std::vector<PlannedRun>& 
   int64_t ran = 0;
   for (std::size_t i = 0; i < plan.size(); ++i) {
     const std::string run_dir = dir + "/runs/" + plan[i].name(), marker = run_dir + "/sweep_run.json";
-    const bool reused = resume && std::filesystem::exists(marker);
-    records.push_back(reused ? record_from_json(nlohmann::json::parse(read_file(marker)))
-                             : run_one(config, plan[i], fp32, run_dir));
+    const std::optional<SweepRecord> earlier =
+        resume ? finished_run(marker, run_config(config, plan[i], fp32, run_dir)) : std::nullopt;
+    const bool reused = earlier.has_value();
+    records.push_back(reused ? *earlier : run_one(config, plan[i], fp32, run_dir));
     if (!reused) run_seconds += records.back().seconds, ++ran;
     if (fp32_accuracy == 0 && std::filesystem::exists(run_dir + "/summary.json")) {
       const nlohmann::json summary = nlohmann::json::parse(read_file(run_dir + "/summary.json"));

@@ -88,28 +88,29 @@ void check_labels(const data::Dataset& dataset, int64_t classes, const std::stri
 }
 }  // namespace
 
-Datasets start_run(const RunConfig& config, const std::vector<std::string>& finished_files, bool resume) {
-  Datasets datasets = load_datasets(config.data);
-  const Shape sample(datasets.test.images.shape().begin() + 1, datasets.test.images.shape().end());
-  check_layer_shapes(config, sample);
-  {
-    NoGradGuard no_grad;
-    nn::ModulePtr model = build_model(config, 0);
-    model->eval();
-    Shape one{1};
-    one.insert(one.end(), sample.begin(), sample.end());
-    const int64_t classes = model->forward(Tensor::zeros(one)).size(-1);
-    check_labels(datasets.train, classes, config.data.path + "/train-labels-idx1-ubyte");
-    check_labels(datasets.test, classes, config.data.path + "/t10k-labels-idx1-ubyte");
+namespace {
+// The model must take the data's images: a zoo model built for 28x28 fails on 32x32 ones
+// inside its first linear layer; say so with the model, the data and the image size.
+int64_t classes_of_model(const RunConfig& config, const Shape& sample) {
+  NoGradGuard no_grad;
+  nn::ModulePtr model = build_model(config, 0);
+  model->eval();
+  Shape one{1};
+  one.insert(one.end(), sample.begin(), sample.end());
+  try {
+    const Tensor logits = model->forward(Tensor::zeros(one));
+    QF_CHECK(logits.dim() == 2, "expected (N, classes) outputs, got ", logits.shape());
+    return logits.size(1);
+  } catch (const Error& error) {
+    QF_FAIL(config.file, ": model ", config.model.name.empty() ? "(layer list)" : config.model.name,
+            " cannot take the ", shape_to_string(sample), " images of ", config.data.path, ": ",
+            error.what());
   }
+}
+
+void remove_stale_temporaries(const std::string& dir) {
   namespace fs = std::filesystem;
-  for (const std::string& file : finished_files) {
-    const std::string path = config.output_dir + "/" + file;
-    QF_CHECK(resume || config.force || !fs::exists(path), config.output_dir, " holds a finished run (", file,
-             "); pass --force to replace it, --resume to continue it, or --out another folder");
-  }
-  fs::create_directories(config.output_dir);
-  for (const auto& entry : fs::directory_iterator(config.output_dir)) {
+  for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
     const auto at = name.rfind(".tmp.");
     if (at == std::string::npos) continue;
@@ -117,8 +118,28 @@ Datasets start_run(const RunConfig& config, const std::vector<std::string>& fini
     if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
     if (::kill(static_cast<pid_t>(std::stol(pid)), 0) != 0 && errno == ESRCH) fs::remove(entry.path());
   }
+}
+}  // namespace
+
+StartedRun start_run(const RunConfig& config, const std::vector<std::string>& finished_files, bool resume,
+                     const std::vector<std::string>& inputs) {
+  Datasets datasets = load_datasets(config.data);
+  const Shape sample(datasets.test.images.shape().begin() + 1, datasets.test.images.shape().end());
+  check_layer_shapes(config, sample);
+  const int64_t classes = classes_of_model(config, sample);
+  check_labels(datasets.train, classes, config.data.path + "/train-labels-idx1-ubyte");
+  check_labels(datasets.test, classes, config.data.path + "/t10k-labels-idx1-ubyte");
+  RunFolder folder = RunFolder::claim(config.output_dir);
+  namespace fs = std::filesystem;
+  for (const std::string& file : finished_files) {
+    const std::string path = config.output_dir + "/" + file;
+    QF_CHECK(resume || config.force || !fs::exists(path), config.output_dir, " holds a finished run (", file,
+             "); pass --force to replace it, --resume to continue it, or --out another folder");
+  }
+  if (config.force && !resume) clear_run_outputs(config.output_dir, inputs);
+  remove_stale_temporaries(config.output_dir);
   write_file_atomically(config.output_dir + "/config.json", config.source.dump(2) + "\n");
-  return datasets;
+  return {std::move(folder), std::move(datasets)};
 }
 
 EvalResult evaluate(const Forward& forward, const data::Dataset& dataset, int64_t batch_size) {

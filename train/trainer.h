@@ -14,6 +14,7 @@
 #include "data/dataset.h"
 #include "nn/module.h"
 #include "train/config.h"
+#include "train/run_folder.h"
 
 namespace qforge::train {
 
@@ -22,12 +23,19 @@ struct Datasets {
 };
 Datasets load_datasets(const DataConfig& config);
 
+// A started run: its folder, held until the run ends (train/run_folder.h), and its data.
+struct StartedRun {
+  RunFolder folder;
+  Datasets datasets;
+};
 // Starts a run in config.output_dir, writing nothing until its inputs are checked: loads
-// the data, checks a layer list's shapes against it, refuses to replace a finished run
-// (any of `finished_files` present) unless config.force or resuming, removes temporary
-// files that killed runs left (*.tmp.<pid> of processes that are gone), and only then
-// writes config.json.
-Datasets start_run(const RunConfig& config, const std::vector<std::string>& finished_files, bool resume);
+// the data, checks the model against it, claims the folder (a second run on it is
+// refused), refuses to replace a finished run (any of `finished_files` present) unless
+// config.force or resuming — with --force it first clears what the earlier run wrote,
+// except `inputs` (an fp32 checkpoint in the same folder) —, removes temporary files that
+// killed runs left (*.tmp.<pid> of processes that are gone), and only then writes config.json.
+StartedRun start_run(const RunConfig& config, const std::vector<std::string>& finished_files, bool resume,
+                     const std::vector<std::string>& inputs = {});
 
 struct EvalResult {
   double loss = 0, accuracy = 0, images_per_second = 0, seconds = 0;

@@ -346,8 +346,11 @@ TEST_CASE("qat and ptq stages run from a config and record their accuracy") {
   // PTQ into the same folder trains fp32 again (model.qf): refused unless asked.
   CHECK_THROWS_WITH_AS(run_ptq(config), doctest::Contains("holds a finished run (model.qf); pass --force"),
                        Error);
-  config.force = true;
-  run_ptq(config);
+  // (--force would clear the QAT run first: train/run_folder.h.) PTQ from the fp32 model
+  // the QAT run trained, beside it in the same folder:
+  json from_fp32 = source;
+  from_fp32["quant"]["fp32_checkpoint"] = out + "/model.qf";
+  run_ptq(parse_config(from_fp32, "test.json"));
   json summary = json::parse(read_file(out + "/summary.json"));
   CHECK(summary["fp32"]["accuracy"].get<double>() >= 0.99);
   CHECK(summary["qat"]["accuracy"].get<double>() >= 0.99);
