@@ -24,7 +24,7 @@
 #include "data/mnist_digits.h"
 #include "nn/zoo.h"
 #include "quant/convert.h"
-#include "quant/int8/ops.h"
+#include "quant/int8/integer_ops.h"
 #include "train/benchmark.h"
 #include "train/config.h"
 #include "train/deploy.h"

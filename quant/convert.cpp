@@ -13,8 +13,8 @@
 #include "nn/sequential.h"
 #include "nn/simple_layers.h"
 #include "quant/fuse.h"
+#include "quant/int8/integer_ops.h"
 #include "quant/int8/lstm_ops.h"
-#include "quant/int8/ops.h"
 #include "quant/qat_lstm.h"
 
 namespace qforge::quant {
@@ -345,6 +345,7 @@ int8::IntegerModel convert(QatModel& model, const Shape& input_shape) {
     Stream source = out;
     out.value = integer.add(std::make_unique<int8::DequantizeOp>(), {source.value}, "output");
   }
+  integer.check();  // the graph check a file gets on load; here it guards convert itself
   return integer;
 }
 
@@ -425,6 +426,7 @@ int8::IntegerModel convert_dynamic(nn::Module& model, const QuantizerSpec& weigh
   integer.input_shape = input_shape;
   lower_dynamic(integer, model, "", 0, weight);
   check_convertible(!integer.ops().empty(), "convert (dynamic): the model has no Linear or LSTM layer");
+  integer.check();  // the graph check a file gets on load; here it guards convert itself
   return integer;
 }
 

@@ -35,11 +35,27 @@ struct Value {
   bool is_quantized() const { return data.defined() && data.dtype() == DType::u8; }
 };
 
+// What a value is without its data, per sample: uint8 (with its quantization) or float,
+// and its shape — uint8 images (H,W,C), float images (C,H,W), features (F), sequences (T,F).
+// The graph check (IntegerModel::check) infers one per op from its inputs' types.
+struct ValueType {
+  bool is_quantized = false;
+  ActivationQuant quant;  // uint8 values only
+  Shape shape;
+};
+std::string describe(const ValueType& type);  // "uint8 (14,14,32) scale 0.02 zero point 3", "float (10)"
+bool same_quantization(const ActivationQuant& a, const ActivationQuant& b);
+
+class OpReader;  // quant/int8/op_fields.h
+
 class IntegerOp {
  public:
   virtual ~IntegerOp() = default;
   virtual std::string kind() const = 0;
   virtual Value run(const std::vector<const Value*>& inputs, Backend backend) const = 0;
+  // The type of the value run() would produce from inputs of these types, or an error
+  // saying what the op expected ("expected uint8 (14,14,32), got uint8 (12,12,32)").
+  virtual ValueType infer(const std::vector<const ValueType*>& inputs) const = 0;
   // Parameters for the file header and `qforge inspect` (tensors go to `blobs` under
   // `prefix`). The op's name and inputs are added by the model.
   virtual nlohmann::json save(TensorMap& blobs, const std::string& prefix) const = 0;
@@ -63,10 +79,19 @@ class IntegerModel {
   const std::vector<std::unique_ptr<IntegerOp>>& ops() const { return ops_; }
   int64_t weight_bytes() const;
 
+  // The graph check (Note [Model file]): from the input, each op's inputs must be what it
+  // was built for — uint8 or float, shape, scale and zero point — and the last value
+  // float. Errors name the op ("ops.3 (conv2d, layers.0): ..."). Run on every load and
+  // after convert.
+  void check() const;
+
   // .qfm files (core/serialize.h's checksummed format; Note [Model file]).
   void save(const std::string& path, const nlohmann::json& source = {}) const;
   static IntegerModel load(const std::string& path);
   static IntegerModel from_file(const TensorFile& file, const std::string& path);
+  // The kinds a file may name and their loaders (each beside its op's save).
+  using Loader = std::unique_ptr<IntegerOp> (*)(OpReader& reader);
+  static const std::vector<std::pair<std::string, Loader>>& op_kinds();
   nlohmann::json source;  // what it was converted from (model, config), kept in the file
   Shape input_shape;      // (C,H,W) or (T,F) per sample
 

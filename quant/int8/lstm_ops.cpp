@@ -7,6 +7,7 @@
 #include "core/config_reader.h"
 #include "core/ops/rnn.h"
 #include "core/ops/shape.h"
+#include "quant/int8/op_fields.h"
 
 namespace qforge::quant::int8 {
 
@@ -25,11 +26,39 @@ Tensor cell(const Tensor& gates, const Tensor& c) {
   return lstm_cell(gates, c);
 }
 
-void save_layer(TensorMap& blobs, const std::string& prefix, const Tensor& weight,
-                const std::vector<float>& scale, const std::vector<float>& bias) {
+void save_product(TensorMap& blobs, const std::string& prefix, const Tensor& weight,
+                  const std::vector<float>& scale, const std::vector<float>& bias) {
   blobs[prefix + "weight"] = weight;
   blobs[prefix + "weight_scale"] = float_tensor(scale);
   if (!bias.empty()) blobs[prefix + "bias"] = float_tensor(bias);
+}
+
+// A dynamically quantized product from its entry: int8 weights (n, k), their scales, a bias.
+DynamicLinear load_product(OpReader& reader, const std::string& prefix, int64_t n, int64_t k, bool has_bias,
+                           bool has_relu) {
+  Tensor weight = reader.tensor(prefix + "weight", DType::s8, {n, k});
+  std::vector<float> scale = reader.tensor(prefix + "weight_scale", DType::f32, {n}).to_vector(), bias;
+  for (float s : scale)
+    QF_CHECK(s >= kMinScale, reader.context(), ": ", prefix, "weight_scale ", s,
+             " is below 1.19e-07 (FLT_EPSILON)");
+  if (has_bias) bias = reader.tensor(prefix + "bias", DType::f32, {n}).to_vector();
+  return DynamicLinear(weight, scale, bias, has_relu);
+}
+
+// "l<index>." — built by append: GCC 12's -Wrestrict misfires on "l" + std::to_string(i) (bug 105329).
+std::string layer_prefix(std::size_t index) {
+  std::string prefix = "l";
+  prefix.append(std::to_string(index)).push_back('.');
+  return prefix;
+}
+
+// An LSTM reads its input (N, ...) as N sequences of `input_size` features.
+ValueType lstm_output(const ValueType& x, int64_t input_size, int64_t hidden) {
+  int64_t n = 1;
+  for (int64_t e : x.shape) n *= e;
+  QF_CHECK(!x.shape.empty() && n % input_size == 0, "it reads sequences of ", input_size,
+           " features, its input is ", describe(x));
+  return {x.is_quantized, x.quant, {hidden}};
 }
 
 // (N, ...) read as N sequences of `features`: the step count.
@@ -137,10 +166,26 @@ Value DynamicLinearOp::run(const std::vector<const Value*>& inputs, Backend back
 }
 
 nlohmann::json DynamicLinearOp::save(TensorMap& blobs, const std::string& prefix) const {
-  save_layer(blobs, prefix, linear_.weight(), linear_.weight_scale(), linear_.bias());
+  save_product(blobs, prefix, linear_.weight(), linear_.weight_scale(), linear_.bias());
   return {{"in_features", linear_.weight().size(1)},
           {"out_features", linear_.weight().size(0)},
-          {"relu", linear_.has_relu()}};
+          {"relu", linear_.has_relu()},
+          {"bias", !linear_.bias().empty()}};
+}
+
+ValueType DynamicLinearOp::infer(const std::vector<const ValueType*>& inputs) const {
+  const ValueType& x = expect_float(inputs);
+  QF_CHECK(!x.shape.empty() && x.shape.back() == linear_.weight().size(1), "it was built for ",
+           linear_.weight().size(1), " input features, its input is ", describe(x));
+  Shape out = x.shape;
+  out.back() = linear_.weight().size(0);
+  return {false, {}, out};
+}
+
+std::unique_ptr<IntegerOp> DynamicLinearOp::load(OpReader& reader) {
+  const int64_t in = reader.extent("in_features"), out = reader.extent("out_features");
+  const bool has_relu = reader.fields().boolean("relu", false);
+  return std::make_unique<DynamicLinearOp>(load_product(reader, "", out, in, reader.flag("bias"), has_relu));
 }
 
 int64_t DynamicLinearOp::weight_bytes() const {
@@ -210,16 +255,41 @@ Value DynamicLstmOp::run(const std::vector<const Value*>& inputs, Backend backen
 }
 
 nlohmann::json DynamicLstmOp::save(TensorMap& blobs, const std::string& prefix) const {
+  const bool has_bias = !layers_[0].input.bias().empty();
   for (std::size_t l = 0; l < layers_.size(); ++l) {
-    const std::string p = prefix + "l" + std::to_string(l) + ".";
-    save_layer(blobs, p + "ih.", layers_[l].input.weight(), layers_[l].input.weight_scale(),
-               layers_[l].input.bias());
-    save_layer(blobs, p + "hh.", layers_[l].hidden.weight(), layers_[l].hidden.weight_scale(),
-               layers_[l].hidden.bias());
+    const std::string p = prefix + layer_prefix(l);
+    QF_CHECK(layers_[l].input.bias().empty() != has_bias && layers_[l].hidden.bias().empty() != has_bias,
+             "dynamic_lstm: every product has a bias, or none");
+    save_product(blobs, p + "ih.", layers_[l].input.weight(), layers_[l].input.weight_scale(),
+                 layers_[l].input.bias());
+    save_product(blobs, p + "hh.", layers_[l].hidden.weight(), layers_[l].hidden.weight_scale(),
+                 layers_[l].hidden.bias());
   }
   return {{"layers", layers_.size()},
           {"input_size", layers_[0].input.weight().size(1)},
-          {"hidden_size", layers_[0].hidden.weight().size(1)}};
+          {"hidden_size", layers_[0].hidden.weight().size(1)},
+          {"bias", has_bias}};
+}
+
+ValueType DynamicLstmOp::infer(const std::vector<const ValueType*>& inputs) const {
+  return lstm_output(expect_float(inputs), layers_[0].input.weight().size(1),
+                     layers_.back().hidden.weight().size(1));
+}
+
+std::unique_ptr<IntegerOp> DynamicLstmOp::load(OpReader& reader) {
+  const int64_t input_size = reader.extent("input_size"), hidden = reader.extent("hidden_size");
+  const int64_t count = reader.extent("layers");
+  if (count > 64) reader.fields().fail("layers", "expected at most 64 layers");
+  const bool has_bias = reader.flag("bias");
+  std::vector<DynamicLstmLayer> layers;
+  for (int64_t l = 0; l < count; ++l) {
+    const std::string p = layer_prefix(l);
+    DynamicLinear ih =
+        load_product(reader, p + "ih.", 4 * hidden, l == 0 ? input_size : hidden, has_bias, false);
+    DynamicLinear hh = load_product(reader, p + "hh.", 4 * hidden, hidden, has_bias, false);
+    layers.push_back({std::move(ih), std::move(hh)});
+  }
+  return std::make_unique<DynamicLstmOp>(std::move(layers));
 }
 
 int64_t DynamicLstmOp::weight_bytes() const {
@@ -341,18 +411,67 @@ nlohmann::json StaticLstmOp::save(TensorMap& blobs, const std::string& prefix) c
   nlohmann::json layers = nlohmann::json::array();
   for (std::size_t l = 0; l < layers_.size(); ++l) {
     const StaticLstmLayer& layer = layers_[l];
-    const std::string p = prefix + "l" + std::to_string(l) + ".";
-    save_layer(blobs, p + "ih.", layer.input.weight, layer.input.weight_scale, layer.input.bias);
-    save_layer(blobs, p + "hh.", layer.hidden.weight, layer.hidden.weight_scale, layer.hidden.bias);
+    const std::string p = prefix + layer_prefix(l);
+    save_product(blobs, p + "ih.", layer.input.weight, layer.input.weight_scale, layer.input.bias);
+    save_product(blobs, p + "hh.", layer.hidden.weight, layer.hidden.weight_scale, layer.hidden.bias);
     layers.push_back(
         {{"input", to_json(layer.input.input)},
          {"gates", to_json(layer.gates)},
          {"hidden", to_json(layer.state)},
-         {"weight_range", {layer.input.weight_range.quant_min, layer.input.weight_range.quant_max}}});
+         {"weight_range", {layer.input.weight_range.quant_min, layer.input.weight_range.quant_max}},
+         {"bias", {!layer.input.bias.empty(), !layer.hidden.bias.empty()}}});
   }
   return {{"layers", layers},
           {"input_size", layers_[0].input.weight.size(1)},
           {"hidden_size", layers_[0].hidden.weight.size(1)}};
+}
+
+ValueType StaticLstmOp::infer(const std::vector<const ValueType*>& inputs) const {
+  const ValueType& x = expect_quantized(inputs);
+  const ActivationQuant& expected = layers_[0].input.input;
+  QF_CHECK(x.quant.scale == expected.scale && x.quant.zero_point == expected.zero_point,
+           "it was converted for input scale ", expected.scale, ", zero point ", expected.zero_point,
+           "; its input is ", describe(x));
+  ValueType y = lstm_output(x, layers_[0].input.weight.size(1), layers_.back().hidden.weight.size(1));
+  y.quant = layers_.back().state;
+  return y;
+}
+
+std::unique_ptr<IntegerOp> StaticLstmOp::load(OpReader& reader) {
+  ConfigReader& r = reader.fields();
+  const int64_t input_size = reader.extent("input_size"), hidden = reader.extent("hidden_size");
+  const nlohmann::json& list = r.raw("layers");
+  if (!list.is_array() || list.empty() || list.size() > 64)
+    r.fail("layers", "expected a list of 1..64 layers");
+  std::vector<StaticLstmLayer> layers;
+  for (std::size_t l = 0; l < list.size(); ++l) {
+    ConfigReader fields(list[l], r.file(), r.key_path("layers." + std::to_string(l)));
+    const std::string p = layer_prefix(l);
+    StaticLstmLayer layer;
+    const std::array<int64_t, 2> range = read_pair(fields, "weight_range", -128);
+    if (range[1] > 127 || range[0] >= range[1])
+      fields.fail("weight_range", "expected -128 <= min < max <= 127");
+    layer.gates = read_activation(fields, "gates");
+    layer.state = read_activation(fields, "hidden");
+    const nlohmann::json& flags = fields.raw("bias");
+    if (!flags.is_array() || flags.size() != 2 || !flags[0].is_boolean() || !flags[1].is_boolean())
+      fields.fail("bias", "expected [true|false, true|false] for W_ih and W_hh");
+    for (const bool is_input : {true, false}) {
+      const std::string base = p + (is_input ? "ih." : "hh.");
+      LayerQuantization q;
+      q.weight =
+          reader.tensor(base + "weight", DType::s8, {4 * hidden, is_input && l == 0 ? input_size : hidden});
+      q.weight_scale = reader.tensor(base + "weight_scale", DType::f32, {4 * hidden}).to_vector();
+      if (flags[is_input ? 0 : 1].get<bool>())
+        q.bias = reader.tensor(base + "bias", DType::f32, {4 * hidden}).to_vector();
+      q.weight_range = {static_cast<int32_t>(range[0]), static_cast<int32_t>(range[1])};
+      q.input = is_input ? read_activation(fields, "input") : layer.state;
+      (is_input ? layer.input : layer.hidden) = std::move(q);
+    }
+    fields.finish();
+    layers.push_back(std::move(layer));
+  }
+  return std::make_unique<StaticLstmOp>(std::move(layers));
 }
 
 namespace {

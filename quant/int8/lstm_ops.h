@@ -18,7 +18,7 @@
 #include <array>
 #include <memory>
 
-#include "quant/int8/ops.h"
+#include "quant/int8/integer_ops.h"
 
 namespace qforge::quant::int8 {
 
@@ -51,10 +51,13 @@ class DynamicLinear {
 
 class DynamicLinearOp : public IntegerOp {
  public:
+  static constexpr const char* kKind = "dynamic_linear";
   explicit DynamicLinearOp(DynamicLinear linear) : linear_(std::move(linear)) {}
-  std::string kind() const override { return "dynamic_linear"; }
+  std::string kind() const override { return kKind; }
   Value run(const std::vector<const Value*>& inputs, Backend backend) const override;
+  ValueType infer(const std::vector<const ValueType*>& inputs) const override;
   nlohmann::json save(TensorMap& blobs, const std::string& prefix) const override;
+  static std::unique_ptr<IntegerOp> load(OpReader& reader);
   int64_t weight_bytes() const override;
 
  private:
@@ -72,10 +75,13 @@ void dynamic_lstm_layer(float* outputs, float* h, float* c, const float* x, int6
 // A stacked dynamic LSTM from zero initial states; output: the last layer's final h (N,H).
 class DynamicLstmOp : public IntegerOp {
  public:
+  static constexpr const char* kKind = "dynamic_lstm";
   explicit DynamicLstmOp(std::vector<DynamicLstmLayer> layers);
-  std::string kind() const override { return "dynamic_lstm"; }
+  std::string kind() const override { return kKind; }
   Value run(const std::vector<const Value*>& inputs, Backend backend) const override;
+  ValueType infer(const std::vector<const ValueType*>& inputs) const override;
   nlohmann::json save(TensorMap& blobs, const std::string& prefix) const override;
+  static std::unique_ptr<IntegerOp> load(OpReader& reader);
   int64_t weight_bytes() const override;
 
  private:
@@ -91,10 +97,13 @@ struct StaticLstmLayer {
 // uint8 (N,H) with the last hidden_quant's parameters.
 class StaticLstmOp : public IntegerOp {
  public:
+  static constexpr const char* kKind = "lstm";
   explicit StaticLstmOp(std::vector<StaticLstmLayer> layers);
-  std::string kind() const override { return "lstm"; }
+  std::string kind() const override { return kKind; }
   Value run(const std::vector<const Value*>& inputs, Backend backend) const override;
+  ValueType infer(const std::vector<const ValueType*>& inputs) const override;
   nlohmann::json save(TensorMap& blobs, const std::string& prefix) const override;
+  static std::unique_ptr<IntegerOp> load(OpReader& reader);
   int64_t weight_bytes() const override;
 
  private:

@@ -1,10 +1,9 @@
 // libFuzzer harness: tensor files — .qf models and checkpoints, and .qfm integer models,
-// whose header is then read op by op (load_op checks every field). Success or one
-// qforge::Error, nothing else. Seeds: tests/fuzz/corpus/model_file.
-// Checksums stop almost every mutation of a whole file at the door, so an input that is
-// JSON is also read as a .qfm header over the tensors of two real models (seed.qfm at 8
-// bits, seed_packed.qfm with 4-bit packed weights): that reaches every field check behind
-// the checksums.
+// whose header is then read op by op (each op's load() checks every field, then the graph check). Success or
+// one qforge::Error, nothing else. Seeds: tests/fuzz/corpus/model_file. Checksums stop almost every mutation
+// of a whole file at the door, so an input that is JSON is also read as a .qfm header over the tensors of two
+// real models (seed.qfm at 8 bits, seed_packed.qfm with 4-bit packed weights): that reaches every field check
+// behind the checksums.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>

@@ -18,7 +18,7 @@
 #include "nn/simple_layers.h"
 #include "nn/zoo.h"
 #include "quant/convert.h"
-#include "quant/int8/ops.h"
+#include "quant/int8/integer_ops.h"
 #include "quant/prepare.h"
 #include "tests/quant/int8_test_util.h"
 #include "tests/reference.h"
@@ -351,7 +351,8 @@ TEST_CASE(".qfm files: every truncation, every flipped bit and hand edits are er
     edit(copy.metadata);
     CHECK_THROWS_WITH_AS(IntegerModel::from_file(copy, path), doctest::Contains(message), Error);
   };
-  edited([](json& m) { m["format_version"] = 2; }, "format version 2");
+  edited([](json& m) { m["format_version"] = 3; }, "format version 3");
+  edited([](json& m) { m["format_version"] = 1; }, "format version 1; this qforge reads version 2 — convert");
   edited([](json& m) { m["ops"][1]["stride"] = {0, 1}; }, "ops.1.stride");
   edited([](json& m) { m["ops"][1]["input"]["scale"] = -1; }, "ops.1.input.scale");
   edited([](json& m) { m["ops"][1]["input"]["zero_point"] = 300; }, "ops.1.input.zero_point");
@@ -364,6 +365,86 @@ TEST_CASE(".qfm files: every truncation, every flipped bit and hand edits are er
   TensorFile extra = file;
   extra.tensors["ops.0.stray"] = Tensor::zeros({2});
   CHECK_THROWS_WITH_AS(IntegerModel::from_file(extra, path), doctest::Contains("ops.0"), Error);
+
+  // Values that pass a field's type but not its meaning.
+  auto edited_file = [&](const std::function<void(TensorFile&)>& edit, const char* message) {
+    TensorFile copy = file;
+    edit(copy);
+    CHECK_THROWS_WITH_AS(IntegerModel::from_file(copy, path), doctest::Contains(message), Error);
+  };
+  edited([](json& m) { m["ops"][1]["input"]["scale"] = 1e-40; },
+         "ops.1.input.scale: expected a finite scale >= 1.19e-07");
+  edited_file(
+      [](TensorFile& f) {
+        Tensor scale = f.tensors.at("ops.1.weight_scale").clone();
+        scale.data()[2] = 1e-40f;
+        f.tensors["ops.1.weight_scale"] = scale;
+      },
+      "is not a finite scale >= 1.19e-07 (FLT_EPSILON)");
+  edited_file(
+      [](TensorFile& f) {
+        Tensor bias = f.tensors.at("ops.3.bias").clone();
+        bias.data()[1] = std::numeric_limits<float>::quiet_NaN();
+        f.tensors["ops.3.bias"] = bias;
+      },
+      "tensor \"bias\" holds nan at index 1");
+  edited_file([](TensorFile& f) { f.tensors.erase("ops.3.bias"); }, "ops.3: tensor \"bias\" is missing");
+  edited([](json& m) { m["ops"][3]["bias"] = false; },
+         "tensor \"bias\" belongs to no field of this conv2d op");
+  edited([](json& m) { m["ops"][3].erase("bias"); }, "ops.3.bias: missing");
+  // The graph as a whole (IntegerModel::check): each op gets what it was built for.
+  edited(
+      [](json& m) {
+        m["ops"][3]["in_shape"] = {4, 5, 5};
+      },
+      "ops.3 (conv2d, 3): it was built for (H,W,C) input [5,5,4], its input is uint8 [6,6,4]");
+  edited(
+      [](json& m) {
+        m["ops"][2]["kernel"] = {3, 3};
+        m["ops"][2]["stride"] = {3, 3};
+      },
+      "ops.3 (conv2d, 3): it was built for (H,W,C) input [6,6,4], its input is uint8 [4,4,4]");
+  edited([](json& m) { m["ops"][3]["inputs"] = {2}; },
+         "ops.3 (conv2d, 3): it was built for (H,W,C) input [6,6,4], its input is uint8 [12,12,4]");
+  edited([](json& m) { m["ops"][3]["inputs"] = {0}; },
+         "ops.3 (conv2d, 3): expected a uint8 image (H,W,C), got float");
+  edited([](json& m) { m["ops"][1]["output"]["scale"] = 0.5; },
+         "ops.3 (conv2d, 3): it was converted for input scale");
+  edited([](json& m) { m["ops"][3]["input"]["zero_point"] = 7; },
+         "ops.3 (conv2d, 3): it was converted for input scale");
+  edited(
+      [](json& m) {
+        m["ops"][4]["kernel"] = {3, 3};
+        m["ops"][4]["stride"] = {3, 3};
+      },
+      "ops.6 (linear, 6): it was built for 36 input features, its input is uint8 [16]");
+  edited([](json& m) { m["ops"].erase(7); }, "ops.6 (linear): the model ends in uint8 [3]");
+}
+
+TEST_CASE(".qfm files: a layer kept in float holds finite weights, checked on load") {
+  const std::string folder = qforge::testing::fresh_temp_folder("qfm_float");
+  Generator generator(16);
+  auto prepared = calibrated(
+      "lenet", parse_quant_config(json::parse(R"({"overrides": [{"name": "4", "float": true}]})"), "t.json"),
+      generator);
+  const IntegerModel model = convert(*prepared, {1, 28, 28});
+  const std::string path = folder + "/float.qfm";
+  model.save(path);
+  TensorFile file = load_tensor_file(path);
+  std::string float_op;
+  for (std::size_t i = 0; i < file.metadata["ops"].size(); ++i)
+    if (file.metadata["ops"][i]["op"] == "float_conv2d") float_op = "ops." + std::to_string(i);
+  REQUIRE(!float_op.empty());
+  for (const char* what : {".weight", ".bias"}) {
+    TensorFile copy = file;
+    Tensor t = copy.tensors.at(float_op + what).clone();
+    t.data()[0] = std::numeric_limits<float>::infinity();
+    copy.tensors[float_op + what] = t;
+    CHECK_THROWS_WITH_AS(IntegerModel::from_file(copy, path), doctest::Contains("holds inf at index 0"),
+                         Error);
+  }
+  const Tensor images = Tensor::randn({4, 1, 28, 28}, generator);
+  CHECK(IntegerModel::from_file(file, path).forward(images).to_vector() == model.forward(images).to_vector());
 }
 
 TEST_CASE(

@@ -1,14 +1,60 @@
-#include "quant/int8/ops.h"
+// The ops with weights or a change of representation: quantize, dequantize, conv2d, linear
+// and the layers kept in float — run, infer, and their .qfm entry both ways.
+#include "quant/int8/integer_ops.h"
 
 #include <cmath>
+#include <sstream>
 
 #include "core/autograd.h"
-#include "core/config_reader.h"
 #include "core/ops.h"
+#include "quant/int8/op_fields.h"
 
 namespace qforge::quant::int8 {
 
+// ---- the checks every op shares ----------------------------------------------------------------
+
+std::string describe(const ValueType& type) {
+  std::ostringstream out;
+  out << (type.is_quantized ? "uint8 " : "float ") << shape_to_string(type.shape);
+  if (type.is_quantized)
+    out << " (scale " << type.quant.scale << ", zero point " << type.quant.zero_point << ", levels "
+        << type.quant.quant_min << ".." << type.quant.quant_max << ")";
+  return out.str();
+}
+
+bool same_quantization(const ActivationQuant& a, const ActivationQuant& b) {
+  return a.scale == b.scale && a.zero_point == b.zero_point && a.quant_min == b.quant_min &&
+         a.quant_max == b.quant_max;
+}
+
 namespace {
+const ValueType& one_input(const std::vector<const ValueType*>& inputs) {
+  QF_CHECK(inputs.size() == 1, "expected one input, got ", inputs.size());
+  return *inputs[0];
+}
+}  // namespace
+
+const ValueType& expect_quantized(const std::vector<const ValueType*>& inputs, int64_t rank,
+                                  const ActivationQuant* expected) {
+  const ValueType& x = one_input(inputs);
+  QF_CHECK(x.is_quantized && (rank == 0 || static_cast<int64_t>(x.shape.size()) == rank), "expected a uint8 ",
+           rank == 3   ? "image (H,W,C)"
+           : rank == 1 ? "feature vector"
+                       : "value",
+           ", got ", describe(x));
+  if (expected)
+    QF_CHECK(same_quantization(x.quant, *expected), "it was converted for input scale ", expected->scale,
+             ", zero point ", expected->zero_point, ", levels ", expected->quant_min, "..",
+             expected->quant_max, "; its input is ", describe(x));
+  return x;
+}
+
+const ValueType& expect_float(const std::vector<const ValueType*>& inputs, int64_t rank) {
+  const ValueType& x = one_input(inputs);
+  QF_CHECK(!x.is_quantized && (rank == 0 || static_cast<int64_t>(x.shape.size()) == rank),
+           "expected a float ", rank == 3 ? "image (C,H,W)" : "value", ", got ", describe(x));
+  return x;
+}
 
 const Value& only_input(const std::vector<const Value*>& inputs, const IntegerOp& op) {
   QF_CHECK(inputs.size() == 1 && inputs[0]->data.defined(), op.kind(), " ", op.name, ": expected one input");
@@ -23,18 +69,13 @@ const Value& quantized_input(const std::vector<const Value*>& inputs, const Inte
   return x;
 }
 
-bool same(const ActivationQuant& a, const ActivationQuant& b) {
-  return a.scale == b.scale && a.zero_point == b.zero_point && a.quant_min == b.quant_min &&
-         a.quant_max == b.quant_max;
-}
+namespace {
 
 void check_input_quant(const Value& x, const ActivationQuant& expected, const IntegerOp& op) {
-  QF_CHECK(same(x.quant, expected), op.kind(), " ", op.name, ": input quantized with scale ", x.quant.scale,
-           ", zero point ", x.quant.zero_point, "; the layer was converted for scale ", expected.scale,
-           ", zero point ", expected.zero_point);
+  QF_CHECK(same_quantization(x.quant, expected), op.kind(), " ", op.name, ": input quantized with scale ",
+           x.quant.scale, ", zero point ", x.quant.zero_point, "; the layer was converted for scale ",
+           expected.scale, ", zero point ", expected.zero_point);
 }
-
-Tensor u8(const Shape& shape) { return Tensor::empty(shape, DType::u8); }
 
 // Layout moves between the float model's NCHW and the runtime's NHWC.
 template <typename T>
@@ -62,9 +103,16 @@ Tensor nhwc_to_nchw(const Tensor& x) {
 }
 
 OutputStage stage_of(const LayerQuantization& layer) {
-  return layer.output
-             ? make_requantization(layer.input, layer.weight_scale, layer.bias, *layer.output, layer.has_relu)
-             : make_dequantization(layer.input, layer.weight_scale, layer.bias, layer.has_relu);
+  const OutputStage stage =
+      layer.output
+          ? make_requantization(layer.input, layer.weight_scale, layer.bias, *layer.output, layer.has_relu)
+          : make_dequantization(layer.input, layer.weight_scale, layer.bias, layer.has_relu);
+  // Finite scales can still multiply into infinities (a tiny output scale): such a layer
+  // would compute garbage, so it is no layer.
+  for (float m : stage.multiplier)
+    QF_CHECK(std::isfinite(m) && m > 0, "the scales multiply into a requantization factor of ", m);
+  for (float b : stage.bias) QF_CHECK(std::isfinite(b), "the scaled bias ", b, " is not finite");
+  return stage;
 }
 
 void check_layer(const LayerQuantization& layer, int64_t out_channels, const std::string& what) {
@@ -74,7 +122,8 @@ void check_layer(const LayerQuantization& layer, int64_t out_channels, const std
   QF_CHECK(layer.bias.empty() || static_cast<int64_t>(layer.bias.size()) == out_channels, what, ": ",
            layer.bias.size(), " biases for ", out_channels, " output channels");
   for (float s : layer.weight_scale)
-    QF_CHECK(std::isfinite(s) && s > 0, what, ": weight scale ", s, " is not positive");
+    QF_CHECK(std::isfinite(s) && s >= kMinScale, what, ": weight scale ", s,
+             " is not a finite scale >= 1.19e-07 (FLT_EPSILON)");
   for (float b : layer.bias) QF_CHECK(std::isfinite(b), what, ": bias ", b, " is not finite");
   const int8_t* w = layer.weight.data_as<int8_t>();
   for (int64_t i = 0; i < layer.weight.numel(); ++i)
@@ -87,24 +136,16 @@ Tensor tensor_of(const std::vector<float>& v) {
   return Tensor::from_vector({static_cast<int64_t>(v.size())}, v);
 }
 
-// Note [Packed weights] (ops.h).
-Tensor pack_weight(const Tensor& weight, int64_t quant_min, int bits) {
-  const int64_t n = weight.numel();
-  Tensor packed = Tensor::zeros({(n * bits + 7) / 8}, DType::u8);
-  const int8_t* w = weight.data_as<int8_t>();
-  uint8_t* out = packed.data_as<uint8_t>();
-  for (int64_t k = 0; k < n; ++k)
-    out[k * bits / 8] |= static_cast<uint8_t>((w[k] - quant_min) << (k * bits % 8));
-  return packed;
-}
+}  // namespace
 
-// What a conv2d and a linear op save alike: weights (packed at 4 bits or fewer), scales,
-// bias, and the header fields of layer_quantization (ops_load.cpp).
+// ---- conv2d / linear fields --------------------------------------------------------------------
+
 nlohmann::json save_layer(TensorMap& blobs, const std::string& prefix, const LayerQuantization& layer) {
   const WeightRange& range = layer.weight_range;
   nlohmann::json entry = {{"relu", layer.has_relu},
                           {"input", to_json(layer.input)},
                           {"weight_range", {range.quant_min, range.quant_max}},
+                          {"bias", !layer.bias.empty()},
                           {"output", layer.output ? to_json(*layer.output) : nlohmann::json()}};
   if (const int bits = packed_weight_bits(range.quant_max - range.quant_min + 1)) {
     blobs[prefix + "weight"] = pack_weight(layer.weight, range.quant_min, bits);
@@ -117,13 +158,38 @@ nlohmann::json save_layer(TensorMap& blobs, const std::string& prefix, const Lay
   return entry;
 }
 
-}  // namespace
-
-nlohmann::json to_json(const ActivationQuant& q) {
-  return {{"scale", q.scale},
-          {"zero_point", q.zero_point},
-          {"quant_min", q.quant_min},
-          {"quant_max", q.quant_max}};
+LayerQuantization load_layer(OpReader& reader, const Shape& weight_shape) {
+  ConfigReader& r = reader.fields();
+  LayerQuantization layer;
+  const int64_t out_channels = weight_shape[0];
+  const std::array<int64_t, 2> range = reader.pair("weight_range", -128);
+  if (range[1] > 127 || range[0] >= range[1]) r.fail("weight_range", "expected -128 <= min < max <= 127");
+  layer.weight_range = {static_cast<int32_t>(range[0]), static_cast<int32_t>(range[1])};
+  int64_t n = 1;  // header extents are each <= 2^16: bound the product before using it
+  for (int64_t e : weight_shape) {
+    QF_CHECK(n <= (int64_t{1} << 40) / e, reader.context(), ": weight shape ", weight_shape, " is too large");
+    n *= e;
+  }
+  if (r.has("packed_weight")) {
+    ConfigReader packing = r.object("packed_weight");
+    const int64_t bits = packing.integer("bits", 0, 1);
+    if (bits != 1 && bits != 2 && bits != 4) packing.fail("bits", "expected 1, 2 or 4");
+    packing.finish();
+    if (range[1] - range[0] + 1 > (int64_t{1} << bits))
+      packing.fail("bits", std::to_string(bits) + " bits cannot hold the " +
+                               std::to_string(range[1] - range[0] + 1) + " levels of weight_range");
+    const Tensor packed = reader.tensor("weight", DType::u8, {(n * bits + 7) / 8});
+    layer.weight = unpack_weight(packed, weight_shape, layer.weight_range.quant_min,
+                                 layer.weight_range.quant_max, static_cast<int>(bits), reader.context());
+  } else {
+    layer.weight = reader.tensor("weight", DType::s8, weight_shape);
+  }
+  layer.weight_scale = reader.tensor("weight_scale", DType::f32, {out_channels}).to_vector();
+  if (reader.flag("bias")) layer.bias = reader.tensor("bias", DType::f32, {out_channels}).to_vector();
+  layer.has_relu = r.boolean("relu", false);
+  layer.input = reader.activation("input");
+  if (!r.raw("output").is_null()) layer.output = reader.activation("output");
+  return layer;
 }
 
 // ---- quantize / dequantize -------------------------------------------------------------------
@@ -143,8 +209,20 @@ Value QuantizeOp::run(const std::vector<const Value*>& inputs, Backend backend) 
   return y;
 }
 
+ValueType QuantizeOp::infer(const std::vector<const ValueType*>& inputs) const {
+  const ValueType& x = expect_float(inputs);
+  ValueType y{true, output_, x.shape};
+  if (x.shape.size() == 3 && channels_last_) y.shape = {x.shape[1], x.shape[2], x.shape[0]};
+  return y;
+}
+
 nlohmann::json QuantizeOp::save(TensorMap&, const std::string&) const {
-  return {{"output", to_json(output_)}};
+  return {{"output", to_json(output_)}, {"channels_last", channels_last_}};
+}
+
+std::unique_ptr<IntegerOp> QuantizeOp::load(OpReader& reader) {
+  const ActivationQuant output = reader.activation("output");
+  return std::make_unique<QuantizeOp>(output, reader.fields().boolean("channels_last", true));
 }
 
 Value DequantizeOp::run(const std::vector<const Value*>& inputs, Backend backend) const {
@@ -154,6 +232,15 @@ Value DequantizeOp::run(const std::vector<const Value*>& inputs, Backend backend
       y.data(), x.data.data_as<uint8_t>(), y.numel(), x.quant);
   return {y.dim() == 4 ? nhwc_to_nchw<float>(y) : y, {}};
 }
+
+ValueType DequantizeOp::infer(const std::vector<const ValueType*>& inputs) const {
+  const ValueType& x = expect_quantized(inputs);
+  ValueType y{false, {}, x.shape};
+  if (x.shape.size() == 3) y.shape = {x.shape[2], x.shape[0], x.shape[1]};
+  return y;
+}
+
+std::unique_ptr<IntegerOp> DequantizeOp::load(OpReader&) { return std::make_unique<DequantizeOp>(); }
 
 // ---- conv / linear ------------------------------------------------------------------------------
 
@@ -201,6 +288,15 @@ Value ConvOp::run(const std::vector<const Value*>& inputs, Backend backend) cons
   return {nhwc_to_nchw<float>(y), {}};
 }
 
+ValueType ConvOp::infer(const std::vector<const ValueType*>& inputs) const {
+  const ValueType& x = expect_quantized(inputs, 3, &layer_.input);
+  const Shape expected{shape_.in_height, shape_.in_width, shape_.in_channels};
+  QF_CHECK(x.shape == expected, "it was built for (H,W,C) input ", expected, ", its input is ", describe(x));
+  if (layer_.output)
+    return {true, *layer_.output, {shape_.out_height(), shape_.out_width(), shape_.out_channels}};
+  return {false, {}, {shape_.out_channels, shape_.out_height(), shape_.out_width()}};
+}
+
 nlohmann::json ConvOp::save(TensorMap& blobs, const std::string& prefix) const {
   const Conv2dShape& s = shape_;
   nlohmann::json entry = save_layer(blobs, prefix, layer_);
@@ -212,6 +308,31 @@ nlohmann::json ConvOp::save(TensorMap& blobs, const std::string& prefix) const {
                 {"dilation", {s.dilation_height, s.dilation_width}},
                 {"groups", s.groups}});
   return entry;
+}
+
+std::unique_ptr<IntegerOp> ConvOp::load(OpReader& reader) {
+  ConfigReader& r = reader.fields();
+  const std::vector<double> in = r.numbers("in_shape", {});
+  if (in.size() != 3) r.fail("in_shape", "expected [C, H, W]");
+  for (double e : in)  // checked before the casts below: a double past int64's range is UB
+    if (!(e >= 1 && e <= (1 << 16) && e == std::floor(e))) r.fail("in_shape", "expected positive integers");
+  Conv2dShape s{.batch = 0,
+                .in_channels = static_cast<int64_t>(in[0]),
+                .in_height = static_cast<int64_t>(in[1]),
+                .in_width = static_cast<int64_t>(in[2]),
+                .out_channels = reader.extent("out_channels")};
+  const auto kernel = reader.pair("kernel", 1), stride = reader.pair("stride", 1),
+             padding = reader.pair("padding", 0), dilation = reader.pair("dilation", 1);
+  s.kernel_height = kernel[0], s.kernel_width = kernel[1], s.stride_height = stride[0],
+  s.stride_width = stride[1];
+  s.padding_height = padding[0], s.padding_width = padding[1], s.dilation_height = dilation[0],
+  s.dilation_width = dilation[1];
+  s.groups = reader.extent("groups");
+  if (s.in_channels % s.groups || s.out_channels % s.groups)
+    r.fail("groups", "must divide the channel counts");
+  LayerQuantization layer =
+      load_layer(reader, {s.out_channels, s.in_channels / s.groups, s.kernel_height, s.kernel_width});
+  return std::make_unique<ConvOp>(std::move(layer), s);
 }
 
 LinearOp::LinearOp(LayerQuantization layer) : layer_(std::move(layer)) {
@@ -252,117 +373,25 @@ Value LinearOp::run(const std::vector<const Value*>& inputs, Backend backend) co
   return {y, {}};
 }
 
+ValueType LinearOp::infer(const std::vector<const ValueType*>& inputs) const {
+  const ValueType& x = expect_quantized(inputs, 0, &layer_.input);
+  const int64_t k = layer_.weight.size(1);
+  QF_CHECK(!x.shape.empty() && x.shape.back() == k, "it was built for ", k, " input features, its input is ",
+           describe(x));
+  Shape out = x.shape;
+  out.back() = layer_.weight.size(0);
+  return layer_.output ? ValueType{true, *layer_.output, out} : ValueType{false, {}, out};
+}
+
 nlohmann::json LinearOp::save(TensorMap& blobs, const std::string& prefix) const {
   nlohmann::json entry = save_layer(blobs, prefix, layer_);
   entry.update({{"in_features", layer_.weight.size(1)}, {"out_features", layer_.weight.size(0)}});
   return entry;
 }
 
-// ---- elementwise, pools, flatten -------------------------------------------------------------
-
-Value ReluOp::run(const std::vector<const Value*>& inputs, Backend backend) const {
-  const Value& x = quantized_input(inputs, *this, 0);
-  Value y{u8(x.data.shape()), x.quant};
-  (backend == Backend::reference ? reference::relu : fast::relu)(
-      y.data.data_as<uint8_t>(), x.data.data_as<uint8_t>(), x.data.numel(), x.quant.zero_point);
-  return y;
-}
-
-namespace {
-PoolShape pool_shape(const Value& x, const Pool2dOptions& w, int64_t out_height, int64_t out_width) {
-  return {.batch = x.data.size(0),
-          .channels = x.data.size(3),
-          .in_height = x.data.size(1),
-          .in_width = x.data.size(2),
-          .out_height = out_height,
-          .out_width = out_width,
-          .kernel_height = w.kernel_height,
-          .kernel_width = w.kernel_width,
-          .stride_height = w.stride_height,
-          .stride_width = w.stride_width,
-          .padding_height = w.padding_height,
-          .padding_width = w.padding_width,
-          .dilation_height = w.dilation_height,
-          .dilation_width = w.dilation_width};
-}
-}  // namespace
-
-Value PoolOp::run(const std::vector<const Value*>& inputs, Backend backend) const {
-  const Value& x = quantized_input(inputs, *this, 4);
-  const Pool2dOptions& w = geometry_.window;
-  const int64_t dilation_h = pool_kind_ == Kind::max ? w.dilation_height : 1;
-  const int64_t dilation_w = pool_kind_ == Kind::max ? w.dilation_width : 1;
-  const int64_t out_height = pool_output_size(x.data.size(1), w.kernel_height, w.stride_height,
-                                              w.padding_height, dilation_h, geometry_.ceil_mode);
-  const int64_t out_width = pool_output_size(x.data.size(2), w.kernel_width, w.stride_width, w.padding_width,
-                                             dilation_w, geometry_.ceil_mode);
-  QF_CHECK(out_height >= 1 && out_width >= 1, kind(), " ", name, ": a ", w.kernel_height, "x", w.kernel_width,
-           " window does not fit the input ", x.data.shape());
-  const PoolShape s = pool_shape(x, w, out_height, out_width);
-  Value y{u8({s.batch, out_height, out_width, s.channels}), x.quant};
-  uint8_t* out = y.data.data_as<uint8_t>();
-  const uint8_t* in = x.data.data_as<uint8_t>();
-  const AvgPoolOptions options{geometry_.count_include_pad, geometry_.divisor_override};
-  if (pool_kind_ == Kind::max)
-    (backend == Backend::reference ? reference::max_pool2d : fast::max_pool2d)(out, in, s);
-  else if (backend == Backend::reference)
-    reference::avg_pool2d(out, in, s, options, x.quant.zero_point);
-  else
-    fast::avg_pool2d(out, in, s, options, x.quant.zero_point);
-  return y;
-}
-
-nlohmann::json PoolOp::save(TensorMap&, const std::string&) const {
-  const Pool2dOptions& w = geometry_.window;
-  nlohmann::json j{{"kernel", {w.kernel_height, w.kernel_width}},
-                   {"stride", {w.stride_height, w.stride_width}},
-                   {"padding", {w.padding_height, w.padding_width}},
-                   {"ceil_mode", geometry_.ceil_mode}};
-  if (pool_kind_ == Kind::max) j["dilation"] = {w.dilation_height, w.dilation_width};
-  if (pool_kind_ == Kind::average) {
-    j["count_include_pad"] = geometry_.count_include_pad;
-    j["divisor_override"] = geometry_.divisor_override;
-  }
-  return j;
-}
-
-Value AdaptiveAvgPoolOp::run(const std::vector<const Value*>& inputs, Backend backend) const {
-  const Value& x = quantized_input(inputs, *this, 4);
-  const PoolShape s = pool_shape(x, Pool2dOptions::square(1), out_height_, out_width_);
-  Value y{u8({s.batch, out_height_, out_width_, s.channels}), x.quant};
-  if (backend == Backend::reference)
-    reference::adaptive_avg_pool2d(y.data.data_as<uint8_t>(), x.data.data_as<uint8_t>(), s,
-                                   x.quant.zero_point);
-  else
-    fast::adaptive_avg_pool2d(y.data.data_as<uint8_t>(), x.data.data_as<uint8_t>(), s, x.quant.zero_point);
-  return y;
-}
-
-nlohmann::json AdaptiveAvgPoolOp::save(TensorMap&, const std::string&) const {
-  return {{"output_size", {out_height_, out_width_}}};
-}
-
-Value AddOp::run(const std::vector<const Value*>& inputs, Backend backend) const {
-  QF_CHECK(inputs.size() == 2 && inputs[0]->is_quantized() && inputs[1]->is_quantized(), "add ", name,
-           ": expected two uint8 inputs");
-  const Value &a = *inputs[0], &b = *inputs[1];
-  QF_CHECK(a.data.shape() == b.data.shape(), "add ", name, ": shapes ", a.data.shape(), " and ",
-           b.data.shape(), " differ");
-  Value y{u8(a.data.shape()), output_};
-  (backend == Backend::reference ? reference::add : fast::add)(
-      y.data.data_as<uint8_t>(), a.data.data_as<uint8_t>(), b.data.data_as<uint8_t>(), a.data.numel(),
-      a.quant, b.quant, output_, has_relu_);
-  return y;
-}
-
-nlohmann::json AddOp::save(TensorMap&, const std::string&) const {
-  return {{"relu", has_relu_}, {"output", to_json(output_)}};
-}
-
-Value FlattenOp::run(const std::vector<const Value*>& inputs, Backend) const {
-  const Value& x = only_input(inputs, *this);
-  if (x.data.dim() <= 2) return x;
-  return {x.data.view({x.data.size(0), -1}), x.quant};
+std::unique_ptr<IntegerOp> LinearOp::load(OpReader& reader) {
+  const int64_t in_features = reader.extent("in_features"), out_features = reader.extent("out_features");
+  return std::make_unique<LinearOp>(load_layer(reader, {out_features, in_features}));
 }
 
 // ---- float layers ------------------------------------------------------------------------------
@@ -374,6 +403,10 @@ FloatLayerOp::FloatLayerOp(Tensor weight, Tensor bias, bool has_relu,
            kind(), ": expected float weights of rank ", conv_options_ ? 4 : 2);
   QF_CHECK(!bias_.defined() || bias_.shape() == Shape({weight_.size(0)}), kind(), ": bias ", bias_.shape(),
            " does not match ", weight_.size(0), " outputs");
+  for (const Tensor* t : {&weight_, &bias_})
+    for (int64_t i = 0; t->defined() && i < t->numel(); ++i)
+      QF_CHECK(std::isfinite(t->data()[i]), kind(), ": ", t == &weight_ ? "weight " : "bias ", i, " is ",
+               t->data()[i]);
 }
 
 Value FloatLayerOp::run(const std::vector<const Value*>& inputs, Backend) const {
@@ -386,10 +419,40 @@ Value FloatLayerOp::run(const std::vector<const Value*>& inputs, Backend) const 
   return {has_relu_ ? relu(y) : y, {}};
 }
 
+ValueType FloatLayerOp::infer(const std::vector<const ValueType*>& inputs) const {
+  if (!conv_options_) {
+    const ValueType& x = expect_float(inputs);
+    QF_CHECK(!x.shape.empty() && x.shape.back() == weight_.size(1), "it was built for ", weight_.size(1),
+             " input features, its input is ", describe(x));
+    Shape out = x.shape;
+    out.back() = weight_.size(0);
+    return {false, {}, out};
+  }
+  const ValueType& x = expect_float(inputs, 3);
+  const Conv2dOptions& o = *conv_options_;
+  QF_CHECK(x.shape[0] == weight_.size(1) * o.groups, "it was built for ", weight_.size(1) * o.groups,
+           " input channels, its input is ", describe(x));
+  Conv2dShape s{.in_channels = x.shape[0],
+                .in_height = x.shape[1],
+                .in_width = x.shape[2],
+                .out_channels = weight_.size(0),
+                .kernel_height = weight_.size(2),
+                .kernel_width = weight_.size(3),
+                .stride_height = o.stride_height,
+                .stride_width = o.stride_width,
+                .padding_height = o.padding_height,
+                .padding_width = o.padding_width,
+                .dilation_height = o.dilation_height,
+                .dilation_width = o.dilation_width,
+                .groups = o.groups};
+  QF_CHECK(s.out_height() >= 1 && s.out_width() >= 1, "its kernel does not fit the input ", describe(x));
+  return {false, {}, {s.out_channels, s.out_height(), s.out_width()}};
+}
+
 nlohmann::json FloatLayerOp::save(TensorMap& blobs, const std::string& prefix) const {
   blobs[prefix + "weight"] = weight_;
   if (bias_.defined()) blobs[prefix + "bias"] = bias_;
-  nlohmann::json j{{"relu", has_relu_}};
+  nlohmann::json j{{"relu", has_relu_}, {"bias", bias_.defined()}};
   if (conv_options_) {
     const Conv2dOptions& o = *conv_options_;
     j["stride"] = {o.stride_height, o.stride_width};
@@ -398,6 +461,21 @@ nlohmann::json FloatLayerOp::save(TensorMap& blobs, const std::string& prefix) c
     j["groups"] = o.groups;
   }
   return j;
+}
+
+std::unique_ptr<IntegerOp> FloatLayerOp::load(OpReader& reader) {
+  const bool is_conv = reader.kind() == kConvKind;
+  const Tensor weight = reader.float_tensor("weight", is_conv ? 4 : 2);
+  Tensor bias;
+  if (reader.flag("bias")) bias = reader.tensor("bias", DType::f32, {weight.size(0)});
+  std::optional<Conv2dOptions> options;
+  if (is_conv) {
+    const auto stride = reader.pair("stride", 1), padding = reader.pair("padding", 0),
+               dilation = reader.pair("dilation", 1);
+    options = Conv2dOptions{
+        stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], reader.extent("groups")};
+  }
+  return std::make_unique<FloatLayerOp>(weight, bias, reader.fields().boolean("relu", false), options);
 }
 
 }  // namespace qforge::quant::int8

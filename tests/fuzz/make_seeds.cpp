@@ -1,0 +1,70 @@
+// Writes the model-file fuzzer's seeds (tests/fuzz/seed*.qfm and corpus/model_file): a small
+// model with every kind of field — grouped conv, relu, pools, flatten, linear — as an 8-bit
+// and a 4-bit (packed) integer model, their headers as JSON, and a float and a QAT .qf.
+// Run it after a file-format change:  ./build/tests/fuzz/make_fuzz_seeds tests/fuzz
+#include <cstdio>
+#include <string>
+
+#include "core/autograd.h"
+#include "core/file_io.h"
+#include "core/random.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "nn/sequential.h"
+#include "nn/simple_layers.h"
+#include "quant/convert.h"
+#include "quant/prepare.h"
+#include "train/config.h"
+#include "train/model_files.h"
+
+using namespace qforge;
+
+namespace {
+nn::ModulePtr small_model(Generator& generator) {
+  return std::make_shared<nn::Sequential>(std::vector<nn::ModulePtr>{
+      std::make_shared<nn::Conv2d>(1, 4, 3, Conv2dOptions{}, true, generator), std::make_shared<nn::ReLU>(),
+      std::make_shared<nn::MaxPool2d>(Pool2dOptions::square(2)),
+      std::make_shared<nn::Conv2d>(4, 4, 3, Conv2dOptions::square(1, 1, 1, 2), true, generator),
+      std::make_shared<nn::AvgPool2d>(Pool2dOptions::square(2)), std::make_shared<nn::Flatten>(),
+      std::make_shared<nn::Linear>(4 * 3 * 3, 3, true, generator)});
+}
+
+std::shared_ptr<quant::QatModel> calibrated(const nlohmann::json& quant, Generator& generator) {
+  auto prepared = quant::prepare_qat(small_model(generator), quant::parse_quant_config(quant, "seed.json"));
+  prepared->train();
+  {
+    NoGradGuard no_grad;
+    for (int i = 0; i < 3; ++i) prepared->forward(Tensor::randn({8, 1, 14, 14}, generator));
+  }
+  prepared->eval();
+  return prepared;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: make_fuzz_seeds tests/fuzz\n");
+    return 2;
+  }
+  const std::string dir = argv[1], corpus = dir + "/corpus/model_file";
+  Generator generator(13);
+  for (const auto& [stem, quant] :
+       {std::pair<std::string, nlohmann::json>{"", nullptr}, {"_packed", {{"weight", {{"bits", 4}}}}}}) {
+    const quant::int8::IntegerModel model = quant::convert(*calibrated(quant, generator), {1, 14, 14});
+    model.save(dir + "/seed" + stem + ".qfm");
+    model.save(corpus + "/small" + stem + ".qfm");
+    write_file_atomically(corpus + "/header" + stem + ".json",
+                          load_tensor_file(dir + "/seed" + stem + ".qfm").metadata.dump() + "\n");
+  }
+  const train::RunConfig config = train::parse_config(
+      nlohmann::json::parse(R"({"data": {"dataset": "idx", "path": "seed"}, "model": {"layers": [
+        {"type": "conv2d", "in": 1, "out": 4, "kernel": 3}, {"type": "relu"}, {"type": "flatten"},
+        {"type": "linear", "in": 144, "out": 3}]}})"),
+      "seed.json");
+  train::save_model(*train::build_model(config, 1), corpus + "/float.qf", config, "fp32");
+  auto prepared =
+      quant::prepare_qat(train::build_model(config, 1), quant::parse_quant_config(nullptr, "seed.json"));
+  train::save_model(*prepared, corpus + "/qat.qf", config, "qat");
+  std::printf("wrote the seeds into %s and %s\n", dir.c_str(), corpus.c_str());
+  return 0;
+}
