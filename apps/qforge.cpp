@@ -1,13 +1,17 @@
 // qforge — the command line. Thin: parses arguments (CLI11) and calls train/.
-//   qforge train CONFIG [--set k=v ...] [--out DIR] [--resume]
-//   qforge qat CONFIG [--set k=v ...] [--out DIR] [--resume]
-//   qforge ptq CONFIG [--set k=v ...] [--out DIR]
+//   qforge train CONFIG [--set k=v ...] [--out DIR] [--resume] [--force]
+//   qforge qat CONFIG [--set k=v ...] [--out DIR] [--resume] [--force]
+//   qforge ptq CONFIG [--set k=v ...] [--out DIR] [--force]
+//   qforge sweep CONFIG [--set k=v ...] [--out DIR] [--resume] [--force]
+//   qforge calibrate-compare CONFIG [--set k=v ...] [--out DIR] [--resume] [--force]
+//   qforge sensitivity CONFIG [--target-accuracy A] [--set k=v ...] [--out DIR] [--resume] [--force]
 //   qforge convert CONFIG --checkpoint model_qat.qf|model_ptq.qf --out model.qfm
 //   qforge eval CONFIG --checkpoint FILE [--compare FILE] [--json]   (.qf or .qfm)
 //   qforge inspect FILE
 //   qforge bench [--model NAME ...] [--batch N] [--threads N] [--seconds S] [--json]
 //   qforge data mnist-digits [--out DIR]
-// Every qforge::Error ends the program with one message and exit status 1.
+// Every qforge::Error ends the program with one message and exit status 1; so does an
+// unknown command.
 #include <CLI/CLI.hpp>
 
 #include <unistd.h>
@@ -342,6 +346,20 @@ int main(int argc, char** argv) {
   std::string digits_out = "datasets/mnist-digits";
   digits->add_option("--out", digits_out, "Output folder")->capture_default_str();
 
+  // An unknown first word is a misspelt command: say so (CLI11 would say "A subcommand is required").
+  if (argc >= 2 && argv[1][0] != '-') {
+    std::string known;
+    bool is_known = false;
+    for (const CLI::App* command : app.get_subcommands([](CLI::App*) { return true; })) {
+      known += (known.empty() ? "" : ", ") + command->get_name();
+      is_known = is_known || command->get_name() == argv[1];
+    }
+    if (!is_known) {
+      std::fprintf(stderr, "qforge: error: unknown command \"%s\" (commands: %s; qforge --help lists them)\n",
+                   argv[1], known.c_str());
+      return 1;
+    }
+  }
   CLI11_PARSE(app, argc, argv);
   try {
     num_threads();  // reads and checks QFORGE_THREADS before any command runs a parallel loop

@@ -16,8 +16,15 @@ Tensor fold_weight(const nn::Conv2d& conv, const Tensor& factor) {
 
 Tensor conv_bn_folded_forward(const Tensor& x, const Tensor& folded_weight, const Tensor& factor,
                               nn::Conv2d& conv, nn::BatchNorm2d& bn, bool use_batch_statistics) {
-  // conv output / f (+ conv bias), as one per-channel affine pass, then BN.
-  Tensor y = channel_affine(conv2d(x, folded_weight, Tensor(), conv.options), pow(factor, -1.0f), conv.bias);
+  // conv output / f (+ conv bias), as one per-channel affine pass, then BN. A channel with
+  // f = 0 (γ = 0: a pruned channel) has zero folded weights and a zero conv output; BN's
+  // output there is β whatever it normalizes, so that channel divides by 1 instead of 0
+  // (0/0 would poison BN's running statistics with NaN). The gradient still flows through f.
+  Tensor zero_channels = Tensor::zeros(factor.shape());
+  for (int64_t c = 0; c < factor.numel(); ++c)
+    zero_channels.data()[c] = factor.data()[c] == 0.0f ? 1.0f : 0.0f;
+  const Tensor divisor = add(factor, zero_channels);
+  Tensor y = channel_affine(conv2d(x, folded_weight, Tensor(), conv.options), pow(divisor, -1.0f), conv.bias);
   return batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, use_batch_statistics, bn.momentum,
                     bn.eps);
 }

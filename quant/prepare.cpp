@@ -120,16 +120,16 @@ void for_each(nn::Module& model, F f) {
     if (auto* typed = dynamic_cast<T*>(module)) f(*typed);
 }
 
-// Every override must name a layer or a type this model has: a misspelt name would
+// Every override must name a layer or a type this model has that has quantization of its
+// own: a misspelt name, or a max pool (which passes quantized values through), would
 // otherwise be silently ignored.
 void check_overrides(nn::Module& model, const QuantSpec& config) {
-  std::vector<std::string> names{"input", "output"}, types{"Input", "Output"}, quantizable;
-  for (auto& [name, module] : model.named_modules()) {
-    names.push_back(name);
-    types.push_back(module->type_name());
-    const std::string type = module->type_name();
-    if (type == "Conv2d" || type == "Linear" || type == "LSTM" || type == "BasicBlock")
-      quantizable.push_back(name);
+  std::vector<std::string> all_names;
+  for (auto& [name, module] : model.named_modules()) all_names.push_back(name);
+  std::vector<std::string> names{"input", "output"}, types{"Input", "Output"};
+  for (const auto& [name, type] : overridable_layers(model)) {
+    if (name != "input" && name != "output") names.push_back(name);
+    if (std::find(types.begin(), types.end(), type) == types.end()) types.push_back(type);
   }
   auto listed = [](const std::vector<std::string>& items) {
     std::string text;
@@ -138,19 +138,38 @@ void check_overrides(nn::Module& model, const QuantSpec& config) {
   };
   for (std::size_t i = 0; i < config.overrides.size(); ++i) {
     const QConfigOverride& o = config.overrides[i];
-    if (!o.name.empty())
-      QF_CHECK(std::find(names.begin(), names.end(), o.name) != names.end(), "quant.overrides.", i,
-               ": name \"", o.name, "\" is no layer of this model (its layers: input, output, ",
-               listed(quantizable), ")");
+    if (!o.name.empty() && std::find(names.begin(), names.end(), o.name) == names.end()) {
+      auto named = std::find(all_names.begin(), all_names.end(), o.name);
+      if (named == all_names.end())
+        QF_FAIL("quant.overrides.", i, ": name \"", o.name,
+                "\" is no layer of this model (its layers: ", listed(names), ")");
+      nn::Module* module = model.named_modules()[named - all_names.begin()].second;
+      QF_FAIL(
+          "quant.overrides.", i, ": \"", o.name, "\" is a ", module->type_name(),
+          ", which has no quantization of its own (pooling, ReLU, flatten and dropout pass quantized values "
+          "through; BatchNorm folds into its conv); name one of: ",
+          listed(names));
+    }
     if (!o.type.empty())
       QF_CHECK(std::find(types.begin(), types.end(), o.type) != types.end(), "quant.overrides.", i,
                ": type \"", o.type,
-               "\" is no layer type of this model (Conv2d, Linear, LSTM, BasicBlock, Input or Output as "
-               "the model has them)");
+               "\" is no layer type with quantization of its own in this model (it has: ", listed(types),
+               ")");
   }
 }
 
 }  // namespace
+
+std::vector<std::pair<std::string, std::string>> overridable_layers(nn::Module& model) {
+  std::vector<std::pair<std::string, std::string>> layers{{"input", "Input"}};
+  for (auto& [name, module] : model.named_modules()) {
+    const std::string type = module->type_name();
+    if (type == "Conv2d" || type == "Linear" || type == "LSTM" || type == "BasicBlock")
+      layers.emplace_back(name, type);
+  }
+  layers.emplace_back("output", "Output");
+  return layers;
+}
 
 std::shared_ptr<QatModel> prepare_qat(const nn::ModulePtr& model, const QuantSpec& config) {
   QF_CHECK(!as<QatModel>(model), "prepare: the model is already prepared");

@@ -21,6 +21,12 @@
 
 namespace qforge::quant {
 
+// The layers of a float model that have quantization of their own, which an override can
+// name: "input", every Conv2d, Linear, LSTM and BasicBlock by dotted name, "output" —
+// as (name, type). What an override may name, and what the agreement tests keep in float
+// one at a time.
+std::vector<std::pair<std::string, std::string>> overridable_layers(nn::Module& model);
+
 // Rewrites `model` in place and wraps it; the float weights are shared, not copied.
 std::shared_ptr<QatModel> prepare_qat(const nn::ModulePtr& model, const QuantSpec& config);
 

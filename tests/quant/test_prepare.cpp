@@ -82,6 +82,30 @@ TEST_CASE("BN folding: the fused module equals conv -> BN -> ReLU, and its folde
   CHECK(all_close(fused->forward(x), training, 1e-4, 1e-5));
 }
 
+TEST_CASE("BN folding with a pruned channel (gamma 0): finite in training, and the channel outputs beta") {
+  Generator generator(4);
+  auto fused = conv_bn_relu(generator);
+  fused->has_relu = false;
+  fused->bn->weight.data()[2] = 0.0f;
+  fused->bn->bias.data()[2] = 0.25f;
+  const Tensor x = Tensor::randn({4, 3, 6, 5}, generator);
+  fused->train();
+  const Tensor y = fused->forward(x);
+  for (int64_t i = 0; i < y.numel(); ++i) REQUIRE(std::isfinite(y.data()[i]));
+  for (int64_t c = 0; c < 4; ++c) {
+    CHECK(std::isfinite(fused->bn->running_mean.data()[c]));
+    CHECK(std::isfinite(fused->bn->running_var.data()[c]));
+  }
+  fused->eval();
+  const Tensor z = fused->forward(x);
+  const int64_t plane = 6 * 5;
+  for (int64_t n = 0; n < 4; ++n)
+    for (int64_t p = 0; p < plane; ++p)  // within one output level of beta
+      CHECK(std::abs(z.data()[(n * 4 + 2) * plane + p] - 0.25f) <= fused->output_quant->qparams().scale[0]);
+  auto [weight, bias] = fused->folded_weight_and_bias();
+  CHECK(bias.data()[2] == 0.25f);
+}
+
 TEST_CASE("gradients flow through BN folding to conv and BN parameters") {
   Generator generator(3);
   auto fused = conv_bn_relu(generator);
@@ -394,4 +418,22 @@ TEST_CASE("an override naming no layer or type of the model is an error, not a s
   CHECK_THROWS_WITH_AS(prepare(R"([{"name": "0", "float": true}, {"type": "Conv", "float": true}])"),
                        doctest::Contains("quant.overrides.1: type \"Conv\" is no layer type"), Error);
   CHECK(prepare(R"([{"name": "9", "weight": {"bits": 4}}, {"type": "Linear", "float": true}])"));
+  // A layer without quantization of its own cannot be kept in float: named, not ignored.
+  CHECK_THROWS_WITH_AS(
+      prepare(R"([{"name": "3", "float": true}])"),
+      doctest::Contains("quant.overrides.0: \"3\" is a MaxPool2d, which has no quantization of its "
+                        "own"),
+      Error);
+  CHECK_THROWS_WITH_AS(prepare(R"([{"name": "1", "float": true}])"),
+                       doctest::Contains("\"1\" is a BatchNorm2d, which has no quantization of its own"),
+                       Error);
+  CHECK_THROWS_WITH_AS(prepare(R"([{"type": "MaxPool2d", "float": true}])"),
+                       doctest::Contains("type \"MaxPool2d\" is no layer type with quantization of its own"),
+                       Error);
+  // What an override can name, from the model itself.
+  auto lenet = nn::build_zoo_model("lenet", generator);
+  std::vector<std::string> names;
+  for (const auto& [name, type] : overridable_layers(*lenet)) names.push_back(name + ":" + type);
+  CHECK(names == std::vector<std::string>{"input:Input", "0:Conv2d", "4:Conv2d", "9:Linear", "11:Linear",
+                                          "output:Output"});
 }
