@@ -68,7 +68,11 @@ QuantParams FakeQuantize::qparams() const {
   QuantParams params;
   params.axis = spec_.scheme.axis;
   for (int64_t c = 0; c < channels_; ++c) {
-    params.scale.push_back(scale_.data()[c]);
+    // A learned scale is used clamped to eps (forward clamps it before quantizing), so what
+    // convert and the pools read is what the simulation computes with.
+    const float scale = scale_.data()[c];
+    params.scale.push_back(spec_.is_learnable ? std::max(scale, std::numeric_limits<float>::epsilon())
+                                              : scale);
     params.zero_point.push_back(static_cast<int64_t>(std::nearbyint(zero_point_.data()[c])));
   }
   return params;

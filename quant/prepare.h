@@ -6,7 +6,7 @@
 //   insertion   FakeQuantize goes exactly where the integer runtime quantizes: the network
 //               input, each fused block's weights and output, each residual block's output
 //               (after its add and ReLU), inside an LSTM (quant/qat_lstm.h); average pools
-//               re-round onto their input's grid (QatAvgPool2d). Max pooling, flatten and
+//               stay on their input's grid (QatAvgPool2d). Max pooling, flatten and
 //               dropout pass quantized values through unchanged.
 // The network output is the last fused layer's output quantizer; the override name
 // "output" gives it its own spec (e.g. 8 bits in a 4-bit network: 16 logit levels tie the

@@ -60,10 +60,11 @@ class QatLinear : public nn::Module {
   std::shared_ptr<FakeQuantize> output_quant;  // may be null
 };
 
-// An average pool over quantized values, rounded back onto its input's grid: the integer
-// avg_pool2d keeps its input's scale and zero point and must round the mean, so the
-// simulation does the same with the parameters of `source`, the quantizer that produced
-// the input (not a child: it belongs to the layer before).
+// An average pool over quantized values, on its input's grid: the integer avg_pool2d keeps
+// its input's scale and zero point and must round the mean, so the simulation pools the
+// input's levels exactly as the integer kernel does (Note [Pooling on the grid],
+// qat_modules.cpp), with the parameters of `source`, the quantizer that produced the input
+// (not a child: it belongs to the layer before). The gradient is the float pool's.
 class QatAvgPool2d : public nn::Module {
  public:
   QatAvgPool2d(nn::ModulePtr pool, std::shared_ptr<FakeQuantize> source);

@@ -41,40 +41,40 @@ nn::ModulePtr fp32_model(const RunConfig& config, const quant::QuantConfig& quan
   return model;
 }
 
-// Calibration: eval mode (running BN statistics, no dropout), observers on, fake quant
-// off, over `batches` shuffled training batches; then observers off, fake quant on.
-// Returns the batches seen and the seconds taken.
-std::pair<int64_t, double> calibrate(nn::Module& prepared, const RunConfig& config, const Datasets& datasets,
-                                     int64_t batches) {
+}  // namespace
+
+Calibration calibrate(nn::Module& prepared, const data::Dataset& dataset, int64_t batches, int64_t batch_size,
+                      uint64_t seed) {
   const bool was_training = prepared.is_training();
   prepared.eval();
   quant::set_fake_quant(prepared, false);
   quant::set_observers(prepared, true, /*even_in_eval=*/true);
-  data::DataLoader loader(
-      datasets.train, {.batch_size = config.train.batch_size, .shuffle = true, .seed = config.train.seed});
+  data::DataLoader loader(dataset, {.batch_size = batch_size, .shuffle = true, .seed = seed});
   loader.start_epoch(0);
-  int64_t seen = 0;
+  Calibration result;
   auto start = std::chrono::steady_clock::now();
   {
     NoGradGuard no_grad;
-    while (seen < batches) {
+    while (result.batches < batches) {
       auto batch = loader.next();
       if (!batch) break;
       try {
         prepared.forward(batch->images);
       } catch (const Error& error) {
-        QF_FAIL("calibration: ", error.what(), " at batch ", seen + 1, "; nothing was saved — check the data",
-                " and data.normalize");
+        QF_FAIL("calibration: ", error.what(), " at batch ", result.batches + 1,
+                "; nothing was saved — check the data and data.normalize");
       }
-      ++seen;
+      ++result.batches;
     }
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   quant::set_observers(prepared, false);
   quant::set_fake_quant(prepared, true);
   prepared.train(was_training);
-  return {seen, seconds};
+  return result;
 }
+
+namespace {
 
 // The integer model of a finished QAT/PTQ run. A quantization the integer runtime cannot
 // run (1 bit, more than 8, affine weights) is reported, not fatal: the fake-quant results
@@ -115,8 +115,10 @@ void run_qat(const RunConfig& config, bool resume) {
   // observers are frozen from the start, useful for calibrators, which are costly per batch.
   // A resumed run has its quantization parameters in the checkpoint already.
   if (quant_config.qat.calibration_batches > 0 && !resume) {
-    auto [batches, seconds] = calibrate(*prepared, config, datasets, quant_config.qat.calibration_batches);
-    std::printf("qat: calibrated on %lld batches (%.1f s)\n", static_cast<long long>(batches), seconds);
+    const Calibration calibration = calibrate(*prepared, datasets.train, quant_config.qat.calibration_batches,
+                                              config.train.batch_size, config.train.seed);
+    std::printf("qat: calibrated on %lld batches (%.1f s)\n", static_cast<long long>(calibration.batches),
+                calibration.seconds);
   }
   const int64_t epochs =
       quant_config.qat.epochs > 0
@@ -168,7 +170,10 @@ void run_ptq(const RunConfig& config) {
     return;
   }
   auto prepared = quant::prepare_qat(model, quant_config);
-  auto [batches, seconds] = calibrate(*prepared, config, datasets, quant_config.ptq.calibration_batches);
+  const Calibration calibration = calibrate(*prepared, datasets.train, quant_config.ptq.calibration_batches,
+                                            config.train.batch_size, config.train.seed);
+  const int64_t batches = calibration.batches;
+  const double seconds = calibration.seconds;
   EvalResult result = evaluate(*prepared, datasets.test, config.train.eval_batch_size);
   const std::string non_finite = nn::first_non_finite(*prepared);  // Note [Finiteness gate]
   QF_CHECK(non_finite.empty(), "ptq: ", non_finite, " after calibration on ", batches,

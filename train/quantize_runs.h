@@ -14,6 +14,17 @@
 
 namespace qforge::train {
 
+// Calibration (PTQ, and QAT's optional first step): eval mode (running BN statistics, no
+// dropout), observers on, fake quant off, over `batches` shuffled batches of `dataset`;
+// then observers off, fake quant on. An observer that sees a non-finite range stops it,
+// naming the quantizer and the batch.
+struct Calibration {
+  int64_t batches = 0;
+  double seconds = 0;
+};
+Calibration calibrate(nn::Module& prepared, const data::Dataset& dataset, int64_t batches, int64_t batch_size,
+                      uint64_t seed);
+
 void run_qat(const RunConfig& config, bool resume);
 void run_ptq(const RunConfig& config);
 

@@ -1,0 +1,247 @@
+// The simulation is the deployment — for every configuration a user can write. For every
+// zoo model and two layer-list models, on real Fashion-MNIST test images: the integer model
+// converted from the fake-quant model must give the same prediction on >= 99% of images, or
+// the conversion must be refused with a ConvertError naming the layer. The configurations
+// are generated from the model's own layer list (quant::overridable_layers): each layer kept
+// in float in turn, the input and output overrides; 8/4/2-bit weights and activations,
+// per-tensor and per-channel weights, affine and symmetric (signed, and unsigned with a
+// reduced range) activations; PTQ, QAT and LSQ. A new layer type or option is covered by
+// adding it to the model or to `schemes` below — nobody has to remember a layer name.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+#include "core/file_io.h"
+#include "core/ops/shape.h"
+#include "quant/convert.h"
+#include "quant/prepare.h"
+#include "tests/temp_folder.h"
+#include "train/config.h"
+#include "train/deploy.h"
+#include "train/quantize_runs.h"
+#include "train/trainer.h"
+
+using namespace qforge;
+using namespace qforge::train;
+using nlohmann::json;
+
+namespace {
+
+// Two layer lists: the shipped one (conv-bn-relu, pool, flatten, dropout, linear) and one
+// with every other layer type a config can name.
+const char* kEveryLayer = R"([
+  {"type": "conv2d", "in": 1, "out": 8, "kernel": 3, "padding": 1},
+  {"type": "batchnorm2d", "channels": 8}, {"type": "relu"},
+  {"type": "maxpool2d", "kernel": 2},
+  {"type": "conv2d", "in": 8, "out": 16, "kernel": 3, "padding": 1, "groups": 2},
+  {"type": "relu"},
+  {"type": "avgpool2d", "kernel": 2},
+  {"type": "conv2d", "in": 16, "out": 16, "kernel": 1},
+  {"type": "adaptive_avgpool2d", "size": 2},
+  {"type": "flatten"}, {"type": "dropout", "p": 0.1},
+  {"type": "linear", "in": 64, "out": 32}, {"type": "relu"},
+  {"type": "linear", "in": 32, "out": 10}])";
+
+struct ModelCase {
+  std::string name;
+  json source;  // the run config
+};
+
+std::vector<ModelCase> model_cases() {
+  std::vector<ModelCase> cases;
+  for (const char* name : {"jermmy", "lenet", "resnet8", "resnet20"})
+    cases.push_back(
+        {name, json::parse(read_file(std::string(QFORGE_SOURCE_DIR "/configs/") + name + ".json"))});
+  json lstm = json::parse(read_file(QFORGE_SOURCE_DIR "/configs/lstm_digits.json"));
+  lstm["data"] = {{"dataset", "fashion-mnist"}};
+  cases.push_back({"lstm", lstm});
+  cases.push_back({"custom_layers", json::parse(read_file(QFORGE_SOURCE_DIR "/configs/custom_layers.json"))});
+  json every = cases.back().source;
+  every["model"] = {{"layers", json::parse(kEveryLayer)}};
+  cases.push_back({"every_layer", every});
+  return cases;
+}
+
+// One configuration to convert: a quant section and how the model gets its parameters.
+struct Variant {
+  std::string label;
+  std::string method;  // ptq, qat or lsq
+  json quant;
+  std::string float_layer;  // the layer an override keeps in float (refusals must name it)
+};
+
+// Quantizer schemes: {weights, activations} at a width.
+json scheme(int bits, bool per_channel, const std::string& activation) {
+  json weight = {{"bits", bits}, {"per_channel", per_channel}};
+  json act = {{"bits", bits}};
+  if (activation == "symmetric") act.update({{"symmetric", true}, {"signed", true}});
+  if (activation == "symmetric_unsigned_reduced")
+    act.update({{"symmetric", true}, {"signed", false}, {"reduce_range", true}});
+  return {{"weight", weight}, {"activation", act}};
+}
+
+json with_method(json quant, const std::string& method) {
+  if (method == "lsq") {
+    quant["weight"]["learnable"] = true;
+    quant["activation"]["learnable"] = true;
+    quant["activation"]["observer"] = "histogram";
+  }
+  // Below 8 bits the network output keeps 8 bits, as the 4-bit recipe does: 16 logit levels tie the arg max.
+  if (quant["activation"]["bits"] != 8)
+    quant["overrides"].push_back({{"name", "output"}, {"activation", {{"bits", 8}}}});
+  return quant;
+}
+
+std::vector<Variant> variants(nn::Module& float_model) {
+  std::vector<Variant> out;
+  // Schemes: every width x weight granularity x activation scheme under PTQ; QAT and LSQ at
+  // every width with two of the schemes each (LSQ needs signed-symmetric or affine).
+  for (int bits : {8, 4, 2})
+    for (bool per_channel : {true, false})
+      for (const char* activation : {"affine", "symmetric"}) {
+        std::string label = "W";  // appended: GCC 12's -Wrestrict misfires on "W" + std::to_string (bug 105329)
+        label.append(std::to_string(bits)).append("A").append(std::to_string(bits));
+        label.append(per_channel ? " per-channel " : " per-tensor ").append(activation);
+        out.push_back({label, "ptq", with_method(scheme(bits, per_channel, activation), "ptq"), ""});
+        if (per_channel == (std::string(activation) == "affine")) {
+          out.push_back({label, "qat", with_method(scheme(bits, per_channel, activation), "qat"), ""});
+          out.push_back({label, "lsq", with_method(scheme(bits, per_channel, activation), "lsq"), ""});
+        }
+      }
+  out.push_back({"W8A8 symmetric unsigned reduce_range", "ptq",
+                 with_method(scheme(8, true, "symmetric_unsigned_reduced"), "ptq"), ""});
+  // Every layer with quantization of its own kept in float, one at a time (PTQ, 8 bits), and
+  // the middle one under QAT and LSQ at 4 bits; the input and output overrides.
+  const auto layers = quant::overridable_layers(float_model);
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const auto& [name, type] = layers[i];
+    json keep_float = {{"overrides", {{{"name", name}, {"float", true}}}}};
+    out.push_back({name + " (" + type + ") in float", "ptq", keep_float, name});
+    if (i == layers.size() / 2)
+      for (const char* method : {"qat", "lsq"}) {
+        json quant = with_method(scheme(4, true, "affine"), method);
+        quant["overrides"].push_back({{"name", name}, {"float", true}});
+        out.push_back({name + " (" + type + ") in float, W4A4", method, quant, name});
+      }
+  }
+  json input8 = with_method(scheme(4, true, "affine"), "ptq");
+  input8["overrides"].push_back({{"name", "input"}, {"activation", {{"bits", 8}}}});
+  out.push_back({"W4A4, input at 8 bits", "ptq", input8, ""});
+  json output_float = with_method(scheme(8, true, "affine"), "qat");
+  output_float["overrides"].push_back({{"name", "output"}, {"float", true}});
+  out.push_back({"output in float", "qat", output_float, ""});
+  return out;
+}
+
+Datasets first(const Datasets& all, int64_t train, int64_t test) {
+  auto take = [](const data::Dataset& d, int64_t n) {
+    auto rows = [&](const Tensor& t) {
+      Shape shape = t.shape();
+      shape[0] = std::min(n, shape[0]);
+      Tensor out = Tensor::empty(shape, t.dtype());
+      std::memcpy(out.bytes(), t.bytes(), out.size_bytes());
+      return out;
+    };
+    data::Dataset out = d;
+    out.images = rows(d.images);
+    out.labels = rows(d.labels);
+    return out;
+  };
+  return {take(all.train, train), take(all.test, test)};
+}
+
+struct Outcome {
+  int converted = 0, refused = 0;
+  double lowest = 1;
+  std::string lowest_label = "every one identical";
+};
+
+}  // namespace
+
+TEST_SUITE_BEGIN("real-data");
+
+TEST_CASE(
+    "every configuration converts to an integer model that agrees with its simulation, or is refused by "
+    "name") {
+  REQUIRE(std::filesystem::exists(data::kFashionMnistFolder));
+  const std::string folder = testing::fresh_temp_folder("agreement");
+  int total_converted = 0, total_refused = 0;
+  double lowest = 1;
+  std::string lowest_label = "every one identical";
+  for (const ModelCase& model_case : model_cases()) {
+    json source = model_case.source;
+    source["data"]["train_limit"] = 4096;
+    source["data"]["test_limit"] = 600;
+    source["train"]["epochs"] = 1;
+    source["output"] = {{"dir", folder + "/" + model_case.name}};
+    const RunConfig config = parse_config(source, model_case.name + ".json");
+    const Datasets datasets = load_datasets(config.data);
+    const Datasets qat_data = first(datasets, 256, datasets.test.size());
+    // The fp32 model: one short epoch, so predictions have margins as a trained model's do.
+    nn::ModulePtr fp32 = build_model(config, config.train.seed);
+    fit(*fp32, config, datasets, {.quiet = true});
+    TensorMap fp32_state;
+    for (auto& [name, tensor] : fp32->state_dict()) fp32_state[name] = tensor.clone();
+    const Shape sample = sample_shape(datasets.test);
+
+    Outcome outcome;
+    const std::vector<Variant> all = variants(*fp32);
+    for (const Variant& v : all) {
+      const std::string label = model_case.name + ": " + v.label + " (" + v.method + ")";
+      CAPTURE(label);
+      nn::ModulePtr model = build_model(config, config.train.seed);
+      model->load_state_dict(fp32_state, "the fp32 model");
+      std::shared_ptr<quant::QatModel> prepared;
+      try {
+        prepared = quant::prepare_qat(model, quant::parse_quant_config(v.quant, "agreement.json"));
+      } catch (const Error& error) {  // a config the quantizer refuses: it must say which layer
+        CHECK_MESSAGE(!v.float_layer.empty(), "refused at prepare: ", error.what());
+        CHECK(std::string(error.what()).find("quant.overrides") != std::string::npos);
+        ++outcome.refused;
+        continue;
+      }
+      calibrate(*prepared, datasets.train, 4, 64, config.train.seed);
+      if (v.method != "ptq") {
+        RunConfig qat = config;
+        qat.output_dir = folder + "/" + model_case.name + "_qat";
+        fit(*prepared, qat, qat_data,
+            {.stage = "qat", .epochs = 1, .learning_rate = 0.01 * config.train.optimizer.lr, .quiet = true});
+      }
+      prepared->eval();
+      quant::int8::IntegerModel integer;
+      try {
+        integer = quant::convert(*prepared, sample);
+      } catch (const quant::ConvertError& error) {  // the runtime cannot run it: named, with the layer
+        const std::string message = error.what();
+        CHECK_MESSAGE(!v.float_layer.empty(), "refused: ", message);
+        CHECK_MESSAGE(message.find(v.float_layer) != std::string::npos,
+                      "the refusal names another layer: ", message);
+        ++outcome.refused;
+        continue;
+      }
+      const Agreement agreement =
+          compare_models([&](const Tensor& x) { return integer.forward(x); },
+                         [&](const Tensor& x) { return prepared->forward(x); }, datasets.test, 300);
+      CHECK_MESSAGE(agreement.identical_predictions >= 0.99, "identical predictions ",
+                    agreement.identical_predictions, ", fake quant ", agreement.b.accuracy, ", int8 ",
+                    agreement.a.accuracy);
+      ++outcome.converted;
+      if (agreement.identical_predictions < outcome.lowest)
+        outcome.lowest = agreement.identical_predictions, outcome.lowest_label = label;
+    }
+    MESSAGE(model_case.name, ": ", all.size(), " configurations, ", outcome.converted, " converted, ",
+            outcome.refused, " refused by name; lowest agreement ", 100 * outcome.lowest, "% (",
+            outcome.lowest_label, ")");
+    total_converted += outcome.converted, total_refused += outcome.refused;
+    if (outcome.lowest < lowest) lowest = outcome.lowest, lowest_label = outcome.lowest_label;
+  }
+  MESSAGE("agreement: ", total_converted + total_refused, " configurations, ", total_converted,
+          " converted, ", total_refused, " refused by name; lowest agreement ", 100 * lowest, "% (",
+          lowest_label, ")");
+}
+
+TEST_SUITE_END();
