@@ -103,7 +103,8 @@ std::vector<Variant> variants(nn::Module& float_model) {
   for (int bits : {8, 4, 2})
     for (bool per_channel : {true, false})
       for (const char* activation : {"affine", "symmetric"}) {
-        std::string label = "W";  // appended: GCC 12's -Wrestrict misfires on "W" + std::to_string (bug 105329)
+        std::string label =
+            "W";  // appended: GCC 12's -Wrestrict misfires on "W" + std::to_string (bug 105329)
         label.append(std::to_string(bits)).append("A").append(std::to_string(bits));
         label.append(per_channel ? " per-channel " : " per-tensor ").append(activation);
         out.push_back({label, "ptq", with_method(scheme(bits, per_channel, activation), "ptq"), ""});
