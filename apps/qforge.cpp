@@ -33,8 +33,10 @@
 #include "train/config.h"
 #include "train/deploy.h"
 #include "train/model_files.h"
-#include "train/quantize_runs.h"
-#include "train/sweep.h"
+#include "train/stages.h"
+#include "train/studies/calibrate_compare.h"
+#include "train/studies/sensitivity.h"
+#include "train/studies/sweep.h"
 #include "train/trainer.h"
 
 using namespace qforge;
@@ -48,20 +50,6 @@ train::RunConfig load_run_config(const std::string& path, const std::vector<std:
   config.force = force;
   if (config.train.threads > 0) set_num_threads(static_cast<int>(config.train.threads));
   return config;
-}
-
-void run_train(const train::RunConfig& config, bool resume) {
-  train::StartedRun run = train::start_run(config, {"model.qf"}, resume);
-  const train::Datasets& datasets = run.datasets;
-  nn::ModulePtr model = train::build_model(config, config.train.seed);
-  std::printf("training %s on %s: %lld train / %lld test images, %lld parameters, %d threads -> %s\n",
-              config.model.name.empty() ? "layer list" : config.model.name.c_str(),
-              config.data.dataset.c_str(), static_cast<long long>(datasets.train.size()),
-              static_cast<long long>(datasets.test.size()), static_cast<long long>(model->parameter_count()),
-              num_threads(), config.output_dir.c_str());
-  train::StageSummary summary = train::fit(*model, config, datasets, {.stage = "fp32", .resume = resume});
-  std::printf("fp32: test accuracy %.2f%%, loss %.4f, %.0f images/s, %.1f s\n", 100 * summary.accuracy,
-              summary.loss, summary.images_per_second, summary.seconds);
 }
 
 data::Dataset load_test_set(const train::RunConfig& config, int64_t limit = 0) {
@@ -155,12 +143,11 @@ void print_integer_model(const quant::int8::IntegerModel& model, const nlohmann:
 void run_convert(const train::RunConfig& config, const std::string& checkpoint, const std::string& out) {
   nn::ModulePtr model = train::load_saved_model(config, checkpoint);
   auto* prepared = dynamic_cast<quant::QatModel*>(model.get());
-  const quant::QuantConfig quant_config = quant::parse_quant_config(config.quant, config.file);
-  if (quant_config.mode == "dynamic") {
+  if (config.quant.spec.mode == "dynamic") {
     QF_CHECK(!prepared, checkpoint,
              ": a QAT/PTQ model; quant.mode \"dynamic\" converts the fp32 model (model.qf)");
     model->eval();
-    quant::int8::IntegerModel integer = quant::convert_dynamic(*model, quant_config.defaults.weight,
+    quant::int8::IntegerModel integer = quant::convert_dynamic(*model, config.quant.spec.defaults.weight,
                                                                train::sample_shape(load_test_set(config, 1)));
     integer.save(out, {{"config", config.source}, {"converted_from", checkpoint}});
     print_integer_model(integer, load_tensor_file(out).metadata["ops"]);
@@ -364,7 +351,7 @@ int main(int argc, char** argv) {
   try {
     num_threads();  // reads and checks QFORGE_THREADS before any command runs a parallel loop
     if (threads > 0) set_num_threads(threads);
-    if (*train) run_train(load_run_config(config_path, overrides, out, force), resume);
+    if (*train) train::run_fp32(load_run_config(config_path, overrides, out, force), resume);
     if (*qat) train::run_qat(load_run_config(config_path, overrides, out, force), resume);
     if (*ptq) train::run_ptq(load_run_config(config_path, overrides, out, force));
     if (*sweep) train::run_sweep(load_run_config(config_path, overrides, out, force), resume);

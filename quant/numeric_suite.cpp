@@ -5,6 +5,8 @@
 
 #include "core/autograd.h"
 #include "core/error.h"
+#include "quant/fake_quantize.h"
+#include "quant/observer.h"
 
 namespace qforge::quant {
 
@@ -19,6 +21,14 @@ double sqnr_db(const Tensor& reference, const Tensor& approx) {
     signal += double{x[i]} * x[i], noise += e * e;
   }
   return noise == 0 ? INFINITY : 10 * std::log10(signal / noise);
+}
+
+double weight_sqnr_db(const Tensor& weight, int bits) {
+  const QuantScheme scheme{.bits = bits, .is_signed = true, .symmetric = true, .axis = 0};
+  auto observer = make_observer(ObserverChoice{ObserverKind::minmax}, scheme);
+  const Tensor w = weight.detach();
+  observer->observe(w);
+  return sqnr_db(w, fake_quantize(w, observer->calculate_qparams(), scheme.range()));
 }
 
 namespace {

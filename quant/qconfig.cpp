@@ -47,55 +47,32 @@ QConfig parse_qconfig(ConfigReader& reader, const QConfig& base) {
 
 }  // namespace
 
-QuantConfig parse_quant_config(const nlohmann::json& section, const std::string& file) {
-  QuantConfig config;
-  QConfig& d = config.defaults;
-  d.weight.scheme = {.bits = 8, .is_signed = true, .symmetric = true, .axis = 0};
-  d.weight.observer = {ObserverKind::minmax};
-  d.activation.scheme = {.bits = 8, .is_signed = false, .symmetric = false};
-  d.activation.observer = {ObserverKind::moving_average};
-  ConfigReader reader(section, file, "quant");
-  config.mode = reader.choice("mode", "static", {"static", "dynamic"});
+QuantSpec read_quant_spec(ConfigReader& reader) {
+  QuantSpec spec;
+  QConfig& d = spec.defaults;
+  spec.mode = reader.choice("mode", "static", {"static", "dynamic"});
   d.weight = parse_quantizer(reader.object("weight"), d.weight, true);
   d.activation = parse_quantizer(reader.object("activation"), d.activation, false);
   const nlohmann::json& overrides = reader.raw("overrides");
   if (!overrides.is_null() && !overrides.is_array()) reader.fail("overrides", "expected an array of objects");
   for (std::size_t i = 0; overrides.is_array() && i < overrides.size(); ++i) {
-    ConfigReader item(overrides[i], file, "quant.overrides." + std::to_string(i));
+    ConfigReader item(overrides[i], reader.file(), reader.key_path("overrides." + std::to_string(i)));
     QConfigOverride o;
     o.name = item.string("name", "");
     o.type = item.string("type", "");
     if (o.name.empty() == o.type.empty()) item.fail("name", "give exactly one of \"name\" or \"type\"");
     o.qconfig = parse_qconfig(item, d);
     item.finish();
-    config.overrides.push_back(o);
+    spec.overrides.push_back(o);
   }
-  ConfigReader qat = reader.object("qat");
-  config.qat.epochs = qat.integer("epochs", 0, 0);
-  config.qat.lr = qat.number("lr", 0.0);
-  if (config.qat.lr < 0) qat.fail("lr", "expected a positive number");
-  config.qat.freeze_observers_epoch = qat.integer("freeze_observers_epoch", -1, -1);
-  config.qat.freeze_bn_epoch = qat.integer("freeze_bn_epoch", -1, -1);
-  config.qat.calibration_batches = qat.integer("calibration_batches", 0, 0);
-  if (config.qat.freeze_observers_epoch == 0 && config.qat.calibration_batches == 0)
-    qat.fail(
-        "freeze_observers_epoch",
-        "0 freezes observers before they see any data; set quant.qat.calibration_batches to calibrate first");
-  ConfigReader distillation = qat.object("distillation");
-  config.qat.distillation_weight = distillation.number("weight", 0.0);
-  if (config.qat.distillation_weight < 0 || config.qat.distillation_weight > 1)
-    distillation.fail("weight", "expected a number in [0, 1]");
-  config.qat.distillation_temperature = distillation.number("temperature", 4.0);
-  if (!(config.qat.distillation_temperature > 0))
-    distillation.fail("temperature", "expected a positive number");
-  distillation.finish();
-  qat.finish();
-  ConfigReader ptq = reader.object("ptq");
-  config.ptq.calibration_batches = ptq.integer("calibration_batches", 32, 1);
-  ptq.finish();
-  config.fp32_checkpoint = reader.string("fp32_checkpoint", "");
+  return spec;
+}
+
+QuantSpec parse_quant_spec(const nlohmann::json& section, const std::string& file) {
+  ConfigReader reader(section, file, "quant");
+  QuantSpec spec = read_quant_spec(reader);
   reader.finish();
-  return config;
+  return spec;
 }
 
 namespace {

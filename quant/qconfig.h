@@ -12,11 +12,7 @@
 //                    "observer": "minmax"},
 //     "activation": {"bits": 8, "signed": false, "symmetric": false, "observer": "moving_average"},
 //     "overrides":  [{"name": "0", "weight": {"bits": 4}}, {"type": "Linear", "float": true}],
-//     "qat": {"epochs": 1, "lr": 0.0005, "freeze_observers_epoch": -1, "freeze_bn_epoch": -1,
-//             "calibration_batches": 0,
-//             "distillation": {"weight": 0.5, "temperature": 4}},
-//     "ptq": {"calibration_batches": 32},
-//     "fp32_checkpoint": "runs/lenet/model.qf"
+//     ...                           // the stages' settings (qat, ptq, fp32_checkpoint): train/config.h
 //   }
 // clang-format on
 #pragma once
@@ -49,43 +45,28 @@ struct QConfigOverride {
 };
 
 // The quantization spec: how each layer is quantized — what prepare_qat and convert read
-// and what a saved model records (train/config.cpp's model_spec).
+// and what a saved model records (train/config.cpp's model_spec). The defaults are the
+// fbgemm recipe: int8 symmetric per-channel MinMax weights, uint8 affine per-tensor
+// moving-average activations.
 struct QuantSpec {
   // static: QAT/PTQ then the integer model with fixed activation scales; dynamic: PyTorch's
   // quantize_dynamic on the fp32 model (Linear and LSTM; activation scales chosen per call).
   std::string mode = "static";
-  QConfig defaults;
+  QConfig defaults{.weight = {.scheme = {.bits = 8, .is_signed = true, .symmetric = true, .axis = 0},
+                              .observer = {ObserverKind::minmax}},
+                   .activation = {.scheme = {.bits = 8, .is_signed = false, .symmetric = false},
+                                  .observer = {ObserverKind::moving_average}}};
   std::vector<QConfigOverride> overrides;
   // The QConfig for a module by dotted name and type; overrides apply in order.
   QConfig for_module(const std::string& name, const std::string& type) const;
   bool has_override(const std::string& name, const std::string& type) const;
 };
 
-// Run settings of the QAT stage (train/quantize_runs.cpp): not part of the model.
-struct QatSettings {
-  int64_t epochs = 0;                   // 0: 10% of the fp32 epochs, at least 1
-  double lr = 0;                        // 0: 1% of the fp32 learning rate
-  int64_t freeze_observers_epoch = -1;  // -1: never
-  int64_t freeze_bn_epoch = -1;         // -1: never
-  int64_t calibration_batches = 0;      // calibrate on this many batches before QAT
-  // Knowledge distillation from the fp32 model: loss = (1−w)·CE + w·KD(T).
-  double distillation_weight = 0;  // 0: off
-  double distillation_temperature = 4;
-};
-
-// Run settings of the PTQ stage.
-struct PtqSettings {
-  int64_t calibration_batches = 32;
-};
-
-// The whole "quant" section: the spec, and apart from it how the stages run.
-struct QuantConfig : QuantSpec {
-  QatSettings qat;
-  PtqSettings ptq;
-  std::string fp32_checkpoint;  // empty: train fp32 first
-};
-
-// An absent or null section gives the defaults; errors name "quant.<key>".
-QuantConfig parse_quant_config(const nlohmann::json& section, const std::string& file);
+// Reads the spec's keys of a config's "quant" section (mode, weight, activation, overrides);
+// the caller reads the section's other keys (the stages' settings, train/config.h) and
+// finishes it. Errors name "quant.<key>".
+QuantSpec read_quant_spec(ConfigReader& section);
+// A section that holds only the spec (an absent or null one gives the defaults).
+QuantSpec parse_quant_spec(const nlohmann::json& section, const std::string& file);
 
 }  // namespace qforge::quant

@@ -111,8 +111,7 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
 
   // QAT: the same step on the prepared model (default fbgemm recipe), fresh weights.
   Generator qat_generator(0);
-  auto prepared = quant::prepare_qat(nn::build_zoo_model(model_name, qat_generator),
-                                     quant::parse_quant_config(nullptr, "bench"));
+  auto prepared = quant::prepare_qat(nn::build_zoo_model(model_name, qat_generator), quant::QuantSpec{});
   const double qat_seconds = time_training(*prepared, images, labels, options.min_seconds).seconds;
 
   Tensor infer_images = Tensor::randn({options.infer_batch, 1, 28, 28}, generator);
@@ -125,8 +124,8 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
   // the only int8 path PyTorch has for an LSTM, so the LSTM is compared on it too.
   double dynamic_seconds = 0;
   if (model_name == "lstm") {
-    const quant::int8::IntegerModel dynamic = quant::convert_dynamic(
-        *model, quant::parse_quant_config(nullptr, "bench").defaults.weight, {1, 28, 28});
+    const quant::int8::IntegerModel dynamic =
+        quant::convert_dynamic(*model, quant::QuantSpec{}.defaults.weight, {1, 28, 28});
     dynamic_seconds = time_steps([&] { dynamic.forward(infer_images); }, options.min_seconds);
   }
 

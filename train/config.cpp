@@ -1,7 +1,5 @@
 #include "train/config.h"
 
-#include "train/sweep.h"
-
 #include <cmath>
 
 #include "core/config_reader.h"
@@ -168,6 +166,37 @@ nn::ModulePtr build_layer(ConfigReader r, Generator& generator) {
 
 }  // namespace
 
+QuantSection parse_quant_section(const nlohmann::json& section, const std::string& file) {
+  ConfigReader reader(section, file, "quant");
+  QuantSection q;
+  q.spec = quant::read_quant_spec(reader);
+  ConfigReader qat = reader.object("qat");
+  q.qat.epochs = qat.integer("epochs", 0, 0);
+  q.qat.lr = qat.number("lr", 0.0);
+  if (q.qat.lr < 0) qat.fail("lr", "expected a positive number");
+  q.qat.freeze_observers_epoch = qat.integer("freeze_observers_epoch", -1, -1);
+  q.qat.freeze_bn_epoch = qat.integer("freeze_bn_epoch", -1, -1);
+  q.qat.calibration_batches = qat.integer("calibration_batches", 0, 0);
+  if (q.qat.freeze_observers_epoch == 0 && q.qat.calibration_batches == 0)
+    qat.fail(
+        "freeze_observers_epoch",
+        "0 freezes observers before they see any data; set quant.qat.calibration_batches to calibrate first");
+  ConfigReader distillation = qat.object("distillation");
+  q.qat.distillation_weight = distillation.number("weight", 0.0);
+  if (q.qat.distillation_weight < 0 || q.qat.distillation_weight > 1)
+    distillation.fail("weight", "expected a number in [0, 1]");
+  q.qat.distillation_temperature = distillation.number("temperature", 4.0);
+  if (!(q.qat.distillation_temperature > 0)) distillation.fail("temperature", "expected a positive number");
+  distillation.finish();
+  qat.finish();
+  ConfigReader ptq = reader.object("ptq");
+  q.ptq.calibration_batches = ptq.integer("calibration_batches", 32, 1);
+  ptq.finish();
+  q.fp32_checkpoint = reader.string("fp32_checkpoint", "");
+  reader.finish();
+  return q;
+}
+
 RunConfig parse_config(const nlohmann::json& json, const std::string& file) {
   ConfigReader reader(json, file, "");
   RunConfig config;
@@ -179,15 +208,11 @@ RunConfig parse_config(const nlohmann::json& json, const std::string& file) {
   ConfigReader output = reader.object("output");
   config.output_dir = output.string("dir", config.output_dir);
   output.finish();
-  config.quant = reader.raw("quant");
-  const nlohmann::json& sweep = reader.raw("sweep");                // read by `qforge sweep`
-  const nlohmann::json& compare = reader.raw("calibrate_compare");  // read by `qforge calibrate-compare`
-  const nlohmann::json& sensitivity = reader.raw("sensitivity");    // read by `qforge sensitivity`
+  config.quant = parse_quant_section(reader.raw("quant"), file);
+  config.sweep = parse_sweep_config(reader.raw("sweep"), file);
+  config.calibrate_compare = parse_compare_config(reader.raw("calibrate_compare"), file);
+  config.sensitivity = parse_sensitivity_config(reader.raw("sensitivity"), file);
   reader.finish();
-  quant::parse_quant_config(config.quant, file);  // validate now, not when a stage starts
-  parse_sweep_config(sweep, file);
-  parse_compare_config(compare, file);
-  parse_sensitivity_config(sensitivity, file);
   if (config.model.name.empty()) {  // validate the layer list now, not mid-run
     build_model(config, 0);
     if (config.data.dataset != "idx") check_layer_shapes(config, {1, 28, 28});  // 28x28 digits and fashion
@@ -242,7 +267,7 @@ std::string first_difference(const nlohmann::json& saved, const nlohmann::json& 
 nlohmann::json model_spec(const RunConfig& config, bool with_quant) {
   nlohmann::json spec{{"model", config.source.value("model", nlohmann::json::object())}};
   if (!with_quant) return spec;
-  const quant::QuantConfig q = quant::parse_quant_config(config.quant, config.file);
+  const quant::QuantSpec& q = config.quant.spec;
   nlohmann::json overrides = nlohmann::json::array();
   for (const quant::QConfigOverride& o : q.overrides)
     overrides.push_back({{"name", o.name},

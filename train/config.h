@@ -1,6 +1,8 @@
-// The run configuration: what a JSON config file may say, with defaults. Parsed
-// strictly (core/config_reader.h): unknown keys and wrong types are errors naming the
-// key path. Sections: data, model, train, output.
+// The run configuration: what a JSON config file may say, with defaults. Parsed once,
+// strictly (core/config_reader.h), into these structs when the config loads: unknown keys
+// and wrong types are errors naming the key path, and nothing downstream reads the JSON
+// again. Sections: data, model, train, quant (the spec, quant/qconfig.h, and the stages'
+// settings below), output, and the studies' (train/study_config.h).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -10,6 +12,8 @@
 #include "data/data_loader.h"
 #include "data/dataset.h"
 #include "nn/module.h"
+#include "quant/qconfig.h"
+#include "train/study_config.h"
 
 namespace qforge::train {
 
@@ -50,14 +54,46 @@ struct TrainConfig {
   ScheduleConfig schedule;
 };
 
+// How the QAT stage runs (train/stages.cpp): not part of the model.
+//   "qat": {"epochs": 1, "lr": 0.0005, "freeze_observers_epoch": -1, "freeze_bn_epoch": -1,
+//           "calibration_batches": 0, "distillation": {"weight": 0.5, "temperature": 4}}
+struct QatSettings {
+  int64_t epochs = 0;                   // 0: 10% of the fp32 epochs, at least 1
+  double lr = 0;                        // 0: 1% of the fp32 learning rate
+  int64_t freeze_observers_epoch = -1;  // -1: never
+  int64_t freeze_bn_epoch = -1;         // -1: never
+  int64_t calibration_batches = 0;      // calibrate on this many batches before QAT
+  // Knowledge distillation from the fp32 model: loss = (1−w)·CE + w·KD(T).
+  double distillation_weight = 0;  // 0: off
+  double distillation_temperature = 4;
+};
+
+// How the PTQ stage runs: "ptq": {"calibration_batches": 32}.
+struct PtqSettings {
+  int64_t calibration_batches = 32;
+};
+
+// The whole "quant" section: the spec, and apart from it how the stages run.
+struct QuantSection {
+  quant::QuantSpec spec;
+  QatSettings qat;
+  PtqSettings ptq;
+  std::string fp32_checkpoint;  // empty: train fp32 first
+};
+// An absent or null section gives the defaults; errors name "quant.<key>".
+QuantSection parse_quant_section(const nlohmann::json& section, const std::string& file);
+
 struct RunConfig {
   std::string file;  // where it came from, for messages
   DataConfig data;
   ModelConfig model;
   TrainConfig train;
+  QuantSection quant;
+  SweepConfig sweep;
+  CompareConfig calibrate_compare;
+  SensitivityConfig sensitivity;
   std::string output_dir = "runs/default";
   bool force = false;     // replace a finished run in output_dir (the CLI's --force)
-  nlohmann::json quant;   // read by the quantization stages
   nlohmann::json source;  // the config after overrides, saved beside the results
 };
 

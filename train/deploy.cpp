@@ -75,10 +75,10 @@ Shape sample_shape(const data::Dataset& dataset) {
 
 namespace {
 // Saves, evaluates and compares an integer model against the model it came from.
-StageSummary record_integer_model(const quant::int8::IntegerModel& integer, const Forward& source,
-                                  const char* source_name, double convert_seconds, const RunConfig& config,
-                                  const Datasets& datasets, const std::string& stage,
-                                  const std::string& file) {
+IntegerResult record_integer_model(const quant::int8::IntegerModel& integer, const Forward& source,
+                                   const char* source_name, double convert_seconds, const RunConfig& config,
+                                   const Datasets& datasets, const std::string& stage,
+                                   const std::string& file) {
   const std::string path = config.output_dir + "/" + file;
   integer.save(path, {{"config", config.source}, {"converted_from", stage}});
   Agreement agreement = compare_models([&](const Tensor& x) { return integer.forward(x); }, source,
@@ -96,6 +96,7 @@ StageSummary record_integer_model(const quant::int8::IntegerModel& integer, cons
   if (std::string(source_name) == "fake quant") summary.extra["fake_quant_accuracy"] = agreement.b.accuracy;
   if (fp32_bytes > 0) summary.extra["fp32_model_bytes"] = fp32_bytes;
   record_stage(config.output_dir, summary);
+  IntegerResult result{summary, agreement, bytes, path};
   const std::string share =
       fp32_bytes > 0
           ? ", " + std::to_string(static_cast<int>(std::lround(100.0 * bytes / fp32_bytes))) + "% of fp32"
@@ -106,13 +107,13 @@ StageSummary record_integer_model(const quant::int8::IntegerModel& integer, cons
       stage.c_str(), path.c_str(), static_cast<long long>(bytes), share.c_str(), 100 * agreement.a.accuracy,
       agreement.a.images_per_second, source_name, 100 * agreement.identical_predictions,
       agreement.max_logit_difference);
-  return summary;
+  return result;
 }
 }  // namespace
 
-StageSummary deploy_integer_model(quant::QatModel& prepared, const RunConfig& config,
-                                  const Datasets& datasets, const std::string& stage,
-                                  const std::string& file) {
+IntegerResult deploy_integer_model(quant::QatModel& prepared, const RunConfig& config,
+                                   const Datasets& datasets, const std::string& stage,
+                                   const std::string& file) {
   prepared.eval();
   const Clock::time_point start = Clock::now();
   quant::int8::IntegerModel integer = quant::convert(prepared, sample_shape(datasets.test));
@@ -122,13 +123,12 @@ StageSummary deploy_integer_model(quant::QatModel& prepared, const RunConfig& co
       stage, file);
 }
 
-StageSummary deploy_dynamic_model(nn::Module& fp32, const RunConfig& config, const Datasets& datasets,
-                                  const std::string& stage, const std::string& file) {
+IntegerResult deploy_dynamic_model(nn::Module& fp32, const RunConfig& config, const Datasets& datasets,
+                                   const std::string& stage, const std::string& file) {
   fp32.eval();
-  const quant::QuantConfig quant_config = quant::parse_quant_config(config.quant, config.file);
   const Clock::time_point start = Clock::now();
   quant::int8::IntegerModel integer =
-      quant::convert_dynamic(fp32, quant_config.defaults.weight, sample_shape(datasets.test));
+      quant::convert_dynamic(fp32, config.quant.spec.defaults.weight, sample_shape(datasets.test));
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return record_integer_model(
       integer, [&](const Tensor& x) { return fp32.forward(x); }, "fp32", seconds, config, datasets, stage,

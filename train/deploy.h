@@ -25,16 +25,26 @@ Agreement compare_models(const Forward& a, const Forward& b, const data::Dataset
 // The integer model's input: one sample's shape, from the config's test data.
 Shape sample_shape(const data::Dataset& dataset);
 
+// A deployed integer model: its evaluation, its agreement with the model it came from,
+// and its file.
+struct IntegerResult {
+  StageSummary summary;  // stage int8 / int8_ptq / int8_dynamic: accuracy, loss, images/s
+  Agreement agreement;   // against the fake-quant model (or the fp32 one, for dynamic)
+  int64_t model_bytes = 0;
+  std::string file;  // the .qfm
+};
+
 // Converts `prepared` (evaluated in eval mode), writes <output_dir>/<file>, evaluates the
 // integer model against the fake-quant one and records the stage `stage` in summary.json
-// (accuracy, loss, images/s, model_bytes, agreement); prints one line.
-StageSummary deploy_integer_model(quant::QatModel& prepared, const RunConfig& config,
-                                  const Datasets& datasets, const std::string& stage,
-                                  const std::string& file);
+// (accuracy, loss, images/s, model_bytes, agreement); prints one line. Throws
+// quant::ConvertError when the runtime cannot run this quantization (nothing written).
+IntegerResult deploy_integer_model(quant::QatModel& prepared, const RunConfig& config,
+                                   const Datasets& datasets, const std::string& stage,
+                                   const std::string& file);
 // The same for quant.mode "dynamic": the fp32 model converted by convert_dynamic and
 // compared with itself in float.
-StageSummary deploy_dynamic_model(nn::Module& fp32, const RunConfig& config, const Datasets& datasets,
-                                  const std::string& stage, const std::string& file);
+IntegerResult deploy_dynamic_model(nn::Module& fp32, const RunConfig& config, const Datasets& datasets,
+                                   const std::string& stage, const std::string& file);
 
 // A saved model of any kind as a forward function: .qfm integer models, or .qf float,
 // QAT and PTQ models (load_saved_model). `description` says which it was.

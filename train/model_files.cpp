@@ -48,8 +48,7 @@ nn::ModulePtr load_saved_model(const RunConfig& config, const std::string& file)
   SavedModel saved = read_saved_model(file);
   nn::ModulePtr model = build_model(config, config.train.seed);
   check_model_spec(saved.metadata, config, saved.is_prepared, file);
-  if (saved.is_prepared)
-    model = quant::prepare_qat(model, quant::parse_quant_config(config.quant, config.file));
+  if (saved.is_prepared) model = quant::prepare_qat(model, config.quant.spec);
   model->load_state_dict(saved.state, file);
   return model;
 }

@@ -14,6 +14,7 @@
 #include "quant/bn_folding.h"
 #include "quant/prepare.h"
 #include "quant/qconfig.h"
+#include "train/config.h"
 
 using namespace qforge;
 
@@ -54,7 +55,7 @@ int main() {
   std::printf("conv 0 + BN 1 folded into one conv: outputs up to %.1f, the two agree to 1e-5: %s\n", largest,
               worst < 1e-5f ? "yes" : "no");
 
-  auto prepared = quant::prepare_qat(lenet, quant::parse_quant_config(nullptr, "default"));
+  auto prepared = quant::prepare_qat(lenet, quant::QuantSpec{});
   std::printf("\nafter prepare_qat (the default fbgemm recipe), the model's quantization points:\n");
   for (const auto& [name, module] : prepared->named_modules())
     if (name.find('.') == std::string::npos || module->type_name().rfind("Qat", 0) == 0 ||
@@ -64,11 +65,11 @@ int main() {
 
   std::ifstream file(QFORGE_SOURCE_DIR "/configs/lenet_4bit.json");
   const nlohmann::json config = nlohmann::json::parse(file);
-  const quant::QuantConfig recipe = quant::parse_quant_config(config["quant"], "configs/lenet_4bit.json");
+  const train::QuantSection recipe = train::parse_quant_section(config["quant"], "configs/lenet_4bit.json");
   std::printf("\nthe 4-bit recipe (configs/lenet_4bit.json):\n");
-  for (const auto* spec : {&recipe.defaults.weight, &recipe.defaults.activation})
+  for (const auto* spec : {&recipe.spec.defaults.weight, &recipe.spec.defaults.activation})
     std::printf("  %-11s %d bits, %s, %s, observer %s, %s\n",
-                spec == &recipe.defaults.weight ? "weights" : "activations", spec->scheme.bits,
+                spec == &recipe.spec.defaults.weight ? "weights" : "activations", spec->scheme.bits,
                 spec->scheme.is_signed ? "signed" : "unsigned",
                 spec->scheme.axis >= 0 ? "per channel" : "per tensor", spec->observer.to_string().c_str(),
                 spec->is_learnable ? "learnable scale (LSQ)" : "observed scale");

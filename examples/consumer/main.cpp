@@ -30,7 +30,7 @@ int main() {
     loss.backward();
     optimizer->step();
   }
-  auto qat = quant::prepare_qat(model, quant::parse_quant_config(nullptr, "consumer"));
+  auto qat = quant::prepare_qat(model, quant::parse_quant_spec(nullptr, "consumer"));
   for (int batch = 0; batch < 4; ++batch) qat->forward(images);  // calibrate the observers
   qat->eval();
   NoGradGuard no_grad;

@@ -30,7 +30,7 @@ nn::ModulePtr small_model(Generator& generator) {
 }
 
 std::shared_ptr<quant::QatModel> calibrated(const nlohmann::json& quant, Generator& generator) {
-  auto prepared = quant::prepare_qat(small_model(generator), quant::parse_quant_config(quant, "seed.json"));
+  auto prepared = quant::prepare_qat(small_model(generator), quant::parse_quant_spec(quant, "seed.json"));
   prepared->train();
   {
     NoGradGuard no_grad;
@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
       "seed.json");
   train::save_model(*train::build_model(config, 1), corpus + "/float.qf", config, "fp32");
   auto prepared =
-      quant::prepare_qat(train::build_model(config, 1), quant::parse_quant_config(nullptr, "seed.json"));
+      quant::prepare_qat(train::build_model(config, 1), quant::parse_quant_spec(nullptr, "seed.json"));
   train::save_model(*prepared, corpus + "/qat.qf", config, "qat");
   std::printf("wrote the seeds into %s and %s\n", dir.c_str(), corpus.c_str());
   return 0;

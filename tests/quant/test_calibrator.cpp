@@ -84,13 +84,13 @@ TEST_CASE("the observer registry: every kind parses, prints back, builds, and th
     CHECK(observer->calculate_qparams().scale[0] > 0);
     const nlohmann::json section{
         {"weight", {{"observer", info.name}, {"per_channel", info.allows_per_channel}}}};
-    CHECK(parse_quant_config(section, "t.json").defaults.weight.observer.kind == info.kind);
+    CHECK(parse_quant_spec(section, "t.json").defaults.weight.observer.kind == info.kind);
   }
   CHECK(ObserverChoice::parse("percentile:99.9").percentile == 99.9);
   CHECK_THROWS_WITH_AS(ObserverChoice::parse("percentile:abc"), doctest::Contains("P in (0, 100]"), Error);
   CHECK_THROWS_WITH_AS(ObserverChoice::parse("minmax:3"), doctest::Contains("known: minmax, moving_average"),
                        Error);
-  CHECK_THROWS_WITH_AS(parse_quant_config(nlohmann::json{{"weight", {{"observer", "entropy"}}}}, "t.json"),
+  CHECK_THROWS_WITH_AS(parse_quant_spec(nlohmann::json{{"weight", {{"observer", "entropy"}}}}, "t.json"),
                        doctest::Contains("quant.weight.observer: entropy calibration is per tensor"), Error);
 }
 

@@ -57,8 +57,7 @@ LayerQuantization layer_from(const json& layer, const ActivationQuant& input, co
 }
 
 // A calibrated, prepared zoo model in eval mode.
-std::shared_ptr<QatModel> calibrated(const std::string& name, const QuantConfig& config,
-                                     Generator& generator) {
+std::shared_ptr<QatModel> calibrated(const std::string& name, const QuantSpec& config, Generator& generator) {
   auto prepared = prepare_qat(nn::build_zoo_model(name, generator), config);
   prepared->train();
   NoGradGuard no_grad;
@@ -163,7 +162,7 @@ TEST_CASE(
   for (const Case& c : cases) {
     const std::string label = std::string(c.model) + " " + c.quant;
     INFO(label);
-    auto prepared = calibrated(c.model, parse_quant_config(json::parse(c.quant), "t.json"), generator);
+    auto prepared = calibrated(c.model, parse_quant_spec(json::parse(c.quant), "t.json"), generator);
     IntegerModel model = convert(*prepared, {1, 28, 28});
     const Tensor images = Tensor::randn({64, 1, 28, 28}, generator);
     Tensor simulated;
@@ -218,7 +217,7 @@ TEST_CASE(
   for (const char* quant : {R"({"overrides": [{"name": "9", "float": true}]})",
                             R"({"overrides": [{"type": "Linear", "float": true}]})"}) {
     INFO(quant);
-    auto prepared = calibrated("lenet", parse_quant_config(json::parse(quant), "t.json"), generator);
+    auto prepared = calibrated("lenet", parse_quant_spec(json::parse(quant), "t.json"), generator);
     const IntegerModel model = convert(*prepared, {1, 28, 28});
     CHECK(agreeing_predictions(*prepared, model, generator, {1, 28, 28}) >= 62);
   }
@@ -228,7 +227,7 @@ TEST_CASE(
       std::make_shared<nn::AdaptiveAvgPool2d>(2, 2), std::make_shared<nn::Flatten>(),
       std::make_shared<nn::Dropout>(0.5f, 3), std::make_shared<nn::Linear>(24, 5, true, generator)});
   auto prepared = prepare_qat(
-      layers, parse_quant_config(json::parse(R"({"overrides": [{"name": "5", "float": true}]})"), "t.json"));
+      layers, parse_quant_spec(json::parse(R"({"overrides": [{"name": "5", "float": true}]})"), "t.json"));
   prepared->train();
   {
     NoGradGuard no_grad;
@@ -241,7 +240,7 @@ TEST_CASE(
   auto image_logits = std::make_shared<nn::Sequential>(
       std::vector<nn::ModulePtr>{std::make_shared<nn::Conv2d>(1, 3, 3, Conv2dOptions{}, true, generator),
                                  std::make_shared<nn::Flatten>()});
-  auto flat = prepare_qat(image_logits, parse_quant_config(nullptr, "t.json"));
+  auto flat = prepare_qat(image_logits, parse_quant_spec(nullptr, "t.json"));
   flat->train();
   {
     NoGradGuard no_grad;
@@ -254,7 +253,7 @@ TEST_CASE(
 
 TEST_CASE("dynamic convert (Linear, LSTM) follows the float model; refuses convolutions") {
   Generator generator(14);
-  const QuantConfig config = parse_quant_config(json::parse(R"({"mode": "dynamic"})"), "t.json");
+  const QuantSpec config = parse_quant_spec(json::parse(R"({"mode": "dynamic"})"), "t.json");
   CHECK(config.mode == "dynamic");
   nn::ModulePtr lstm = nn::build_zoo_model("lstm", generator);
   lstm->eval();
@@ -286,7 +285,7 @@ TEST_CASE("dynamic convert (Linear, LSTM) follows the float model; refuses convo
 TEST_CASE("convert refuses what the integer runtime cannot run, naming the layer") {
   Generator generator(12);
   auto refuse = [&](const char* quant, const char* message) {
-    auto prepared = calibrated("lenet", parse_quant_config(json::parse(quant), "t.json"), generator);
+    auto prepared = calibrated("lenet", parse_quant_spec(json::parse(quant), "t.json"), generator);
     CHECK_THROWS_WITH_AS(convert(*prepared, {1, 28, 28}), doctest::Contains(message), ConvertError);
   };
   refuse(R"({"weight": {"bits": 1}})", "1-bit signed weights");
@@ -295,10 +294,10 @@ TEST_CASE("convert refuses what the integer runtime cannot run, naming the layer
   refuse(R"({"activation": {"bits": 1}})", "1-bit activations");
   refuse(R"({"weight": {"symmetric": false}})", "needs symmetric weights");
   auto uncalibrated =
-      prepare_qat(nn::build_zoo_model("lenet", generator), parse_quant_config(nullptr, "t.json"));
+      prepare_qat(nn::build_zoo_model("lenet", generator), parse_quant_spec(nullptr, "t.json"));
   CHECK_THROWS_WITH_AS(convert(*uncalibrated, {1, 28, 28}), doctest::Contains("never seen"), ConvertError);
   // A diverged model is no refusal of the runtime but a failure: the finiteness gate names the value.
-  auto diverged = calibrated("lenet", parse_quant_config(nullptr, "t.json"), generator);
+  auto diverged = calibrated("lenet", parse_quant_spec(nullptr, "t.json"), generator);
   diverged->state_dict().at("model.0.conv.bias").data()[3] = std::numeric_limits<float>::infinity();
   try {
     convert(*diverged, {1, 28, 28});
@@ -321,7 +320,7 @@ TEST_CASE(".qfm files: every truncation, every flipped bit and hand edits are er
       std::make_shared<nn::Conv2d>(4, 4, 3, Conv2dOptions::square(1, 1, 1, 2), true, generator),
       std::make_shared<nn::AvgPool2d>(Pool2dOptions::square(2)), std::make_shared<nn::Flatten>(),
       std::make_shared<nn::Linear>(4 * 3 * 3, 3, true, generator)});
-  auto prepared = prepare_qat(small, parse_quant_config(nullptr, "t.json"));
+  auto prepared = prepare_qat(small, parse_quant_spec(nullptr, "t.json"));
   prepared->train();
   {
     NoGradGuard no_grad;
@@ -425,7 +424,7 @@ TEST_CASE(".qfm files: a layer kept in float holds finite weights, checked on lo
   const std::string folder = qforge::testing::fresh_temp_folder("qfm_float");
   Generator generator(16);
   auto prepared = calibrated(
-      "lenet", parse_quant_config(json::parse(R"({"overrides": [{"name": "4", "float": true}]})"), "t.json"),
+      "lenet", parse_quant_spec(json::parse(R"({"overrides": [{"name": "4", "float": true}]})"), "t.json"),
       generator);
   const IntegerModel model = convert(*prepared, {1, 28, 28});
   const std::string path = folder + "/float.qfm";
@@ -458,7 +457,7 @@ TEST_CASE(
   for (int bits : {8, 4, 3, 2}) {
     INFO("weight bits ", bits);
     const json section = {{"weight", {{"bits", bits}}}};
-    auto prepared = calibrated("lenet", parse_quant_config(section, "t.json"), generator);
+    auto prepared = calibrated("lenet", parse_quant_spec(section, "t.json"), generator);
     const IntegerModel model = convert(*prepared, {1, 28, 28});
     const std::string path = folder + "/w" + std::to_string(bits) + ".qfm";
     model.save(path);

@@ -15,7 +15,7 @@ namespace {
 std::shared_ptr<QatModel> calibrated_lenet(int bits, const Tensor& images) {
   Generator generator(7);
   const nlohmann::json section = {{"weight", {{"bits", bits}}}, {"activation", {{"bits", bits}}}};
-  auto model = prepare_qat(nn::build_zoo_model("lenet", generator), parse_quant_config(section, "test.json"));
+  auto model = prepare_qat(nn::build_zoo_model("lenet", generator), parse_quant_spec(section, "test.json"));
   model->eval();
   set_observers(*model, true, /*even_in_eval=*/true);
   NoGradGuard no_grad;

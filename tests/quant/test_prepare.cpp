@@ -23,7 +23,7 @@ using qforge::testing::check_gradients;
 using qforge::testing::random_leaf;
 
 namespace {
-QuantConfig defaults() { return parse_quant_config(nullptr, "test.json"); }
+QuantSpec defaults() { return parse_quant_spec(nullptr, "test.json"); }
 
 std::shared_ptr<QatConv2d> conv_bn_relu(Generator& generator) {
   auto conv = std::make_shared<nn::Conv2d>(3, 4, 3, Conv2dOptions::square(1, 1), true, generator);
@@ -150,9 +150,9 @@ TEST_CASE("observer switches: frozen observers keep their parameters; evaluation
 
 TEST_CASE("per-layer overrides: float layers stay float, named layers get their own bits") {
   Generator generator(6);
-  QuantConfig config = parse_quant_config(nlohmann::json::parse(R"({
+  QuantSpec config = parse_quant_spec(nlohmann::json::parse(R"({
       "overrides": [{"type": "Linear", "float": true}, {"name": "0", "weight": {"bits": 4}}]})"),
-                                          "test.json");
+                                      "test.json");
   auto prepared = prepare_qat(nn::build_zoo_model("jermmy", generator), config);
   auto& layers = prepared->model->children();
   // Kept in float: float weights (no weight quantizer); as the network's last layer its
@@ -169,7 +169,7 @@ TEST_CASE("per-layer overrides: float layers stay float, named layers get their 
   REQUIRE(second);
   CHECK(second->weight_quant->spec().scheme.bits == 8);
   CHECK(prepared->input_quant->spec().scheme.bits == 8);
-  QuantConfig input_override = parse_quant_config(
+  QuantSpec input_override = parse_quant_spec(
       nlohmann::json::parse(
           R"({"activation": {"bits": 4}, "overrides": [{"name": "input", "activation": {"bits": 8}}]})"),
       "test.json");
@@ -184,10 +184,10 @@ TEST_CASE("the override name \"output\" sets the network output's quantizer: the
   Generator generator(16);
   auto prepare = [&](const std::string& model, const char* overrides) {
     return prepare_qat(nn::build_zoo_model(model, generator),
-                       parse_quant_config(nlohmann::json::parse(std::string(R"({"weight": {"bits": 4},
+                       parse_quant_spec(nlohmann::json::parse(std::string(R"({"weight": {"bits": 4},
                            "activation": {"bits": 4}, "overrides": )") +
-                                                                overrides + "}"),
-                                          "test.json"));
+                                                              overrides + "}"),
+                                        "test.json"));
   };
   auto lenet = prepare("lenet", R"([{"name": "output", "activation": {"bits": 8}}])");
   auto last = std::dynamic_pointer_cast<QatLinear>(lenet->model->children()[11].second);
@@ -216,8 +216,8 @@ TEST_CASE("the override name \"output\" sets the network output's quantizer: the
   CHECK_THROWS_WITH_AS(
       prepare_qat(
           std::make_shared<nn::Sequential>(std::vector<nn::ModulePtr>{std::make_shared<nn::ReLU>()}),
-          parse_quant_config(nlohmann::json::parse(R"({"overrides": [{"name": "output", "float": true}]})"),
-                             "test.json")),
+          parse_quant_spec(nlohmann::json::parse(R"({"overrides": [{"name": "output", "float": true}]})"),
+                           "test.json")),
       doctest::Contains("\"output\" names the last quantized conv or linear layer"), Error);
   CHECK_THROWS_WITH_AS(prepare("lenet", R"([{"name": "input", "float": true}])"),
                        doctest::Contains("the network input is always quantized"), Error);
@@ -225,10 +225,9 @@ TEST_CASE("the override name \"output\" sets the network output's quantizer: the
 
 TEST_CASE("a layer kept in float computes in float and quantizes its output for the next integer layer") {
   Generator generator(17);
-  auto prepared =
-      prepare_qat(nn::build_zoo_model("lenet", generator),
-                  parse_quant_config(
-                      nlohmann::json::parse(R"({"overrides": [{"name": "4", "float": true}]})"), "t.json"));
+  auto prepared = prepare_qat(
+      nn::build_zoo_model("lenet", generator),
+      parse_quant_spec(nlohmann::json::parse(R"({"overrides": [{"name": "4", "float": true}]})"), "t.json"));
   auto middle = std::dynamic_pointer_cast<QatConv2d>(prepared->model->children()[4].second);
   REQUIRE(middle);
   CHECK(middle->type_name() == "FloatConvBnReLU2d");
@@ -277,7 +276,7 @@ TEST_CASE("a prepared model's checkpoint restores observers and quantization par
       R"({"activation": {"observer": "max", "symmetric": true}, "weight": {"observer": "max"}})"};
   for (const char* text : configs) {
     CAPTURE(text);
-    QuantConfig config = parse_quant_config(nlohmann::json::parse(text), "t.json");
+    QuantSpec config = parse_quant_spec(nlohmann::json::parse(text), "t.json");
     auto a = prepare_qat(nn::build_zoo_model("jermmy", generator), config);
     a->forward(Tensor::randn({4, 1, 28, 28}, generator, 0, 3));
     const std::string path = (std::filesystem::temp_directory_path() / "qforge_prepared.qf").string();
@@ -295,8 +294,8 @@ TEST_CASE("a prepared model's checkpoint restores observers and quantization par
 
 TEST_CASE("learnable quantizers train their scale") {
   Generator generator(8);
-  QuantConfig config =
-      parse_quant_config(nlohmann::json::parse(R"({"activation": {"learnable": true}})"), "t.json");
+  QuantSpec config =
+      parse_quant_spec(nlohmann::json::parse(R"({"activation": {"learnable": true}})"), "t.json");
   auto prepared = prepare_qat(nn::build_zoo_model("jermmy", generator), config);
   Tensor x = Tensor::randn({8, 1, 28, 28}, generator);
   Tensor targets = Tensor::from_data<int32_t>({8}, std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7});
@@ -308,7 +307,7 @@ TEST_CASE("learnable quantizers train their scale") {
 
   // Symmetric learnable weights learn their scales but keep zero point 0 (a buffer, not a
   // parameter); affine activations learn both.
-  QuantConfig both = parse_quant_config(
+  QuantSpec both = parse_quant_spec(
       nlohmann::json::parse(R"({"weight": {"learnable": true}, "activation": {"learnable": true}})"),
       "t.json");
   auto lsq = prepare_qat(nn::build_zoo_model("lenet", generator), both);
@@ -349,7 +348,7 @@ TEST_CASE("learnable quantizers train their scale") {
   CHECK(lsq->input_quant->qparams().scale[0] == learned_scale);
   // Calibration (observers on in eval mode, as PTQ runs it) follows the observer over
   // every batch, learnable or not: both give the same parameters.
-  QuantConfig fixed = parse_quant_config(nullptr, "t.json");
+  QuantSpec fixed = parse_quant_spec(nullptr, "t.json");
   Generator init(9);
   auto a = prepare_qat(nn::build_zoo_model("lenet", init), both);
   auto b = prepare_qat(nn::build_zoo_model("lenet", init), fixed);
@@ -365,7 +364,7 @@ TEST_CASE("learnable quantizers train their scale") {
 TEST_CASE("quant config errors name the key") {
   auto error_of = [](const char* text) {
     try {
-      parse_quant_config(nlohmann::json::parse(text), "c.json");
+      parse_quant_spec(nlohmann::json::parse(text), "c.json");
     } catch (const Error& e) {
       return std::string(e.what());
     }
@@ -374,7 +373,8 @@ TEST_CASE("quant config errors name the key") {
   CHECK(error_of(R"({"weight": {"bits": 17}})") == "c.json: quant.weight.bits: expected 1..16, got 17");
   CHECK(error_of(R"({"activation": {"per_channel": true}})") ==
         "c.json: quant.activation.per_channel: activations are quantized per tensor");
-  CHECK(error_of(R"({"qat": {"epoch": 1}})").find("c.json: quant.qat.epoch: unknown key") == 0);
+  // The stages' settings (quant.qat, quant.ptq) are train's: tests/train/test_train.cpp.
+  CHECK(error_of(R"({"qat": {"epoch": 1}})").find("c.json: quant.qat: unknown key") == 0);
   CHECK(error_of(R"({"weight": {"observer": "kl"}})").find("quant.weight.observer: expected one of") !=
         std::string::npos);
 }
@@ -409,8 +409,8 @@ TEST_CASE("an override naming no layer or type of the model is an error, not a s
   auto prepare = [&](const char* overrides) {
     return prepare_qat(
         nn::build_zoo_model("lenet", generator),
-        parse_quant_config(nlohmann::json::parse(std::string(R"({"overrides": )") + overrides + "}"),
-                           "t.json"));
+        parse_quant_spec(nlohmann::json::parse(std::string(R"({"overrides": )") + overrides + "}"),
+                         "t.json"));
   };
   CHECK_THROWS_WITH_AS(prepare(R"([{"name": "layers.0", "float": true}])"),
                        doctest::Contains("quant.overrides.0: name \"layers.0\" is no layer of this model"),

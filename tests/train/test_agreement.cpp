@@ -22,7 +22,7 @@
 #include "tests/temp_folder.h"
 #include "train/config.h"
 #include "train/deploy.h"
-#include "train/quantize_runs.h"
+#include "train/stages.h"
 #include "train/trainer.h"
 
 using namespace qforge;
@@ -198,7 +198,7 @@ TEST_CASE(
       model->load_state_dict(fp32_state, "the fp32 model");
       std::shared_ptr<quant::QatModel> prepared;
       try {
-        prepared = quant::prepare_qat(model, quant::parse_quant_config(v.quant, "agreement.json"));
+        prepared = quant::prepare_qat(model, quant::parse_quant_spec(v.quant, "agreement.json"));
       } catch (const Error& error) {  // a config the quantizer refuses: it must say which layer
         CHECK_MESSAGE(!v.float_layer.empty(), "refused at prepare: ", error.what());
         CHECK(std::string(error.what()).find("quant.overrides") != std::string::npos);

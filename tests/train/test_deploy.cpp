@@ -10,7 +10,7 @@
 #include "tests/temp_folder.h"
 #include "train/config.h"
 #include "train/deploy.h"
-#include "train/quantize_runs.h"
+#include "train/stages.h"
 
 using namespace qforge;
 using namespace qforge::train;

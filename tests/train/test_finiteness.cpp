@@ -11,7 +11,7 @@
 #include "tests/train/train_test_util.h"
 #include "train/config.h"
 #include "train/model_files.h"
-#include "train/quantize_runs.h"
+#include "train/stages.h"
 #include "train/trainer.h"
 
 using namespace qforge;

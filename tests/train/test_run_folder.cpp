@@ -9,8 +9,8 @@
 #include "core/file_io.h"
 #include "tests/train/train_test_util.h"
 #include "train/config.h"
-#include "train/quantize_runs.h"
 #include "train/run_folder.h"
+#include "train/stages.h"
 #include "train/trainer.h"
 
 using namespace qforge;

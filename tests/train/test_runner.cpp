@@ -10,7 +10,9 @@
 #include "core/file_io.h"
 #include "tests/train/train_test_util.h"
 #include "train/config.h"
-#include "train/sweep.h"
+#include "train/studies/calibrate_compare.h"
+#include "train/studies/sensitivity.h"
+#include "train/studies/sweep.h"
 
 using namespace qforge;
 using namespace qforge::train;

@@ -9,14 +9,17 @@
 #include "core/random.h"
 #include "core/serialize.h"
 #include "data/idx.h"
+#include "quant/prepare.h"
 #include "quant/qconfig.h"
 #include "tests/temp_folder.h"
 #include "tests/train/train_test_util.h"
 #include "train/config.h"
 #include "train/model_files.h"
 #include "train/optimizer.h"
-#include "train/quantize_runs.h"
-#include "train/sweep.h"
+#include "train/stages.h"
+#include "train/studies/calibrate_compare.h"
+#include "train/studies/sensitivity.h"
+#include "train/studies/sweep.h"
 #include "train/trainer.h"
 
 using namespace qforge;
@@ -40,6 +43,13 @@ TEST_CASE("config errors name the key path and the expectation") {
   json bad = base;
   bad["train"]["optimizer"]["lr"] = "fast";
   CHECK(error_of(bad) == "test.json: train.optimizer.lr: expected a number, got \"fast\"");
+  // The stages' settings of the quant section are parsed here too (from tests/quant/test_prepare.cpp).
+  try {
+    parse_quant_section(json::parse(R"({"qat": {"epoch": 1}})"), "c.json");
+    FAIL("quant.qat.epoch accepted");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("c.json: quant.qat.epoch: unknown key") == 0);
+  }
   bad = base;
   bad["train"]["optimzer"] = json::object();
   CHECK(error_of(bad).find("test.json: train.optimzer: unknown key (known: ") == 0);
@@ -150,7 +160,8 @@ TEST_CASE("every shipped config parses, its quant section included") {
     if (entry.path().extension() != ".json") continue;
     CAPTURE(entry.path().string());
     RunConfig config = load_config(entry.path().string());
-    CHECK_NOTHROW(quant::parse_quant_config(config.quant, config.file));
+    // load_config parsed the quant section; its overrides must name layers of the model.
+    CHECK_NOTHROW(quant::prepare_qat(build_model(config, 0), config.quant.spec));
     ++count;
   }
   CHECK(count >= 9);
@@ -531,7 +542,8 @@ TEST_CASE(
   CHECK(report["suggestion"]["target_accuracy"] == 0.99);
   // The suggestion is a config qforge runs: its overrides name real layers at 8 bits.
   const RunConfig suggested = parse_config(json::parse(read_file(out + "/suggested.json")), "suggested.json");
-  CHECK(suggested.quant["weight"]["bits"] == 2);
-  for (const json& o : suggested.quant["overrides"]) CHECK(o["weight"]["bits"] == 8);
+  CHECK(suggested.quant.spec.defaults.weight.scheme.bits == 2);
+  for (const quant::QConfigOverride& o : suggested.quant.spec.overrides)
+    CHECK(o.qconfig.weight.scheme.bits == 8);
   CHECK(read_file(out + "/sensitivity.svg").find("class=\"bar\"") != std::string::npos);
 }

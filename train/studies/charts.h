@@ -1,4 +1,4 @@
-// The studies' pictures (train/sweep.h), as standalone SVG documents written as text: a
+// The studies' pictures (train/studies/), as standalone SVG documents written as text: a
 // few lines, rectangles and labels, no plotting library. Each renders in a browser as it
 // is (docs/sweep_digits.svg, docs/compare_lenet.svg, docs/sensitivity_resnet8.svg).
 #pragma once
@@ -6,7 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "train/sweep.h"
+#include "train/studies/runner.h"
+#include "train/studies/sensitivity.h"
 
 namespace qforge::train {
 

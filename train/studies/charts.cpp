@@ -1,4 +1,4 @@
-#include "train/charts.h"
+#include "train/studies/charts.h"
 
 #include <algorithm>
 #include <cstdio>

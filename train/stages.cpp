@@ -1,0 +1,227 @@
+#include "train/stages.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "core/ops.h"
+#include "core/threading.h"
+#include "data/data_loader.h"
+#include "quant/convert.h"
+#include "quant/prepare.h"
+#include "train/model_files.h"
+
+namespace qforge::train {
+
+namespace {
+
+// The fp32 starting point: loaded from quant.fp32_checkpoint, or trained now. Fills the
+// result's fp32 fields.
+nn::ModulePtr fp32_model(const RunConfig& config, const Datasets& datasets, bool resume,
+                         StageResult& result) {
+  nn::ModulePtr model = build_model(config, config.train.seed);
+  const std::string& checkpoint = config.quant.fp32_checkpoint;
+  if (checkpoint.empty()) {
+    result.fp32 = fit(*model, config, datasets, {.stage = "fp32", .resume = resume});
+    result.fp32_file = config.output_dir + "/model.qf";
+    std::printf("fp32: test accuracy %.2f%%\n", 100 * result.fp32.accuracy);
+    return model;
+  }
+  const SavedModel saved = read_saved_model(checkpoint);
+  QF_CHECK(!saved.is_prepared, checkpoint, ": quant.fp32_checkpoint: a ", saved.stage,
+           " model prepared for quantization; give the fp32 model (model.qf) it started from");
+  check_model_spec(saved.metadata, config, false, checkpoint);
+  model->load_state_dict(saved.state, checkpoint);
+  const EvalResult eval = evaluate(*model, datasets.test, config.train.eval_batch_size);
+  result.fp32 = {"fp32", eval.accuracy, eval.loss, 0, 0, 0, {{"checkpoint", checkpoint}}};
+  result.fp32_file = checkpoint;
+  record_stage(config.output_dir, result.fp32);
+  std::printf("fp32 (from %s): test accuracy %.2f%%\n", checkpoint.c_str(), 100 * eval.accuracy);
+  return model;
+}
+
+// The integer model of a finished QAT/PTQ run. A quantization the integer runtime cannot
+// run (1 bit, more than 8, affine weights) is reported, not fatal: the fake-quant results
+// are already saved.
+void deploy_if_convertible(quant::QatModel& prepared, const RunConfig& config, const Datasets& datasets,
+                           const std::string& stage, const std::string& file, StageResult& result) {
+  try {
+    result.integer = deploy_integer_model(prepared, config, datasets, stage, file);
+  } catch (const quant::ConvertError& error) {
+    result.no_integer_reason = error.what();
+    std::printf("%s: no integer model (%s)\n", stage.c_str(), error.what());
+  }
+}
+
+// A copy of the fp32 model, in eval mode: prepare rewrites the model it is given in place,
+// and QAT then trains its weights.
+nn::ModulePtr copy_of(const RunConfig& config, const nn::Module& fp32) {
+  nn::ModulePtr copy = build_model(config, config.train.seed);
+  TensorMap state;
+  for (auto& [name, tensor] : fp32.state_dict()) state[name] = tensor.clone();
+  copy->load_state_dict(state, "the fp32 model");
+  copy->eval();
+  return copy;
+}
+
+// Knowledge distillation's loss, with a frozen copy of the fp32 model as the teacher.
+LossFunction distillation(const RunConfig& config, const nn::ModulePtr& teacher) {
+  const float weight = static_cast<float>(config.quant.qat.distillation_weight);
+  const float temperature = static_cast<float>(config.quant.qat.distillation_temperature);
+  const float smoothing = static_cast<float>(config.train.label_smoothing);
+  std::printf("qat: distilling from the fp32 model (weight %g, temperature %g)\n", weight, temperature);
+  return [=](const Tensor& images, const Tensor& logits, const Tensor& labels) {
+    Tensor teacher_logits;
+    {
+      NoGradGuard no_grad;
+      teacher_logits = teacher->forward(images);
+    }
+    Tensor hard = cross_entropy(logits, labels, smoothing);
+    Tensor soft = distillation_loss(logits, teacher_logits, temperature);
+    return add(mul(hard, 1.0f - weight), mul(soft, weight));
+  };
+}
+
+// The QAT fine-tuning schedule: epochs, learning rate, and the epochs at which observers
+// and BN statistics freeze.
+FitOptions qat_schedule(const RunConfig& config, quant::QatModel& prepared, bool resume) {
+  const QatSettings& qat = config.quant.qat;
+  const int64_t epochs =
+      qat.epochs > 0 ? qat.epochs
+                     : std::max<int64_t>(1, std::llround(0.1 * static_cast<double>(config.train.epochs)));
+  const double lr = qat.lr > 0 ? qat.lr : 0.01 * config.train.optimizer.lr;
+  std::printf("qat: %lld fake quantizers, %lld epochs at lr %g\n",
+              static_cast<long long>(quant::count_fake_quantizers(prepared)), static_cast<long long>(epochs),
+              lr);
+  FitOptions options{.stage = "qat", .resume = resume, .epochs = epochs, .learning_rate = lr};
+  options.on_epoch_start = [&prepared, qat](int64_t epoch) {
+    const bool observers_frozen = qat.freeze_observers_epoch >= 0 && epoch >= qat.freeze_observers_epoch;
+    const bool bn_frozen = qat.freeze_bn_epoch >= 0 && epoch >= qat.freeze_bn_epoch;
+    quant::set_observers(prepared, !observers_frozen);
+    quant::freeze_batch_norm(prepared, bn_frozen);
+  };
+  return options;
+}
+
+}  // namespace
+
+Calibration calibrate(nn::Module& prepared, const data::Dataset& dataset, int64_t batches, int64_t batch_size,
+                      uint64_t seed) {
+  const bool was_training = prepared.is_training();
+  prepared.eval();
+  quant::set_fake_quant(prepared, false);
+  quant::set_observers(prepared, true, /*even_in_eval=*/true);
+  data::DataLoader loader(dataset, {.batch_size = batch_size, .shuffle = true, .seed = seed});
+  loader.start_epoch(0);
+  Calibration result;
+  auto start = std::chrono::steady_clock::now();
+  {
+    NoGradGuard no_grad;
+    while (result.batches < batches) {
+      auto batch = loader.next();
+      if (!batch) break;
+      try {
+        prepared.forward(batch->images);
+      } catch (const Error& error) {
+        QF_FAIL("calibration: ", error.what(), " at batch ", result.batches + 1,
+                "; nothing was saved — check the data and data.normalize");
+      }
+      ++result.batches;
+    }
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  quant::set_observers(prepared, false);
+  quant::set_fake_quant(prepared, true);
+  prepared.train(was_training);
+  return result;
+}
+
+StageResult run_fp32(const RunConfig& config, bool resume) {
+  StartedRun run = start_run(config, {"model.qf"}, resume);
+  StageResult result;
+  result.fp32_model = build_model(config, config.train.seed);
+  std::printf(
+      "training %s on %s: %lld train / %lld test images, %lld parameters, %d threads -> %s\n",
+      config.model.name.empty() ? "layer list" : config.model.name.c_str(), config.data.dataset.c_str(),
+      static_cast<long long>(run.datasets.train.size()), static_cast<long long>(run.datasets.test.size()),
+      static_cast<long long>(result.fp32_model->parameter_count()), num_threads(), config.output_dir.c_str());
+  result.fp32 = fit(*result.fp32_model, config, run.datasets, {.stage = "fp32", .resume = resume});
+  result.fp32_file = config.output_dir + "/model.qf";
+  std::printf("fp32: test accuracy %.2f%%, loss %.4f, %.0f images/s, %.1f s\n", 100 * result.fp32.accuracy,
+              result.fp32.loss, result.fp32.images_per_second, result.fp32.seconds);
+  return result;
+}
+
+StageResult run_qat(const RunConfig& config, bool resume) {
+  QF_CHECK(
+      config.quant.spec.mode == "static", config.file,
+      ": quant.mode: dynamic quantization trains nothing; `qforge ptq` converts the fp32 model dynamically");
+  std::vector<std::string> finished{"model_qat.qf"};
+  if (config.quant.fp32_checkpoint.empty()) finished.push_back("model.qf");
+  StartedRun run = start_run(config, finished, resume, {config.quant.fp32_checkpoint});
+  StageResult result;
+  nn::ModulePtr model = fp32_model(config, run.datasets, resume, result);
+  result.fp32_model = copy_of(config, *model);
+  LossFunction loss;
+  if (config.quant.qat.distillation_weight > 0) loss = distillation(config, result.fp32_model);
+  result.prepared = quant::prepare_qat(model, config.quant.spec);
+  // Optional calibration first (NVIDIA's calibrate-then-fine-tune): required when the
+  // observers are frozen from the start, useful for calibrators, which are costly per batch.
+  // A resumed run has its quantization parameters in the checkpoint already.
+  if (config.quant.qat.calibration_batches > 0 && !resume) {
+    const Calibration calibration =
+        calibrate(*result.prepared, run.datasets.train, config.quant.qat.calibration_batches,
+                  config.train.batch_size, config.train.seed);
+    std::printf("qat: calibrated on %lld batches (%.1f s)\n", static_cast<long long>(calibration.batches),
+                calibration.seconds);
+  }
+  FitOptions options = qat_schedule(config, *result.prepared, resume);
+  options.loss = loss;
+  result.quantized = fit(*result.prepared, config, run.datasets, options);
+  result.model_file = config.output_dir + "/model_qat.qf";
+  std::printf("qat: fake-quant test accuracy %.2f%%, %.0f images/s\n", 100 * result.quantized->accuracy,
+              result.quantized->images_per_second);
+  deploy_if_convertible(*result.prepared, config, run.datasets, "int8", "model_qat.qfm", result);
+  return result;
+}
+
+StageResult run_ptq(const RunConfig& config) {
+  const bool is_dynamic = config.quant.spec.mode == "dynamic";
+  std::vector<std::string> finished{is_dynamic ? "model_dynamic.qfm" : "model_ptq.qf"};
+  if (config.quant.fp32_checkpoint.empty()) finished.push_back("model.qf");
+  StartedRun run = start_run(config, finished, false, {config.quant.fp32_checkpoint});
+  StageResult result;
+  nn::ModulePtr model = fp32_model(config, run.datasets, false, result);
+  result.fp32_model = copy_of(config, *model);
+  if (is_dynamic) {  // quantize_dynamic: no calibration, no fake-quant model
+    result.integer =
+        deploy_dynamic_model(*result.fp32_model, config, run.datasets, "int8_dynamic", "model_dynamic.qfm");
+    return result;
+  }
+  result.prepared = quant::prepare_qat(model, config.quant.spec);
+  const Calibration calibration =
+      calibrate(*result.prepared, run.datasets.train, config.quant.ptq.calibration_batches,
+                config.train.batch_size, config.train.seed);
+  const EvalResult eval = evaluate(*result.prepared, run.datasets.test, config.train.eval_batch_size);
+  const std::string non_finite = nn::first_non_finite(*result.prepared);  // Note [Finiteness gate]
+  QF_CHECK(non_finite.empty(), "ptq: ", non_finite, " after calibration on ", calibration.batches,
+           " batches; nothing was saved — check the data and data.normalize");
+  QF_CHECK(std::isfinite(eval.loss), "ptq: the test loss is ", eval.loss,
+           " with fake quantization; nothing was saved — check the data and data.normalize");
+  result.model_file = config.output_dir + "/model_ptq.qf";
+  save_model(*result.prepared, result.model_file, config, "ptq");
+  result.quantized = StageSummary{"ptq",
+                                  eval.accuracy,
+                                  eval.loss,
+                                  eval.images_per_second,
+                                  calibration.seconds,
+                                  0,
+                                  {{"calibration_batches", calibration.batches}}};
+  record_stage(config.output_dir, *result.quantized);
+  std::printf("ptq: calibrated on %lld batches, fake-quant test accuracy %.2f%%\n",
+              static_cast<long long>(calibration.batches), 100 * eval.accuracy);
+  deploy_if_convertible(*result.prepared, config, run.datasets, "int8_ptq", "model_ptq.qfm", result);
+  return result;
+}
+
+}  // namespace qforge::train

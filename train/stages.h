@@ -1,0 +1,55 @@
+// The stages a config drives, each returning what it computed (Note [Stage results]):
+//   fp32  train the float model (`qforge train`)
+//   qat   fp32 model (the config's quant.fp32_checkpoint, or trained first) -> prepare
+//         (fuse, fold BN, insert FakeQuantize) -> fine-tune with the literature's recipe
+//         (about 10% of the fp32 epochs, learning rate 1% of fp32's, cosine-annealed;
+//         observers / BN statistics frozen at the configured epochs) -> evaluate -> the
+//         integer model (train/deploy.h)
+//   ptq   fp32 model -> prepare -> calibrate observers on N training batches in eval mode
+//         -> evaluate with fake quantization -> the integer model; with quant.mode
+//         "dynamic", the fp32 model quantized dynamically instead
+// Each also writes its files into the run folder (summary.json, the models) for people and
+// for --resume; `qforge eval` reloads them (load_saved_model, train/model_files.h).
+//
+// Note [Stage results]: a study composes stages through these values — accuracies, the
+// integer model's agreement, the models themselves — never by reading summary.json or
+// reloading a model a stage has just saved.
+#pragma once
+
+#include <memory>
+#include <optional>
+
+#include "quant/qat_modules.h"
+#include "train/config.h"
+#include "train/deploy.h"
+#include "train/trainer.h"
+
+namespace qforge::train {
+
+struct StageResult {
+  StageSummary fp32;                      // the fp32 model on the test set (trained, or loaded)
+  std::optional<StageSummary> quantized;  // qat or ptq: the fake-quant model (absent for dynamic)
+  std::optional<IntegerResult> integer;   // absent when the runtime cannot run this quantization
+  std::string no_integer_reason;          // then: why (the ConvertError's message)
+  nn::ModulePtr fp32_model;
+  std::shared_ptr<quant::QatModel> prepared;  // the fake-quant model (null for dynamic)
+  std::string fp32_file;                      // the fp32 model's file (model.qf or quant.fp32_checkpoint)
+  std::string model_file;                     // model_qat.qf / model_ptq.qf ("" for fp32 and dynamic)
+};
+
+StageResult run_fp32(const RunConfig& config, bool resume);
+StageResult run_qat(const RunConfig& config, bool resume);
+StageResult run_ptq(const RunConfig& config);
+
+// Calibration (PTQ, and QAT's optional first step): eval mode (running BN statistics, no
+// dropout), observers on, fake quant off, over `batches` shuffled batches of `dataset`;
+// then observers off, fake quant on. An observer that sees a non-finite range stops it,
+// naming the quantizer and the batch.
+struct Calibration {
+  int64_t batches = 0;
+  double seconds = 0;
+};
+Calibration calibrate(nn::Module& prepared, const data::Dataset& dataset, int64_t batches, int64_t batch_size,
+                      uint64_t seed);
+
+}  // namespace qforge::train

@@ -1,0 +1,122 @@
+#include "train/study_config.h"
+
+#include <cmath>
+
+#include "core/config_reader.h"
+#include "quant/observer.h"
+
+namespace qforge::train {
+
+namespace {
+
+SweepMethod builtin_method(const std::string& name, const ConfigReader& reader) {
+  if (name == "ptq") return {"ptq", StageKind::ptq};
+  if (name == "qat") return {"qat", StageKind::qat};
+  if (name == "lsq")
+    return {"lsq",
+            StageKind::qat,
+            {{"quant.weight.learnable", true},
+             {"quant.activation.learnable", true},
+             {"quant.activation.observer", "histogram"}}};
+  reader.fail("methods",
+              "unknown method \"" + name + "\" (built in: ptq, qat, lsq; or an object with name, kind, set)");
+}
+
+std::vector<SweepMethod> parse_methods(ConfigReader& reader, const std::string& file) {
+  std::vector<SweepMethod> methods;
+  const nlohmann::json& list = reader.raw("methods");
+  if (list.is_null()) {
+    for (const char* name : {"ptq", "qat", "lsq"}) methods.push_back(builtin_method(name, reader));
+    return methods;
+  }
+  if (!list.is_array() || list.empty()) reader.fail("methods", "expected a non-empty array");
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    if (list[i].is_string()) {
+      methods.push_back(builtin_method(list[i].get<std::string>(), reader));
+      continue;
+    }
+    ConfigReader item(list[i], file, "sweep.methods." + std::to_string(i));
+    SweepMethod m{item.string("name", ""),
+                  item.choice("kind", "qat", {"ptq", "qat"}) == "ptq" ? StageKind::ptq : StageKind::qat,
+                  item.raw("set")};
+    if (m.name.empty()) item.fail("name", "a method needs a name");
+    if (m.set.is_null()) m.set = nlohmann::json::object();
+    if (!m.set.is_object()) item.fail("set", "expected an object of \"a.b.c\": value overrides");
+    item.finish();
+    methods.push_back(m);
+  }
+  for (std::size_t i = 0; i < methods.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (methods[i].name == methods[j].name)
+        reader.fail("methods", "method \"" + methods[i].name + "\" appears twice");
+  return methods;
+}
+
+}  // namespace
+
+SweepConfig parse_sweep_config(const nlohmann::json& section, const std::string& file) {
+  ConfigReader reader(section, file, "sweep");
+  SweepConfig sweep;
+  if (reader.has("bits")) {
+    sweep.bits.clear();
+    for (double b : reader.numbers("bits", {})) {
+      if (b != std::floor(b) || b < 1 || b > 16) reader.fail("bits", "expected whole widths in 1..16");
+      sweep.bits.push_back(static_cast<int>(b));
+    }
+    if (sweep.bits.empty()) reader.fail("bits", "expected at least one width");
+  } else {
+    reader.raw("bits");
+  }
+  const std::string apply = reader.choice("apply", "both", {"both", "weights", "activations"});
+  sweep.apply = apply == "both"      ? SweepConfig::Apply::both
+                : apply == "weights" ? SweepConfig::Apply::weights
+                                     : SweepConfig::Apply::activations;
+  sweep.fixed_bits = static_cast<int>(reader.integer("fixed_bits", 8, 1));
+  if (sweep.fixed_bits > 16) reader.fail("fixed_bits", "expected 1..16");
+  sweep.seeds = reader.integer("seeds", 3, 1);
+  if (sweep.seeds > 100) reader.fail("seeds", "expected at most 100");
+  sweep.methods = parse_methods(reader, file);
+  reader.finish();
+  return sweep;
+}
+
+CompareConfig parse_compare_config(const nlohmann::json& section, const std::string& file) {
+  ConfigReader reader(section, file, "calibrate_compare");
+  CompareConfig compare;
+  compare.runs = reader.integer("runs", compare.runs, 1);
+  compare.images = reader.integer("images", compare.images, 1);
+  compare.bits = static_cast<int>(reader.integer("bits", compare.bits, 2));
+  if (compare.bits > 16) reader.fail("bits", "expected 2..16");
+  const nlohmann::json& methods = reader.raw("methods");
+  if (!methods.is_null()) {
+    if (!methods.is_array() || methods.empty())
+      reader.fail("methods", "expected a non-empty array of observer kinds");
+    compare.methods.clear();
+    for (const nlohmann::json& m : methods) {
+      if (!m.is_string()) reader.fail("methods", "expected observer kinds as strings (\"percentile:99.9\")");
+      try {
+        quant::ObserverChoice::parse(m.get<std::string>());
+      } catch (const Error& error) {
+        reader.fail("methods", error.what());
+      }
+      compare.methods.push_back(m.get<std::string>());
+    }
+  }
+  reader.finish();
+  return compare;
+}
+
+SensitivityConfig parse_sensitivity_config(const nlohmann::json& section, const std::string& file) {
+  ConfigReader reader(section, file, "sensitivity");
+  SensitivityConfig sensitivity;
+  sensitivity.bits = static_cast<int>(reader.integer("bits", sensitivity.bits, 2));
+  if (sensitivity.bits > 8) reader.fail("bits", "expected 2..8");
+  sensitivity.target_accuracy = reader.number("target_accuracy", -1);
+  if (sensitivity.target_accuracy != -1 &&
+      (sensitivity.target_accuracy <= 0 || sensitivity.target_accuracy > 1))
+    reader.fail("target_accuracy", "expected a fraction in (0, 1]");
+  reader.finish();
+  return sensitivity;
+}
+
+}  // namespace qforge::train
