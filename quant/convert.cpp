@@ -15,6 +15,7 @@
 #include "quant/fuse.h"
 #include "quant/int8/integer_ops.h"
 #include "quant/int8/lstm_ops.h"
+#include "quant/observer_factory.h"
 #include "quant/qat_lstm.h"
 
 namespace qforge::quant {

@@ -6,6 +6,7 @@
 
 #include "core/autograd.h"
 #include "quant/fake_quantize.h"
+#include "quant/observer_factory.h"
 
 namespace qforge::quant {
 

@@ -6,7 +6,7 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "quant/fake_quantize.h"
-#include "quant/observer.h"
+#include "quant/observer_factory.h"
 
 namespace qforge::quant {
 

@@ -9,7 +9,8 @@
 //                             quantization error (caffe2's NormMinimization search)
 // The range always includes 0; scale is at least eps (FLT_EPSILON).
 // NVIDIA's calibrators (max, percentile, mse, entropy) are observers too
-// (quant/calibrator.h). Every kind a config can name is in one registry below
+// (quant/calibrator.h). Every kind a config can name is in one registry below;
+// quant/observer_factory.h builds any of them
 // (Note [Observer kinds]); the range -> scale/zero-point step is quant/quant_params.h's.
 #pragma once
 
@@ -107,11 +108,5 @@ struct ObserverChoice {
   static ObserverChoice parse(const std::string& text);
   bool operator==(const ObserverChoice&) const = default;
 };
-
-// The observer for a choice; per channel when scheme.axis >= 0.
-std::unique_ptr<Observer> make_observer(const ObserverChoice& choice, const QuantScheme& scheme);
-inline std::unique_ptr<Observer> make_observer(const std::string& text, const QuantScheme& scheme) {
-  return make_observer(ObserverChoice::parse(text), scheme);
-}
 
 }  // namespace qforge::quant

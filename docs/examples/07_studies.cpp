@@ -8,7 +8,7 @@
 
 #include "core/random.h"
 #include "quant/fake_quantize.h"
-#include "quant/observer.h"
+#include "quant/observer_factory.h"
 
 using namespace qforge;
 using namespace qforge::quant;

@@ -89,15 +89,6 @@ void adaptive_avg_pool2d(uint8_t* y, const uint8_t* x, const PoolShape& s, int32
 
 }  // namespace reference
 
-// Weight quantization at convert time (not a runtime kernel): w (C, per_channel) float ->
-// int8 with one scale per channel of axis 0 and zero point 0,
-//   q = clamp(rint(w·f32(1/s_c)), quant_min, quant_max)   (torch.quantize_per_channel).
-struct WeightRange {
-  int32_t quant_min, quant_max;
-};
-void quantize_weights(int8_t* q, const float* w, int64_t channels, int64_t per_channel,
-                      const std::vector<float>& scale, WeightRange range);
-
 namespace fast {
 
 void quantize(uint8_t* q, const float* x, int64_t n, const ActivationQuant& p);

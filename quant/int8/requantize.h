@@ -59,6 +59,15 @@ OutputStage make_requantization(const ActivationQuant& input, const std::vector<
 OutputStage make_dequantization(const ActivationQuant& input, const std::vector<float>& weight_scale,
                                 const std::vector<float>& bias, bool has_relu);
 
+// Weight quantization at convert time (not a runtime kernel): w (C, per_channel) float ->
+// int8 with one scale per channel of axis 0 and zero point 0,
+//   q = clamp(rint(w·f32(1/s_c)), quant_min, quant_max)   (torch.quantize_per_channel).
+struct WeightRange {
+  int32_t quant_min, quant_max;
+};
+void quantize_weights(int8_t* q, const float* w, int64_t channels, int64_t per_channel,
+                      const std::vector<float>& scale, WeightRange range);
+
 // rint under the default rounding mode (half to even), as PyTorch's nearbyint.
 inline float round_half_even(float v) { return std::nearbyint(v); }
 

@@ -12,6 +12,7 @@
 #include "core/random.h"
 #include "quant/calibrator.h"
 #include "quant/fake_quantize.h"
+#include "quant/observer_factory.h"
 #include "quant/qconfig.h"
 
 using namespace qforge;

@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "quant/observer.h"
+#include "quant/observer_factory.h"
 #include "tests/reference.h"
 
 using namespace qforge;
