@@ -5,6 +5,8 @@
 #include "quant/convert.h"
 
 #include <sstream>
+#include <typeindex>
+#include <unordered_map>
 
 #include "nn/conv2d.h"
 #include "nn/linear.h"
@@ -129,16 +131,69 @@ class Lowering {
                       "): its input is float — no quantizer precedes it");
     return *in.quant;
   }
-  Stream conv(QatConv2d& layer, const std::string& path, const Stream& in);
-  Stream linear(QatLinear& layer, const std::string& path, const Stream& in);
+  // A conv or linear layer kept in float: dequantize, the float layer, quantize its output
+  // for the next integer layer (or keep it float: the network's last layer).
+  Stream float_layer(const Tensor& weight, const Tensor& bias, bool has_relu,
+                     std::optional<Conv2dOptions> conv, const Shape& out_shape, FakeQuantize* output_quant,
+                     const std::string& path, const Stream& in);
   Stream pool(nn::Module& pool, const std::string& path, const Stream& in);
-  Stream block(nn::BasicBlock& block, const std::string& path, const Stream& in);
-  Stream sequence_classifier(nn::LstmClassifier& model, const std::string& path, const Stream& in);
+
+  // The rules of the lowering table, one per module type (lowering_rules below).
+  Stream conv(nn::Module& module, const std::string& path, const Stream& in);
+  Stream linear(nn::Module& module, const std::string& path, const Stream& in);
+  Stream block(nn::Module& module, const std::string& path, const Stream& in);
+  Stream sequence_classifier(nn::Module& module, const std::string& path, const Stream& in);
+  Stream sequence(nn::Module& module, const std::string& path, const Stream& in);
+  Stream resnet(nn::Module& module, const std::string& path, const Stream& in);
+  Stream average_pool(nn::Module& module, const std::string& path, const Stream& in);
+  Stream max_pool(nn::Module& module, const std::string& path, const Stream& in) {
+    return pool(module, path, in);
+  }
+  Stream pass_through(nn::Module&, const std::string&, const Stream& in) { return in; }
+  Stream fake_quantize(nn::Module& module, const std::string& path, const Stream& in) {
+    return quantize(in, static_cast<FakeQuantize&>(module), path);
+  }
+  Stream relu(nn::Module& module, const std::string& path, const Stream& in);
+  Stream flatten(nn::Module& module, const std::string& path, const Stream& in);
+
+  using Rule = Stream (Lowering::*)(nn::Module&, const std::string&, const Stream&);
+  static const std::unordered_map<std::type_index, Rule>& lowering_rules();
 
   IntegerModel& model_;
 };
 
-Stream Lowering::conv(QatConv2d& layer, const std::string& path, const Stream& in) {
+// Note [Lowering table]: what each module of a prepared model becomes in the integer model,
+// by its exact type — PyTorch's quantization_mappings.py keeps the same one table from
+// float module to quantized module. A type not in it has no integer op (ConvertError).
+const std::unordered_map<std::type_index, Lowering::Rule>& Lowering::lowering_rules() {
+  static const std::unordered_map<std::type_index, Rule> rules{
+      {typeid(nn::Sequential), &Lowering::sequence},
+      {typeid(nn::ResNet), &Lowering::resnet},
+      {typeid(nn::BasicBlock), &Lowering::block},
+      {typeid(nn::LstmClassifier), &Lowering::sequence_classifier},
+      {typeid(QatConv2d), &Lowering::conv},
+      {typeid(QatLinear), &Lowering::linear},
+      {typeid(QatAvgPool2d), &Lowering::average_pool},
+      {typeid(nn::MaxPool2d), &Lowering::max_pool},
+      {typeid(nn::Identity), &Lowering::pass_through},
+      {typeid(nn::Dropout), &Lowering::pass_through},
+      {typeid(FakeQuantize), &Lowering::fake_quantize},
+      {typeid(nn::ReLU), &Lowering::relu},
+      {typeid(nn::Flatten), &Lowering::flatten}};
+  return rules;
+}
+
+Stream Lowering::float_layer(const Tensor& weight, const Tensor& bias, bool has_relu,
+                             std::optional<Conv2dOptions> conv, const Shape& out_shape,
+                             FakeQuantize* output_quant, const std::string& path, const Stream& in) {
+  const Stream source = to_float(in, path);
+  const Stream out = emit(std::make_unique<int8::FloatLayerOp>(weight, bias, has_relu, conv), {source.value},
+                          path, Stream{0, std::nullopt, out_shape, {}});
+  return output_quant ? quantize(out, *output_quant, path + ".output_quant") : out;
+}
+
+Stream Lowering::conv(nn::Module& module, const std::string& path, const Stream& in) {
+  auto& layer = static_cast<QatConv2d&>(module);
   const nn::Conv2d& c = *layer.conv;
   check_convertible(in.shape.size() == 3 && in.shape[0] == c.in_channels, "convert: ", path,
                     ": expected input (", c.in_channels, ",H,W), got ", in.shape);
@@ -161,12 +216,9 @@ Stream Lowering::conv(QatConv2d& layer, const std::string& path, const Stream& i
   auto [weight, bias] = layer.folded_weight_and_bias();
   Stream out = in;
   out.shape = {s.out_channels, s.out_height(), s.out_width()};
-  if (!layer.weight_quant) {  // kept in float: dequantize, float conv, quantize
-    Stream source = to_float(in, path);
-    out = emit(std::make_unique<int8::FloatLayerOp>(weight, bias, layer.has_relu, c.options), {source.value},
-               path, Stream{0, std::nullopt, out.shape, {}});
-    return layer.output_quant ? quantize(out, *layer.output_quant, path + ".output_quant") : out;
-  }
+  if (!layer.weight_quant)
+    return float_layer(weight, bias, layer.has_relu, c.options, out.shape, layer.output_quant.get(), path,
+                       in);
   const ActivationQuant& input = need_quantized(in, path, "conv2d");
   LayerQuantization q = quantize_layer(*layer.weight_quant, weight, bias, input, layer.output_quant.get(),
                                        layer.has_relu, path);
@@ -174,7 +226,8 @@ Stream Lowering::conv(QatConv2d& layer, const std::string& path, const Stream& i
   return emit(std::make_unique<int8::ConvOp>(std::move(q), s), {in.value}, path, out);
 }
 
-Stream Lowering::linear(QatLinear& layer, const std::string& path, const Stream& in) {
+Stream Lowering::linear(nn::Module& module, const std::string& path, const Stream& in) {
+  auto& layer = static_cast<QatLinear&>(module);
   const nn::Linear& l = *layer.linear;
   check_convertible(in.shape.size() == 1 && in.shape[0] == l.in_features, "convert: ", path, ": expected ",
                     l.in_features, " input features, got ", in.shape, " (a flatten is missing?)");
@@ -194,12 +247,9 @@ Stream Lowering::linear(QatLinear& layer, const std::string& path, const Stream&
   }
   Stream out{0, std::nullopt, {l.out_features}, {}};
   const Tensor bias = l.bias.defined() ? l.bias.detach() : Tensor();
-  if (!layer.weight_quant) {
-    Stream source = to_float(in, path);
-    out = emit(std::make_unique<int8::FloatLayerOp>(weight, bias, layer.has_relu, std::nullopt),
-               {source.value}, path, out);
-    return layer.output_quant ? quantize(out, *layer.output_quant, path + ".output_quant") : out;
-  }
+  if (!layer.weight_quant)
+    return float_layer(weight, bias, layer.has_relu, std::nullopt, out.shape, layer.output_quant.get(), path,
+                       in);
   const ActivationQuant& input = need_quantized(in, path, "linear");
   LayerQuantization q = quantize_layer(*layer.weight_quant, weight, bias, input, layer.output_quant.get(),
                                        layer.has_relu, path);
@@ -232,7 +282,8 @@ Stream Lowering::pool(nn::Module& module, const std::string& path, const Stream&
               {in.value}, path, out);
 }
 
-Stream Lowering::block(nn::BasicBlock& block, const std::string& path, const Stream& in) {
+Stream Lowering::block(nn::Module& module, const std::string& path, const Stream& in) {
+  auto& block = static_cast<nn::BasicBlock&>(module);
   Stream residual = lower(*block.residual, join(path, "residual"), in);
   Stream shortcut = block.shortcut ? lower(*block.shortcut, join(path, "shortcut"), in) : in;
   // prepare made the block's relu Sequential(ReLU, FakeQuantize): add + ReLU + requantize.
@@ -251,7 +302,8 @@ Stream Lowering::block(nn::BasicBlock& block, const std::string& path, const Str
 }
 
 // The zoo's LstmClassifier: image rows -> QatLSTM -> the last hidden state -> fc.
-Stream Lowering::sequence_classifier(nn::LstmClassifier& model, const std::string& path, const Stream& in) {
+Stream Lowering::sequence_classifier(nn::Module& module, const std::string& path, const Stream& in) {
+  auto& model = static_cast<nn::LstmClassifier&>(module);
   auto* lstm = dynamic_cast<QatLSTM*>(model.lstm.get());
   check_convertible(lstm, "convert: ", join(path, "lstm"), " (", model.lstm->type_name(),
                     "): a float LSTM in a static model; keep it quantized, or use quant.mode \"dynamic\"");
@@ -286,37 +338,39 @@ Stream Lowering::lower(nn::Module& module, const std::string& path, Stream in) {
   }
 }
 
+Stream Lowering::sequence(nn::Module& module, const std::string& path, const Stream& in) {
+  Stream out = in;
+  for (const auto& [name, child] : module.children()) out = lower(*child, join(path, name), out);
+  return out;
+}
+
+Stream Lowering::resnet(nn::Module& module, const std::string& path, const Stream& in) {
+  auto& net = static_cast<nn::ResNet&>(module);
+  const Stream stem = lower(*net.stem, join(path, "stem"), in);
+  return lower(*net.head, join(path, "head"), lower(*net.layers, join(path, "layers"), stem));
+}
+
+Stream Lowering::average_pool(nn::Module& module, const std::string& path, const Stream& in) {
+  return pool(*static_cast<QatAvgPool2d&>(module).pool, join(path, "pool"), in);
+}
+
+Stream Lowering::relu(nn::Module&, const std::string& path, const Stream& in) {
+  need_quantized(in, path, "relu");
+  return emit(std::make_unique<int8::ReluOp>(), {in.value}, path, in);
+}
+
+Stream Lowering::flatten(nn::Module&, const std::string& path, const Stream& in) {
+  Stream out = in;
+  if (in.shape.size() == 3) {
+    out.shape = {in.shape[0] * in.shape[1] * in.shape[2]};
+    if (in.quant && in.shape[1] * in.shape[2] > 1) out.flattened_from = in.shape;
+  }
+  return emit(std::make_unique<int8::FlattenOp>(), {in.value}, path, out);
+}
+
 Stream Lowering::lower_module(nn::Module& module, const std::string& path, Stream in) {
-  if (auto* sequential = dynamic_cast<nn::Sequential*>(&module)) {
-    for (const auto& [name, child] : sequential->children()) in = lower(*child, join(path, name), in);
-    return in;
-  }
-  if (auto* resnet = dynamic_cast<nn::ResNet*>(&module)) {
-    in = lower(*resnet->stem, join(path, "stem"), in);
-    in = lower(*resnet->layers, join(path, "layers"), in);
-    return lower(*resnet->head, join(path, "head"), in);
-  }
-  if (auto* b = dynamic_cast<nn::BasicBlock*>(&module)) return block(*b, path, in);
-  if (auto* classifier = dynamic_cast<nn::LstmClassifier*>(&module))
-    return sequence_classifier(*classifier, path, in);
-  if (auto* c = dynamic_cast<QatConv2d*>(&module)) return conv(*c, path, in);
-  if (auto* l = dynamic_cast<QatLinear*>(&module)) return linear(*l, path, in);
-  if (auto* p = dynamic_cast<QatAvgPool2d*>(&module)) return pool(*p->pool, join(path, "pool"), in);
-  if (dynamic_cast<nn::MaxPool2d*>(&module)) return pool(module, path, in);
-  if (dynamic_cast<nn::Identity*>(&module) || dynamic_cast<nn::Dropout*>(&module)) return in;
-  if (auto* q = dynamic_cast<FakeQuantize*>(&module)) return quantize(in, *q, path);
-  if (dynamic_cast<nn::ReLU*>(&module)) {
-    need_quantized(in, path, "relu");
-    return emit(std::make_unique<int8::ReluOp>(), {in.value}, path, in);
-  }
-  if (dynamic_cast<nn::Flatten*>(&module)) {
-    Stream out = in;
-    if (in.shape.size() == 3) {
-      out.shape = {in.shape[0] * in.shape[1] * in.shape[2]};
-      if (in.quant && in.shape[1] * in.shape[2] > 1) out.flattened_from = in.shape;
-    }
-    return emit(std::make_unique<int8::FlattenOp>(), {in.value}, path, out);
-  }
+  const auto rule = lowering_rules().find(typeid(module));
+  if (rule != lowering_rules().end()) return (this->*(rule->second))(module, path, in);
   refuse("convert: ", path.empty() ? "the model" : path, " (", module.type_name(),
          "): the integer runtime has no op for this module");
 }

@@ -15,6 +15,7 @@
 #include "core/file_io.h"
 #include "core/ops.h"
 #include "data/data_loader.h"
+#include "train/curves.h"
 #include "train/model_files.h"
 #include "train/optimizer.h"
 
@@ -271,6 +272,7 @@ void write_epoch(const std::string& dir, nn::Module& model, const Optimizer& opt
   for (const auto& h : progress.history) lines += h.dump() + "\n";
   write_file_atomically(dir + "/metrics" + (options.stage == "fp32" ? "" : "_" + options.stage) + ".jsonl",
                         lines);
+  write_training_curves(dir, config.model.name.empty() ? config.file + " (layer list)" : config.model.name);
   TensorMap checkpoint;
   for (auto& [name, tensor] : model.state_dict()) checkpoint["model." + name] = tensor;
   for (auto& [name, tensor] : optimizer.state()) checkpoint["optimizer." + name] = tensor;
