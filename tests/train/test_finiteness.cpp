@@ -67,9 +67,8 @@ TEST_CASE("PTQ refuses observers that saw overflowing values, and saves nothing"
   json source = small_config(data, out);
   source["data"]["normalize"]["mean"] = 1e38;  // finite, but x - mean overflows once scaled
   source["quant"] = {{"fp32_checkpoint", trained_fp32(data)}};
-  CHECK_THROWS_WITH_AS(
-      run_ptq(parse_config(source, "test.json")),
-      doctest::Contains("calibration: input_quant: the observed range [-inf"), Error);
+  CHECK_THROWS_WITH_AS(run_ptq(parse_config(source, "test.json")),
+                       doctest::Contains("calibration: input_quant: the observed range [-inf"), Error);
   CHECK(!exists(out + "/model_ptq.qf"));
   CHECK(!exists(out + "/model_ptq.qfm"));
 }
