@@ -70,9 +70,9 @@ ActivationQuant activation_of(const FakeQuantize& q, const std::string& where) {
 }
 
 // Weights quantized with the stored scales (per channel, or one scale repeated).
-LayerQuantization quantize_layer(const FakeQuantize& weight_quant, const Tensor& weight, const Tensor& bias,
-                                 const ActivationQuant& input, FakeQuantize* output_quant, bool has_relu,
-                                 const std::string& where) {
+LayerQuantization quantize_layer(bool round_bias, const FakeQuantize& weight_quant, const Tensor& weight,
+                                 const Tensor& bias, const ActivationQuant& input, FakeQuantize* output_quant,
+                                 bool has_relu, const std::string& where) {
   check_convertible(weight_quant.is_calibrated(), "convert: ", where,
                     ": the weight quantizer has never seen the weights");
   const QuantParams p = weight_quant.qparams();
@@ -94,7 +94,11 @@ LayerQuantization quantize_layer(const FakeQuantize& weight_quant, const Tensor&
   const Tensor contiguous = weight.detach();
   int8::quantize_weights(layer.weight.data_as<int8_t>(), contiguous.data(), out_channels, per_channel,
                          layer.weight_scale, layer.weight_range);
-  if (bias.defined()) layer.bias = bias.to_vector();
+  // Conv and linear biases on the accumulator's int32 grid, as the simulation ran them (Note
+  // [Bias quantization]); the LSTM's gate products keep float biases, as its simulation does.
+  if (bias.defined())
+    layer.bias =
+        round_bias ? quantize_bias(bias.to_vector(), input.scale, layer.weight_scale) : bias.to_vector();
   layer.input = input;
   if (output_quant) layer.output = activation_of(*output_quant, where + ".output_quant");
   layer.has_relu = has_relu;
@@ -105,10 +109,10 @@ class Lowering {
  public:
   explicit Lowering(IntegerModel& model) : model_(model) {}
   // Lowers one module; an error from building its ops is prefixed with its path.
-  Stream lower(nn::Module& module, const std::string& path, Stream in);
+  Stream lower(nn::Module& module, const std::string& path, const Stream& in);
 
  private:
-  Stream lower_module(nn::Module& module, const std::string& path, Stream in);
+  Stream lower_module(nn::Module& module, const std::string& path, const Stream& in);
   Stream emit(std::unique_ptr<int8::IntegerOp> op, std::vector<int> inputs, const std::string& path,
               Stream out) {
     out.value = model_.add(std::move(op), std::move(inputs), path);
@@ -220,8 +224,8 @@ Stream Lowering::conv(nn::Module& module, const std::string& path, const Stream&
     return float_layer(weight, bias, layer.has_relu, c.options, out.shape, layer.output_quant.get(), path,
                        in);
   const ActivationQuant& input = need_quantized(in, path, "conv2d");
-  LayerQuantization q = quantize_layer(*layer.weight_quant, weight, bias, input, layer.output_quant.get(),
-                                       layer.has_relu, path);
+  LayerQuantization q = quantize_layer(true, *layer.weight_quant, weight, bias, input,
+                                       layer.output_quant.get(), layer.has_relu, path);
   out.quant = q.output;
   return emit(std::make_unique<int8::ConvOp>(std::move(q), s), {in.value}, path, out);
 }
@@ -251,8 +255,8 @@ Stream Lowering::linear(nn::Module& module, const std::string& path, const Strea
     return float_layer(weight, bias, layer.has_relu, std::nullopt, out.shape, layer.output_quant.get(), path,
                        in);
   const ActivationQuant& input = need_quantized(in, path, "linear");
-  LayerQuantization q = quantize_layer(*layer.weight_quant, weight, bias, input, layer.output_quant.get(),
-                                       layer.has_relu, path);
+  LayerQuantization q = quantize_layer(true, *layer.weight_quant, weight, bias, input,
+                                       layer.output_quant.get(), layer.has_relu, path);
   out.quant = q.output;
   return emit(std::make_unique<int8::LinearOp>(std::move(q)), {in.value}, path, out);
 }
@@ -316,9 +320,9 @@ Stream Lowering::sequence_classifier(nn::Module& module, const std::string& path
     int8::StaticLstmLayer q;
     q.gates = activation_of(*lstm->gates_quant[l], layer + ".gates_quant");
     q.state = activation_of(*lstm->hidden_quant[l], layer + ".hidden_quant");
-    q.input = quantize_layer(*lstm->weight_ih_quant[l], float_lstm.weight_ih[l].detach(),
+    q.input = quantize_layer(false, *lstm->weight_ih_quant[l], float_lstm.weight_ih[l].detach(),
                              float_lstm.bias_ih[l].detach(), input, nullptr, false, layer + ".weight_ih");
-    q.hidden = quantize_layer(*lstm->weight_hh_quant[l], float_lstm.weight_hh[l].detach(),
+    q.hidden = quantize_layer(false, *lstm->weight_hh_quant[l], float_lstm.weight_hh[l].detach(),
                               float_lstm.bias_hh[l].detach(), q.state, nullptr, false, layer + ".weight_hh");
     input = q.state;
     layers.push_back(std::move(q));
@@ -328,9 +332,9 @@ Stream Lowering::sequence_classifier(nn::Module& module, const std::string& path
   return lower(*model.fc, join(path, "fc"), out);
 }
 
-Stream Lowering::lower(nn::Module& module, const std::string& path, Stream in) {
+Stream Lowering::lower(nn::Module& module, const std::string& path, const Stream& in) {
   try {
-    return lower_module(module, path, std::move(in));
+    return lower_module(module, path, in);
   } catch (const ConvertError&) {
     throw;
   } catch (const Error& error) {
@@ -368,7 +372,7 @@ Stream Lowering::flatten(nn::Module&, const std::string& path, const Stream& in)
   return emit(std::make_unique<int8::FlattenOp>(), {in.value}, path, out);
 }
 
-Stream Lowering::lower_module(nn::Module& module, const std::string& path, Stream in) {
+Stream Lowering::lower_module(nn::Module& module, const std::string& path, const Stream& in) {
   const auto rule = lowering_rules().find(typeid(module));
   if (rule != lowering_rules().end()) return (this->*(rule->second))(module, path, in);
   refuse("convert: ", path.empty() ? "the model" : path, " (", module.type_name(),

@@ -37,11 +37,13 @@ std::size_t fuse_at(nn::Module& parent, std::size_t i, const std::string& path, 
   if (run.conv) {
     auto fused =
         std::make_shared<QatConv2d>(run.conv, run.bn, run.has_relu, walk.config.for_module(path, "Conv2d"));
+    fused->input_quant = walk.current;
     parent.replace_child(i, fused);
     walk.current = fused->output_quant;
   } else {
     auto fused =
         std::make_shared<QatLinear>(run.linear, run.has_relu, walk.config.for_module(path, "Linear"));
+    fused->input_quant = walk.current;
     parent.replace_child(i, fused);
     walk.current = fused->output_quant;
   }

@@ -36,10 +36,28 @@ std::string QatConv2d::type_name() const {
          "2d";
 }
 
+namespace {
+// Whether a layer runs as deployed: evaluation with fake quantization on and a quantized input.
+bool runs_as_deployed(const nn::Module& layer, const FakeQuantize* weight_quant, const FakeQuantize* input_quant) {
+  return !layer.is_training() && weight_quant && weight_quant->is_fake_quantizing() && input_quant &&
+         input_quant->is_fake_quantizing() && input_quant->is_calibrated();
+}
+
+Tensor deployed_bias(const Tensor& bias, const FakeQuantize& input_quant, const FakeQuantize& weight_quant) {
+  const std::vector<float> rounded =
+      quantize_bias(bias.to_vector(), input_quant.qparams().scale[0], weight_quant.qparams().scale);
+  return Tensor::from_vector({static_cast<int64_t>(rounded.size())}, rounded);
+}
+}  // namespace
+
 Tensor QatConv2d::forward(const Tensor& input) {
   auto quantized = [&](const Tensor& w) { return weight_quant ? weight_quant->forward(w) : w; };
   Tensor y;
-  if (bn) {
+  if (runs_as_deployed(*this, weight_quant.get(), input_quant.get())) {
+    // As convert deploys it: the folded conv, fake-quantized weights, the bias on its int32 grid.
+    auto [weight, bias] = folded_weight_and_bias();
+    y = conv2d(input, quantized(weight), deployed_bias(bias, *input_quant, *weight_quant), conv->options);
+  } else if (bn) {
     const Tensor factor = bn_folding_factor(*bn);
     y = conv_bn_folded_forward(input, quantized(fold_weight(*conv, factor)), factor, *conv, *bn,
                                is_training() && !is_bn_frozen_);
@@ -73,8 +91,11 @@ std::string QatLinear::type_name() const {
 }
 
 Tensor QatLinear::forward(const Tensor& input) {
-  Tensor y = qforge::linear(input, weight_quant ? weight_quant->forward(linear->weight) : linear->weight,
-                            linear->bias);
+  const Tensor weight = weight_quant ? weight_quant->forward(linear->weight) : linear->weight;
+  Tensor bias = linear->bias;
+  if (bias.defined() && runs_as_deployed(*this, weight_quant.get(), input_quant.get()))
+    bias = deployed_bias(linear->bias.detach(), *input_quant, *weight_quant);
+  Tensor y = qforge::linear(input, weight, bias);
   if (has_relu) y = relu(y);
   return output_quant ? output_quant->forward(y) : y;
 }

@@ -3,7 +3,9 @@
 //   QatConv2d     Conv2d [+ BatchNorm2d, folded: Note [BN folding]] [+ ReLU]
 //   QatLinear     Linear [+ ReLU]
 //   QatAvgPool2d  AvgPool2d / AdaptiveAvgPool2d, re-rounded to its input's grid
-// Each fake-quantizes its weights (weight_quant) and its output (output_quant). A layer
+// Each fake-quantizes its weights (weight_quant) and its output (output_quant); in eval mode
+// the conv and linear layers run as deployed — folded weights, the bias on the int32 grid
+// of the accumulator (Note [Bias quantization], quant/quant_params.h). A layer
 // the config keeps in float has no weight_quant: it computes in float, and its output is
 // still quantized so the next integer layer gets integers ("runs in float between
 // dequantize and quantize"); the network's last layer, if float, keeps float outputs.
@@ -43,6 +45,9 @@ class QatConv2d : public nn::Module {
   bool has_relu;
   std::shared_ptr<FakeQuantize> weight_quant;  // null: the layer is kept in float
   std::shared_ptr<FakeQuantize> output_quant;  // null: float output (the network's last layer)
+  // The quantizer that produced the input (the layer before's: not a child), whose scale the
+  // bias is quantized with (Note [Bias quantization]); null when the input is float.
+  std::shared_ptr<FakeQuantize> input_quant;
 
  private:
   bool is_bn_frozen_ = false;
@@ -58,6 +63,7 @@ class QatLinear : public nn::Module {
   bool has_relu;
   std::shared_ptr<FakeQuantize> weight_quant;  // null: kept in float
   std::shared_ptr<FakeQuantize> output_quant;  // may be null
+  std::shared_ptr<FakeQuantize> input_quant;   // as QatConv2d's
 };
 
 // An average pool over quantized values, on its input's grid: the integer avg_pool2d keeps

@@ -60,6 +60,29 @@ QuantParams qparams_from_min_max(const std::vector<float>& min_values, const std
   return params;
 }
 
+std::vector<int32_t> bias_levels(const std::vector<float>& bias, float input_scale,
+                                 const std::vector<float>& weight_scale) {
+  QF_CHECK(weight_scale.size() == bias.size() || weight_scale.size() == 1, "quantize_bias: ", weight_scale.size(),
+           " weight scales for ", bias.size(), " biases");
+  std::vector<int32_t> levels(bias.size());
+  for (std::size_t c = 0; c < bias.size(); ++c) {
+    const float scale = bias_scale(input_scale, weight_scale[weight_scale.size() == 1 ? 0 : c]);
+    const double level = std::nearbyint(static_cast<double>(bias[c]) / static_cast<double>(scale));
+    QF_CHECK(std::isfinite(level), "quantize_bias: bias ", bias[c], " over scale ", scale, " is not finite");
+    levels[c] = static_cast<int32_t>(std::clamp(level, -2147483648.0, 2147483647.0));
+  }
+  return levels;
+}
+
+std::vector<float> quantize_bias(const std::vector<float>& bias, float input_scale,
+                                 const std::vector<float>& weight_scale) {
+  const std::vector<int32_t> levels = bias_levels(bias, input_scale, weight_scale);
+  std::vector<float> out(bias.size());
+  for (std::size_t c = 0; c < bias.size(); ++c)
+    out[c] = static_cast<float>(levels[c]) * bias_scale(input_scale, weight_scale[weight_scale.size() == 1 ? 0 : c]);
+  return out;
+}
+
 QuantParams qparams_from_amax(const std::vector<float>& amax, const QuantScheme& scheme) {
   const QuantRange range = scheme.range();
   QuantParams params;

@@ -120,7 +120,9 @@ const std::vector<std::pair<std::string, IntegerModel::Loader>>& IntegerModel::o
   return kinds;
 }
 
-void IntegerModel::check() const {
+void IntegerModel::check() const { value_types(); }
+
+std::vector<ValueType> IntegerModel::value_types() const {
   QF_CHECK(!ops_.empty(), "integer model: no ops");
   std::vector<ValueType> types{{false, {}, input_shape}};
   types.reserve(ops_.size() + 1);
@@ -137,6 +139,7 @@ void IntegerModel::check() const {
   QF_CHECK(!types.back().is_quantized, "ops.", ops_.size() - 1, " (", ops_.back()->kind(),
            "): the model ends in ", describe(types.back()),
            "; it must end in float (a dequantize or a float layer)");
+  return types;
 }
 
 IntegerModel IntegerModel::from_file(const TensorFile& file, const std::string& path) {

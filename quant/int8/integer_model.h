@@ -84,6 +84,8 @@ class IntegerModel {
   // float. Errors name the op ("ops.3 (conv2d, layers.0): ..."). Run on every load and
   // after convert.
   void check() const;
+  // The type of every value (value 0 the input, value i + 1 op i's output), as check infers them.
+  std::vector<ValueType> value_types() const;
 
   // .qfm files (core/serialize.h's checksummed format; Note [Model file]).
   void save(const std::string& path, const nlohmann::json& source = {}) const;

@@ -103,7 +103,7 @@ Tensor nhwc_to_nchw(const Tensor& x) {
 }
 
 OutputStage stage_of(const LayerQuantization& layer) {
-  const OutputStage stage =
+  OutputStage stage =
       layer.output
           ? make_requantization(layer.input, layer.weight_scale, layer.bias, *layer.output, layer.has_relu)
           : make_dequantization(layer.input, layer.weight_scale, layer.bias, layer.has_relu);

@@ -31,6 +31,7 @@ class QuantizeOp : public IntegerOp {
   nlohmann::json save(TensorMap& blobs, const std::string& prefix) const override;
   static std::unique_ptr<IntegerOp> load(OpReader& reader);
   const ActivationQuant& output() const { return output_; }
+  bool channels_last() const { return channels_last_; }
 
  private:
   ActivationQuant output_;
@@ -131,6 +132,10 @@ class FloatLayerOp : public IntegerOp {
   nlohmann::json save(TensorMap& blobs, const std::string& prefix) const override;
   static std::unique_ptr<IntegerOp> load(OpReader& reader);
   int64_t weight_bytes() const override { return weight_.size_bytes() + bias_.size_bytes(); }
+  const Tensor& weight() const { return weight_; }
+  const Tensor& bias() const { return bias_; }  // undefined: none
+  bool has_relu() const { return has_relu_; }
+  const std::optional<Conv2dOptions>& conv_options() const { return conv_options_; }
 
  private:
   Tensor weight_, bias_;
@@ -166,6 +171,8 @@ class PoolOp : public IntegerOp {
   ValueType infer(const std::vector<const ValueType*>& inputs) const override;
   nlohmann::json save(TensorMap& blobs, const std::string& prefix) const override;
   static std::unique_ptr<IntegerOp> load(OpReader& reader);
+  Kind pool_kind() const { return pool_kind_; }
+  const PoolGeometry& geometry() const { return geometry_; }
 
  private:
   // The output's (height, width) for an input of (height, width); zero when the window does not fit.
@@ -183,6 +190,8 @@ class AdaptiveAvgPoolOp : public IntegerOp {
   ValueType infer(const std::vector<const ValueType*>& inputs) const override;
   nlohmann::json save(TensorMap& blobs, const std::string& prefix) const override;
   static std::unique_ptr<IntegerOp> load(OpReader& reader);
+  int64_t out_height() const { return out_height_; }
+  int64_t out_width() const { return out_width_; }
 
  private:
   int64_t out_height_, out_width_;
@@ -198,6 +207,8 @@ class AddOp : public IntegerOp {
   ValueType infer(const std::vector<const ValueType*>& inputs) const override;
   nlohmann::json save(TensorMap& blobs, const std::string& prefix) const override;
   static std::unique_ptr<IntegerOp> load(OpReader& reader);
+  const ActivationQuant& output() const { return output_; }
+  bool has_relu() const { return has_relu_; }
 
  private:
   ActivationQuant output_;

@@ -8,7 +8,8 @@ namespace {
 constexpr int64_t kMaxExtent = 1 << 16;  // any one dimension a model file may claim
 }
 
-OpReader::OpReader(const nlohmann::json& entry, const TensorMap& tensors, std::string file, std::string where)
+OpReader::OpReader(const nlohmann::json& entry, const TensorMap& tensors, const std::string& file,
+                   const std::string& where)
     : reader_(entry, file, where), tensors_(tensors), context_(file + ": " + where) {
   reader_.raw("name"), reader_.raw("inputs");
   kind_ = reader_.string("op", "");

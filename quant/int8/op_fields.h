@@ -19,7 +19,8 @@ namespace qforge::quant::int8 {
 class OpReader {
  public:
   // entry: ops.<i> of the header; tensors: that op's blobs, named without "ops.<i>.".
-  OpReader(const nlohmann::json& entry, const TensorMap& tensors, std::string file, std::string where);
+  OpReader(const nlohmann::json& entry, const TensorMap& tensors, const std::string& file,
+           const std::string& where);
 
   ConfigReader& fields() { return reader_; }
   const std::string& context() const { return context_; }  // "model.qfm: ops.3", for messages

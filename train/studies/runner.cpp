@@ -58,7 +58,7 @@ std::string fp32_checkpoint(const RunConfig& config, bool resume) {
   if (!config.quant.fp32_checkpoint.empty()) return config.quant.fp32_checkpoint;
   RunConfig fp32 = config;
   fp32.output_dir = config.output_dir + "/fp32";
-  const std::string model = fp32.output_dir + "/model.qf";
+  std::string model = fp32.output_dir + "/model.qf";
   if (resume && std::filesystem::exists(model)) return model;
   std::fprintf(stderr, "sweep: training the fp32 model once (%lld epochs) -> %s\n",
                static_cast<long long>(fp32.train.epochs), model.c_str());

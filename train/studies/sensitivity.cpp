@@ -236,7 +236,7 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
   const PlanResult runs = execute_plan(config, plan, resume, "sensitivity_runs",
                                        [](const std::vector<SweepRecord>&, double) { return std::string(); });
   const Measurements m{config, plan, runs};
-  const std::vector<LayerSensitivity> measured = measure(m, layers, bits);
+  std::vector<LayerSensitivity> measured = measure(m, layers, bits);
   const nlohmann::json table = report(measured, bits, runs.fp32_accuracy, m.accuracy_of("all"));
   const double target = target_accuracy > 0                      ? target_accuracy
                         : config.sensitivity.target_accuracy > 0 ? config.sensitivity.target_accuracy
