@@ -6,8 +6,9 @@
 //   qforge calibrate-compare CONFIG [--set k=v ...] [--out DIR] [--resume] [--force]
 //   qforge sensitivity CONFIG [--target-accuracy A] [--set k=v ...] [--out DIR] [--resume] [--force]
 //   qforge convert CONFIG --checkpoint model_qat.qf|model_ptq.qf --out model.qfm
-//   qforge eval CONFIG --checkpoint FILE [--compare FILE] [--json]   (.qf or .qfm)
-//   qforge inspect FILE
+//   qforge eval CONFIG --checkpoint FILE [--compare FILE] [--json] [--predictions FILE] [--logits FILE] (.qf
+//   or .qfm) qforge export CONFIG --checkpoint model_qat.qf|model_ptq.qf|model.qf|model.qfm --out model.onnx
+//   qforge inspect FILE   (.qf, .qfm, .onnx or a .json config)
 //   qforge bench [--model NAME ...] [--batch N] [--threads N] [--seconds S] [--json]
 //   qforge data mnist-digits [--out DIR]
 // Every qforge::Error ends the program with one message and exit status 1; so does an
@@ -29,6 +30,7 @@
 #include "nn/zoo.h"
 #include "quant/convert.h"
 #include "quant/int8/integer_ops.h"
+#include "quant/onnx/onnx_export.h"
 #include "train/benchmark.h"
 #include "train/config.h"
 #include "train/deploy.h"
@@ -58,10 +60,16 @@ data::Dataset load_test_set(const train::RunConfig& config, int64_t limit = 0) {
 }
 
 void run_eval(const train::RunConfig& config, const std::string& checkpoint, const std::string& compare,
-              bool as_json) {
+              bool as_json, const std::string& predictions, const std::string& logits) {
   const data::Dataset test = load_test_set(config);
   std::string kind, other_kind;
   train::Forward forward = train::load_forward(config, checkpoint, &kind);
+  if (!predictions.empty() || !logits.empty()) {
+    train::write_predictions(forward, test, config.train.eval_batch_size, predictions, logits);
+    std::fprintf(stderr, "wrote the predictions of %lld test images%s%s%s%s\n",
+                 static_cast<long long>(test.size()), predictions.empty() ? "" : " to ", predictions.c_str(),
+                 logits.empty() ? "" : ", logits to ", logits.c_str());
+  }
   if (compare.empty()) {
     train::EvalResult result = train::evaluate(forward, test, config.train.eval_batch_size);
     if (as_json) {
@@ -173,6 +181,10 @@ void run_inspect(const std::string& path) {
   if (path.size() > 5 && path.substr(path.size() - 5) == ".json") {
     train::RunConfig config = train::load_config(path);
     std::cout << path << ": valid config\n" << config.source.dump(2) << std::endl;
+    return;
+  }
+  if (path.size() > 5 && path.substr(path.size() - 5) == ".onnx") {
+    std::cout << quant::onnx_io::describe_onnx(read_file(path), path);
     return;
   }
   TensorFile file = load_tensor_file(path);
@@ -305,6 +317,22 @@ int main(int argc, char** argv) {
           "logit difference")
       ->check(CLI::ExistingFile);
   eval->add_flag("--json", as_json, "One JSON line");
+  std::string predictions, logits;
+  eval->add_option(
+      "--predictions", predictions,
+      "Write one predicted label per test image, in test-set order (compare with another runtime)");
+  eval->add_option("--logits", logits, "Write the logits of every test image as raw float32 (N, classes)");
+
+  auto* export_command = app.add_subcommand(
+      "export", "Write a model as ONNX (opset 13): QAT/PTQ/integer models as QDQ, float ones plain");
+  export_command->add_option("config", config_path, "Config file (JSON)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  export_command->add_option("--checkpoint", checkpoint, "model_qat.qf, model_ptq.qf, model.qf or a .qfm")
+      ->required()
+      ->check(CLI::ExistingFile);
+  export_command->add_option("--out", out, "The ONNX file to write (.onnx)")->required();
+  export_command->add_option("--set", overrides, "Override a config key: a.b.c=value (repeatable)");
 
   auto* convert = app.add_subcommand("convert", "Convert a QAT or PTQ model to the integer model (.qfm)");
   convert->add_option("config", config_path, "Config file (JSON)")->required()->check(CLI::ExistingFile);
@@ -315,7 +343,7 @@ int main(int argc, char** argv) {
   convert->add_option("--set", overrides, "Override a config key: a.b.c=value (repeatable)");
 
   auto* inspect = app.add_subcommand("inspect", "Describe a model/checkpoint file or validate a config");
-  inspect->add_option("file", file, "A .qf or .qfm file, or a .json config")
+  inspect->add_option("file", file, "A .qf, .qfm or .onnx file, or a .json config")
       ->required()
       ->check(CLI::ExistingFile);
 
@@ -359,7 +387,15 @@ int main(int argc, char** argv) {
       train::run_calibrate_compare(load_run_config(config_path, overrides, out, force), resume);
     if (*sensitivity)
       train::run_sensitivity(load_run_config(config_path, overrides, out, force), resume, target_accuracy);
-    if (*eval) run_eval(load_run_config(config_path, overrides, ""), checkpoint, compare, as_json);
+    if (*eval)
+      run_eval(load_run_config(config_path, overrides, ""), checkpoint, compare, as_json, predictions,
+               logits);
+    if (*export_command) {
+      const std::string what =
+          train::export_onnx_file(load_run_config(config_path, overrides, ""), checkpoint, out);
+      std::printf("wrote %s: %s (%lld bytes; onnx::checker passed)\n", out.c_str(), what.c_str(),
+                  static_cast<long long>(std::filesystem::file_size(out)));
+    }
     if (*convert) run_convert(load_run_config(config_path, overrides, ""), checkpoint, out);
     if (*inspect) run_inspect(file);
     if (*bench) run_bench(models, batch, seconds, as_json);

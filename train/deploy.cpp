@@ -5,9 +5,11 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "core/file_io.h"
 #include "core/ops.h"
 #include "data/data_loader.h"
 #include "quant/convert.h"
+#include "quant/onnx/onnx_export.h"
 #include "train/model_files.h"
 
 namespace qforge::train {
@@ -95,8 +97,18 @@ IntegerResult record_integer_model(const quant::int8::IntegerModel& integer, con
                    {"ops", integer.ops().size()}};
   if (std::string(source_name) == "fake quant") summary.extra["fake_quant_accuracy"] = agreement.b.accuracy;
   if (fp32_bytes > 0) summary.extra["fp32_model_bytes"] = fp32_bytes;
-  record_stage(config.output_dir, summary);
+  // Beside the .qfm, the same integer model as QDQ ONNX for ONNX Runtime (or why not).
   IntegerResult result{summary, agreement, bytes, path};
+  const std::string onnx_path = path.substr(0, path.size() - 4) + ".onnx";
+  try {
+    quant::onnx_io::write_onnx(quant::onnx_io::export_integer_onnx(integer), onnx_path);
+    result.onnx_file = onnx_path;
+    summary.extra["onnx_file"] = onnx_path.substr(config.output_dir.size() + 1);
+  } catch (const quant::onnx_io::ExportError& error) {
+    result.no_onnx_reason = error.what();
+  }
+  result.summary = summary;
+  record_stage(config.output_dir, summary);
   const std::string share =
       fp32_bytes > 0
           ? ", " + std::to_string(static_cast<int>(std::lround(100.0 * bytes / fp32_bytes))) + "% of fp32"
@@ -107,6 +119,11 @@ IntegerResult record_integer_model(const quant::int8::IntegerModel& integer, con
       stage.c_str(), path.c_str(), static_cast<long long>(bytes), share.c_str(), 100 * agreement.a.accuracy,
       agreement.a.images_per_second, source_name, 100 * agreement.identical_predictions,
       agreement.max_logit_difference);
+  if (!result.onnx_file.empty())
+    std::printf("%s: the same model as QDQ ONNX for ONNX Runtime: %s\n", stage.c_str(),
+                result.onnx_file.c_str());
+  else
+    std::printf("%s: no ONNX file (%s)\n", stage.c_str(), result.no_onnx_reason.c_str());
   return result;
 }
 }  // namespace
@@ -133,6 +150,41 @@ IntegerResult deploy_dynamic_model(nn::Module& fp32, const RunConfig& config, co
   return record_integer_model(
       integer, [&](const Tensor& x) { return fp32.forward(x); }, "fp32", seconds, config, datasets, stage,
       file);
+}
+
+void write_predictions(const Forward& forward, const data::Dataset& dataset, int64_t batch_size,
+                       const std::string& path, const std::string& logits_path) {
+  NoGradGuard no_grad;
+  data::DataLoader loader(dataset, {.batch_size = batch_size, .shuffle = false});
+  loader.start_epoch(0);
+  std::string lines, logits;
+  while (auto batch = loader.next()) {
+    const Tensor y = forward(batch->images);
+    const Tensor top = argmax(y, 1);
+    for (int64_t i = 0; i < top.numel(); ++i) lines += std::to_string(top.data_as<int32_t>()[i]) + "\n";
+    logits.append(reinterpret_cast<const char*>(y.data()), y.size_bytes());
+  }
+  if (!path.empty()) write_file_atomically(path, lines);
+  if (!logits_path.empty()) write_file_atomically(logits_path, logits);
+}
+
+std::string export_onnx_file(const RunConfig& config, const std::string& checkpoint, const std::string& out) {
+  TensorFile saved = load_tensor_file(checkpoint);
+  if (file_kind(saved, checkpoint) == "integer_model") {
+    quant::onnx_io::write_onnx(
+        quant::onnx_io::export_integer_onnx(quant::int8::IntegerModel::from_file(saved, checkpoint)), out);
+    return "QDQ ONNX of the integer model";
+  }
+  nn::ModulePtr model = load_saved_model(config, checkpoint);
+  model->eval();
+  const Shape sample =
+      sample_shape(data::load_idx_folder(config.data.path, data::Split::test, config.data.normalization, 1));
+  if (auto* prepared = dynamic_cast<quant::QatModel*>(model.get())) {
+    quant::onnx_io::write_onnx(quant::onnx_io::export_integer_onnx(quant::convert(*prepared, sample)), out);
+    return "QDQ ONNX of the integer model converted from the fake-quant model";
+  }
+  quant::onnx_io::write_onnx(quant::onnx_io::export_float_onnx(*model, sample), out);
+  return "ONNX of the float model";
 }
 
 Forward load_forward(const RunConfig& config, const std::string& file, std::string* description) {

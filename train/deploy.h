@@ -31,10 +31,13 @@ struct IntegerResult {
   StageSummary summary;  // stage int8 / int8_ptq / int8_dynamic: accuracy, loss, images/s
   Agreement agreement;   // against the fake-quant model (or the fp32 one, for dynamic)
   int64_t model_bytes = 0;
-  std::string file;  // the .qfm
+  std::string file;            // the .qfm
+  std::string onnx_file;       // the same model as QDQ ONNX beside it ("" when it cannot be exported:
+  std::string no_onnx_reason;  // then why, quant/onnx/onnx_export.h)
 };
 
-// Converts `prepared` (evaluated in eval mode), writes <output_dir>/<file>, evaluates the
+// Converts `prepared` (evaluated in eval mode), writes <output_dir>/<file> and the same
+// model as QDQ ONNX beside it (<file> with .onnx; quant/onnx/onnx_export.h), evaluates the
 // integer model against the fake-quant one and records the stage `stage` in summary.json
 // (accuracy, loss, images/s, model_bytes, agreement); prints one line. Throws
 // quant::ConvertError when the runtime cannot run this quantization (nothing written).
@@ -45,6 +48,18 @@ IntegerResult deploy_integer_model(quant::QatModel& prepared, const RunConfig& c
 // compared with itself in float.
 IntegerResult deploy_dynamic_model(nn::Module& fp32, const RunConfig& config, const Datasets& datasets,
                                    const std::string& stage, const std::string& file);
+
+// One predicted label per image of `dataset`, in order, one per line (what `qforge eval
+// --predictions` writes, for comparing qforge with another runtime line by line), and with
+// `logits_path` the logits too, as raw little-endian float32 (N, classes).
+void write_predictions(const Forward& forward, const data::Dataset& dataset, int64_t batch_size,
+                       const std::string& path, const std::string& logits_path = "");
+
+// `qforge export`: a saved model as ONNX at `out` — a QAT/PTQ model (.qf, converted first) or an
+// integer model (.qfm) as QDQ ONNX, a float model (.qf) as plain ONNX. Returns what it wrote
+// ("QDQ ONNX of the integer model", ...); an error names the layer it cannot express, and
+// nothing is written.
+std::string export_onnx_file(const RunConfig& config, const std::string& checkpoint, const std::string& out);
 
 // A saved model of any kind as a forward function: .qfm integer models, or .qf float,
 // QAT and PTQ models (load_saved_model). `description` says which it was.

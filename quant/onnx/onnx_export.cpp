@@ -1,0 +1,482 @@
+// The exporters walk a model in order and emit ONNX nodes. For the integer model each value
+// id maps to an ONNX float tensor — the value itself when it is float, the output of its
+// DequantizeLinear when it is uint8 (then the uint8 tensor and its parameters are kept too)
+// — so every integer op becomes DQ -> float op -> Q, the pattern ONNX Runtime's QDQ
+// transformer turns back into one integer kernel. The ONNX graph is NCHW throughout; the
+// integer model's channels-last layout shows only where it flattens an image: its linear
+// layers read (h, w, c) features (convert permuted their weights), so the export transposes
+// to NHWC before that Flatten and keeps the weights as they are.
+#include "quant/onnx/onnx_export.h"
+
+#include <onnx/checker.h>
+#include <onnx/shape_inference/implementation.h>
+
+#include <cmath>
+#include <limits>
+#include <map>
+#include <sstream>
+
+#include "core/autograd.h"
+#include "core/file_io.h"
+#include "nn/batch_norm.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "nn/resnet.h"
+#include "nn/sequential.h"
+#include "nn/simple_layers.h"
+#include "quant/int8/integer_ops.h"
+#include "quant/onnx/onnx_graph.h"
+#include "quant/quant_params.h"
+
+namespace qforge::quant::onnx_io {
+
+namespace {
+
+constexpr int kOpset = 13;
+
+template <typename... Args>
+[[noreturn]] void refuse(const Args&... args) {
+  std::ostringstream message;
+  (message << ... << args);
+  throw ExportError(message.str());
+}
+
+// The model shell: opset, producer, the input (N, ...) and the output.
+onnx::ModelProto new_model(const Shape& input_shape) {
+  onnx::ModelProto model;
+  model.set_ir_version(7);
+  model.set_producer_name("qforge");
+  model.set_producer_version("0.1.0");
+  onnx::OperatorSetIdProto* opset = model.add_opset_import();
+  opset->set_domain("");
+  opset->set_version(kOpset);
+  onnx::GraphProto* graph = model.mutable_graph();
+  graph->set_name("qforge");
+  onnx::ValueInfoProto* input = graph->add_input();
+  input->set_name("input");
+  onnx::TypeProto_Tensor* type = input->mutable_type()->mutable_tensor_type();
+  type->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+  type->mutable_shape()->add_dim()->set_dim_param("batch");
+  for (int64_t e : input_shape) type->mutable_shape()->add_dim()->set_dim_value(e);
+  return model;
+}
+
+void add_output(onnx::ModelProto& model, GraphBuilder& g, const std::string& value, int64_t classes) {
+  g.node("Identity", {value}, "logits", "output");
+  onnx::ValueInfoProto* output = model.mutable_graph()->add_output();
+  output->set_name(g.last_output());
+  onnx::TypeProto_Tensor* type = output->mutable_type()->mutable_tensor_type();
+  type->set_elem_type(onnx::TensorProto_DataType_FLOAT);
+  type->mutable_shape()->add_dim()->set_dim_param("batch");
+  type->mutable_shape()->add_dim()->set_dim_value(classes);
+}
+
+std::string serialize(const onnx::ModelProto& model) {
+  std::string bytes;
+  QF_CHECK(model.SerializeToString(&bytes), "export: cannot serialize the ONNX model");
+  return bytes;
+}
+
+std::vector<int64_t> pair_of(int64_t h, int64_t w) { return {h, w}; }
+
+// ---- the integer model -------------------------------------------------------------------------
+
+// What one integer value is in the ONNX graph.
+struct OnnxValue {
+  std::string real;  // float NCHW: the value, or its DequantizeLinear's output
+  bool is_quantized = false;
+  int8::ActivationQuant quant;
+  std::string scale, zero_point;  // the initializers of its quantization
+};
+
+class IntegerExport {
+ public:
+  IntegerExport(const int8::IntegerModel& model, onnx::ModelProto& proto)
+      : model_(model), g_(*proto.mutable_graph()), types_(model.value_types()) {
+    values_.push_back({"input"});
+  }
+  std::string run() {
+    for (std::size_t i = 0; i < model_.ops().size(); ++i) {
+      const int8::IntegerOp& op = *model_.ops()[i];
+      try {
+        values_.push_back(lower(op, i));
+      } catch (const ExportError& error) {
+        refuse("export: ", op.name.empty() ? "op " + std::to_string(i) : op.name, " (", op.kind(),
+               "): ", error.what());
+      }
+    }
+    return values_.back().real;
+  }
+
+ private:
+  const OnnxValue& input(const int8::IntegerOp& op, std::size_t k = 0) const {
+    return values_[op.inputs.at(k)];
+  }
+  const int8::ValueType& input_type(const int8::IntegerOp& op, std::size_t k = 0) const {
+    return types_[op.inputs.at(k)];
+  }
+
+  // float x -> [Clip to the levels] -> QuantizeLinear -> DequantizeLinear.
+  OnnxValue quantize(const std::string& x, const int8::ActivationQuant& q, const std::string& name) {
+    OnnxValue out{"", true, q, g_.scalar(name + ".scale", q.scale),
+                  g_.uint8s(name + ".zero_point", {static_cast<uint8_t>(q.zero_point)}, {})};
+    std::string source = x;
+    if (q.quant_min > 0 || q.quant_max < 255) {  // a range narrower than uint8: clamp to its levels first
+      const float lo = static_cast<float>(q.quant_min - q.zero_point) * q.scale;
+      const float hi = static_cast<float>(q.quant_max - q.zero_point) * q.scale;
+      g_.node("Clip", {x, g_.scalar(name + ".min", lo), g_.scalar(name + ".max", hi)}, name + ".clipped",
+              name);
+      source = g_.last_output();
+    }
+    g_.node("QuantizeLinear", {source, out.scale, out.zero_point}, name + ".quantized", name);
+    g_.node("DequantizeLinear", {g_.last_output(), out.scale, out.zero_point}, name + ".dequantized", name);
+    out.real = g_.last_output();
+    return out;
+  }
+
+  // A per-channel int8 weight behind its DequantizeLinear (axis 0, zero point 0).
+  std::string weight(const int8::LayerQuantization& layer, const std::string& name) {
+    const Tensor& w = layer.weight;
+    const auto* data = w.data_as<int8_t>();
+    const std::vector<int64_t> dims(w.shape().begin(), w.shape().end());
+    const int64_t channels = w.size(0);
+    const std::string q =
+        g_.int8s(name + ".weight_quantized", std::vector<int8_t>(data, data + w.numel()), dims);
+    const std::string s = g_.floats(name + ".weight_scale", layer.weight_scale, {channels});
+    const std::string z = g_.int8s(name + ".weight_zero_point", std::vector<int8_t>(channels, 0), {channels});
+    onnx::NodeProto& dq = g_.node("DequantizeLinear", {q, s, z}, name + ".weight", name);
+    GraphBuilder::set_int(dq, "axis", 0);
+    return g_.last_output();
+  }
+
+  // The bias as int32 with scale s_x·s_w[c] (zero point 0) behind its DequantizeLinear; "" for none.
+  std::string bias(const int8::LayerQuantization& layer, const std::string& name) {
+    if (layer.bias.empty()) return "";
+    const auto channels = static_cast<int64_t>(layer.bias.size());
+    // The integer model's bias is on this grid already (Note [Bias quantization]): its levels, exactly.
+    const std::vector<int32_t> q = bias_levels(layer.bias, layer.input.scale, layer.weight_scale);
+    std::vector<float> scale(layer.bias.size());
+    for (std::size_t c = 0; c < q.size(); ++c)
+      scale[c] = bias_scale(layer.input.scale, layer.weight_scale[c]);
+    const std::string b = g_.int32s(name + ".bias_quantized", q, {channels});
+    const std::string s = g_.floats(name + ".bias_scale", scale, {channels});
+    const std::string z = g_.int32s(name + ".bias_zero_point", std::vector<int32_t>(q.size(), 0), {channels});
+    onnx::NodeProto& dq = g_.node("DequantizeLinear", {b, s, z}, name + ".bias", name);
+    GraphBuilder::set_int(dq, "axis", 0);
+    return g_.last_output();
+  }
+
+  // y (float) -> [Relu] -> quantized with the layer's output, or left float.
+  OnnxValue finish_layer(const std::string& y, const int8::LayerQuantization& layer,
+                         const std::string& name) {
+    std::string out = y;
+    if (layer.has_relu) {
+      g_.node("Relu", {out}, name + ".relu", name);
+      out = g_.last_output();
+    }
+    if (layer.output) return quantize(out, *layer.output, name + ".output");
+    return {out};
+  }
+
+  OnnxValue conv(const int8::ConvOp& op, const std::string& name) {
+    const int8::LayerQuantization& layer = op.layer();
+    const kernels::Conv2dShape& s = op.shape();
+    std::vector<std::string> inputs{input(op).real, weight(layer, name)};
+    if (const std::string b = bias(layer, name); !b.empty()) inputs.push_back(b);
+    onnx::NodeProto& n = g_.node("Conv", inputs, name + ".conv", name);
+    GraphBuilder::set_ints(n, "kernel_shape", pair_of(s.kernel_height, s.kernel_width));
+    GraphBuilder::set_ints(n, "strides", pair_of(s.stride_height, s.stride_width));
+    GraphBuilder::set_ints(n, "pads", {s.padding_height, s.padding_width, s.padding_height, s.padding_width});
+    GraphBuilder::set_ints(n, "dilations", pair_of(s.dilation_height, s.dilation_width));
+    GraphBuilder::set_int(n, "group", s.groups);
+    return finish_layer(g_.last_output(), layer, name);
+  }
+
+  OnnxValue linear(const int8::LinearOp& op, const std::string& name) {
+    if (input_type(op).shape.size() != 1)
+      refuse("a linear layer on ", int8::describe(input_type(op)), " (not (N,K))");
+    const int8::LayerQuantization& layer = op.layer();
+    std::vector<std::string> inputs{input(op).real, weight(layer, name)};
+    if (const std::string b = bias(layer, name); !b.empty()) inputs.push_back(b);
+    onnx::NodeProto& n = g_.node("Gemm", inputs, name + ".gemm", name);
+    GraphBuilder::set_int(n, "transB", 1);
+    return finish_layer(g_.last_output(), layer, name);
+  }
+
+  OnnxValue float_layer(const int8::FloatLayerOp& op, const std::string& name) {
+    const Tensor& w = op.weight();
+    std::vector<std::string> inputs{
+        input(op).real,
+        g_.floats(name + ".weight", w.to_vector(), std::vector<int64_t>(w.shape().begin(), w.shape().end()))};
+    if (op.bias().defined()) inputs.push_back(g_.floats(name + ".bias", op.bias().to_vector(), {w.size(0)}));
+    if (const auto& o = op.conv_options()) {
+      onnx::NodeProto& n = g_.node("Conv", inputs, name + ".conv", name);
+      GraphBuilder::set_ints(n, "kernel_shape", pair_of(w.size(2), w.size(3)));
+      GraphBuilder::set_ints(n, "strides", pair_of(o->stride_height, o->stride_width));
+      GraphBuilder::set_ints(n, "pads",
+                             {o->padding_height, o->padding_width, o->padding_height, o->padding_width});
+      GraphBuilder::set_ints(n, "dilations", pair_of(o->dilation_height, o->dilation_width));
+      GraphBuilder::set_int(n, "group", o->groups);
+    } else {
+      if (input_type(op).shape.size() != 1) refuse("a linear layer on ", int8::describe(input_type(op)));
+      GraphBuilder::set_int(g_.node("Gemm", inputs, name + ".gemm", name), "transB", 1);
+    }
+    std::string y = g_.last_output();
+    if (op.has_relu()) {
+      g_.node("Relu", {y}, name + ".relu", name);
+      y = g_.last_output();
+    }
+    return {y};
+  }
+
+  // A float op on the dequantized value, requantized with the same parameters (pools, relu, flatten).
+  OnnxValue same_grid(const OnnxValue& in, const std::string& y, const std::string& name) {
+    OnnxValue out{"", true, in.quant, in.scale, in.zero_point};
+    g_.node("QuantizeLinear", {y, in.scale, in.zero_point}, name + ".quantized", name);
+    g_.node("DequantizeLinear", {g_.last_output(), in.scale, in.zero_point}, name + ".dequantized", name);
+    out.real = g_.last_output();
+    return out;
+  }
+
+  OnnxValue pool(const int8::PoolOp& op, const std::string& name) {
+    const int8::PoolGeometry& p = op.geometry();
+    const Pool2dOptions& w = p.window;
+    const bool is_max = op.pool_kind() == int8::PoolOp::Kind::max;
+    if (!is_max && p.divisor_override != 0) refuse("divisor_override has no ONNX AveragePool attribute");
+    onnx::NodeProto& n = g_.node(is_max ? "MaxPool" : "AveragePool", {input(op).real}, name + ".pool", name);
+    GraphBuilder::set_ints(n, "kernel_shape", pair_of(w.kernel_height, w.kernel_width));
+    GraphBuilder::set_ints(n, "strides", pair_of(w.stride_height, w.stride_width));
+    GraphBuilder::set_ints(n, "pads", {w.padding_height, w.padding_width, w.padding_height, w.padding_width});
+    GraphBuilder::set_int(n, "ceil_mode", p.ceil_mode ? 1 : 0);
+    if (is_max) GraphBuilder::set_ints(n, "dilations", pair_of(w.dilation_height, w.dilation_width));
+    if (!is_max) GraphBuilder::set_int(n, "count_include_pad", p.count_include_pad ? 1 : 0);
+    return same_grid(input(op), g_.last_output(), name);
+  }
+
+  OnnxValue adaptive_pool(const int8::AdaptiveAvgPoolOp& op, const std::string& name) {
+    const Shape& in = input_type(op).shape;  // (H,W,C)
+    if (op.out_height() == 1 && op.out_width() == 1) {
+      g_.node("GlobalAveragePool", {input(op).real}, name + ".pool", name);
+    } else {
+      if (in[0] % op.out_height() || in[1] % op.out_width())
+        refuse("an adaptive pool from ", in[0], "x", in[1], " to ", op.out_height(), "x", op.out_width(),
+               " has unequal windows, which ONNX's AveragePool cannot express");
+      const int64_t kh = in[0] / op.out_height(), kw = in[1] / op.out_width();
+      onnx::NodeProto& n = g_.node("AveragePool", {input(op).real}, name + ".pool", name);
+      GraphBuilder::set_ints(n, "kernel_shape", {kh, kw});
+      GraphBuilder::set_ints(n, "strides", {kh, kw});
+    }
+    return same_grid(input(op), g_.last_output(), name);
+  }
+
+  OnnxValue add(const int8::AddOp& op, const std::string& name) {
+    g_.node("Add", {input(op, 0).real, input(op, 1).real}, name + ".sum", name);
+    std::string y = g_.last_output();
+    if (op.has_relu()) {
+      g_.node("Relu", {y}, name + ".relu", name);
+      y = g_.last_output();
+    }
+    return quantize(y, op.output(), name + ".output");
+  }
+
+  OnnxValue flatten(const int8::IntegerOp& op, const std::string& name) {
+    const int8::ValueType& type = input_type(op);
+    const OnnxValue& in = input(op);
+    if (type.shape.size() <= 1) return in;
+    std::string x = in.real;
+    // An image flattened by the integer model: (h, w, c) order, as the next linear layer reads it.
+    if (type.is_quantized && type.shape.size() == 3 && type.shape[0] * type.shape[1] > 1) {
+      GraphBuilder::set_ints(g_.node("Transpose", {x}, name + ".nhwc", name), "perm", {0, 2, 3, 1});
+      x = g_.last_output();
+    }
+    GraphBuilder::set_int(g_.node("Flatten", {x}, name + ".flat", name), "axis", 1);
+    return type.is_quantized ? same_grid(in, g_.last_output(), name) : OnnxValue{g_.last_output()};
+  }
+
+  OnnxValue lower(const int8::IntegerOp& op, std::size_t index) {
+    const std::string name = op.name.empty() ? "op" + std::to_string(index) : op.name;
+    if (auto* q = dynamic_cast<const int8::QuantizeOp*>(&op))
+      return quantize(input(op).real, q->output(), name);
+    if (dynamic_cast<const int8::DequantizeOp*>(&op)) return {input(op).real};
+    if (auto* c = dynamic_cast<const int8::ConvOp*>(&op)) return conv(*c, name);
+    if (auto* l = dynamic_cast<const int8::LinearOp*>(&op)) return linear(*l, name);
+    if (auto* f = dynamic_cast<const int8::FloatLayerOp*>(&op)) return float_layer(*f, name);
+    if (auto* p = dynamic_cast<const int8::PoolOp*>(&op)) return pool(*p, name);
+    if (auto* a = dynamic_cast<const int8::AdaptiveAvgPoolOp*>(&op)) return adaptive_pool(*a, name);
+    if (auto* a = dynamic_cast<const int8::AddOp*>(&op)) return add(*a, name);
+    if (dynamic_cast<const int8::FlattenOp*>(&op)) return flatten(op, name);
+    if (dynamic_cast<const int8::ReluOp*>(&op)) {
+      g_.node("Relu", {input(op).real}, name + ".relu", name);
+      return same_grid(input(op), g_.last_output(), name);
+    }
+    refuse(
+        "not exportable: ONNX export covers quantize, conv2d, linear, pools, add, relu, flatten, dequantize "
+        "and "
+        "layers kept in float (the integer LSTMs are not exported; export the float LSTM model instead)");
+  }
+
+  const int8::IntegerModel& model_;
+  GraphBuilder g_;
+  std::vector<int8::ValueType> types_;
+  std::vector<OnnxValue> values_;
+};
+
+// ---- the float model ---------------------------------------------------------------------------
+
+class FloatExport {
+ public:
+  explicit FloatExport(onnx::ModelProto& proto) : g_(*proto.mutable_graph()) {}
+
+  std::string lower(nn::Module& module, const std::string& path, const std::string& x) {
+    const std::string name = path.empty() ? "model" : path;
+    if (dynamic_cast<nn::Sequential*>(&module)) {
+      std::string y = x;
+      for (const auto& [child_name, child] : module.children())
+        y = lower(*child, path.empty() ? child_name : path + "." + child_name, y);
+      return y;
+    }
+    if (auto* net = dynamic_cast<nn::ResNet*>(&module)) {
+      const std::string stem = lower(*net->stem, join(path, "stem"), x);
+      return lower(*net->head, join(path, "head"), lower(*net->layers, join(path, "layers"), stem));
+    }
+    if (auto* block = dynamic_cast<nn::BasicBlock*>(&module)) {
+      const std::string residual = lower(*block->residual, join(path, "residual"), x);
+      const std::string shortcut = block->shortcut ? lower(*block->shortcut, join(path, "shortcut"), x) : x;
+      g_.node("Add", {residual, shortcut}, name + ".sum", name);
+      return lower(*block->relu, join(path, "relu"), g_.last_output());
+    }
+    if (auto* c = dynamic_cast<nn::Conv2d*>(&module)) return conv(*c, name, x);
+    if (auto* bn = dynamic_cast<nn::BatchNorm2d*>(&module)) return batch_norm(*bn, name, x);
+    if (auto* l = dynamic_cast<nn::Linear*>(&module)) {
+      std::vector<std::string> inputs{x, floats(name + ".weight", l->weight)};
+      if (l->bias.defined()) inputs.push_back(floats(name + ".bias", l->bias));
+      GraphBuilder::set_int(g_.node("Gemm", inputs, name + ".gemm", name), "transB", 1);
+      return g_.last_output();
+    }
+    if (dynamic_cast<nn::ReLU*>(&module)) return g_.node("Relu", {x}, name, name), g_.last_output();
+    if (auto* p = dynamic_cast<nn::MaxPool2d*>(&module)) return pool("MaxPool", p->options, name, x);
+    if (auto* p = dynamic_cast<nn::AvgPool2d*>(&module)) return pool("AveragePool", p->options, name, x);
+    if (auto* a = dynamic_cast<nn::AdaptiveAvgPool2d*>(&module)) {
+      if (a->out_height != 1 || a->out_width != 1)
+        refuse("export: ", name,
+               " (AdaptiveAvgPool2d): only a pool to 1x1 (GlobalAveragePool) is exported from a "
+               "float model");
+      return g_.node("GlobalAveragePool", {x}, name, name), g_.last_output();
+    }
+    if (dynamic_cast<nn::Flatten*>(&module)) {
+      GraphBuilder::set_int(g_.node("Flatten", {x}, name, name), "axis", 1);
+      return g_.last_output();
+    }
+    if (dynamic_cast<nn::Dropout*>(&module) || dynamic_cast<nn::Identity*>(&module)) return x;
+    refuse("export: ", name, " (", module.type_name(),
+           "): not exportable — the float exporter covers Conv2d, BatchNorm2d, ReLU, pools, Flatten, "
+           "Dropout, Linear "
+           "and residual blocks");
+  }
+
+ private:
+  static std::string join(const std::string& prefix, const std::string& name) {
+    return prefix.empty() ? name : prefix + "." + name;
+  }
+  std::string floats(const std::string& name, const Tensor& t) {
+    return g_.floats(name, t.detach().to_vector(), std::vector<int64_t>(t.shape().begin(), t.shape().end()));
+  }
+  std::string conv(const nn::Conv2d& c, const std::string& name, const std::string& x) {
+    std::vector<std::string> inputs{x, floats(name + ".weight", c.weight)};
+    if (c.bias.defined()) inputs.push_back(floats(name + ".bias", c.bias));
+    onnx::NodeProto& n = g_.node("Conv", inputs, name, name);
+    const Conv2dOptions& o = c.options;
+    GraphBuilder::set_ints(n, "kernel_shape", pair_of(c.kernel_size, c.kernel_size));
+    GraphBuilder::set_ints(n, "strides", pair_of(o.stride_height, o.stride_width));
+    GraphBuilder::set_ints(n, "pads", {o.padding_height, o.padding_width, o.padding_height, o.padding_width});
+    GraphBuilder::set_ints(n, "dilations", pair_of(o.dilation_height, o.dilation_width));
+    GraphBuilder::set_int(n, "group", o.groups);
+    return g_.last_output();
+  }
+  std::string batch_norm(const nn::BatchNorm2d& bn, const std::string& name, const std::string& x) {
+    onnx::NodeProto& n = g_.node(
+        "BatchNormalization",
+        {x, floats(name + ".weight", bn.weight), floats(name + ".bias", bn.bias),
+         floats(name + ".running_mean", bn.running_mean), floats(name + ".running_var", bn.running_var)},
+        name, name);
+    GraphBuilder::set_float(n, "epsilon", bn.eps);
+    GraphBuilder::set_float(n, "momentum", 1.0f - bn.momentum);  // ONNX's momentum weighs the running value
+    return g_.last_output();
+  }
+  std::string pool(const char* op, const Pool2dOptions& o, const std::string& name, const std::string& x) {
+    onnx::NodeProto& n = g_.node(op, {x}, name, name);
+    GraphBuilder::set_ints(n, "kernel_shape", pair_of(o.kernel_height, o.kernel_width));
+    GraphBuilder::set_ints(n, "strides", pair_of(o.stride_height, o.stride_width));
+    GraphBuilder::set_ints(n, "pads", {o.padding_height, o.padding_width, o.padding_height, o.padding_width});
+    if (std::string(op) == "MaxPool")
+      GraphBuilder::set_ints(n, "dilations", pair_of(o.dilation_height, o.dilation_width));
+    else
+      GraphBuilder::set_int(n, "count_include_pad", 1);
+    return g_.last_output();
+  }
+
+  GraphBuilder g_;
+};
+
+}  // namespace
+
+std::string export_integer_onnx(const int8::IntegerModel& model) {
+  onnx::ModelProto proto = new_model(model.input_shape);
+  IntegerExport exporter(model, proto);
+  const std::string logits = exporter.run();
+  const int8::ValueType output = model.value_types().back();
+  QF_CHECK(output.shape.size() == 1, "export: the model's output is ", int8::describe(output),
+           ", not (N, classes)");
+  GraphBuilder g(*proto.mutable_graph());
+  add_output(proto, g, logits, output.shape[0]);
+  return serialize(proto);
+}
+
+std::string export_float_onnx(nn::Module& model, const Shape& input_shape) {
+  onnx::ModelProto proto = new_model(input_shape);
+  FloatExport exporter(proto);
+  const std::string logits = exporter.lower(model, "", "input");
+  Shape one{1};
+  one.insert(one.end(), input_shape.begin(), input_shape.end());
+  NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  const int64_t classes = model.forward(Tensor::zeros(one)).size(-1);
+  model.train(was_training);
+  GraphBuilder g(*proto.mutable_graph());
+  add_output(proto, g, logits, classes);
+  return serialize(proto);
+}
+
+void check_onnx(const std::string& bytes, const std::string& what) {
+  onnx::ModelProto model;
+  QF_CHECK(model.ParseFromString(bytes), what, ": not an ONNX model (protobuf does not parse)");
+  try {
+    onnx::checker::check_model(model);
+    onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(),
+                                       onnx::ShapeInferenceOptions{/*check_type=*/true, /*strict_mode=*/1});
+  } catch (const std::exception& error) {
+    QF_FAIL(what, ": the ONNX checker refuses the model: ", error.what());
+  }
+}
+
+void write_onnx(const std::string& bytes, const std::string& path) {
+  check_onnx(bytes, path);
+  write_file_atomically(path, bytes);
+}
+
+std::string describe_onnx(const std::string& bytes, const std::string& path) {
+  onnx::ModelProto model;
+  QF_CHECK(model.ParseFromString(bytes), path, ": not an ONNX model (protobuf does not parse)");
+  std::map<std::string, int> counts;
+  for (const onnx::NodeProto& node : model.graph().node())
+    ++counts[(node.domain().empty() ? "" : node.domain() + ".") + node.op_type()];
+  std::ostringstream out;
+  out << path << ": ONNX model, ir_version " << model.ir_version() << ", producer \"" << model.producer_name()
+      << "\", " << model.graph().node_size() << " nodes, " << model.graph().initializer_size()
+      << " initializers\n";
+  for (const auto& [op, count] : counts) out << "  " << op << " " << count << "\n";
+  return out.str();
+}
+
+}  // namespace qforge::quant::onnx_io

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# ONNX Runtime checks qforge's ONNX export — a consumer qforge did not write (ctest label
+# onnx). Short QAT runs on a slice of Fashion-MNIST train each model (and evaluate on a
+# slice of the test set); the run writes model_qat.onnx beside model_qat.qfm; ONNX Runtime
+# (npm onnxruntime-node) runs it on the whole test set and must predict what qforge's integer model predicts on >= 99.8% of the
+# images, and its optimized graph must hold QLinearConv (ONNX Runtime fused the QDQ pattern
+# into integer convolutions). The float lenet, exported from model.qf, must give qforge's
+# logits within 1e-4 (relative to the largest).
+#   ort_agreement.sh QFORGE SOURCE_DIR WORK_DIR
+set -uo pipefail
+qforge=$1 source=$2 work=$3
+export ORT_DIR=${ORT_DIR:-/opt/qforge/npm}
+command -v node >/dev/null || { echo "no node (Debian's nodejs; scripts/install-deps installs it)"; exit 1; }
+images=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+[[ -d $ORT_DIR/node_modules/onnxruntime-node ]] || { echo "no onnxruntime-node in $ORT_DIR (scripts/install-deps installs it)"; exit 1; }
+rm -rf "$work" && mkdir -p "$work"
+failures=0
+fail() { echo "FAILED: $*"; failures=$((failures + 1)); }
+
+# qat NAME CONFIG [--set ...]: a short QAT run, then ONNX Runtime against the integer model.
+qat() {
+  local name=$1 config=$source/configs/$2 dir=$work/$1
+  shift 2
+  "$qforge" qat "$config" --out "$dir" --set data.train_limit=6000 --set data.test_limit=2000 --set train.epochs=1 \
+    --set quant.qat.epochs=1 "$@" > "$dir.log" 2>&1 || { fail "$name: qforge qat (see $dir.log)"; tail -3 "$dir.log"; return; }
+  [[ -f $dir/model_qat.onnx ]] || { fail "$name: the run wrote no model_qat.onnx"; return; }
+  "$qforge" eval "$config" --checkpoint "$dir/model_qat.qfm" --predictions "$dir/int8.txt" 2>/dev/null | tail -1
+  node "$source/tests/onnx/ort_check.js" "$dir/model_qat.onnx" "$images" 10000 0.2860 0.3530 "$dir/int8.txt" \
+    --optimized "$dir/optimized.onnx" 2>/dev/null || fail "$name: ONNX Runtime disagrees with the integer model"
+  local fused
+  fused=$("$qforge" inspect "$dir/optimized.onnx" | grep -c "QLinearConv") || true
+  echo "$name: ONNX Runtime's optimized graph: $("$qforge" inspect "$dir/optimized.onnx" | tail -n +2 | tr -s ' ' | tr '\n' ',')"
+  [[ ${REQUIRE_FUSED:-1} == 0 || $fused -gt 0 ]] || fail "$name: ONNX Runtime ran no QLinearConv"
+}
+
+qat lenet lenet.json
+qat jermmy jermmy.json
+qat resnet8 resnet8.json
+# 4 bits: ONNX Runtime keeps the Clip that narrows each quantize, so it runs these in float
+# (FusedConv): agreement is required, integer kernels are not.
+REQUIRE_FUSED=0 qat lenet_4bit lenet_4bit.json --set quant.fp32_checkpoint="$work/lenet/model.qf"
+
+# The float lenet the first run trained: plain ONNX, logits within 1e-4.
+dir=$work/lenet
+"$qforge" export "$source/configs/lenet.json" --checkpoint "$dir/model.qf" --out "$dir/fp32.onnx" | tail -1
+"$qforge" eval "$source/configs/lenet.json" --checkpoint "$dir/model.qf" --predictions "$dir/fp32.txt" \
+  --logits "$dir/fp32.f32" 2>/dev/null | tail -1
+node "$source/tests/onnx/ort_check.js" "$dir/fp32.onnx" "$images" 10000 0.2860 0.3530 "$dir/fp32.txt" \
+  --logits "$dir/fp32.f32" --tolerance 1e-4 --min-identical 0.998 2>/dev/null || fail "float lenet: logits differ"
+
+((failures == 0)) && echo "onnx_runtime: every model agrees"
+exit $((failures > 0))
