@@ -38,7 +38,8 @@ std::string QatConv2d::type_name() const {
 
 namespace {
 // Whether a layer runs as deployed: evaluation with fake quantization on and a quantized input.
-bool runs_as_deployed(const nn::Module& layer, const FakeQuantize* weight_quant, const FakeQuantize* input_quant) {
+bool runs_as_deployed(const nn::Module& layer, const FakeQuantize* weight_quant,
+                      const FakeQuantize* input_quant) {
   return !layer.is_training() && weight_quant && weight_quant->is_fake_quantizing() && input_quant &&
          input_quant->is_fake_quantizing() && input_quant->is_calibrated();
 }

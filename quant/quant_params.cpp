@@ -62,8 +62,8 @@ QuantParams qparams_from_min_max(const std::vector<float>& min_values, const std
 
 std::vector<int32_t> bias_levels(const std::vector<float>& bias, float input_scale,
                                  const std::vector<float>& weight_scale) {
-  QF_CHECK(weight_scale.size() == bias.size() || weight_scale.size() == 1, "quantize_bias: ", weight_scale.size(),
-           " weight scales for ", bias.size(), " biases");
+  QF_CHECK(weight_scale.size() == bias.size() || weight_scale.size() == 1,
+           "quantize_bias: ", weight_scale.size(), " weight scales for ", bias.size(), " biases");
   std::vector<int32_t> levels(bias.size());
   for (std::size_t c = 0; c < bias.size(); ++c) {
     const float scale = bias_scale(input_scale, weight_scale[weight_scale.size() == 1 ? 0 : c]);
@@ -79,7 +79,8 @@ std::vector<float> quantize_bias(const std::vector<float>& bias, float input_sca
   const std::vector<int32_t> levels = bias_levels(bias, input_scale, weight_scale);
   std::vector<float> out(bias.size());
   for (std::size_t c = 0; c < bias.size(); ++c)
-    out[c] = static_cast<float>(levels[c]) * bias_scale(input_scale, weight_scale[weight_scale.size() == 1 ? 0 : c]);
+    out[c] = static_cast<float>(levels[c]) *
+             bias_scale(input_scale, weight_scale[weight_scale.size() == 1 ? 0 : c]);
   return out;
 }
 
