@@ -29,6 +29,14 @@ BasicBlock::BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride
   relu = register_module("relu", std::make_shared<ReLU>());
 }
 
+BasicBlock::BasicBlock(ModulePtr residual_layers, ModulePtr shortcut_layers, bool has_relu) {
+  QF_CHECK(residual_layers, "BasicBlock: the residual branch is empty");
+  residual = register_module("residual", std::move(residual_layers));
+  if (shortcut_layers) shortcut = register_module("shortcut", std::move(shortcut_layers));
+  relu =
+      register_module("relu", has_relu ? ModulePtr(std::make_shared<ReLU>()) : std::make_shared<Identity>());
+}
+
 Tensor BasicBlock::forward(const Tensor& input) {
   Tensor y = residual->forward(input);
   return relu->forward(add(y, shortcut ? shortcut->forward(input) : input));

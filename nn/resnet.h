@@ -12,6 +12,10 @@ namespace qforge::nn {
 class BasicBlock : public Module {
  public:
   BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride, Generator& generator);
+  // A residual block from its parts (a layer list's "residual", an imported ONNX graph):
+  // y = relu(residual(x) + shortcut(x)), the relu an Identity when has_relu is false and the
+  // shortcut the identity when null.
+  BasicBlock(ModulePtr residual, ModulePtr shortcut, bool has_relu);
   Tensor forward(const Tensor& input) override;
   std::string type_name() const override { return "BasicBlock"; }
 
@@ -20,7 +24,7 @@ class BasicBlock : public Module {
   // quantization can rewrite it as one unit.
   ModulePtr residual;  // Sequential(conv1, bn1, relu1, conv2, bn2)
   ModulePtr shortcut;  // Sequential(conv 1×1, bn) or null for identity
-  ModulePtr relu;      // after the add
+  ModulePtr relu;      // after the add (an Identity in a block without one)
 
  protected:
   void child_replaced(const std::string& name, const ModulePtr& module) override;

@@ -290,10 +290,11 @@ Stream Lowering::block(nn::Module& module, const std::string& path, const Stream
   auto& block = static_cast<nn::BasicBlock&>(module);
   Stream residual = lower(*block.residual, join(path, "residual"), in);
   Stream shortcut = block.shortcut ? lower(*block.shortcut, join(path, "shortcut"), in) : in;
-  // prepare made the block's relu Sequential(ReLU, FakeQuantize): add + ReLU + requantize.
+  // prepare made the block's relu Sequential(ReLU or Identity, FakeQuantize): add [+ ReLU] + requantize.
   auto* relu = dynamic_cast<nn::Sequential*>(block.relu.get());
   FakeQuantize* output =
       relu && relu->size() == 2 ? dynamic_cast<FakeQuantize*>(relu->children()[1].second.get()) : nullptr;
+  const bool has_relu = relu && dynamic_cast<nn::ReLU*>(relu->children()[0].second.get()) != nullptr;
   check_convertible(output, "convert: ", path,
                     ": a residual block kept in float is not supported by the integer runtime");
   need_quantized(residual, path, "add"), need_quantized(shortcut, path, "add");
@@ -301,7 +302,7 @@ Stream Lowering::block(nn::Module& module, const std::string& path, const Stream
                     " and shortcut ", shortcut.shape, " differ");
   Stream out = residual;
   out.quant = activation_of(*output, join(path, "relu.1"));
-  return emit(std::make_unique<int8::AddOp>(*out.quant, true), {residual.value, shortcut.value},
+  return emit(std::make_unique<int8::AddOp>(*out.quant, has_relu), {residual.value, shortcut.value},
               join(path, "add"), out);
 }
 

@@ -62,13 +62,14 @@ void rewrite_block(nn::BasicBlock& block, const std::string& path, Walk& walk) {
   const QConfig q = walk.config.for_module(path, "BasicBlock");
   walk.current = nullptr;
   if (q.is_float) return;
-  // The block's output is quantized after its add and ReLU (BasicBlock::relu).
+  // The block's output is quantized after its add and ReLU (BasicBlock::relu, an Identity in
+  // a block without one): relu becomes Sequential(relu, output quantizer).
   auto& children = block.children();
   for (std::size_t k = 0; k < children.size(); ++k)
     if (children[k].first == "relu") {
       auto output_quant = std::make_shared<FakeQuantize>(q.activation, 1);
-      block.replace_child(k, std::make_shared<nn::Sequential>(
-                                 std::vector<nn::ModulePtr>{std::make_shared<nn::ReLU>(), output_quant}));
+      block.replace_child(
+          k, std::make_shared<nn::Sequential>(std::vector<nn::ModulePtr>{children[k].second, output_quant}));
       walk.current = output_quant;
     }
 }

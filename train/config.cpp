@@ -8,6 +8,7 @@
 #include "nn/batch_norm.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "nn/resnet.h"
 #include "nn/sequential.h"
 #include "nn/simple_layers.h"
 #include "nn/zoo.h"
@@ -111,12 +112,27 @@ TrainConfig parse_train(ConfigReader reader) {
   return t;
 }
 
+nn::ModulePtr build_layer(ConfigReader r, Generator& generator, int depth);
+
+// A "layers" list inside a residual block: a Sequential of its layers.
+nn::ModulePtr build_layers(ConfigReader& r, const std::string& key, Generator& generator, int depth) {
+  const nlohmann::json& list = r.raw(key);
+  if (!list.is_array() || list.empty()) r.fail(key, "expected a non-empty array of layer objects");
+  auto layers = std::make_shared<nn::Sequential>();
+  for (std::size_t i = 0; i < list.size(); ++i)
+    layers->append(build_layer(ConfigReader(list[i], r.file(), r.key_path(key) + "." + std::to_string(i)),
+                               generator, depth + 1));
+  return layers;
+}
+
 // One layer object of a "layers" list, e.g. {"type": "conv2d", "in": 1, "out": 32, "kernel": 5, "padding":
-// 2}.
-nn::ModulePtr build_layer(ConfigReader r, Generator& generator) {
+// 2}, or a residual block {"type": "residual", "layers": [...], "shortcut": [...], "relu": true}:
+// relu(layers(x) + shortcut(x)), the shortcut the identity when absent (nn::BasicBlock).
+nn::ModulePtr build_layer(ConfigReader r, Generator& generator, int depth) {
+  constexpr int kMaxDepth = 8;  // residual blocks inside residual blocks, this deep at most
   const std::string type = r.choice("type", "",
                                     {"conv2d", "linear", "batchnorm2d", "relu", "maxpool2d", "avgpool2d",
-                                     "adaptive_avgpool2d", "flatten", "dropout"});
+                                     "adaptive_avgpool2d", "flatten", "dropout", "residual"});
   nn::ModulePtr layer;
   // Sizes bounded so a config cannot ask for more memory than a machine has (a fuzzed
   // "linear" of 10^6 x 10^6 would be 4 TB of weights).
@@ -139,7 +155,18 @@ nn::ModulePtr build_layer(ConfigReader r, Generator& generator) {
       r.fail("out", "a linear layer of at most 2^26 weights, got " + std::to_string(in * out));
     layer = std::make_shared<nn::Linear>(in, out, r.boolean("bias", true), generator);
   } else if (type == "batchnorm2d") {
-    layer = std::make_shared<nn::BatchNorm2d>(bounded("channels", 1, 1, 4096));
+    const int64_t channels = bounded("channels", 1, 1, 4096);
+    const double eps = r.number("eps", 1e-5);
+    if (!(eps > 0 && eps < 1)) r.fail("eps", "expected a number in (0, 1)");
+    layer = std::make_shared<nn::BatchNorm2d>(channels, static_cast<float>(eps));
+  } else if (type == "residual") {
+    if (depth >= kMaxDepth)
+      r.fail("type", "residual blocks nest at most " + std::to_string(kMaxDepth) + " deep");
+    nn::ModulePtr residual = build_layers(r, "layers", generator, depth);
+    nn::ModulePtr shortcut = r.has("shortcut") && !r.raw("shortcut").empty()
+                                 ? build_layers(r, "shortcut", generator, depth)
+                                 : nullptr;
+    layer = std::make_shared<nn::BasicBlock>(residual, shortcut, r.boolean("relu", true));
   } else if (type == "relu") {
     layer = std::make_shared<nn::ReLU>();
   } else if (type == "maxpool2d" || type == "avgpool2d") {
@@ -326,8 +353,9 @@ nn::ModulePtr build_model(const RunConfig& config, uint64_t seed) {
   if (!config.model.name.empty()) return nn::build_zoo_model(config.model.name, generator);
   auto model = std::make_shared<nn::Sequential>();
   for (std::size_t i = 0; i < config.model.layers.size(); ++i)
-    model->append(build_layer(
-        ConfigReader(config.model.layers[i], config.file, "model.layers." + std::to_string(i)), generator));
+    model->append(
+        build_layer(ConfigReader(config.model.layers[i], config.file, "model.layers." + std::to_string(i)),
+                    generator, 0));
   return model;
 }
 

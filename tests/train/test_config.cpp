@@ -97,6 +97,25 @@ TEST_CASE("config errors name the key path and the expectation") {
             "test.json: model.layers.3 (MaxPool2d): max_pool2d: input [1,4,28,28] is smaller") == 0);
   bad["model"]["layers"][3] = {{"type", "avgpool2d"}, {"kernel", 300}};
   CHECK(error_of(bad).find("test.json: model.layers.3 (AvgPool2d)") == 0);
+  // Residual blocks: their lists are checked by path; they nest at most 8 deep; the sum's shapes must agree.
+  bad = base;
+  bad["model"]["layers"][1] = {{"type", "residual"}, {"layers", json::array()}};
+  CHECK(error_of(bad) == "test.json: model.layers.1.layers: expected a non-empty array of layer objects");
+  bad["model"]["layers"][1] = {{"type", "residual"}, {"layers", {{{"type", "relu"}, {"kernal", 2}}}}};
+  CHECK(error_of(bad).find("test.json: model.layers.1.layers.0.kernal: unknown key") == 0);
+  json nested = {{"type", "relu"}};
+  for (int depth = 0; depth < 9; ++depth) nested = {{"type", "residual"}, {"layers", {nested}}};
+  bad["model"]["layers"][1] = nested;
+  CHECK(error_of(bad).find(".type: residual blocks nest at most 8 deep") != std::string::npos);
+  bad = base;
+  bad["data"] = {{"dataset", "fashion-mnist"}};
+  bad["model"]["layers"][1] = {{"type", "residual"},
+                               {"layers", {{{"type", "conv2d"}, {"in", 4}, {"out", 4}, {"kernel", 3}}}}};
+  CHECK(error_of(bad).find("test.json: model.layers.1 (BasicBlock)") == 0);
+  bad["model"]["layers"][1]["layers"][0]["padding"] = 1;
+  bad["model"]["layers"][1]["relu"] = false;
+  CHECK(error_of(bad).find("model.layers.1") ==
+        std::string::npos);  // (the linear layer, made for 8x8, fails)
 }
 
 TEST_CASE("config files: duplicate keys, deep nesting, huge files and overflowing numbers are errors") {
