@@ -87,7 +87,21 @@ struct OnnxValue {
   bool is_quantized = false;
   int8::ActivationQuant quant;
   std::string scale, zero_point;  // the initializers of its quantization
+  std::string codes;              // the uint8 tensor itself (its QuantizeLinear's output)
 };
+
+// Note [Average pools in ONNX]
+// qforge's integer average pool rounds the window's mean of (q − z) half to even and then
+// adds z (PyTorch's channels-last formula, quant/int8/requantize.h). ONNX Runtime fuses
+// DequantizeLinear -> AveragePool -> QuantizeLinear into QLinearAveragePool, which rounds
+// mean + z instead, in float: on exact ties (x.5, which a window of an even number of taps
+// makes a quarter of the time for 2x2) with an odd zero point the two differ by one level
+// (99.7% identical predictions on a 2x2-average-pool lenet). Where a tie can occur the export
+// therefore pools the codes themselves, which ONNX Runtime cannot fuse and computes exactly:
+//   Cast(q) - z -> AveragePool -> QuantizeLinear(scale 1, zero point z) -> DequantizeLinear(s, z)
+// (sums of small integers and division by a power of two are exact in float). Windows of an
+// odd number of taps have no ties (the mean is at least 1/(2n) from one), so they keep the
+// fusable pattern and run as ONNX Runtime's integer kernel.
 
 class IntegerExport {
  public:
@@ -129,7 +143,8 @@ class IntegerExport {
       source = g_.last_output();
     }
     g_.node("QuantizeLinear", {source, out.scale, out.zero_point}, name + ".quantized", name);
-    g_.node("DequantizeLinear", {g_.last_output(), out.scale, out.zero_point}, name + ".dequantized", name);
+    out.codes = g_.last_output();
+    g_.node("DequantizeLinear", {out.codes, out.scale, out.zero_point}, name + ".dequantized", name);
     out.real = g_.last_output();
     return out;
   }
@@ -233,7 +248,28 @@ class IntegerExport {
   OnnxValue same_grid(const OnnxValue& in, const std::string& y, const std::string& name) {
     OnnxValue out{"", true, in.quant, in.scale, in.zero_point};
     g_.node("QuantizeLinear", {y, in.scale, in.zero_point}, name + ".quantized", name);
-    g_.node("DequantizeLinear", {g_.last_output(), in.scale, in.zero_point}, name + ".dequantized", name);
+    out.codes = g_.last_output();
+    g_.node("DequantizeLinear", {out.codes, in.scale, in.zero_point}, name + ".dequantized", name);
+    out.real = g_.last_output();
+    return out;
+  }
+
+  // An average pool whose windows may tie, on the codes (Note [Average pools in ONNX]);
+  // `pool` makes the pool node on the float input it is given.
+  template <typename MakePool>
+  OnnxValue exact_average(const OnnxValue& in, const std::string& name, MakePool pool) {
+    OnnxValue out{"", true, in.quant, in.scale, in.zero_point};
+    GraphBuilder::set_int(g_.node("Cast", {in.codes}, name + ".levels", name), "to",
+                          onnx::TensorProto_DataType_FLOAT);
+    g_.node(
+        "Sub",
+        {g_.last_output(), g_.scalar(name + ".zero_point_float", static_cast<float>(in.quant.zero_point))},
+        name + ".centred", name);
+    pool(g_.last_output());
+    g_.node("QuantizeLinear", {g_.last_output(), g_.scalar(name + ".unit_scale", 1.0f), in.zero_point},
+            name + ".quantized", name);
+    out.codes = g_.last_output();
+    g_.node("DequantizeLinear", {out.codes, in.scale, in.zero_point}, name + ".dequantized", name);
     out.real = g_.last_output();
     return out;
   }
@@ -243,29 +279,41 @@ class IntegerExport {
     const Pool2dOptions& w = p.window;
     const bool is_max = op.pool_kind() == int8::PoolOp::Kind::max;
     if (!is_max && p.divisor_override != 0) refuse("divisor_override has no ONNX AveragePool attribute");
-    onnx::NodeProto& n = g_.node(is_max ? "MaxPool" : "AveragePool", {input(op).real}, name + ".pool", name);
-    GraphBuilder::set_ints(n, "kernel_shape", pair_of(w.kernel_height, w.kernel_width));
-    GraphBuilder::set_ints(n, "strides", pair_of(w.stride_height, w.stride_width));
-    GraphBuilder::set_ints(n, "pads", {w.padding_height, w.padding_width, w.padding_height, w.padding_width});
-    GraphBuilder::set_int(n, "ceil_mode", p.ceil_mode ? 1 : 0);
-    if (is_max) GraphBuilder::set_ints(n, "dilations", pair_of(w.dilation_height, w.dilation_width));
-    if (!is_max) GraphBuilder::set_int(n, "count_include_pad", p.count_include_pad ? 1 : 0);
+    auto make = [&](const std::string& x) {
+      onnx::NodeProto& n = g_.node(is_max ? "MaxPool" : "AveragePool", {x}, name + ".pool", name);
+      GraphBuilder::set_ints(n, "kernel_shape", pair_of(w.kernel_height, w.kernel_width));
+      GraphBuilder::set_ints(n, "strides", pair_of(w.stride_height, w.stride_width));
+      GraphBuilder::set_ints(n, "pads",
+                             {w.padding_height, w.padding_width, w.padding_height, w.padding_width});
+      GraphBuilder::set_int(n, "ceil_mode", p.ceil_mode ? 1 : 0);
+      if (is_max) GraphBuilder::set_ints(n, "dilations", pair_of(w.dilation_height, w.dilation_width));
+      if (!is_max) GraphBuilder::set_int(n, "count_include_pad", p.count_include_pad ? 1 : 0);
+    };
+    // Every window divides by kH·kW unless padding is left out of the count or ceil mode clips it.
+    const bool may_tie = (w.kernel_height * w.kernel_width) % 2 == 0 || p.ceil_mode ||
+                         ((w.padding_height || w.padding_width) && !p.count_include_pad);
+    if (!is_max && may_tie) return exact_average(input(op), name, make);
+    make(input(op).real);
     return same_grid(input(op), g_.last_output(), name);
   }
 
   OnnxValue adaptive_pool(const int8::AdaptiveAvgPoolOp& op, const std::string& name) {
     const Shape& in = input_type(op).shape;  // (H,W,C)
-    if (op.out_height() == 1 && op.out_width() == 1) {
-      g_.node("GlobalAveragePool", {input(op).real}, name + ".pool", name);
-    } else {
-      if (in[0] % op.out_height() || in[1] % op.out_width())
-        refuse("an adaptive pool from ", in[0], "x", in[1], " to ", op.out_height(), "x", op.out_width(),
-               " has unequal windows, which ONNX's AveragePool cannot express");
-      const int64_t kh = in[0] / op.out_height(), kw = in[1] / op.out_width();
-      onnx::NodeProto& n = g_.node("AveragePool", {input(op).real}, name + ".pool", name);
+    if (in[0] % op.out_height() || in[1] % op.out_width())
+      refuse("an adaptive pool from ", in[0], "x", in[1], " to ", op.out_height(), "x", op.out_width(),
+             " has unequal windows, which ONNX's AveragePool cannot express");
+    const int64_t kh = in[0] / op.out_height(), kw = in[1] / op.out_width();
+    auto make = [&](const std::string& x) {
+      if (op.out_height() == 1 && op.out_width() == 1) {
+        g_.node("GlobalAveragePool", {x}, name + ".pool", name);
+        return;
+      }
+      onnx::NodeProto& n = g_.node("AveragePool", {x}, name + ".pool", name);
       GraphBuilder::set_ints(n, "kernel_shape", {kh, kw});
       GraphBuilder::set_ints(n, "strides", {kh, kw});
-    }
+    };
+    if ((kh * kw) % 2 == 0) return exact_average(input(op), name, make);
+    make(input(op).real);
     return same_grid(input(op), g_.last_output(), name);
   }
 
