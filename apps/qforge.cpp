@@ -8,6 +8,7 @@
 //   qforge convert CONFIG --checkpoint model_qat.qf|model_ptq.qf --out model.qfm
 //   qforge eval CONFIG --checkpoint FILE [--compare FILE] [--json] [--predictions FILE] [--logits FILE] (.qf
 //   or .qfm) qforge export CONFIG --checkpoint model_qat.qf|model_ptq.qf|model.qf|model.qfm --out model.onnx
+//   qforge import MODEL.onnx --out DIR [--config BASE.json] [--set k=v ...] [--force]
 //   qforge inspect FILE   (.qf, .qfm, .onnx or a .json config)
 //   qforge bench [--model NAME ...] [--batch N] [--threads N] [--seconds S] [--json]
 //   qforge data mnist-digits [--out DIR]
@@ -35,6 +36,7 @@
 #include "train/config.h"
 #include "train/deploy.h"
 #include "train/model_files.h"
+#include "train/onnx_files.h"
 #include "train/stages.h"
 #include "train/studies/calibrate_compare.h"
 #include "train/studies/sensitivity.h"
@@ -334,6 +336,23 @@ int main(int argc, char** argv) {
   export_command->add_option("--out", out, "The ONNX file to write (.onnx)")->required();
   export_command->add_option("--set", overrides, "Override a config key: a.b.c=value (repeatable)");
 
+  auto* import_command = app.add_subcommand(
+      "import",
+      "Bring in a float ONNX model (from PyTorch): DIR/model.qf and DIR/config.json for qforge's commands");
+  std::string onnx_file;
+  import_command->add_option("model", onnx_file, "The ONNX file (.onnx)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  import_command->add_option("--out", out, "The folder to write model.qf and config.json into")->required();
+  import_command
+      ->add_option("--config", config_path,
+                   "A config whose data, train and quant sections the written one keeps (default: "
+                   "Fashion-MNIST as configs/default.json)")
+      ->check(CLI::ExistingFile);
+  import_command->add_option("--set", overrides,
+                             "Override a key of the written config: a.b.c=value (repeatable)");
+  import_command->add_flag("--force", force, "Replace model.qf and config.json in DIR");
+
   auto* convert = app.add_subcommand("convert", "Convert a QAT or PTQ model to the integer model (.qfm)");
   convert->add_option("config", config_path, "Config file (JSON)")->required()->check(CLI::ExistingFile);
   convert->add_option("--checkpoint", checkpoint, "model_qat.qf or model_ptq.qf")
@@ -395,6 +414,14 @@ int main(int argc, char** argv) {
           train::export_onnx_file(load_run_config(config_path, overrides, ""), checkpoint, out);
       std::printf("wrote %s: %s (%lld bytes; onnx::checker passed)\n", out.c_str(), what.c_str(),
                   static_cast<long long>(std::filesystem::file_size(out)));
+    }
+    if (*import_command) {
+      const nlohmann::json base =
+          config_path.empty() ? nlohmann::json() : parse_json(read_file(config_path), config_path);
+      const train::ImportResult result = train::import_onnx_file(onnx_file, out, base, overrides, force);
+      std::printf("%s\nwrote %s and %s (qforge ptq|qat|convert|export %s run on it)\n",
+                  result.description.c_str(), result.model_file.c_str(), result.config_file.c_str(),
+                  result.config_file.c_str());
     }
     if (*convert) run_convert(load_run_config(config_path, overrides, ""), checkpoint, out);
     if (*inspect) run_inspect(file);

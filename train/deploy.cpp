@@ -168,25 +168,6 @@ void write_predictions(const Forward& forward, const data::Dataset& dataset, int
   if (!logits_path.empty()) write_file_atomically(logits_path, logits);
 }
 
-std::string export_onnx_file(const RunConfig& config, const std::string& checkpoint, const std::string& out) {
-  TensorFile saved = load_tensor_file(checkpoint);
-  if (file_kind(saved, checkpoint) == "integer_model") {
-    quant::onnx_io::write_onnx(
-        quant::onnx_io::export_integer_onnx(quant::int8::IntegerModel::from_file(saved, checkpoint)), out);
-    return "QDQ ONNX of the integer model";
-  }
-  nn::ModulePtr model = load_saved_model(config, checkpoint);
-  model->eval();
-  const Shape sample =
-      sample_shape(data::load_idx_folder(config.data.path, data::Split::test, config.data.normalization, 1));
-  if (auto* prepared = dynamic_cast<quant::QatModel*>(model.get())) {
-    quant::onnx_io::write_onnx(quant::onnx_io::export_integer_onnx(quant::convert(*prepared, sample)), out);
-    return "QDQ ONNX of the integer model converted from the fake-quant model";
-  }
-  quant::onnx_io::write_onnx(quant::onnx_io::export_float_onnx(*model, sample), out);
-  return "ONNX of the float model";
-}
-
 Forward load_forward(const RunConfig& config, const std::string& file, std::string* description) {
   TensorFile saved = load_tensor_file(file);
   if (file_kind(saved, file) == "integer_model") {

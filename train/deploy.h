@@ -55,12 +55,6 @@ IntegerResult deploy_dynamic_model(nn::Module& fp32, const RunConfig& config, co
 void write_predictions(const Forward& forward, const data::Dataset& dataset, int64_t batch_size,
                        const std::string& path, const std::string& logits_path = "");
 
-// `qforge export`: a saved model as ONNX at `out` — a QAT/PTQ model (.qf, converted first) or an
-// integer model (.qfm) as QDQ ONNX, a float model (.qf) as plain ONNX. Returns what it wrote
-// ("QDQ ONNX of the integer model", ...); an error names the layer it cannot express, and
-// nothing is written.
-std::string export_onnx_file(const RunConfig& config, const std::string& checkpoint, const std::string& out);
-
 // A saved model of any kind as a forward function: .qfm integer models, or .qf float,
 // QAT and PTQ models (load_saved_model). `description` says which it was.
 Forward load_forward(const RunConfig& config, const std::string& file, std::string* description = nullptr);

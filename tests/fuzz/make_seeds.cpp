@@ -1,6 +1,8 @@
 // Writes the model-file fuzzer's seeds (tests/fuzz/seed*.qfm and corpus/model_file): a small
 // model with every kind of field — grouped conv, relu, pools, flatten, linear — as an 8-bit
-// and a 4-bit (packed) integer model, their headers as JSON, and a float and a QAT .qf.
+// and a 4-bit (packed) integer model, their headers as JSON, and a float and a QAT .qf; and the
+// ONNX importer's (corpus/onnx): that model and a small residual network exported as float
+// ONNX, and the 8-bit integer model as QDQ ONNX (which the importer must refuse by name).
 // Run it after a file-format change:  ./build/tests/fuzz/make_fuzz_seeds tests/fuzz
 #include <cstdio>
 #include <string>
@@ -13,6 +15,7 @@
 #include "nn/sequential.h"
 #include "nn/simple_layers.h"
 #include "quant/convert.h"
+#include "quant/onnx/onnx_export.h"
 #include "quant/prepare.h"
 #include "train/config.h"
 #include "train/model_files.h"
@@ -65,6 +68,26 @@ int main(int argc, char** argv) {
   auto prepared =
       quant::prepare_qat(train::build_model(config, 1), quant::parse_quant_spec(nullptr, "seed.json"));
   train::save_model(*prepared, corpus + "/qat.qf", config, "qat");
-  std::printf("wrote the seeds into %s and %s\n", dir.c_str(), corpus.c_str());
+  const std::string onnx = dir + "/corpus/onnx";
+  Generator onnx_generator(17);
+  write_file_atomically(onnx + "/small.onnx",
+                        quant::onnx_io::export_float_onnx(*small_model(onnx_generator), {1, 14, 14}));
+  const train::RunConfig residual = train::parse_config(
+      nlohmann::json::parse(R"({"data": {"dataset": "idx", "path": "seed"}, "model": {"layers": [
+        {"type": "conv2d", "in": 1, "out": 4, "kernel": 3, "padding": 1, "bias": false},
+        {"type": "batchnorm2d", "channels": 4}, {"type": "relu"},
+        {"type": "residual", "layers": [{"type": "conv2d", "in": 4, "out": 4, "kernel": 3, "padding": 1},
+                                        {"type": "relu"}, {"type": "conv2d", "in": 4, "out": 4, "kernel": 1}]},
+        {"type": "residual", "relu": false,
+         "layers": [{"type": "conv2d", "in": 4, "out": 4, "kernel": 3, "stride": 2, "padding": 1}],
+         "shortcut": [{"type": "conv2d", "in": 4, "out": 4, "kernel": 1, "stride": 2}]},
+        {"type": "adaptive_avgpool2d", "size": 1}, {"type": "flatten"},
+        {"type": "linear", "in": 4, "out": 3}]}})"),
+      "seed.json");
+  write_file_atomically(onnx + "/residual.onnx",
+                        quant::onnx_io::export_float_onnx(*train::build_model(residual, 3), {1, 8, 8}));
+  write_file_atomically(onnx + "/qdq.onnx", quant::onnx_io::export_integer_onnx(quant::convert(
+                                                *calibrated(nullptr, generator), {1, 14, 14})));
+  std::printf("wrote the seeds into %s, %s and %s\n", dir.c_str(), corpus.c_str(), onnx.c_str());
   return 0;
 }

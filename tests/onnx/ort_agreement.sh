@@ -5,7 +5,7 @@
 # (npm onnxruntime-node) runs it on the whole test set and must predict what qforge's integer model predicts on >= 99.8% of the
 # images, and its optimized graph must hold QLinearConv (ONNX Runtime fused the QDQ pattern
 # into integer convolutions). The float lenet, exported from model.qf, must give qforge's
-# logits within 1e-4 (relative to the largest).
+# logits within 1e-4 (relative to the largest). Then the import: PyTorch-made float models (below).
 #   ort_agreement.sh QFORGE SOURCE_DIR WORK_DIR
 set -uo pipefail
 qforge=$1 source=$2 work=$3
@@ -47,6 +47,33 @@ dir=$work/lenet
   --logits "$dir/fp32.f32" 2>/dev/null | tail -1
 node "$source/tests/onnx/ort_check.js" "$dir/fp32.onnx" "$images" 10000 0.2860 0.3530 "$dir/fp32.txt" \
   --logits "$dir/fp32.f32" --tolerance 1e-4 --min-identical 0.998 2>/dev/null || fail "float lenet: logits differ"
+
+# Import: float models trained and exported by PyTorch (tests/onnx/models, made by make_models.py).
+# qforge's accuracy after import must be PyTorch's (models.json), its logits ONNX Runtime's
+# within 1e-4 (relative to the largest); then PTQ on the imported model, whose QDQ export ONNX
+# Runtime must run with qforge's predictions.
+imported() {
+  local name=$1 dir=$work/import_$1 model=$source/tests/onnx/models/$1.onnx
+  "$qforge" import "$model" --out "$dir" > "$dir.log" 2>&1 || { fail "$name: qforge import (see $dir.log)"; tail -3 "$dir.log"; return; }
+  head -1 "$dir.log"
+  local result
+  result=$("$qforge" eval "$dir/config.json" --checkpoint "$dir/model.qf" --json --predictions "$dir/fp32.txt" \
+    --logits "$dir/fp32.f32" 2>/dev/null) || { fail "$name: qforge eval of the imported model"; return; }
+  node -e '
+    const [, file, name, eval_json] = process.argv;
+    const expected = require(file).models[name].pytorch_test_accuracy, got = JSON.parse(eval_json).accuracy;
+    console.log(`${name}: test accuracy ${(100 * got).toFixed(2)}% in qforge after import, ${(100 * expected).toFixed(2)}% in PyTorch`);
+    process.exit(Math.abs(got - expected) <= 2e-4 ? 0 : 1);' "$source/tests/onnx/models/models.json" "$name" "$result" ||
+    fail "$name: the imported model's accuracy is not PyTorch's"
+  node "$source/tests/onnx/ort_check.js" "$model" "$images" 10000 0.2860 0.3530 "$dir/fp32.txt" --logits "$dir/fp32.f32" \
+    --tolerance 1e-4 2>/dev/null || fail "$name: the imported model's logits differ from ONNX Runtime's"
+  "$qforge" ptq "$dir/config.json" --set data.test_limit=2000 > "$dir.ptq.log" 2>&1 || { fail "$name: qforge ptq (see $dir.ptq.log)"; return; }
+  "$qforge" eval "$dir/config.json" --checkpoint "$dir/run/model_ptq.qfm" --predictions "$dir/int8.txt" 2>/dev/null | tail -1
+  node "$source/tests/onnx/ort_check.js" "$dir/run/model_ptq.onnx" "$images" 10000 0.2860 0.3530 "$dir/int8.txt" \
+    2>/dev/null || fail "$name: ONNX Runtime disagrees with the integer model of the imported model"
+}
+imported lenet_torch
+imported resnet8_torch
 
 ((failures == 0)) && echo "onnx_runtime: every model agrees"
 exit $((failures > 0))
