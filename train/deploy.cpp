@@ -120,8 +120,7 @@ IntegerResult record_integer_model(const quant::int8::IntegerModel& integer, con
       agreement.a.images_per_second, source_name, 100 * agreement.identical_predictions,
       agreement.max_logit_difference);
   if (!result.onnx_file.empty())
-    std::printf("%s: the same model as QDQ ONNX for ONNX Runtime: %s\n", stage.c_str(),
-                result.onnx_file.c_str());
+    std::printf("%s: the same model as ONNX for ONNX Runtime: %s\n", stage.c_str(), result.onnx_file.c_str());
   else
     std::printf("%s: no ONNX file (%s)\n", stage.c_str(), result.no_onnx_reason.c_str());
   return result;

@@ -59,6 +59,7 @@ class DynamicLinearOp : public IntegerOp {
   nlohmann::json save(TensorMap& blobs, const std::string& prefix) const override;
   static std::unique_ptr<IntegerOp> load(OpReader& reader);
   int64_t weight_bytes() const override;
+  const DynamicLinear& linear() const { return linear_; }
 
  private:
   DynamicLinear linear_;
@@ -83,6 +84,7 @@ class DynamicLstmOp : public IntegerOp {
   nlohmann::json save(TensorMap& blobs, const std::string& prefix) const override;
   static std::unique_ptr<IntegerOp> load(OpReader& reader);
   int64_t weight_bytes() const override;
+  const std::vector<DynamicLstmLayer>& layers() const { return layers_; }
 
  private:
   std::vector<DynamicLstmLayer> layers_;

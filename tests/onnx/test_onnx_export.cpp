@@ -14,9 +14,11 @@
 #include "core/autograd.h"
 #include "core/file_io.h"
 #include "core/ops.h"
+#include "nn/lstm.h"
 #include "nn/zoo.h"
 #include "quant/convert.h"
 #include "quant/int8/integer_ops.h"
+#include "quant/int8/lstm_ops.h"
 #include "quant/onnx/onnx_export.h"
 #include "quant/prepare.h"
 #include "quant/quant_params.h"
@@ -234,4 +236,35 @@ TEST_CASE(
   REQUIRE(broken.SerializeToString(&broken_bytes));
   CHECK_THROWS_WITH_AS(onnx_io::write_onnx(broken_bytes, path), doctest::Contains("ONNX checker"), Error);
   CHECK(read_file(path) == "earlier");
+}
+
+TEST_CASE("ONNX export: LSTMs in ONNX's gate order — float as LSTM, dynamic int8 as DynamicQuantizeLSTM") {
+  Generator generator(11);
+  nn::ModulePtr model = nn::build_zoo_model("lstm", generator);
+  model->eval();
+  const onnx::ModelProto plain = parse(onnx_io::export_float_onnx(*model, {1, 28, 28}));
+  CHECK(count(plain, "LSTM") == dynamic_cast<nn::LstmClassifier&>(*model).lstm->num_layers());
+  const int8::IntegerModel dynamic =
+      convert_dynamic(*model, parse_quant_spec(json::object(), "t.json").defaults.weight, {1, 28, 28});
+  const std::string bytes = onnx_io::export_integer_onnx(dynamic);
+  CHECK_NOTHROW(onnx_io::check_onnx(bytes, "dynamic"));
+  const onnx::ModelProto model_proto = parse(bytes);
+  CHECK(count(model_proto, "DynamicQuantizeLSTM") == 1);
+  CHECK(count(model_proto, "MatMulInteger") == 1);  // the classifier's dynamic Linear
+  bool has_microsoft = false;
+  for (const auto& opset : model_proto.opset_import()) has_microsoft |= opset.domain() == "com.microsoft";
+  CHECK(has_microsoft);
+  // W (1, in, 4H) holds qforge's (4H, in) rows transposed, gates reordered i,f,g,o -> i,o,f,c.
+  const auto& op = dynamic_cast<const int8::DynamicLstmOp&>(*dynamic.ops()[0]);
+  const Tensor& w = op.layers()[0].input.weight();
+  const int64_t gates = w.size(0), hidden = gates / 4, in = w.size(1);
+  const std::vector<int8_t> exported =
+      values_of<int8_t>(initializer(model_proto, dynamic.ops()[0]->name + ".l0.W_quantized"));
+  REQUIRE(exported.size() == static_cast<std::size_t>(gates * in));
+  const int64_t onnx_gate_of[4] = {0, 2, 3, 1};  // qforge's i, f, g, o at ONNX's positions
+  for (int64_t g = 0; g < 4; ++g)
+    for (int64_t r : {int64_t{0}, hidden - 1})
+      for (int64_t c : {int64_t{0}, in - 1})
+        CHECK(exported[c * gates + onnx_gate_of[g] * hidden + r] ==
+              w.data_as<int8_t>()[(g * hidden + r) * in + c]);
 }
