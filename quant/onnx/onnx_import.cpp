@@ -39,15 +39,6 @@ std::string text(const Args&... args) {
   return out.str();
 }
 
-std::string shape_text(const Shape& shape) {
-  std::string out = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i) out += ',';
-    out += std::to_string(shape[i]);
-  }
-  return out + ")";
-}
-
 // A layer list being built (the model's, or a residual block's branch): the layers' JSON and
 // their tensors, named by position in this list ("0.weight").
 struct Chain {
@@ -66,7 +57,7 @@ struct Chain {
 class Importer {
  public:
   Importer(const onnx::ModelProto& model, std::string path)
-      : model_(model), graph_(model.graph()), path_(path) {}
+      : model_(model), graph_(model.graph()), path_(std::move(path)) {}
 
   ImportedModel run() {
     ImportedModel out;
@@ -86,7 +77,7 @@ class Importer {
     for (const onnx::NodeProto& node : graph_.node())
       if (!visited_.count(&node)) fail_node(node, "is not on the path from the input to the output");
     if (shape_.size() != 1)
-      fail("the output \"", output_, "\" is ", shape_text(shape_),
+      fail("the output \"", output_, "\" is ", shape_to_string(shape_),
            " per image; expected (classes): end with a "
            "Flatten and a Gemm");
     out.layers = chain.layers;
@@ -228,12 +219,12 @@ class Importer {
     if (!t.raw_data().empty() || t.float_data_size() == 0) {
       if (t.raw_data().size() != static_cast<std::size_t>(count) * sizeof(float))
         fail_node(node, what, " \"", t.name(), "\" holds ", t.raw_data().size(), " bytes; its shape ",
-                  shape_text(shape), " needs ", count * 4);
+                  shape_to_string(shape), " needs ", count * 4);
       std::memcpy(values.data(), t.raw_data().data(), t.raw_data().size());
     } else {
       if (t.float_data_size() != count)
         fail_node(node, what, " \"", t.name(), "\" holds ", t.float_data_size(), " values; its shape ",
-                  shape_text(shape), " needs ", count);
+                  shape_to_string(shape), " needs ", count);
       std::copy(t.float_data().begin(), t.float_data().end(), values.begin());
     }
     for (float v : values)
@@ -285,7 +276,7 @@ class Importer {
   std::vector<int64_t> ints_attr(const onnx::NodeProto& node, const std::string& name,
                                  std::vector<int64_t> fallback) const {
     const auto* a = attribute(node, name, onnx::AttributeProto_AttributeType_INTS);
-    return a ? std::vector<int64_t>(a->ints().begin(), a->ints().end()) : fallback;
+    return a ? std::vector<int64_t>(a->ints().begin(), a->ints().end()) : std::move(fallback);
   }
   // Attributes this importer does not read must be absent (a model they change is refused).
   void only_attributes(const onnx::NodeProto& node, const std::set<std::string>& known) const {
@@ -303,7 +294,7 @@ class Importer {
     if (v.size() != expected) fail_node(node, name, " has ", v.size(), " values; expected ", expected);
     for (int64_t x : v)
       if (x != v[0])
-        fail_node(node, name, " ", shape_text(Shape(v.begin(), v.end())),
+        fail_node(node, name, " ", shape_to_string(Shape(v.begin(), v.end())),
                   ": qforge's layers take the same value along height and width",
                   name == "pads" ? " and at both ends" : "");
     if (v[0] < low || v[0] > high) fail_node(node, name, " ", v[0], ": expected ", low, " to ", high);
@@ -387,7 +378,7 @@ class Importer {
     visited_.insert(&join);
     if (a.chain.layers.empty() && b.chain.layers.empty()) fail_node(join, "adds a value to itself");
     if (a.shape != b.shape)
-      fail_node(join, "adds ", shape_text(a.shape), " to ", shape_text(b.shape), " per image");
+      fail_node(join, "adds ", shape_to_string(a.shape), " to ", shape_to_string(b.shape), " per image");
     if (join.output_size() != 1 || !join.attribute().empty())
       fail_node(join, "expected one output, no attributes");
     // The residual branch feeds the Add's first input (as PyTorch's `out += shortcut(x)` and
@@ -429,7 +420,8 @@ class Importer {
 
   void need_image(const onnx::NodeProto& node) const {
     if (shape_.size() != 3)
-      fail_node(node, "expects an image (C,H,W) per sample, got ", shape_text(shape_), " (after a Flatten)");
+      fail_node(node, "expects an image (C,H,W) per sample, got ", shape_to_string(shape_),
+                " (after a Flatten)");
   }
 
   // One node (and, for MatMul, the Add of its bias) into `chain`; returns the value it writes.
@@ -510,16 +502,16 @@ class Importer {
     no_auto_pad(node);
     const Tensor weight = floats(node, 1, "weight");
     if (weight.dim() != 4)
-      fail_node(node, "weight is ", shape_text(weight.shape()), "; expected (O,C/groups,kH,kW)");
+      fail_node(node, "weight is ", shape_to_string(weight.shape()), "; expected (O,C/groups,kH,kW)");
     const int64_t out = weight.size(0), kernel = weight.size(2);
     if (weight.size(3) != kernel)
       fail_node(node, "kernel ", kernel, "x", weight.size(3), ": qforge's convolutions are square");
     if (const auto k = ints_attr(node, "kernel_shape", {});
         !k.empty() && (k.size() != 2 || k[0] != kernel || k[1] != kernel))
-      fail_node(node, "kernel_shape disagrees with the weight ", shape_text(weight.shape()));
+      fail_node(node, "kernel_shape disagrees with the weight ", shape_to_string(weight.shape()));
     const int64_t groups = int_attr(node, "group", 1);
     if (groups < 1 || shape_[0] % groups || out % groups || weight.size(1) * groups != shape_[0])
-      fail_node(node, "weight ", shape_text(weight.shape()), " with group ", groups,
+      fail_node(node, "weight ", shape_to_string(weight.shape()), " with group ", groups,
                 " does not fit an input of ", shape_[0], " channels");
     const int64_t stride = square(node, "strides", 1, 1, kMaxExtent),
                   padding = square(node, "pads", 0, 0, kMaxExtent) + take_pending_padding(),
@@ -529,12 +521,13 @@ class Importer {
     if (has_bias) {
       const Tensor bias = floats(node, 2, "bias");
       if (bias.shape() != Shape{out})
-        fail_node(node, "bias is ", shape_text(bias.shape()), "; expected (", out, ")");
+        fail_node(node, "bias is ", shape_to_string(bias.shape()), "; expected (", out, ")");
       tensors.emplace_back("bias", bias);
     }
     auto side = [&](int64_t size) { return (size + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1; };
     const Shape next{out, side(shape_[1]), side(shape_[2])};
-    if (next[1] < 1 || next[2] < 1) fail_node(node, "the kernel does not fit the input ", shape_text(shape_));
+    if (next[1] < 1 || next[2] < 1)
+      fail_node(node, "the kernel does not fit the input ", shape_to_string(shape_));
     chain.add({{"type", "conv2d"},
                {"in", shape_[0]},
                {"out", out},
@@ -563,7 +556,7 @@ class Importer {
     for (int k = 0; k < 4; ++k) {
       Tensor t = floats(node, k + 1, names[k]);
       if (t.shape() != Shape{channels})
-        fail_node(node, names[k], " is ", shape_text(t.shape()), "; expected (", channels, ")");
+        fail_node(node, names[k], " is ", shape_to_string(t.shape()), "; expected (", channels, ")");
       tensors.emplace_back(names[k], t);
     }
     for (float v : tensors[3].second.to_vector())
@@ -593,7 +586,8 @@ class Importer {
           "padding with count_include_pad 0; qforge's average pool counts the padding (PyTorch's default)");
     auto side = [&](int64_t size) { return (size + 2 * padding - kernel) / stride + 1; };
     const Shape next{shape_[0], side(shape_[1]), side(shape_[2])};
-    if (next[1] < 1 || next[2] < 1) fail_node(node, "the window does not fit the input ", shape_text(shape_));
+    if (next[1] < 1 || next[2] < 1)
+      fail_node(node, "the window does not fit the input ", shape_to_string(shape_));
     chain.add({{"type", is_max ? "maxpool2d" : "avgpool2d"},
                {"kernel", kernel},
                {"stride", stride},
@@ -614,7 +608,7 @@ class Importer {
     const int64_t features = shape_.size() == 1 ? shape_[0] : shape_[0] * shape_[1] * shape_[2];
     if (target.size() != 2 || (target[0] != 0 && target[0] != -1) ||
         (target[1] != -1 && target[1] != features))
-      fail_node(node, "reshapes to ", shape_text(Shape(target.begin(), target.end())),
+      fail_node(node, "reshapes to ", shape_to_string(Shape(target.begin(), target.end())),
                 "; qforge imports a Reshape "
                 "only as a flatten to (N, features): (0 or -1, -1 or ",
                 features, ")");
@@ -625,9 +619,9 @@ class Importer {
   std::string linear(const onnx::NodeProto& node, Chain& chain, const Tensor& weight, const Tensor* bias,
                      const std::string& output) {
     if (shape_.size() != 1)
-      fail_node(node, "expects features (N,K), got ", shape_text(shape_), " per sample; flatten first");
+      fail_node(node, "expects features (N,K), got ", shape_to_string(shape_), " per sample; flatten first");
     if (weight.size(1) != shape_[0])
-      fail_node(node, "weight ", shape_text(weight.shape()), " takes ", weight.size(1),
+      fail_node(node, "weight ", shape_to_string(weight.shape()), " takes ", weight.size(1),
                 " features, the input has ", shape_[0]);
     std::vector<std::pair<std::string, Tensor>> tensors{{"weight", weight}};
     if (bias) tensors.emplace_back("bias", *bias);
@@ -655,14 +649,14 @@ class Importer {
     only_attributes(node, {"alpha", "beta", "transA", "transB"});
     if (int_attr(node, "transA", 0) != 0) fail_node(node, "transA 1 is not supported");
     Tensor b = floats(node, 1, "weight");
-    if (b.dim() != 2) fail_node(node, "weight is ", shape_text(b.shape()), "; expected a matrix");
+    if (b.dim() != 2) fail_node(node, "weight is ", shape_to_string(b.shape()), "; expected a matrix");
     Tensor weight = int_attr(node, "transB", 0) ? b : transposed(b);  // (out, in)
     const float alpha = float_attr(node, "alpha", 1), beta = float_attr(node, "beta", 1);
     if (alpha != 1) weight = scaled(weight, alpha);
     if (node.input_size() > 2 && !node.input(2).empty()) {
       Tensor c = floats(node, 2, "bias");
       if (c.numel() != weight.size(0) || (c.dim() != 1 && !(c.dim() == 2 && c.size(0) == 1)))
-        fail_node(node, "bias is ", shape_text(c.shape()), "; expected (", weight.size(0), ") or (1,",
+        fail_node(node, "bias is ", shape_to_string(c.shape()), "; expected (", weight.size(0), ") or (1,",
                   weight.size(0), ")");
       c = scaled(Tensor::from_vector({weight.size(0)}, c.to_vector()), beta);
       return linear(node, chain, weight, &c, node.output(0));
@@ -674,8 +668,8 @@ class Importer {
   std::string matmul(const onnx::NodeProto& node, Chain& chain) {
     if (node.attribute_size()) fail_node(node, "expected no attributes");
     const Tensor w = floats(node, 1, "weight");
-    if (w.dim() != 2) fail_node(node, "weight is ", shape_text(w.shape()), "; expected (in, out)");
-    const std::string out = node.output(0);
+    if (w.dim() != 2) fail_node(node, "weight is ", shape_to_string(w.shape()), "; expected (in, out)");
+    const std::string& out = node.output(0);
     if (out != output_ && consumers_.count(out) && consumers_.at(out).size() == 1) {
       const onnx::NodeProto& add = only_consumer(out);
       if (add.op_type() == "Add" && add.input_size() == 2 && !is_join(add)) {
@@ -684,7 +678,7 @@ class Importer {
         const int k = add.input(0) == out ? 1 : 0;
         const Tensor b = floats(add, k, "bias");
         if (b.numel() != w.size(1) || b.dim() != 1)
-          fail_node(add, "bias is ", shape_text(b.shape()), "; expected (", w.size(1), ")");
+          fail_node(add, "bias is ", shape_to_string(b.shape()), "; expected (", w.size(1), ")");
         return linear(node, chain, transposed(w), &b, add.output(0));
       }
     }

@@ -178,7 +178,7 @@ TEST_CASE("ONNX import: wrong, hostile and unsupported files are one error namin
          onnx::TensorProto* w = &conv1_weight(m);
          w->set_raw_data(w->raw_data().substr(0, w->raw_data().size() - 4));
        },
-       {"(Conv): weight", "bytes; its shape (2,1,3,3) needs 72"}},
+       {"(Conv): weight", "bytes; its shape [2,1,3,3] needs 72"}},
       {"a weight that claims 2^40 elements",
        [](onnx::ModelProto& m) { conv1_weight(m).set_dims(0, int64_t{1} << 40); },
        {"(Conv): constant", "elements"}},
@@ -224,7 +224,7 @@ TEST_CASE("ONNX import: wrong, hostile and unsupported files are one error namin
          for (onnx::AttributeProto& a : *node_of(m, "Conv").mutable_attribute())
            if (a.name() == "pads") a.set_ints(2, 0);
        },
-       {"(Conv): pads (1,1,0,1)", "the same value along height and width and at both ends"}},
+       {"(Conv): pads [1,1,0,1]", "the same value along height and width and at both ends"}},
       {"a ceil-mode pool",
        [](onnx::ModelProto& m) {
          for (onnx::AttributeProto& a : *node_of(m, "AveragePool").mutable_attribute())
