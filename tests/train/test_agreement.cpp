@@ -6,18 +6,23 @@
 // in float in turn, the input and output overrides; 8/4/2-bit weights and activations,
 // per-tensor and per-channel weights, affine and symmetric (signed, and unsigned with a
 // reduced range) activations; PTQ, QAT and LSQ. A new layer type or option is covered by
-// adding it to the model or to `schemes` below — nobody has to remember a layer name.
+// adding it to the model or to `schemes` below — nobody has to remember a layer name. The
+// same integer models are exported as ONNX for ONNX Runtime to check (OnnxExports below).
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
 
+#include "core/autograd.h"
 #include "core/file_io.h"
+#include "core/ops.h"
 #include "core/ops/shape.h"
 #include "quant/convert.h"
+#include "quant/onnx/onnx_export.h"
 #include "quant/prepare.h"
 #include "tests/temp_folder.h"
 #include "train/config.h"
@@ -155,6 +160,68 @@ Datasets first(const Datasets& all, int64_t train, int64_t test) {
   return {take(all.train, train), take(all.test, test)};
 }
 
+// The same configurations through the ONNX export: with QFORGE_AGREEMENT_ONNX set (ctest sets
+// it for train_real_data), every converted model is also exported as QDQ ONNX into that folder,
+// beside the test images and the integer model's predictions on them, listed in manifest.jsonl
+// for ONNX Runtime to run (ctest onnx_runtime, tests/onnx/ort_manifest.js). An export the
+// exporter refuses must name the layer (the static integer LSTM).
+class OnnxExports {
+ public:
+  OnnxExports() {
+    const char* folder = std::getenv("QFORGE_AGREEMENT_ONNX");
+    if (!folder || !*folder) return;
+    folder_ = folder;
+    std::filesystem::remove_all(folder_);
+    std::filesystem::create_directories(folder_);
+  }
+  bool is_on() const { return !folder_.empty(); }
+  // The images every model of this case is checked on, as raw float32 (N,C,H,W).
+  void set_images(const std::string& case_name, const data::Dataset& test) {
+    if (!is_on()) return;
+    images_ = Tensor::empty(test.images.shape());  // normalized as the loader does
+    const auto* pixels = test.images.data_as<uint8_t>();
+    for (int64_t i = 0; i < images_.numel(); ++i) images_.data()[i] = test.normalize(pixels[i]);
+    inputs_ = case_name + ".inputs.f32";
+    write_file_atomically(folder_ + "/" + inputs_,
+                          std::string(reinterpret_cast<const char*>(images_.bytes()), images_.size_bytes()));
+  }
+  void add(const std::string& label, const std::string& case_name, const quant::int8::IntegerModel& integer) {
+    if (!is_on()) return;
+    std::string bytes;
+    try {
+      bytes = quant::onnx_io::export_integer_onnx(integer);
+    } catch (const quant::onnx_io::ExportError& error) {
+      const std::string message = error.what();
+      CHECK_MESSAGE(message.find("not exportable") != std::string::npos, message);
+      ++refused;
+      return;
+    }
+    const std::string stem = case_name + "_" + std::to_string(exported++);
+    quant::onnx_io::write_onnx(bytes, folder_ + "/" + stem + ".onnx");
+    integer.save(folder_ + "/" + stem + ".qfm");  // what qforge ran, to look into a disagreement
+    NoGradGuard no_grad;
+    const Tensor top = argmax(integer.forward(images_), 1);
+    std::string predictions;
+    for (int64_t i = 0; i < top.numel(); ++i) predictions += std::to_string(top.data_as<int32_t>()[i]) + "\n";
+    write_file_atomically(folder_ + "/" + stem + ".txt", predictions);
+    manifest_ += json{{"label", label},
+                      {"model", stem + ".onnx"},
+                      {"inputs", inputs_},
+                      {"shape", images_.shape()},
+                      {"predictions", stem + ".txt"}}
+                     .dump() +
+                 "\n";
+  }
+  void finish() const {
+    if (is_on()) write_file_atomically(folder_ + "/manifest.jsonl", manifest_);
+  }
+  int exported = 0, refused = 0;
+
+ private:
+  std::string folder_, inputs_, manifest_;
+  Tensor images_;
+};
+
 struct Outcome {
   int converted = 0, refused = 0;
   double lowest = 1;
@@ -171,6 +238,7 @@ TEST_CASE(
   REQUIRE(std::filesystem::exists(data::kFashionMnistFolder));
   const std::string folder = testing::fresh_temp_folder("agreement");
   int total_converted = 0, total_refused = 0;
+  OnnxExports onnx;
   double lowest = 1;
   std::string lowest_label = "every one identical";
   for (const ModelCase& model_case : model_cases()) {
@@ -188,6 +256,7 @@ TEST_CASE(
     TensorMap fp32_state;
     for (auto& [name, tensor] : fp32->state_dict()) fp32_state[name] = tensor.clone();
     const Shape sample = sample_shape(datasets.test);
+    onnx.set_images(model_case.name, datasets.test);
 
     Outcome outcome;
     const std::vector<Variant> all = variants(*fp32);
@@ -231,6 +300,7 @@ TEST_CASE(
                     agreement.identical_predictions, ", fake quant ", agreement.b.accuracy, ", int8 ",
                     agreement.a.accuracy);
       ++outcome.converted;
+      onnx.add(label, model_case.name, integer);
       if (agreement.identical_predictions < outcome.lowest)
         outcome.lowest = agreement.identical_predictions, outcome.lowest_label = label;
     }
@@ -243,6 +313,10 @@ TEST_CASE(
   MESSAGE("agreement: ", total_converted + total_refused, " configurations, ", total_converted,
           " converted, ", total_refused, " refused by name; lowest agreement ", 100 * lowest, "% (",
           lowest_label, ")");
+  onnx.finish();
+  if (onnx.is_on())
+    MESSAGE("ONNX: ", onnx.exported, " converted models exported for ONNX Runtime, ", onnx.refused,
+            " refused by name");
 }
 
 TEST_SUITE_END();
