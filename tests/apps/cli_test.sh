@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The command line's own behaviour (apps/qforge.cpp), run by ctest: what a user typing a
 # wrong command sees, and that the program exits non-zero for it.
-#   cli_test.sh QFORGE_BINARY
+#   cli_test.sh QFORGE_BINARY SOURCE_DIR
 set -uo pipefail
-qforge=$1
+qforge=$1 source=${2:-.}
 failures=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 expect() {  # expect STATUS PATTERN -- ARGS...: exit status and a line of stderr matching PATTERN
   local status=$1 pattern=$2
   shift 3
@@ -19,5 +21,15 @@ expect() {  # expect STATUS PATTERN -- ARGS...: exit status and a line of stderr
 expect 1 'unknown command "trian" \(commands: train, qat, ptq,' -- trian configs/lenet.json
 expect 1 'unknown command "exprot"' -- exprot
 expect 0 '' -- --help
+# ONNX import: a file that is not ONNX names itself and writes nothing; a second import into the
+# same folder is refused unless --force.
+printf 'not an onnx model' > "$tmp/bad.onnx"
+expect 1 "$tmp/bad.onnx: not an ONNX model" -- import "$tmp/bad.onnx" --out "$tmp/bad"
+[[ ! -e $tmp/bad/model.qf && ! -e $tmp/bad/config.json ]] || { echo "FAILED: a bad import wrote files"; failures=$((failures + 1)); }
+tiny=$source/tests/fuzz/corpus/onnx/tiny_torch.onnx
+expect 0 '' -- import "$tiny" --out "$tmp/tiny" --set data.dataset=idx --set data.path="$tmp"
+expect 1 "$tmp/tiny/model.qf exists; import into another folder, or add --force" -- import "$tiny" --out "$tmp/tiny"
+expect 0 '' -- import "$tiny" --out "$tmp/tiny" --force --set data.dataset=idx --set data.path="$tmp"
+expect 1 'model.layers: unknown key|unknown key' -- import "$tiny" --out "$tmp/tiny2" --set model.layerz=1
 ((failures == 0)) && echo "cli: all checks passed"
 exit $((failures > 0))
