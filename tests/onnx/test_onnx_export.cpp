@@ -189,7 +189,9 @@ TEST_CASE("ONNX export: 4- and 2-bit activations clamp to their levels before ea
   }
 }
 
-TEST_CASE("ONNX export: a layer kept in float stays float between DequantizeLinear and QuantizeLinear") {
+// Note [Float layers in ONNX]: its input is (q − z)·s computed from the codes (Cast, Sub, Mul), not a
+// DequantizeLinear, so that ONNX Runtime cannot quantize its float weights.
+TEST_CASE("ONNX export: a layer kept in float stays float, its input dequantized from the codes") {
   auto prepared = calibrated("lenet", {{"overrides", {{{"name", "4"}, {"float", true}}}}});
   const int8::IntegerModel integer = convert(*prepared, {1, 28, 28});
   const onnx::ModelProto model = parse(onnx_io::export_integer_onnx(integer));
@@ -199,7 +201,12 @@ TEST_CASE("ONNX export: a layer kept in float stays float between DequantizeLine
     if (n.op_type() != "Conv" || edges.made_by(n.input(1)) != "initializer or input") continue;
     ++float_layers;
     CHECK(initializer(model, n.input(1)).data_type() == onnx::TensorProto_DataType_FLOAT);
-    CHECK(edges.made_by(n.input(0)) == "DequantizeLinear");
+    REQUIRE(edges.made_by(n.input(0)) == "Mul");
+    const onnx::NodeProto& sub = *edges.producer.at(edges.producer.at(n.input(0))->input(0));
+    REQUIRE(sub.op_type() == "Sub");
+    const onnx::NodeProto& cast = *edges.producer.at(sub.input(0));
+    REQUIRE(cast.op_type() == "Cast");
+    CHECK(edges.made_by(cast.input(0)) == "QuantizeLinear");
   }
   CHECK(float_layers == 1);
 }
