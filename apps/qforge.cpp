@@ -10,7 +10,7 @@
 //   or .qfm) qforge export CONFIG --checkpoint model_qat.qf|model_ptq.qf|model.qf|model.qfm --out model.onnx
 //   qforge import MODEL.onnx --out DIR [--config BASE.json] [--set k=v ...] [--force]
 //   qforge inspect FILE   (.qf, .qfm, .onnx or a .json config)
-//   qforge bench [--model NAME ...] [--batch N] [--threads N] [--seconds S] [--json]
+//   qforge bench [--model NAME ...] [--batch N] [--threads N] [--seconds S] [--json] [--onnx DIR]
 //   qforge data mnist-digits [--out DIR]
 // Every qforge::Error ends the program with one message and exit status 1; so does an
 // unknown command.
@@ -212,12 +212,14 @@ void run_inspect(const std::string& path) {
   std::printf("%zu tensors, %lld elements\n", file.tensors.size(), static_cast<long long>(total));
 }
 
-void run_bench(std::vector<std::string> models, int64_t batch, double seconds, bool as_json) {
+void run_bench(std::vector<std::string> models, int64_t batch, double seconds, bool as_json,
+               const std::string& onnx_dir) {
   if (models.empty()) models = nn::zoo_model_names();
   const double peak = kernels::measure_fp32_peak(2048, 0.5).peak_gflops();
+  if (!onnx_dir.empty()) std::filesystem::create_directories(onnx_dir);
   for (const std::string& model : models) {
-    nlohmann::json row =
-        train::benchmark_model(model, {.batch = batch, .min_seconds = seconds, .peak_gflops = peak});
+    nlohmann::json row = train::benchmark_model(
+        model, {.batch = batch, .min_seconds = seconds, .peak_gflops = peak, .onnx_dir = onnx_dir});
     if (as_json) {
       std::cout << row.dump() << std::endl;
     } else {
@@ -373,6 +375,11 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   bench->add_option("--seconds", seconds, "Minimum seconds per measurement")->check(CLI::PositiveNumber);
   bench->add_flag("--json", as_json, "One JSON object per line per model");
+  std::string onnx_dir;
+  bench->add_option(
+      "--onnx", onnx_dir,
+      "Also write the models it timed as ONNX into this folder (bench/ort_side_by_side.sh times "
+      "ONNX Runtime on them)");
 
   auto* data_command = app.add_subcommand("data", "Prepare datasets");
   data_command->require_subcommand(1);
@@ -425,7 +432,7 @@ int main(int argc, char** argv) {
     }
     if (*convert) run_convert(load_run_config(config_path, overrides, ""), checkpoint, out);
     if (*inspect) run_inspect(file);
-    if (*bench) run_bench(models, batch, seconds, as_json);
+    if (*bench) run_bench(models, batch, seconds, as_json, onnx_dir);
     if (*digits) run_mnist_digits(digits_out);
   } catch (const Error& error) {
     std::fprintf(stderr, "qforge: error: %s\n", error.what());

@@ -7,6 +7,7 @@
 #include "nn/zoo.h"
 #include "quant/convert.h"
 #include "quant/int8/gemm.h"
+#include "quant/onnx/onnx_export.h"
 #include "quant/prepare.h"
 #include "train/optimizer.h"
 
@@ -153,6 +154,17 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
   if (dynamic_seconds > 0) {
     row["int8_dynamic_infer_images_per_second"] = options.infer_batch / dynamic_seconds;
     row["int8_dynamic_to_fp32_infer_ratio"] = infer_seconds / dynamic_seconds;
+  }
+  if (!options.onnx_dir.empty()) {
+    const std::string base = options.onnx_dir + "/" + model_name;
+    quant::onnx_io::write_onnx(quant::onnx_io::export_float_onnx(*model, {1, 28, 28}), base + "_fp32.onnx");
+    row["onnx_fp32"] = base + "_fp32.onnx";
+    prepared->eval();
+    const quant::int8::IntegerModel integer =
+        model_name == "lstm" ? quant::convert_dynamic(*model, quant::QuantSpec{}.defaults.weight, {1, 28, 28})
+                             : quant::convert(*prepared, {1, 28, 28});
+    quant::onnx_io::write_onnx(quant::onnx_io::export_integer_onnx(integer), base + "_int8.onnx");
+    row["onnx_int8"] = base + "_int8.onnx";
   }
   if (options.peak_gflops > 0) {
     row["peak_gflops"] = options.peak_gflops;

@@ -1,7 +1,10 @@
 // Model throughput on synthetic data (`qforge bench`): images/s of a full fp32 training
 // step (forward, backward, SGD update) at the given batch, inference images/s at batch
 // 256, and the training step's achieved GFLOP/s (GEMM and conv FLOPs counted by
-// FlopCounter) beside this machine's measured fp32 peak. One JSON object per model.
+// FlopCounter) beside this machine's measured fp32 peak. One JSON object per model. With
+// onnx_dir, the models it timed are written there as ONNX too (<model>_fp32.onnx, and the int8
+// model as QDQ <model>_int8.onnx — the LSTM's dynamic one, the static integer LSTM having no
+// ONNX form), so ONNX Runtime can be timed on the very same models (bench/ort_side_by_side.sh).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -13,6 +16,7 @@ struct BenchmarkOptions {
   int64_t batch = 64, infer_batch = 256;
   double min_seconds = 2.0;  // per measurement
   double peak_gflops = 0;    // measured once by the caller
+  std::string onnx_dir;      // "" for none
 };
 
 nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOptions& options);
