@@ -24,7 +24,8 @@ const ort = require((process.env.ORT_DIR || '/opt/qforge/npm') + '/node_modules/
     const per = sample.reduce((a, b) => a * b, 1);
     const ours = fs.readFileSync(path.join(folder, entry.predictions), 'utf8').trim().split('\n').map(Number);
     const session = await ort.InferenceSession.create(path.join(folder, entry.model),
-                                                      { intraOpNumThreads: 2, graphOptimizationLevel: 'all' });
+                                                      { intraOpNumThreads: 2, graphOptimizationLevel: 'all',
+                                                        enableCpuMemArena: false });  // 226 sessions: a quarter faster
     let same = 0;
     for (let start = 0; start < n; start += 300) {
       const size = Math.min(300, n - start);
