@@ -14,6 +14,7 @@
 #include "nn/resnet.h"
 #include "nn/sequential.h"
 #include "nn/simple_layers.h"
+#include "quant/fake_quantize.h"
 #include "quant/fuse.h"
 #include "quant/int8/integer_ops.h"
 #include "quant/int8/lstm_ops.h"
@@ -61,8 +62,8 @@ ActivationQuant activation_of(const FakeQuantize& q, const std::string& where) {
   const int bits = q.spec().scheme.bits;
   check_convertible(!p.is_per_channel() && p.scale.size() == 1, "convert: ", where,
                     ": activations must be per tensor");
-  check_convertible(bits >= 2 && range.levels() <= 256, "convert: ", where, ": ", bits,
-                    "-bit activations; the integer runtime runs 2..8 bits");
+  check_convertible(bits >= 1 && range.levels() <= 256, "convert: ", where, ": ", bits,
+                    "-bit activations; the integer runtime runs 1..8 bits");
   // Signed ranges shift into uint8: (q + s) − (z + s) = q − z, the same real values.
   const int64_t shift = -range.quant_min;
   const int64_t zero_point = std::clamp(p.zero_point[0], range.quant_min, range.quant_max) + shift;
@@ -75,12 +76,18 @@ LayerQuantization quantize_layer(bool round_bias, const FakeQuantize& weight_qua
                                  bool has_relu, const std::string& where) {
   check_convertible(weight_quant.is_calibrated(), "convert: ", where,
                     ": the weight quantizer has never seen the weights");
-  const QuantParams p = weight_quant.qparams();
-  const QuantRange range = weight_quant.spec().scheme.range();
-  const int bits = weight_quant.spec().scheme.bits;
-  check_convertible(bits >= 2 && range.quant_min >= -128 && range.quant_max <= 127, "convert: ", where, ": ",
-                    bits, "-bit ", range.quant_min < 0 ? "signed" : "unsigned",
-                    " weights; the integer runtime runs signed 2..8-bit weights");
+  const QuantScheme& scheme = weight_quant.spec().scheme;
+  QuantParams p = weight_quant.qparams();
+  // A binary quantizer's α is mean |w| of these very weights (Note [Binary weights]): computed
+  // from them as the simulation computes it at every step, so a scale saved one optimizer step
+  // before the weights cannot drift from them; a learned α is the parameter itself.
+  if (scheme.binary && !weight_quant.spec().is_learnable)
+    p.scale = binary_scale(weight.detach(), scheme.axis);
+  const QuantRange range = scheme.range();
+  const int bits = scheme.bits;
+  check_convertible((bits >= 2 || scheme.binary) && range.quant_min >= -128 && range.quant_max <= 127,
+                    "convert: ", where, ": ", bits, "-bit ", range.quant_min < 0 ? "signed" : "unsigned",
+                    " weights; the integer runtime runs signed 2..8-bit and binary weights");
   for (int64_t z : p.zero_point)
     check_convertible(z == 0, "convert: ", where, ": weights have zero point ", z,
                       "; the integer runtime needs symmetric weights (zero point 0)");
@@ -89,7 +96,8 @@ LayerQuantization quantize_layer(bool round_bias, const FakeQuantize& weight_qua
   layer.weight_scale = p.is_per_channel() ? p.scale : std::vector<float>(out_channels, p.scale[0]);
   check_convertible(static_cast<int64_t>(layer.weight_scale.size()) == out_channels, "convert: ", where, ": ",
                     layer.weight_scale.size(), " weight scales for ", out_channels, " channels");
-  layer.weight_range = {static_cast<int32_t>(range.quant_min), static_cast<int32_t>(range.quant_max)};
+  layer.weight_range = {static_cast<int32_t>(range.quant_min), static_cast<int32_t>(range.quant_max),
+                        scheme.binary};
   layer.weight = Tensor::empty(weight.shape(), DType::s8);
   const Tensor contiguous = weight.detach();
   int8::quantize_weights(layer.weight.data_as<int8_t>(), contiguous.data(), out_channels, per_channel,

@@ -7,12 +7,14 @@
 //                             (both times grad_factor; PyTorch's
 //                             _fake_quantize_learnable_tensor_grad_kernel_cpu)
 //   fake_quantize_amax        dx = g·[|x| <= amax]
+//   fake_quantize_binary      dx = g·[|x| <= α_c],  dα_c = grad_factor·Σ g·sign(x)  (Note [Binary weights])
 // Tensors are walked as (outer, channel, inner) so per-channel parameters are hoisted
 // out of the inner loop and cost nothing extra (pytorch/pytorch #33647).
 #include "quant/fake_quantize.h"
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "core/autograd.h"
@@ -187,6 +189,52 @@ Tensor fake_quantize_learnable(const Tensor& x, const Tensor& scale, const Tenso
                                      scales.data(), backward_zero.data(), range, s, grad_factor);
     return std::vector<Tensor>{node.needs_grad(0) ? dx : Tensor(), node.needs_grad(1) ? d_scale : Tensor(),
                                node.needs_grad(2) ? d_zero : Tensor()};
+  });
+}
+
+std::vector<float> binary_scale(const Tensor& w, int64_t axis) {
+  const AxisSplit s = channel_split(w, axis, "binary_scale");
+  std::vector<float> alpha(static_cast<std::size_t>(s.extent));
+  const float* x = w.data();
+  for (int64_t c = 0; c < s.extent; ++c) {
+    double sum = 0;  // in index order, so convert and the simulation sum alike
+    for (int64_t o = 0; o < s.outer; ++o)
+      for (int64_t i = 0; i < s.inner; ++i) sum += std::fabs(x[(o * s.extent + c) * s.inner + i]);
+    const float mean = static_cast<float>(sum / static_cast<double>(s.outer * s.inner));
+    alpha[c] = std::max(mean, std::numeric_limits<float>::epsilon());
+  }
+  return alpha;
+}
+
+Tensor fake_quantize_binary(const Tensor& w, const Tensor& alpha, int64_t axis, float grad_factor) {
+  const AxisSplit s = channel_split(w, axis, "fake_quantize_binary");
+  QF_CHECK(alpha.shape() == Shape{s.extent}, "fake_quantize_binary: expected alpha of shape [", s.extent,
+           "], got ", alpha.shape());
+  for (int64_t c = 0; c < s.extent; ++c)
+    QF_CHECK(alpha.data()[c] > 0 && std::isfinite(alpha.data()[c]), "fake_quantize_binary: alpha ", c, " is ",
+             alpha.data()[c], ", expected a positive finite number");
+  // Saved for backward: x (outer, C, inner) and alpha (C).
+  const Tensor x = w.detach(), a = alpha.detach().clone();
+  Tensor y = Tensor::empty(w.shape());
+  for (int64_t o = 0; o < s.outer; ++o)
+    for (int64_t c = 0; c < s.extent; ++c)
+      for (int64_t i = 0; i < s.inner; ++i) {
+        const int64_t k = (o * s.extent + c) * s.inner + i;
+        y.data()[k] = x.data()[k] >= 0.0f ? a.data()[c] : -a.data()[c];
+      }
+  if (!any_requires_grad({&w, &alpha})) return y;
+  return record(y, "fake_quantize_binary", {w, alpha}, [=](const Tensor& g, const Node& node) {
+    Tensor dx = Tensor::empty(x.shape()), d_alpha = Tensor::zeros({s.extent});
+    for (int64_t o = 0; o < s.outer; ++o)
+      for (int64_t c = 0; c < s.extent; ++c)
+        for (int64_t i = 0; i < s.inner; ++i) {
+          const int64_t k = (o * s.extent + c) * s.inner + i;
+          const float xv = x.data()[k];
+          dx.data()[k] = std::fabs(xv) <= a.data()[c] ? g.data()[k] : 0.0f;
+          d_alpha.data()[c] += xv >= 0.0f ? g.data()[k] : -g.data()[k];
+        }
+    for (int64_t c = 0; c < s.extent; ++c) d_alpha.data()[c] *= grad_factor;
+    return std::vector<Tensor>{node.needs_grad(0) ? dx : Tensor(), node.needs_grad(1) ? d_alpha : Tensor()};
   });
 }
 

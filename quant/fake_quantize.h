@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "core/tensor.h"
 #include "quant/quant_params.h"
@@ -43,6 +44,25 @@ inline float lsq_gradient_scale(int64_t elements_per_scale, const QuantRange& ra
   const int64_t largest = range.quant_max > 0 ? range.quant_max : std::max<int64_t>(-range.quant_min, 1);
   return 1.0f / std::sqrt(static_cast<float>(elements_per_scale) * static_cast<float>(largest));
 }
+
+// Note [Binary weights]
+// BinaryConnect (Courbariaux et al. 2015) and XNOR-Net's binary-weight networks (Rastegari et
+// al. 2016): a weight keeps only its sign, times one scale α per output channel (or tensor):
+//   forward   ŵ = α_c·b,  b = +1 where w >= 0, −1 below
+//   backward  dw = g·[|w| <= α_c]      sign's straight-through estimator, clipped at α
+//             dα_c = Σ g·b (× grad_factor)   when α is learned (LSQ-style)
+// α is mean |w| over the channel (binary_scale: XNOR-Net's optimal α for a fixed b), recomputed
+// from the weights at every step, or a learned parameter initialized to it. The integer model
+// holds b as int8 ±1 with α as the weight scale — the existing u8×s8 kernels compute
+// α·Σ b·x exactly — and a .qfm stores b one bit per weight (Note [Packed weights]).
+// The affine 1-bit grid {−1, 0}·s cannot change a weight's sign, which is why 1-bit affine
+// weights do not learn.
+//
+// α per channel of `axis` (or one, axis < 0): mean |w|, at least FLT_EPSILON.
+std::vector<float> binary_scale(const Tensor& w, int64_t axis);
+// alpha: (C) per channel of axis, (1) per tensor; the gradient for alpha (when it requires one)
+// is scaled by grad_factor.
+Tensor fake_quantize_binary(const Tensor& w, const Tensor& alpha, int64_t axis, float grad_factor = 1.0f);
 
 // NVIDIA pytorch-quantization's tensor_quant convention: scale = (2^(b-1)-1)/amax (signed)
 // or (2^b-1)/amax (unsigned), q = clamp(round(x·scale), ±(2^(b-1)-1) or 0..2^b-1),

@@ -80,6 +80,8 @@ QuantParams FakeQuantize::qparams() const {
 }
 
 bool FakeQuantize::is_calibrated() const {
+  // A binary quantizer's scale comes from the weights themselves (convert recomputes it from them).
+  if (spec_.scheme.binary && !spec_.is_learnable) return true;
   return observer_->has_observed() || (spec_.is_learnable && is_initialized_.data()[0] != 0.0f);
 }
 
@@ -91,7 +93,31 @@ Tensor FakeQuantize::forward(const Tensor& input) {
   }
 }
 
+// Binary weights: α = mean |w| per channel at every step (a statistic of the weights, not of
+// data: no observer), or learned from that start (LSQ's gradient scale, 1/√N for levels ±1).
+Tensor FakeQuantize::binary_quantize(const Tensor& weight) {
+  const bool has_learned = spec_.is_learnable && is_initialized_.data()[0] != 0.0f;
+  if (!has_learned) {
+    const std::vector<float> alpha = binary_scale(weight.detach(), spec_.scheme.axis);
+    QF_CHECK(static_cast<int64_t>(alpha.size()) == channels_, "FakeQuantize: ", alpha.size(),
+             " binary scales, expected ", channels_);
+    for (int64_t c = 0; c < channels_; ++c) {
+      QF_CHECK(std::isfinite(alpha[c]), "the binary scale (mean |w|) of channel ", c,
+               " is not finite (the weights diverged)");
+      scale_.data()[c] = alpha[c];
+    }
+    if (spec_.is_learnable) is_initialized_.data()[0] = 1.0f;
+  }
+  if (!is_fake_quantizing_) return weight;
+  if (spec_.is_learnable)
+    for (int64_t c = 0; c < channels_; ++c)
+      scale_.data()[c] = std::max(scale_.data()[c], std::numeric_limits<float>::epsilon());
+  return fake_quantize_binary(weight, scale_, spec_.scheme.axis,
+                              lsq_gradient_scale(weight.numel() / channels_, spec_.scheme.range()));
+}
+
 Tensor FakeQuantize::observe_and_quantize(const Tensor& input) {
+  if (spec_.scheme.binary) return binary_quantize(input);
   // In training, a learnable quantizer takes the observer's parameters once, then trains
   // them; its observer stops there (PyTorch's _LearnableFakeQuantize in param-learning
   // mode), which also spares QAT the histogram observer's cost on every batch. Explicit

@@ -46,6 +46,7 @@ class FakeQuantize : public nn::Module {
  private:
   void sync_buffers_from_observer();
   Tensor observe_and_quantize(const Tensor& input);
+  Tensor binary_quantize(const Tensor& weight);  // Note [Binary weights]
   QuantizerSpec spec_;
   std::string path_ = "FakeQuantize";
   int64_t channels_;

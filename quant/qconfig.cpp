@@ -32,6 +32,18 @@ QuantizerSpec parse_quantizer(ConfigReader reader, QuantizerSpec spec, bool is_w
   spec.is_learnable = reader.boolean("learnable", spec.is_learnable);
   if (spec.is_learnable && spec.scheme.symmetric && !spec.scheme.is_signed)
     reader.fail("learnable", "a learnable quantizer must be signed-symmetric or affine");
+  // Binary weights (Note [Binary weights]): 1 bit, levels ±α; the scale is a statistic of the
+  // weights (or learned), so no observer, range or sign option applies to them.
+  spec.scheme.binary = reader.boolean("binary", false);
+  if (spec.scheme.binary) {
+    if (!is_weight) reader.fail("binary", "binary applies to weights; 1-bit activations are {\"bits\": 1}");
+    if (spec.scheme.bits != 1)
+      reader.fail("bits", "a binary quantizer has 1 bit, got " + std::to_string(spec.scheme.bits));
+    if (spec.scheme.reduce_range || spec.scheme.narrow_range)
+      reader.fail("binary", "reduce_range and narrow_range do not apply to binary weights");
+    spec.scheme.is_signed = true;
+    spec.scheme.symmetric = true;
+  }
   reader.finish();
   return spec;
 }

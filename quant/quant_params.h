@@ -40,7 +40,12 @@ struct QuantScheme {
   int64_t axis = -1;
   bool reduce_range = false;
   bool narrow_range = false;
-  QuantRange range() const { return quant_range(bits, is_signed, reduce_range, narrow_range); }
+  // Binary weights (Note [Binary weights], quant/fake_quantize.h): 1 bit, the two levels −1
+  // and +1 times a scale α, no zero — not the affine 1-bit grid {−1, 0}.
+  bool binary = false;
+  QuantRange range() const {
+    return binary ? QuantRange{-1, 1} : quant_range(bits, is_signed, reduce_range, narrow_range);
+  }
   // PyTorch treats any range other than the 8-bit defaults as "customized": a symmetric
   // unsigned scheme then centres its zero point at (qmin+qmax)//2 instead of 128. A reduced
   // range counts too: PyTorch 1.13 keeps 128 there, a level outside [0, 127] that clamps

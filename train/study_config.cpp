@@ -1,5 +1,6 @@
 #include "train/study_config.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/config_reader.h"
@@ -22,6 +23,21 @@ SweepMethod builtin_method(const std::string& name, const ConfigReader& reader) 
               "unknown method \"" + name + "\" (built in: ptq, qat, lsq; or an object with name, kind, set)");
 }
 
+// "bits": whole widths in 1..16, at least one; `fallback` when the key is absent.
+std::vector<int> parse_bits(ConfigReader& reader, std::vector<int> fallback) {
+  if (!reader.has("bits")) {
+    reader.raw("bits");  // marks the key as known
+    return fallback;
+  }
+  std::vector<int> bits;
+  for (double b : reader.numbers("bits", {})) {
+    if (b != std::floor(b) || b < 1 || b > 16) reader.fail("bits", "expected whole widths in 1..16");
+    bits.push_back(static_cast<int>(b));
+  }
+  if (bits.empty()) reader.fail("bits", "expected at least one width");
+  return bits;
+}
+
 std::vector<SweepMethod> parse_methods(ConfigReader& reader, const std::string& file) {
   std::vector<SweepMethod> methods;
   const nlohmann::json& list = reader.raw("methods");
@@ -42,6 +58,7 @@ std::vector<SweepMethod> parse_methods(ConfigReader& reader, const std::string& 
     if (m.name.empty()) item.fail("name", "a method needs a name");
     if (m.set.is_null()) m.set = nlohmann::json::object();
     if (!m.set.is_object()) item.fail("set", "expected an object of \"a.b.c\": value overrides");
+    m.bits = parse_bits(item, {});
     item.finish();
     methods.push_back(m);
   }
@@ -57,16 +74,7 @@ std::vector<SweepMethod> parse_methods(ConfigReader& reader, const std::string& 
 SweepConfig parse_sweep_config(const nlohmann::json& section, const std::string& file) {
   ConfigReader reader(section, file, "sweep");
   SweepConfig sweep;
-  if (reader.has("bits")) {
-    sweep.bits.clear();
-    for (double b : reader.numbers("bits", {})) {
-      if (b != std::floor(b) || b < 1 || b > 16) reader.fail("bits", "expected whole widths in 1..16");
-      sweep.bits.push_back(static_cast<int>(b));
-    }
-    if (sweep.bits.empty()) reader.fail("bits", "expected at least one width");
-  } else {
-    reader.raw("bits");
-  }
+  sweep.bits = parse_bits(reader, sweep.bits);
   const std::string apply = reader.choice("apply", "both", {"both", "weights", "activations"});
   sweep.apply = apply == "both"      ? SweepConfig::Apply::both
                 : apply == "weights" ? SweepConfig::Apply::weights
@@ -76,6 +84,11 @@ SweepConfig parse_sweep_config(const nlohmann::json& section, const std::string&
   sweep.seeds = reader.integer("seeds", 3, 1);
   if (sweep.seeds > 100) reader.fail("seeds", "expected at most 100");
   sweep.methods = parse_methods(reader, file);
+  for (const SweepMethod& method : sweep.methods)
+    for (int b : method.bits)
+      if (std::find(sweep.bits.begin(), sweep.bits.end(), b) == sweep.bits.end())
+        reader.fail("methods", "method \"" + method.name + "\" runs at " + std::to_string(b) +
+                                   " bits, which sweep.bits does not list");
   reader.finish();
   return sweep;
 }

@@ -8,7 +8,8 @@
 //     "apply": "both",                    // both | weights | activations (the other at "fixed_bits")
 //     "fixed_bits": 8,
 //     "seeds": 3,                          // runs per cell: train.seed, train.seed+1, ...
-//     "methods": ["ptq", "qat", "lsq"]     // built-in names, or {"name", "kind": ptq|qat, "set": {...}}
+//     "methods": ["ptq", "qat", "lsq"]     // built-in names, or {"name", "kind": ptq|qat, "set": {...},
+//                                          //   "bits": [1]} (only those of the sweep's widths)
 //   },
 //   "calibrate_compare": {"runs": 5, "images": 512, "bits": 8,
 //                         "methods": ["minmax", "histogram", "max", "percentile:99.9", "percentile:99.99",
@@ -17,7 +18,8 @@
 // clang-format on
 // Built-in sweep methods: ptq (the config's observers, calibrated on quant.ptq.calibration_batches),
 // qat (the config's QAT recipe), lsq (QAT with learnable scales, activations initialized by
-// the histogram observer). A method's "set" holds config overrides ("quant.qat.epochs": 3).
+// the histogram observer). A method's "set" holds config overrides ("quant.qat.epochs": 3); its
+// "bits" restricts it to some widths (binary weights, "quant.weight.binary": true, exist at 1 bit).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -32,6 +34,7 @@ struct SweepMethod {
   std::string name;
   StageKind kind = StageKind::qat;
   nlohmann::json set = nlohmann::json::object();  // {"a.b.c": value}: config overrides for this method
+  std::vector<int> bits;  // the sweep's widths this method runs at (empty: all; binary weights: [1])
 };
 
 struct SweepConfig {

@@ -126,10 +126,13 @@ void check_layer(const LayerQuantization& layer, int64_t out_channels, const std
              " is not a finite scale >= 1.19e-07 (FLT_EPSILON)");
   for (float b : layer.bias) QF_CHECK(std::isfinite(b), what, ": bias ", b, " is not finite");
   const int8_t* w = layer.weight.data_as<int8_t>();
-  for (int64_t i = 0; i < layer.weight.numel(); ++i)
-    QF_CHECK(w[i] >= layer.weight_range.quant_min && w[i] <= layer.weight_range.quant_max, what, ": weight ",
-             int{w[i]}, " outside its range [", layer.weight_range.quant_min, ", ",
-             layer.weight_range.quant_max, "]");
+  const WeightRange& range = layer.weight_range;
+  for (int64_t i = 0; i < layer.weight.numel(); ++i) {
+    QF_CHECK(w[i] >= range.quant_min && w[i] <= range.quant_max, what, ": weight ", int{w[i]},
+             " outside its range [", range.quant_min, ", ", range.quant_max, "]");
+    QF_CHECK(!range.is_binary || w[i] == range.quant_min || w[i] == range.quant_max, what, ": binary weight ",
+             int{w[i]}, " is neither ", range.quant_min, " nor ", range.quant_max);
+  }
 }
 
 Tensor tensor_of(const std::vector<float>& v) {
@@ -147,8 +150,9 @@ nlohmann::json save_layer(TensorMap& blobs, const std::string& prefix, const Lay
                           {"weight_range", {range.quant_min, range.quant_max}},
                           {"bias", !layer.bias.empty()},
                           {"output", layer.output ? to_json(*layer.output) : nlohmann::json()}};
-  if (const int bits = packed_weight_bits(range.quant_max - range.quant_min + 1)) {
-    blobs[prefix + "weight"] = pack_weight(layer.weight, range.quant_min, bits);
+  if (range.is_binary) entry["binary"] = true;
+  if (const int bits = packed_weight_bits(range.levels())) {
+    blobs[prefix + "weight"] = pack_weight(layer.weight, range, bits);
     entry["packed_weight"] = {{"bits", bits}};
   } else {
     blobs[prefix + "weight"] = layer.weight;
@@ -164,7 +168,10 @@ LayerQuantization load_layer(OpReader& reader, const Shape& weight_shape) {
   const int64_t out_channels = weight_shape[0];
   const std::array<int64_t, 2> range = reader.pair("weight_range", -128);
   if (range[1] > 127 || range[0] >= range[1]) r.fail("weight_range", "expected -128 <= min < max <= 127");
-  layer.weight_range = {static_cast<int32_t>(range[0]), static_cast<int32_t>(range[1])};
+  layer.weight_range = {static_cast<int32_t>(range[0]), static_cast<int32_t>(range[1]),
+                        r.boolean("binary", false)};
+  if (layer.weight_range.is_binary && (range[0] != -1 || range[1] != 1))
+    r.fail("weight_range", "binary weights have the range [-1, 1]");
   int64_t n = 1;  // header extents are each <= 2^16: bound the product before using it
   for (int64_t e : weight_shape) {
     QF_CHECK(n <= (int64_t{1} << 40) / e, reader.context(), ": weight shape ", weight_shape, " is too large");
@@ -175,12 +182,12 @@ LayerQuantization load_layer(OpReader& reader, const Shape& weight_shape) {
     const int64_t bits = packing.integer("bits", 0, 1);
     if (bits != 1 && bits != 2 && bits != 4) packing.fail("bits", "expected 1, 2 or 4");
     packing.finish();
-    if (range[1] - range[0] + 1 > (int64_t{1} << bits))
+    if (layer.weight_range.levels() > (int64_t{1} << bits))
       packing.fail("bits", std::to_string(bits) + " bits cannot hold the " +
-                               std::to_string(range[1] - range[0] + 1) + " levels of weight_range");
+                               std::to_string(layer.weight_range.levels()) + " levels of weight_range");
     const Tensor packed = reader.tensor("weight", DType::u8, {(n * bits + 7) / 8});
-    layer.weight = unpack_weight(packed, weight_shape, layer.weight_range.quant_min,
-                                 layer.weight_range.quant_max, static_cast<int>(bits), reader.context());
+    layer.weight =
+        unpack_weight(packed, weight_shape, layer.weight_range, static_cast<int>(bits), reader.context());
   } else {
     layer.weight = reader.tensor("weight", DType::s8, weight_shape);
   }

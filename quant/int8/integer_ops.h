@@ -68,7 +68,8 @@ struct LayerQuantization {
 // (the fewest that hold the range; 3-bit weights take 4), element k at bits k·b .. k·b+b−1
 // of byte k·b/8 counting from the low bit, unused high bits of the last byte zero: a u8
 // tensor of ⌈n·b/8⌉ bytes, and the op's entry says "packed_weight": {"bits": b}. The shape
-// is the op's. In memory weights stay int8, the kernels' layout: only the file shrinks (a
+// is the op's. Binary weights (levels −1 and +1 only: "binary": true beside weight_range) take
+// one bit each, code 1 for +1. In memory weights stay int8, the kernels' layout: only the file shrinks (a
 // 4-bit model to about half, a 2-bit one to about a quarter of its weight bytes). Packed
 // by save_layer, unpacked and checked by load_layer (quant/int8/integer_ops.cpp).
 // The bits of a packed code for `levels` levels: 1, 2 or 4; 0 for more than 16 (int8).

@@ -105,21 +105,23 @@ nlohmann::json to_json(const ActivationQuant& q) {
           {"quant_max", q.quant_max}};
 }
 
-Tensor pack_weight(const Tensor& weight, int64_t quant_min, int bits) {
+Tensor pack_weight(const Tensor& weight, const WeightRange& range, int bits) {
   const int64_t n = weight.numel();
   Tensor packed = Tensor::zeros({(n * bits + 7) / 8}, DType::u8);
   const int8_t* w = weight.data_as<int8_t>();
   uint8_t* out = packed.data_as<uint8_t>();
   for (int64_t k = 0; k < n; ++k)
-    out[k * bits / 8] |= static_cast<uint8_t>((w[k] - quant_min) << (k * bits % 8));
+    out[k * bits / 8] |=
+        static_cast<uint8_t>((w[k] - range.quant_min) / range.level_step() << (k * bits % 8));
   return packed;
 }
 
-Tensor unpack_weight(const Tensor& packed, const Shape& shape, int32_t quant_min, int32_t quant_max, int bits,
+Tensor unpack_weight(const Tensor& packed, const Shape& shape, const WeightRange& range, int bits,
                      const std::string& where) {
   int64_t n = 1;
   for (int64_t e : shape) n *= e;
-  const int64_t levels = quant_max - quant_min + 1;
+  const int64_t levels = range.levels();
+  const int32_t quant_min = range.quant_min, step = range.level_step();
   const uint8_t* in = packed.data_as<uint8_t>();
   Tensor weight = Tensor::empty(shape, DType::s8);
   int8_t* w = weight.data_as<int8_t>();
@@ -128,7 +130,7 @@ Tensor unpack_weight(const Tensor& packed, const Shape& shape, int32_t quant_min
     const int code = (in[k * bits / 8] >> (k * bits % 8)) & mask;
     QF_CHECK(code < levels, where, ": packed weight ", k, " has code ", code, ", outside the ", levels,
              " levels of weight_range");
-    w[k] = static_cast<int8_t>(quant_min + code);
+    w[k] = static_cast<int8_t>(quant_min + code * step);
   }
   QF_CHECK((n * bits) % 8 == 0 || (in[packed.size(0) - 1] >> ((n * bits) % 8)) == 0, where,
            ": the packed weight's unused bits are not zero");

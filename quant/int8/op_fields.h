@@ -50,8 +50,9 @@ std::array<int64_t, 2> read_pair(ConfigReader& r, const std::string& key, int64_
 ActivationQuant read_activation(ConfigReader& r, const std::string& key);
 
 // Note [Packed weights] (quant/int8/integer_ops.h): int8 codes <-> 1/2/4-bit packed bytes.
-Tensor pack_weight(const Tensor& weight, int64_t quant_min, int bits);
-Tensor unpack_weight(const Tensor& packed, const Shape& shape, int32_t quant_min, int32_t quant_max, int bits,
+// Code k stands for level quant_min + k·level_step (binary weights: 0 -> −1, 1 -> +1).
+Tensor pack_weight(const Tensor& weight, const WeightRange& range, int bits);
+Tensor unpack_weight(const Tensor& packed, const Shape& shape, const WeightRange& range, int bits,
                      const std::string& where);
 
 // The smallest scale qforge writes (PyTorch's eps, FLT_EPSILON): observers and LSQ never go below

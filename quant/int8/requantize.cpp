@@ -53,6 +53,11 @@ void quantize_weights(int8_t* q, const float* w, int64_t channels, int64_t per_c
            channels, " channels");
   QF_CHECK(range.quant_min >= -128 && range.quant_max <= 127 && range.quant_min < range.quant_max,
            "quantize_weights: range [", range.quant_min, ", ", range.quant_max, "] does not fit int8");
+  if (range.is_binary) {  // the sign, as fake_quantize_binary takes it (the scale only scales)
+    for (int64_t k = 0; k < channels * per_channel; ++k)
+      q[k] = static_cast<int8_t>(w[k] >= 0.0f ? range.quant_max : range.quant_min);
+    return;
+  }
   const float lo = static_cast<float>(range.quant_min), hi = static_cast<float>(range.quant_max);
   for (int64_t c = 0; c < channels; ++c) {
     // The reciprocal as the fake-quant kernel computes it (quant/fake_quantize.cpp), so the

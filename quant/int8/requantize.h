@@ -64,6 +64,11 @@ OutputStage make_dequantization(const ActivationQuant& input, const std::vector<
 //   q = clamp(rint(w·f32(1/s_c)), quant_min, quant_max)   (torch.quantize_per_channel).
 struct WeightRange {
   int32_t quant_min, quant_max;
+  // Binary weights (Note [Binary weights], quant/fake_quantize.h): only the two levels
+  // quant_min = −1 and quant_max = +1, w >= 0 -> +1 — not the three of a 2-bit narrow range.
+  bool is_binary = false;
+  int64_t levels() const { return is_binary ? 2 : quant_max - quant_min + 1; }
+  int32_t level_step() const { return is_binary ? quant_max - quant_min : 1; }  // between adjacent levels
 };
 void quantize_weights(int8_t* q, const float* w, int64_t channels, int64_t per_channel,
                       const std::vector<float>& scale, WeightRange range);

@@ -291,7 +291,6 @@ TEST_CASE("convert refuses what the integer runtime cannot run, naming the layer
   refuse(R"({"weight": {"bits": 1}})", "1-bit signed weights");
   refuse(R"({"weight": {"bits": 9}})", "9-bit signed weights");
   refuse(R"({"activation": {"bits": 9}})", "9-bit activations");
-  refuse(R"({"activation": {"bits": 1}})", "1-bit activations");
   refuse(R"({"weight": {"symmetric": false}})", "needs symmetric weights");
   auto uncalibrated =
       prepare_qat(nn::build_zoo_model("lenet", generator), parse_quant_spec(nullptr, "t.json"));

@@ -120,6 +120,19 @@ std::vector<Variant> variants(nn::Module& float_model) {
       }
   out.push_back({"W8A8 symmetric unsigned reduce_range", "ptq",
                  with_method(scheme(8, true, "symmetric_unsigned_reduced"), "ptq"), ""});
+  // Binary weights (Note [Binary weights]) with 8-bit and with 1-bit activations; α per channel
+  // from the weights (PTQ, QAT), learned (LSQ), and per tensor.
+  for (int activation_bits : {8, 1})
+    for (const char* method : {"ptq", "qat", "lsq"}) {
+      json binary = scheme(activation_bits, true, "affine");
+      binary["weight"] = {{"bits", 1}, {"binary", true}, {"per_channel", true}};
+      std::string label = "W1 binary A";
+      label.append(std::to_string(activation_bits));
+      out.push_back({label, method, with_method(binary, method), ""});
+    }
+  json binary_per_tensor = scheme(8, false, "affine");
+  binary_per_tensor["weight"] = {{"bits", 1}, {"binary", true}, {"per_channel", false}};
+  out.push_back({"W1 binary per-tensor A8", "ptq", with_method(binary_per_tensor, "ptq"), ""});
   // Every layer with quantization of its own kept in float, one at a time (PTQ, 8 bits), and
   // the middle one under QAT and LSQ at 4 bits; the input and output overrides.
   const auto layers = quant::overridable_layers(float_model);

@@ -83,3 +83,37 @@ TEST_CASE("sweep: PTQ and QAT at each width and seed, table, csv, json, svg; --r
   CHECK_THROWS_WITH_AS(parse_config(source, "sweep.json"),
                        doctest::Contains("sweep.bits: expected whole widths"), Error);
 }
+
+TEST_CASE("sweep: a method with its own bits runs only at those widths (binary weights at 1 bit)") {
+  json source = small_config("unused_data", "unused_out");
+  source["sweep"] = {{"bits", {1, 2, 8}},
+                     {"seeds", 2},
+                     {"methods",
+                      {"qat",
+                       {{"name", "binary"},
+                        {"bits", {1}},
+                        {"set", {{"quant.weight.binary", true}, {"quant.weight.learnable", true}}}}}}};
+  const RunConfig config = parse_config(source, "sweep.json");
+  const std::vector<PlannedRun> plan = plan_sweep(config.sweep, 0);
+  REQUIRE(plan.size() == 8);  // qat at 3 widths × 2 seeds, binary at 1 bit × 2 seeds
+  int binary = 0;
+  for (const PlannedRun& run : plan)
+    if (run.method.name == "binary") {
+      ++binary;
+      CHECK(run.weight_bits == 1);
+      CHECK(run.activation_bits == 1);
+      // The run's config takes the method's overrides at its width: a binary 1-bit weight quantizer.
+      const RunConfig one = run_config(config, run, "fp32.qf", "run_dir");
+      CHECK(one.quant.spec.defaults.weight.scheme.binary);
+      CHECK(one.quant.spec.defaults.weight.scheme.bits == 1);
+    }
+  CHECK(binary == 2);
+  source["sweep"]["methods"][1]["bits"] = {4};
+  CHECK_THROWS_WITH_AS(
+      parse_config(source, "sweep.json"),
+      doctest::Contains("sweep.methods: method \"binary\" runs at 4 bits, which sweep.bits does not list"),
+      Error);
+  source["sweep"]["methods"][1]["bits"] = json::array();
+  CHECK_THROWS_WITH_AS(parse_config(source, "sweep.json"),
+                       doctest::Contains("sweep.methods.1.bits: expected at least one width"), Error);
+}

@@ -51,11 +51,15 @@ void print_table(const std::vector<SweepRecord>& records, const std::vector<Swee
 std::vector<PlannedRun> plan_sweep(const SweepConfig& sweep, int64_t first_seed) {
   std::vector<PlannedRun> plan;
   for (int bits : sweep.bits)
-    for (const SweepMethod& method : sweep.methods)
+    for (const SweepMethod& method : sweep.methods) {
+      if (!method.bits.empty() &&
+          std::find(method.bits.begin(), method.bits.end(), bits) == method.bits.end())
+        continue;  // the method runs at other widths only (binary weights: 1 bit)
       for (int64_t s = 0; s < sweep.seeds; ++s)
         plan.push_back({method, sweep.apply == SweepConfig::Apply::activations ? sweep.fixed_bits : bits,
                         sweep.apply == SweepConfig::Apply::weights ? sweep.fixed_bits : bits,
                         first_seed + s});
+    }
   return plan;
 }
 
