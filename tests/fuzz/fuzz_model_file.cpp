@@ -2,7 +2,8 @@
 // whose header is then read op by op (each op's load() checks every field, then the graph check). Success or
 // one qforge::Error, nothing else. Seeds: tests/fuzz/corpus/model_file. Checksums stop almost every mutation
 // of a whole file at the door, so an input that is JSON is also read as a .qfm header over the tensors of two
-// real models (seed.qfm at 8 bits, seed_packed.qfm with 4-bit packed weights): that reaches every field check
+// real models (seed.qfm at 8 bits, seed_packed.qfm with 4-bit packed weights, seed_binary.qfm with binary
+// weights, one bit each): that reaches every field check
 // behind the checksums.
 #include <cstddef>
 #include <cstdint>
@@ -17,7 +18,8 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   static const qforge::TensorFile seeds[] = {
       qforge::load_tensor_file(QFORGE_SOURCE_DIR "/tests/fuzz/seed.qfm"),
-      qforge::load_tensor_file(QFORGE_SOURCE_DIR "/tests/fuzz/seed_packed.qfm")};
+      qforge::load_tensor_file(QFORGE_SOURCE_DIR "/tests/fuzz/seed_packed.qfm"),
+      qforge::load_tensor_file(QFORGE_SOURCE_DIR "/tests/fuzz/seed_binary.qfm")};
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   if (size > 0 && data[0] == '{')
     for (const qforge::TensorFile& seed : seeds) {

@@ -1,7 +1,7 @@
 // Writes the model-file fuzzer's seeds (tests/fuzz/seed*.qfm and corpus/model_file): a small
 // model with every kind of field — grouped conv, relu, pools, flatten, linear — as an 8-bit
-// and a 4-bit (packed) integer model, their headers as JSON, and a float and a QAT .qf; and the
-// ONNX importer's (corpus/onnx): that model and a small residual network exported as float
+// a 4-bit (packed) and a binary (1 bit per weight) integer model, their headers as JSON, and a float and a
+// QAT .qf; and the ONNX importer's (corpus/onnx): that model and a small residual network exported as float
 // ONNX, and the 8-bit integer model as QDQ ONNX (which the importer must refuse by name).
 // Run it after a file-format change:  ./build/tests/fuzz/make_fuzz_seeds tests/fuzz
 #include <cstdio>
@@ -51,8 +51,9 @@ int main(int argc, char** argv) {
   }
   const std::string dir = argv[1], corpus = dir + "/corpus/model_file";
   Generator generator(13);
-  for (const auto& [stem, quant] :
-       {std::pair<std::string, nlohmann::json>{"", nullptr}, {"_packed", {{"weight", {{"bits", 4}}}}}}) {
+  for (const auto& [stem, quant] : {std::pair<std::string, nlohmann::json>{"", nullptr},
+                                    {"_packed", {{"weight", {{"bits", 4}}}}},
+                                    {"_binary", {{"weight", {{"bits", 1}, {"binary", true}}}}}}) {
     const quant::int8::IntegerModel model = quant::convert(*calibrated(quant, generator), {1, 14, 14});
     model.save(dir + "/seed" + stem + ".qfm");
     model.save(corpus + "/small" + stem + ".qfm");
