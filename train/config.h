@@ -68,9 +68,12 @@ struct QatSettings {
   double distillation_temperature = 4;
 };
 
-// How the PTQ stage runs: "ptq": {"calibration_batches": 32}.
+// How the PTQ stage runs: "ptq": {"calibration_batches": 32, "equalize": false}.
 struct PtqSettings {
   int64_t calibration_batches = 32;
+  // Cross-layer equalization of the float model before prepare (Note [Cross-layer
+  // equalization], quant/equalize.h).
+  bool equalize = false;
 };
 
 // The whole "quant" section: the spec, and apart from it how the stages run.

@@ -8,6 +8,7 @@
 #include "core/threading.h"
 #include "data/data_loader.h"
 #include "quant/convert.h"
+#include "quant/equalize.h"
 #include "quant/prepare.h"
 #include "train/model_files.h"
 
@@ -197,6 +198,11 @@ StageResult run_ptq(const RunConfig& config) {
     result.integer =
         deploy_dynamic_model(*result.fp32_model, config, run.datasets, "int8_dynamic", "model_dynamic.qfm");
     return result;
+  }
+  if (config.quant.ptq.equalize) {
+    const quant::EqualizeReport equalized = quant::equalize(*model);
+    std::printf("ptq: cross-layer equalization of %zu layer pairs (%d sweeps)%s\n", equalized.pairs.size(),
+                equalized.sweeps, equalized.pairs.empty() ? "; this model has no pair to equalize" : "");
   }
   result.prepared = quant::prepare_qat(model, config.quant.spec);
   const Calibration calibration =

@@ -22,6 +22,7 @@
 #include "core/ops.h"
 #include "core/ops/shape.h"
 #include "quant/convert.h"
+#include "quant/equalize.h"
 #include "quant/onnx/onnx_export.h"
 #include "quant/prepare.h"
 #include "tests/temp_folder.h"
@@ -77,6 +78,7 @@ struct Variant {
   std::string method;  // ptq, qat or lsq
   json quant;
   std::string float_layer;  // the layer an override keeps in float (refusals must name it)
+  bool equalize = false;    // quant.ptq.equalize: cross-layer equalization before prepare
 };
 
 // Quantizer schemes: {weights, activations} at a width.
@@ -130,6 +132,13 @@ std::vector<Variant> variants(nn::Module& float_model) {
       label.append(std::to_string(activation_bits));
       out.push_back({label, method, with_method(binary, method), ""});
     }
+  // Cross-layer equalization (quant.ptq.equalize) before PTQ, per tensor and per channel.
+  out.push_back(
+      {"W8A8 per-tensor affine, equalized", "ptq", with_method(scheme(8, false, "affine"), "ptq"), "", true});
+  out.push_back(
+      {"W4A8 per-channel, equalized", "ptq",
+       with_method({{"weight", {{"bits", 4}, {"per_channel", true}}}, {"activation", {{"bits", 8}}}}, "ptq"),
+       "", true});
   json binary_per_tensor = scheme(8, false, "affine");
   binary_per_tensor["weight"] = {{"bits", 1}, {"binary", true}, {"per_channel", false}};
   out.push_back({"W1 binary per-tensor A8", "ptq", with_method(binary_per_tensor, "ptq"), ""});
@@ -278,6 +287,7 @@ TEST_CASE(
       CAPTURE(label);
       nn::ModulePtr model = build_model(config, config.train.seed);
       model->load_state_dict(fp32_state, "the fp32 model");
+      if (v.equalize) quant::equalize(*model);
       std::shared_ptr<quant::QatModel> prepared;
       try {
         prepared = quant::prepare_qat(model, quant::parse_quant_spec(v.quant, "agreement.json"));
