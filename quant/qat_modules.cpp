@@ -52,6 +52,7 @@ Tensor deployed_bias(const Tensor& bias, const FakeQuantize& input_quant, const 
 }  // namespace
 
 Tensor QatConv2d::forward(const Tensor& input) {
+  if (input_probe) input_probe(input);
   auto quantized = [&](const Tensor& w) { return weight_quant ? weight_quant->forward(w) : w; };
   Tensor y;
   if (runs_as_deployed(*this, weight_quant.get(), input_quant.get())) {
@@ -92,6 +93,7 @@ std::string QatLinear::type_name() const {
 }
 
 Tensor QatLinear::forward(const Tensor& input) {
+  if (input_probe) input_probe(input);
   const Tensor weight = weight_quant ? weight_quant->forward(linear->weight) : linear->weight;
   Tensor bias = linear->bias;
   if (bias.defined() && runs_as_deployed(*this, weight_quant.get(), input_quant.get()))

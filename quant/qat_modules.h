@@ -11,6 +11,7 @@
 // dequantize and quantize"); the network's last layer, if float, keeps float outputs.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -48,6 +49,9 @@ class QatConv2d : public nn::Module {
   // The quantizer that produced the input (the layer before's: not a child), whose scale the
   // bias is quantized with (Note [Bias quantization]); null when the input is float.
   std::shared_ptr<FakeQuantize> input_quant;
+  // Called with the layer's input at the start of every forward while set: what post-training
+  // methods that look at a layer's inputs (bias correction) read (quant/bias_correction.h).
+  std::function<void(const Tensor&)> input_probe;
 
  private:
   bool is_bn_frozen_ = false;
@@ -61,9 +65,10 @@ class QatLinear : public nn::Module {
 
   std::shared_ptr<nn::Linear> linear;
   bool has_relu;
-  std::shared_ptr<FakeQuantize> weight_quant;  // null: kept in float
-  std::shared_ptr<FakeQuantize> output_quant;  // may be null
-  std::shared_ptr<FakeQuantize> input_quant;   // as QatConv2d's
+  std::shared_ptr<FakeQuantize> weight_quant;      // null: kept in float
+  std::shared_ptr<FakeQuantize> output_quant;      // may be null
+  std::shared_ptr<FakeQuantize> input_quant;       // as QatConv2d's
+  std::function<void(const Tensor&)> input_probe;  // as QatConv2d's
 };
 
 // An average pool over quantized values, on its input's grid: the integer avg_pool2d keeps

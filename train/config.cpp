@@ -219,6 +219,7 @@ QuantSection parse_quant_section(const nlohmann::json& section, const std::strin
   ConfigReader ptq = reader.object("ptq");
   q.ptq.calibration_batches = ptq.integer("calibration_batches", 32, 1);
   q.ptq.equalize = ptq.boolean("equalize", false);
+  q.ptq.bias_correction = ptq.boolean("bias_correction", false);
   ptq.finish();
   q.fp32_checkpoint = reader.string("fp32_checkpoint", "");
   reader.finish();

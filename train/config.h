@@ -68,12 +68,15 @@ struct QatSettings {
   double distillation_temperature = 4;
 };
 
-// How the PTQ stage runs: "ptq": {"calibration_batches": 32, "equalize": false}.
+// How the PTQ stage runs: "ptq": {"calibration_batches": 32, "equalize": false, "bias_correction": false}.
 struct PtqSettings {
   int64_t calibration_batches = 32;
   // Cross-layer equalization of the float model before prepare (Note [Cross-layer
   // equalization], quant/equalize.h).
   bool equalize = false;
+  // Empirical bias correction after calibration (Note [Bias correction], quant/bias_correction.h),
+  // on the calibration batches.
+  bool bias_correction = false;
 };
 
 // The whole "quant" section: the spec, and apart from it how the stages run.

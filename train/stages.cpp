@@ -1,5 +1,6 @@
 #include "train/stages.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -7,6 +8,7 @@
 #include "core/ops.h"
 #include "core/threading.h"
 #include "data/data_loader.h"
+#include "quant/bias_correction.h"
 #include "quant/convert.h"
 #include "quant/equalize.h"
 #include "quant/prepare.h"
@@ -106,35 +108,51 @@ FitOptions qat_schedule(const RunConfig& config, quant::QatModel& prepared, bool
 
 }  // namespace
 
-Calibration calibrate(nn::Module& prepared, const data::Dataset& dataset, int64_t batches, int64_t batch_size,
-                      uint64_t seed) {
-  const bool was_training = prepared.is_training();
-  prepared.eval();
-  quant::set_fake_quant(prepared, false);
-  quant::set_observers(prepared, true, /*even_in_eval=*/true);
+namespace {
+// Forwards `batches` shuffled batches of `dataset` (seeded) through `model` in eval mode
+// without gradients; errors name `what` and the batch. Returns how many ran.
+int64_t forward_batches(nn::Module& model, const data::Dataset& dataset, int64_t batches, int64_t batch_size,
+                        uint64_t seed, const char* what) {
+  const bool was_training = model.is_training();
+  model.eval();
   data::DataLoader loader(dataset, {.batch_size = batch_size, .shuffle = true, .seed = seed});
   loader.start_epoch(0);
-  Calibration result;
-  auto start = std::chrono::steady_clock::now();
-  {
-    NoGradGuard no_grad;
-    while (result.batches < batches) {
-      auto batch = loader.next();
-      if (!batch) break;
-      try {
-        prepared.forward(batch->images);
-      } catch (const Error& error) {
-        QF_FAIL("calibration: ", error.what(), " at batch ", result.batches + 1,
-                "; nothing was saved — check the data and data.normalize");
-      }
-      ++result.batches;
+  int64_t done = 0;
+  NoGradGuard no_grad;
+  while (done < batches) {
+    auto batch = loader.next();
+    if (!batch) break;
+    try {
+      model.forward(batch->images);
+    } catch (const Error& error) {
+      model.train(was_training);
+      QF_FAIL(what, ": ", error.what(), " at batch ", done + 1,
+              "; nothing was saved — check the data and data.normalize");
     }
+    ++done;
   }
+  model.train(was_training);
+  return done;
+}
+}  // namespace
+
+Calibration calibrate(nn::Module& prepared, const data::Dataset& dataset, int64_t batches, int64_t batch_size,
+                      uint64_t seed) {
+  quant::set_fake_quant(prepared, false);
+  quant::set_observers(prepared, true, /*even_in_eval=*/true);
+  Calibration result;
+  const auto start = std::chrono::steady_clock::now();
+  result.batches = forward_batches(prepared, dataset, batches, batch_size, seed, "calibration");
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   quant::set_observers(prepared, false);
   quant::set_fake_quant(prepared, true);
-  prepared.train(was_training);
   return result;
+}
+
+quant::BiasCorrectionReport correct_bias(nn::Module& prepared, const data::Dataset& dataset, int64_t batches,
+                                         int64_t batch_size, uint64_t seed) {
+  return quant::correct_bias(
+      prepared, [&] { forward_batches(prepared, dataset, batches, batch_size, seed, "bias correction"); });
 }
 
 StageResult run_fp32(const RunConfig& config, bool resume) {
@@ -208,6 +226,16 @@ StageResult run_ptq(const RunConfig& config) {
   const Calibration calibration =
       calibrate(*result.prepared, run.datasets.train, config.quant.ptq.calibration_batches,
                 config.train.batch_size, config.train.seed);
+  if (config.quant.ptq.bias_correction) {
+    const quant::BiasCorrectionReport corrected =
+        correct_bias(*result.prepared, run.datasets.train, config.quant.ptq.calibration_batches,
+                     config.train.batch_size, config.train.seed);
+    float largest = 0;
+    for (const quant::CorrectedLayer& layer : corrected.layers) largest = std::max(largest, layer.largest);
+    std::printf("ptq: bias correction of %zu layers (largest shift %.3g)", corrected.layers.size(), largest);
+    if (!corrected.skipped.empty()) std::printf("; %zu without a bias to correct", corrected.skipped.size());
+    std::printf("\n");
+  }
   const EvalResult eval = evaluate(*result.prepared, run.datasets.test, config.train.eval_batch_size);
   const std::string non_finite = nn::first_non_finite(*result.prepared);  // Note [Finiteness gate]
   QF_CHECK(non_finite.empty(), "ptq: ", non_finite, " after calibration on ", calibration.batches,

@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 
+#include "quant/bias_correction.h"
 #include "quant/qat_modules.h"
 #include "train/config.h"
 #include "train/deploy.h"
@@ -51,5 +52,9 @@ struct Calibration {
 };
 Calibration calibrate(nn::Module& prepared, const data::Dataset& dataset, int64_t batches, int64_t batch_size,
                       uint64_t seed);
+// Empirical bias correction of a calibrated model (Note [Bias correction]) on the same kind
+// of batches: each quantized layer in turn, the batches forwarded once per layer.
+quant::BiasCorrectionReport correct_bias(nn::Module& prepared, const data::Dataset& dataset, int64_t batches,
+                                         int64_t batch_size, uint64_t seed);
 
 }  // namespace qforge::train

@@ -121,7 +121,8 @@ TEST_CASE(
   for (const Case& c : {Case{"lenet", 3, {4, 1, 28, 28}}, Case{"jermmy", 2, {4, 1, 28, 28}},
                         Case{"resnet8", 3, {4, 1, 28, 28}}, Case{"resnet20", 9, {2, 1, 28, 28}},
                         Case{"layers", 4, {4, 1, 16, 16}}}) {
-    CAPTURE(c.name);
+    const std::string model_name = c.name;
+    CAPTURE(model_name);
     Generator generator(7);
     nn::ModulePtr model =
         std::string(c.name) == "layers" ? layer_list(generator) : nn::build_zoo_model(c.name, generator);
@@ -153,7 +154,7 @@ TEST_CASE(
       }
     CHECK(spread_before > 0.1);
     CHECK(spread_after < 2e-4);
-    MESSAGE(std::string(c.name), ": ", report.pairs.size(), " pairs, ", report.sweeps,
+    MESSAGE(model_name, ": ", report.pairs.size(), " pairs, ", report.sweeps,
             " sweeps; largest log range ratio ", spread_before, " -> ", spread_after, "; output change ",
             difference / largest, " relative");
   }

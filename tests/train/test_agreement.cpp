@@ -77,8 +77,9 @@ struct Variant {
   std::string label;
   std::string method;  // ptq, qat or lsq
   json quant;
-  std::string float_layer;  // the layer an override keeps in float (refusals must name it)
-  bool equalize = false;    // quant.ptq.equalize: cross-layer equalization before prepare
+  std::string float_layer;       // the layer an override keeps in float (refusals must name it)
+  bool equalize = false;         // quant.ptq.equalize: cross-layer equalization before prepare
+  bool bias_correction = false;  // quant.ptq.bias_correction: after calibration
 };
 
 // Quantizer schemes: {weights, activations} at a width.
@@ -139,6 +140,16 @@ std::vector<Variant> variants(nn::Module& float_model) {
       {"W4A8 per-channel, equalized", "ptq",
        with_method({{"weight", {{"bits", 4}, {"per_channel", true}}}, {"activation", {{"bits", 8}}}}, "ptq"),
        "", true});
+  // Empirical bias correction (quant.ptq.bias_correction) at 4 bits per tensor, where it moves
+  // biases most, and after equalization.
+  out.push_back(
+      {"W4A8 per-tensor, bias corrected", "ptq",
+       with_method({{"weight", {{"bits", 4}, {"per_channel", false}}}, {"activation", {{"bits", 8}}}}, "ptq"),
+       "", false, true});
+  out.push_back(
+      {"W4A8 per-channel, equalized and bias corrected", "ptq",
+       with_method({{"weight", {{"bits", 4}, {"per_channel", true}}}, {"activation", {{"bits", 8}}}}, "ptq"),
+       "", true, true});
   json binary_per_tensor = scheme(8, false, "affine");
   binary_per_tensor["weight"] = {{"bits", 1}, {"binary", true}, {"per_channel", false}};
   out.push_back({"W1 binary per-tensor A8", "ptq", with_method(binary_per_tensor, "ptq"), ""});
@@ -298,6 +309,7 @@ TEST_CASE(
         continue;
       }
       calibrate(*prepared, datasets.train, 4, 64, config.train.seed);
+      if (v.bias_correction) correct_bias(*prepared, datasets.train, 4, 64, config.train.seed);
       if (v.method != "ptq") {
         RunConfig qat = config;
         qat.output_dir = folder + "/" + model_case.name + "_qat";
