@@ -71,11 +71,12 @@ BiasCorrectionReport correct_bias(nn::Module& model, const std::function<void()>
         report.skipped.push_back(name);
         continue;
       }
+      // W − Ŵ once per layer: the weights do not change while its inputs are measured.
+      const Tensor weight = conv->folded_weight_and_bias().first;
+      const Tensor rounding_error = sub(weight, conv->weight_quant->forward(weight));
       const std::vector<float> correction =
-          measure(*conv, conv->conv->out_channels, run_batches, [&](const Tensor& x) {
-            const Tensor weight = conv->folded_weight_and_bias().first;
-            return conv2d(x, sub(weight, conv->weight_quant->forward(weight)), Tensor(), conv->conv->options);
-          });
+          measure(*conv, conv->conv->out_channels, run_batches,
+                  [&](const Tensor& x) { return conv2d(x, rounding_error, Tensor(), conv->conv->options); });
       report.layers.push_back({name, add_to(*bias, correction)});
     } else if (auto* linear = dynamic_cast<QatLinear*>(module)) {
       if (!linear->weight_quant) continue;
@@ -83,11 +84,11 @@ BiasCorrectionReport correct_bias(nn::Module& model, const std::function<void()>
         report.skipped.push_back(name);
         continue;
       }
+      const Tensor& weight = linear->linear->weight;
+      const Tensor rounding_error = sub(weight, linear->weight_quant->forward(weight));
       const std::vector<float> correction =
-          measure(*linear, linear->linear->out_features, run_batches, [&](const Tensor& x) {
-            const Tensor& weight = linear->linear->weight;
-            return qforge::linear(x, sub(weight, linear->weight_quant->forward(weight)), Tensor());
-          });
+          measure(*linear, linear->linear->out_features, run_batches,
+                  [&](const Tensor& x) { return qforge::linear(x, rounding_error, Tensor()); });
       report.layers.push_back({name, add_to(linear->linear->bias, correction)});
     }
   }
