@@ -33,14 +33,8 @@ std::vector<float> measure(Layer& layer, int64_t channels, const std::function<v
                            Difference&& difference) {
   std::vector<double> sums(static_cast<std::size_t>(channels), 0.0);
   int64_t count = 0;
-  layer.input_probe = [&](const Tensor& x) { accumulate(difference(x), sums, count); };
-  try {
-    run_batches();
-  } catch (...) {
-    layer.input_probe = nullptr;
-    throw;
-  }
-  layer.input_probe = nullptr;
+  with_input_probe(
+      layer.input_probe, [&](const Tensor& x) { accumulate(difference(x), sums, count); }, run_batches);
   QF_CHECK(count > 0, "bias correction: no calibration images reached the layer");
   std::vector<float> mean(sums.size());
   for (std::size_t c = 0; c < sums.size(); ++c)

@@ -1,6 +1,7 @@
 #include "quant/qat_modules.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -101,6 +102,18 @@ Tensor QatLinear::forward(const Tensor& input) {
   Tensor y = qforge::linear(input, weight, bias);
   if (has_relu) y = relu(y);
   return output_quant ? output_quant->forward(y) : y;
+}
+
+void with_input_probe(std::function<void(const Tensor&)>& slot, std::function<void(const Tensor&)> probe,
+                      const std::function<void()>& run) {
+  slot = std::move(probe);
+  try {
+    run();
+  } catch (...) {
+    slot = nullptr;
+    throw;
+  }
+  slot = nullptr;
 }
 
 QatAvgPool2d::QatAvgPool2d(nn::ModulePtr pool_, std::shared_ptr<FakeQuantize> source_)

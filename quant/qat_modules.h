@@ -50,7 +50,7 @@ class QatConv2d : public nn::Module {
   // bias is quantized with (Note [Bias quantization]); null when the input is float.
   std::shared_ptr<FakeQuantize> input_quant;
   // Called with the layer's input at the start of every forward while set: what post-training
-  // methods that look at a layer's inputs (bias correction) read (quant/bias_correction.h).
+  // methods that look at a layer's inputs (bias correction, AdaRound) read (with_input_probe).
   std::function<void(const Tensor&)> input_probe;
 
  private:
@@ -70,6 +70,11 @@ class QatLinear : public nn::Module {
   std::shared_ptr<FakeQuantize> input_quant;       // as QatConv2d's
   std::function<void(const Tensor&)> input_probe;  // as QatConv2d's
 };
+
+// Runs `run` with `probe` installed in `slot` (a layer's input_probe) and removes it after,
+// also when `run` throws: how the post-training methods read a layer's inputs.
+void with_input_probe(std::function<void(const Tensor&)>& slot, std::function<void(const Tensor&)> probe,
+                      const std::function<void()>& run);
 
 // An average pool over quantized values, on its input's grid: the integer avg_pool2d keeps
 // its input's scale and zero point and must round the mean, so the simulation pools the

@@ -193,6 +193,41 @@ nn::ModulePtr build_layer(ConfigReader r, Generator& generator, int depth) {
 
 }  // namespace
 
+namespace {
+// "adaround": true | false | {"iterations", "regularization", "beta": [start, end], "warm_start",
+// "images", "batch", "lr"} (absent keys keep quant::AdaRoundOptions' defaults).
+void parse_adaround(ConfigReader& ptq, PtqSettings& settings) {
+  if (!ptq.has("adaround")) return;
+  const nlohmann::json& value = ptq.raw("adaround");
+  if (value.is_boolean()) {
+    settings.adaround = value.get<bool>();
+    return;
+  }
+  if (!value.is_object())
+    ptq.fail("adaround",
+             "expected true, false or an object {iterations, regularization, beta, warm_start, "
+             "images, batch, lr}");
+  ConfigReader reader = ptq.object("adaround");
+  quant::AdaRoundOptions& o = settings.adaround_options;
+  o.iterations = reader.integer("iterations", o.iterations, 1);
+  o.regularization = reader.number("regularization", o.regularization);
+  if (!(o.regularization >= 0)) reader.fail("regularization", "expected a number >= 0");
+  const std::vector<double> beta = reader.numbers("beta", {o.beta_start, o.beta_end});
+  if (beta.size() != 2 || !(beta[0] > 0) || !(beta[1] > 0))
+    reader.fail("beta", "expected [start, end], two positive numbers");
+  o.beta_start = beta[0];
+  o.beta_end = beta[1];
+  o.warm_start = reader.number("warm_start", o.warm_start);
+  if (!(o.warm_start >= 0 && o.warm_start < 1)) reader.fail("warm_start", "expected a number in [0, 1)");
+  o.images = reader.integer("images", o.images, 1);
+  o.batch = reader.integer("batch", o.batch, 1);
+  o.lr = reader.number("lr", o.lr);
+  if (!(o.lr > 0)) reader.fail("lr", "expected a positive number");
+  reader.finish();
+  settings.adaround = true;
+}
+}  // namespace
+
 QuantSection parse_quant_section(const nlohmann::json& section, const std::string& file) {
   ConfigReader reader(section, file, "quant");
   QuantSection q;
@@ -220,6 +255,7 @@ QuantSection parse_quant_section(const nlohmann::json& section, const std::strin
   q.ptq.calibration_batches = ptq.integer("calibration_batches", 32, 1);
   q.ptq.equalize = ptq.boolean("equalize", false);
   q.ptq.bias_correction = ptq.boolean("bias_correction", false);
+  parse_adaround(ptq, q.ptq);
   ptq.finish();
   q.fp32_checkpoint = reader.string("fp32_checkpoint", "");
   reader.finish();

@@ -12,6 +12,7 @@
 #include "data/data_loader.h"
 #include "data/dataset.h"
 #include "nn/module.h"
+#include "quant/adaround.h"
 #include "quant/qconfig.h"
 #include "train/study_config.h"
 
@@ -68,7 +69,8 @@ struct QatSettings {
   double distillation_temperature = 4;
 };
 
-// How the PTQ stage runs: "ptq": {"calibration_batches": 32, "equalize": false, "bias_correction": false}.
+// How the PTQ stage runs: "ptq": {"calibration_batches": 32, "equalize": false, "bias_correction": false,
+// "adaround": false}.
 struct PtqSettings {
   int64_t calibration_batches = 32;
   // Cross-layer equalization of the float model before prepare (Note [Cross-layer
@@ -77,6 +79,11 @@ struct PtqSettings {
   // Empirical bias correction after calibration (Note [Bias correction], quant/bias_correction.h),
   // on the calibration batches.
   bool bias_correction = false;
+  // AdaRound after calibration, before bias correction (Note [AdaRound], quant/adaround.h):
+  // `true` for the defaults, or {"iterations", "regularization", "beta": [start, end],
+  // "warm_start", "images", "batch", "lr"}; its batches start at train.seed.
+  bool adaround = false;
+  quant::AdaRoundOptions adaround_options;
 };
 
 // The whole "quant" section: the spec, and apart from it how the stages run.

@@ -155,6 +155,48 @@ quant::BiasCorrectionReport correct_bias(nn::Module& prepared, const data::Datas
       prepared, [&] { forward_batches(prepared, dataset, batches, batch_size, seed, "bias correction"); });
 }
 
+quant::AdaRoundReport adaround(nn::Module& prepared, const data::Dataset& dataset,
+                               const quant::AdaRoundOptions& options, int64_t batch_size, uint64_t seed,
+                               const std::string& stage) {
+  const int64_t batches = (options.images + batch_size - 1) / batch_size;
+  const bool quiet = stage.empty();
+  const char* name = stage.c_str();
+  if (!quiet)
+    std::printf("%s: adaround, %lld iterations per layer on %lld images\n", name,
+                static_cast<long long>(options.iterations), static_cast<long long>(options.images));
+  const auto start = std::chrono::steady_clock::now();
+  const quant::AdaRoundReport report = quant::adaround(
+      prepared, options, [&] { forward_batches(prepared, dataset, batches, batch_size, seed, "adaround"); },
+      [&](const quant::AdaRoundedLayer& layer) {
+        if (quiet) return;
+        std::printf(
+            "%s: adaround: %s: %lld weights, %.1f%% rounded otherwise than nearest; loss %.4g -> %.4g; %.1f "
+            "s\n",
+            name, layer.name.c_str(), static_cast<long long>(layer.weights),
+            100.0 * static_cast<double>(layer.changed) /
+                static_cast<double>(std::max<int64_t>(1, layer.weights)),
+            layer.loss_nearest, layer.loss_adaround, layer.seconds);
+        std::fflush(stdout);
+      });
+  if (!quiet) {
+    std::printf("%s: adaround of %zu layers in %.1f s", name, report.layers.size(),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    if (!report.skipped.empty()) std::printf("; %zu binary layers skipped", report.skipped.size());
+    std::printf("\n");
+  }
+  return report;
+}
+
+namespace {
+// AdaRound as a stage configures it: quant.ptq.adaround's options, batches from train.seed.
+void adaround_stage(nn::Module& prepared, const RunConfig& config, const data::Dataset& dataset,
+                    const char* stage) {
+  quant::AdaRoundOptions options = config.quant.ptq.adaround_options;
+  options.seed = config.train.seed;
+  adaround(prepared, dataset, options, config.train.batch_size, config.train.seed, stage);
+}
+}  // namespace
+
 StageResult run_fp32(const RunConfig& config, bool resume) {
   StartedRun run = start_run(config, {"model.qf"}, resume);
   StageResult result;
@@ -175,6 +217,9 @@ StageResult run_qat(const RunConfig& config, bool resume) {
   QF_CHECK(
       config.quant.spec.mode == "static", config.file,
       ": quant.mode: dynamic quantization trains nothing; `qforge ptq` converts the fp32 model dynamically");
+  QF_CHECK(!config.quant.ptq.adaround || config.quant.qat.calibration_batches > 0, config.file,
+           ": quant.ptq.adaround: QAT starts from AdaRound's rounding after calibration; set "
+           "quant.qat.calibration_batches (AdaRound needs calibrated weight scales)");
   std::vector<std::string> finished{"model_qat.qf"};
   if (config.quant.fp32_checkpoint.empty()) finished.push_back("model.qf");
   StartedRun run = start_run(config, finished, resume, {config.quant.fp32_checkpoint});
@@ -193,6 +238,8 @@ StageResult run_qat(const RunConfig& config, bool resume) {
                   config.train.batch_size, config.train.seed);
     std::printf("qat: calibrated on %lld batches (%.1f s)\n", static_cast<long long>(calibration.batches),
                 calibration.seconds);
+    // AdaRound as QAT's starting point: training fine-tunes from its rounding.
+    if (config.quant.ptq.adaround) adaround_stage(*result.prepared, config, run.datasets.train, "qat");
   }
   FitOptions options = qat_schedule(config, *result.prepared, resume);
   options.loss = loss;
@@ -226,6 +273,7 @@ StageResult run_ptq(const RunConfig& config) {
   const Calibration calibration =
       calibrate(*result.prepared, run.datasets.train, config.quant.ptq.calibration_batches,
                 config.train.batch_size, config.train.seed);
+  if (config.quant.ptq.adaround) adaround_stage(*result.prepared, config, run.datasets.train, "ptq");
   if (config.quant.ptq.bias_correction) {
     const quant::BiasCorrectionReport corrected =
         correct_bias(*result.prepared, run.datasets.train, config.quant.ptq.calibration_batches,

@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 
+#include "quant/adaround.h"
 #include "quant/bias_correction.h"
 #include "quant/qat_modules.h"
 #include "train/config.h"
@@ -56,5 +57,11 @@ Calibration calibrate(nn::Module& prepared, const data::Dataset& dataset, int64_
 // of batches: each quantized layer in turn, the batches forwarded once per layer.
 quant::BiasCorrectionReport correct_bias(nn::Module& prepared, const data::Dataset& dataset, int64_t batches,
                                          int64_t batch_size, uint64_t seed);
+// AdaRound of a calibrated model (Note [AdaRound]) on the first options.images images of
+// `dataset` in the seeded shuffled order, forwarded in batches of batch_size, the same at every
+// pass; `stage` non-empty prints a progress line per layer under that name.
+quant::AdaRoundReport adaround(nn::Module& prepared, const data::Dataset& dataset,
+                               const quant::AdaRoundOptions& options, int64_t batch_size, uint64_t seed,
+                               const std::string& stage = "");
 
 }  // namespace qforge::train

@@ -80,6 +80,7 @@ struct Variant {
   std::string float_layer;       // the layer an override keeps in float (refusals must name it)
   bool equalize = false;         // quant.ptq.equalize: cross-layer equalization before prepare
   bool bias_correction = false;  // quant.ptq.bias_correction: after calibration
+  bool adaround = false;         // quant.ptq.adaround: after calibration, before bias correction
 };
 
 // Quantizer schemes: {weights, activations} at a width.
@@ -150,6 +151,16 @@ std::vector<Variant> variants(nn::Module& float_model) {
       {"W4A8 per-channel, equalized and bias corrected", "ptq",
        with_method({{"weight", {{"bits", 4}, {"per_channel", true}}}, {"activation", {{"bits", 8}}}}, "ptq"),
        "", true, true});
+  // AdaRound (quant.ptq.adaround, few iterations) per tensor at 4 bits, and at 2 bits per channel
+  // with everything before and after it (equalization, bias correction).
+  out.push_back(
+      {"W4A8 per-tensor, AdaRound", "ptq",
+       with_method({{"weight", {{"bits", 4}, {"per_channel", false}}}, {"activation", {{"bits", 8}}}}, "ptq"),
+       "", false, false, true});
+  out.push_back(
+      {"W2A8 per-channel, equalized, AdaRound and bias corrected", "ptq",
+       with_method({{"weight", {{"bits", 2}, {"per_channel", true}}}, {"activation", {{"bits", 8}}}}, "ptq"),
+       "", true, true, true});
   json binary_per_tensor = scheme(8, false, "affine");
   binary_per_tensor["weight"] = {{"bits", 1}, {"binary", true}, {"per_channel", false}};
   out.push_back({"W1 binary per-tensor A8", "ptq", with_method(binary_per_tensor, "ptq"), ""});
@@ -309,6 +320,9 @@ TEST_CASE(
         continue;
       }
       calibrate(*prepared, datasets.train, 4, 64, config.train.seed);
+      if (v.adaround)
+        adaround(*prepared, datasets.train, {.iterations = 200, .images = 128, .batch = 16}, 64,
+                 config.train.seed);
       if (v.bias_correction) correct_bias(*prepared, datasets.train, 4, 64, config.train.seed);
       if (v.method != "ptq") {
         RunConfig qat = config;

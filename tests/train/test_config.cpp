@@ -118,6 +118,54 @@ TEST_CASE("config errors name the key path and the expectation") {
         std::string::npos);  // (the linear layer, made for 8x8, fails)
 }
 
+TEST_CASE("quant.ptq.adaround: true for the defaults, an object of options, errors by key") {
+  auto ptq_of = [](const char* text) { return parse_quant_section(json::parse(text), "c.json").ptq; };
+  auto error = [&](const char* text) {
+    try {
+      ptq_of(text);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  CHECK_FALSE(ptq_of("{}").adaround);
+  CHECK_FALSE(ptq_of(R"({"ptq": {"adaround": false}})").adaround);
+  const PtqSettings defaults = ptq_of(R"({"ptq": {"adaround": true}})");
+  CHECK(defaults.adaround);
+  CHECK(defaults.adaround_options.iterations == 10000);  // the paper's and AIMET's defaults
+  CHECK(defaults.adaround_options.regularization == 0.01);
+  CHECK(defaults.adaround_options.beta_start == 20);
+  CHECK(defaults.adaround_options.beta_end == 2);
+  CHECK(defaults.adaround_options.warm_start == 0.2);
+  CHECK(defaults.adaround_options.images == 1024);
+  CHECK(defaults.adaround_options.batch == 32);
+  const PtqSettings set = ptq_of(
+      R"({"ptq": {"adaround": {"iterations": 500, "regularization": 0.1, "beta": [10, 3], "warm_start": 0.1,
+                               "images": 256, "batch": 16, "lr": 0.01}}})");
+  CHECK(set.adaround);
+  CHECK(set.adaround_options.iterations == 500);
+  CHECK(set.adaround_options.regularization == 0.1);
+  CHECK(set.adaround_options.beta_start == 10);
+  CHECK(set.adaround_options.beta_end == 3);
+  CHECK(set.adaround_options.warm_start == 0.1);
+  CHECK(set.adaround_options.images == 256);
+  CHECK(set.adaround_options.batch == 16);
+  CHECK(set.adaround_options.lr == 0.01);
+  CHECK(ptq_of(R"({"ptq": {"adaround": {}}})").adaround);  // an empty object: the defaults
+  CHECK(error(R"({"ptq": {"adaround": 3}})")
+            .find("c.json: quant.ptq.adaround: expected true, false or an object") == 0);
+  CHECK(error(R"({"ptq": {"adaround": {"iteration": 5}}})")
+            .find("c.json: quant.ptq.adaround.iteration: unknown key") == 0);
+  CHECK(error(R"({"ptq": {"adaround": {"beta": [20]}}})") ==
+        "c.json: quant.ptq.adaround.beta: expected [start, end], two positive numbers");
+  CHECK(error(R"({"ptq": {"adaround": {"warm_start": 1}}})") ==
+        "c.json: quant.ptq.adaround.warm_start: expected a number in [0, 1)");
+  CHECK(error(R"({"ptq": {"adaround": {"iterations": 0}}})").find("c.json: quant.ptq.adaround.iterations") ==
+        0);
+  CHECK(error(R"({"ptq": {"adaround": {"lr": 0}}})") ==
+        "c.json: quant.ptq.adaround.lr: expected a positive number");
+}
+
 TEST_CASE("config files: duplicate keys, deep nesting, huge files and overflowing numbers are errors") {
   const std::string folder = temp_folder("config_files");
   auto error_in = [&](const std::string& text) {
