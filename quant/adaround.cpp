@@ -463,10 +463,10 @@ AdaRoundReport adaround(nn::Module& model, const AdaRoundOptions& options,
           clamp_level(quantize_unclamped(weight.data()[i], 1.0f / s, grid.zero_of(i)), grid.lo, grid.hi);
       nearest[static_cast<std::size_t>(i)] = level;
     }
-    auto dequantized = [&](const std::vector<float>& levels) {
-      for (int64_t i = 0; i < weight.numel(); ++i)
-        rounded[static_cast<std::size_t>(i)] =
-            grid.scale_of(i) * (levels[static_cast<std::size_t>(i)] - grid.zero_of(i));
+    auto dequantized = [&rounded, &grid](const std::vector<float>& levels) {
+      for (std::size_t i = 0; i < levels.size(); ++i)
+        rounded[i] =
+            grid.scale_of(static_cast<int64_t>(i)) * (levels[i] - grid.zero_of(static_cast<int64_t>(i)));
       return rounded.data();
     };
     done.loss_nearest = reconstruction_loss(layer, problem, dequantized(nearest), bias.data());

@@ -165,7 +165,7 @@ quant::AdaRoundReport adaround(nn::Module& prepared, const data::Dataset& datase
     std::printf("%s: adaround, %lld iterations per layer on %lld images\n", name,
                 static_cast<long long>(options.iterations), static_cast<long long>(options.images));
   const auto start = std::chrono::steady_clock::now();
-  const quant::AdaRoundReport report = quant::adaround(
+  quant::AdaRoundReport report = quant::adaround(
       prepared, options, [&] { forward_batches(prepared, dataset, batches, batch_size, seed, "adaround"); },
       [&](const quant::AdaRoundedLayer& layer) {
         if (quiet) return;
@@ -189,11 +189,32 @@ quant::AdaRoundReport adaround(nn::Module& prepared, const data::Dataset& datase
 
 namespace {
 // AdaRound as a stage configures it: quant.ptq.adaround's options, batches from train.seed.
-void adaround_stage(nn::Module& prepared, const RunConfig& config, const data::Dataset& dataset,
-                    const char* stage) {
+quant::AdaRoundReport adaround_stage(nn::Module& prepared, const RunConfig& config,
+                                     const data::Dataset& dataset, const char* stage) {
   quant::AdaRoundOptions options = config.quant.ptq.adaround_options;
   options.seed = config.train.seed;
-  adaround(prepared, dataset, options, config.train.batch_size, config.train.seed, stage);
+  return adaround(prepared, dataset, options, config.train.batch_size, config.train.seed, stage);
+}
+
+// What summary.json records of an AdaRound run: its totals and each layer's line.
+nlohmann::json adaround_summary(const quant::AdaRoundReport& report) {
+  nlohmann::json layers = nlohmann::json::array();
+  int64_t weights = 0, changed = 0;
+  double seconds = 0;
+  for (const quant::AdaRoundedLayer& layer : report.layers) {
+    layers.push_back({{"layer", layer.name},
+                      {"weights", layer.weights},
+                      {"changed", layer.changed},
+                      {"loss_nearest", layer.loss_nearest},
+                      {"loss_adaround", layer.loss_adaround},
+                      {"seconds", layer.seconds}});
+    weights += layer.weights, changed += layer.changed, seconds += layer.seconds;
+  }
+  return {{"weights", weights},
+          {"changed", changed},
+          {"seconds", seconds},
+          {"layers", layers},
+          {"skipped", report.skipped}};
 }
 }  // namespace
 
@@ -239,7 +260,8 @@ StageResult run_qat(const RunConfig& config, bool resume) {
     std::printf("qat: calibrated on %lld batches (%.1f s)\n", static_cast<long long>(calibration.batches),
                 calibration.seconds);
     // AdaRound as QAT's starting point: training fine-tunes from its rounding.
-    if (config.quant.ptq.adaround) adaround_stage(*result.prepared, config, run.datasets.train, "qat");
+    if (config.quant.ptq.adaround)
+      result.adaround = adaround_stage(*result.prepared, config, run.datasets.train, "qat");
   }
   FitOptions options = qat_schedule(config, *result.prepared, resume);
   options.loss = loss;
@@ -273,7 +295,8 @@ StageResult run_ptq(const RunConfig& config) {
   const Calibration calibration =
       calibrate(*result.prepared, run.datasets.train, config.quant.ptq.calibration_batches,
                 config.train.batch_size, config.train.seed);
-  if (config.quant.ptq.adaround) adaround_stage(*result.prepared, config, run.datasets.train, "ptq");
+  if (config.quant.ptq.adaround)
+    result.adaround = adaround_stage(*result.prepared, config, run.datasets.train, "ptq");
   if (config.quant.ptq.bias_correction) {
     const quant::BiasCorrectionReport corrected =
         correct_bias(*result.prepared, run.datasets.train, config.quant.ptq.calibration_batches,
@@ -299,6 +322,7 @@ StageResult run_ptq(const RunConfig& config) {
                                   calibration.seconds,
                                   0,
                                   {{"calibration_batches", calibration.batches}}};
+  if (result.adaround) result.quantized->extra["adaround"] = adaround_summary(*result.adaround);
   record_stage(config.output_dir, *result.quantized);
   std::printf("ptq: calibrated on %lld batches, fake-quant test accuracy %.2f%%\n",
               static_cast<long long>(calibration.batches), 100 * eval.accuracy);

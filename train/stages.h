@@ -29,10 +29,11 @@
 namespace qforge::train {
 
 struct StageResult {
-  StageSummary fp32;                      // the fp32 model on the test set (trained, or loaded)
-  std::optional<StageSummary> quantized;  // qat or ptq: the fake-quant model (absent for dynamic)
-  std::optional<IntegerResult> integer;   // absent when the runtime cannot run this quantization
-  std::string no_integer_reason;          // then: why (the ConvertError's message)
+  StageSummary fp32;                              // the fp32 model on the test set (trained, or loaded)
+  std::optional<StageSummary> quantized;          // qat or ptq: the fake-quant model (absent for dynamic)
+  std::optional<IntegerResult> integer;           // absent when the runtime cannot run this quantization
+  std::string no_integer_reason;                  // then: why (the ConvertError's message)
+  std::optional<quant::AdaRoundReport> adaround;  // when quant.ptq.adaround rounded the weights
   nn::ModulePtr fp32_model;
   std::shared_ptr<quant::QatModel> prepared;  // the fake-quant model (null for dynamic)
   std::string fp32_file;                      // the fp32 model's file (model.qf or quant.fp32_checkpoint)

@@ -82,6 +82,40 @@ TEST_CASE("qat can calibrate first and then train with frozen observers") {
   CHECK(state.at("input_quant.scale").item() > 0.0f);
 }
 
+TEST_CASE("ptq and qat start from AdaRound's rounding when quant.ptq.adaround is set") {
+  const std::string data = temp_folder("adaround_data"), out = temp_folder("adaround_out");
+  write_separable_dataset(data, 512, 256);
+  json source = small_config(data, out);
+  source["quant"] = {
+      {"weight", {{"bits", 4}}},
+      {"qat", {{"epochs", 1}}},
+      {"ptq", {{"calibration_batches", 4}, {"adaround", {{"iterations", 50}, {"images", 128}}}}}};
+  // QAT needs calibrated weight scales to round against.
+  CHECK_THROWS_WITH_AS(
+      run_qat(parse_config(source, "test.json"), false),
+      doctest::Contains("quant.ptq.adaround: QAT starts from AdaRound's rounding after calibration"), Error);
+  source["quant"]["qat"]["calibration_batches"] = 2;
+  const RunConfig config = parse_config(source, "test.json");
+  const StageResult qat = run_qat(config, false);
+  REQUIRE(qat.adaround.has_value());
+  CHECK(qat.adaround->layers.size() == 2);
+  json from_fp32 = source;
+  from_fp32["quant"]["fp32_checkpoint"] = out + "/model.qf";
+  const StageResult ptq = run_ptq(parse_config(from_fp32, "test.json"));
+  REQUIRE(ptq.adaround.has_value());
+  const json summary = json::parse(read_file(out + "/summary.json"));
+  // summary.json records what AdaRound did: per layer, and the codes it changed in all.
+  const json& rounded = summary["ptq"]["adaround"];
+  CHECK(rounded["layers"].size() == ptq.adaround->layers.size());
+  CHECK(rounded["weights"].get<int64_t>() > 0);
+  CHECK(rounded["changed"].get<int64_t>() > 0);
+  CHECK(rounded["changed"].get<int64_t>() < rounded["weights"].get<int64_t>());
+  CHECK(summary["qat"]["accuracy"].get<double>() >= 0.98);
+  CHECK(summary["ptq"]["accuracy"].get<double>() >= 0.98);
+  // The integer model holds AdaRound's codes: it agrees with the simulation.
+  CHECK(summary["int8_ptq"]["identical_predictions"].get<double>() >= 0.998);
+}
+
 TEST_CASE("qat and ptq stages run from a config and record their accuracy") {
   const std::string data = temp_folder("quant_data"), out = temp_folder("quant_out");
   write_separable_dataset(data, 1024, 512);
