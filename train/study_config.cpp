@@ -38,6 +38,53 @@ std::vector<int> parse_bits(ConfigReader& reader, std::vector<int> fallback) {
   return bits;
 }
 
+// calibrate_compare.ptq: the PTQ variants each calibrator runs with (absent: one, the config
+// as it is). A string names a built-in one (nearest: equalize, bias_correction and adaround
+// off; equalize, bias_correction, adaround: that quant.ptq key on, over the config); an
+// object has a name and its own overrides. The calibrator's keys stay the calibrator's.
+std::vector<SweepMethod> parse_ptq_variants(ConfigReader& reader, const std::string& file) {
+  const nlohmann::json& list = reader.raw("ptq");
+  if (list.is_null()) return {{"", StageKind::ptq}};
+  if (!list.is_array() || list.empty())
+    reader.fail("ptq",
+                "expected a non-empty array of PTQ variants (nearest, equalize, bias_correction, "
+                "adaround, or {\"name\", \"set\"})");
+  std::vector<SweepMethod> variants;
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    SweepMethod v{"", StageKind::ptq};
+    if (list[i].is_string()) {
+      v.name = list[i].get<std::string>();
+      if (v.name == "equalize" || v.name == "bias_correction" || v.name == "adaround")
+        v.set = {{"quant.ptq." + v.name, true}};
+      else if (v.name == "nearest")
+        v.set = {{"quant.ptq.equalize", false},
+                 {"quant.ptq.bias_correction", false},
+                 {"quant.ptq.adaround", false}};
+      else
+        reader.fail("ptq", "unknown PTQ variant \"" + v.name +
+                               "\" (built in: nearest, equalize, bias_correction, adaround; or an object "
+                               "with name and set)");
+    } else {
+      ConfigReader item(list[i], file, "calibrate_compare.ptq." + std::to_string(i));
+      v.name = item.string("name", "");
+      v.set = item.raw("set");
+      if (v.name.empty()) item.fail("name", "a PTQ variant needs a name");
+      if (v.set.is_null()) v.set = nlohmann::json::object();
+      if (!v.set.is_object()) item.fail("set", "expected an object of \"a.b.c\": value overrides");
+      for (const char* own : {"quant.activation.observer", "quant.activation.percentile",
+                              "quant.ptq.calibration_batches", "quant.weight.bits", "quant.activation.bits"})
+        if (v.set.contains(own))
+          item.fail("set",
+                    std::string(own) + " is the study's own (calibrate_compare.methods, .images, .bits)");
+      item.finish();
+    }
+    for (const SweepMethod& earlier : variants)
+      if (earlier.name == v.name) reader.fail("ptq", "PTQ variant \"" + v.name + "\" appears twice");
+    variants.push_back(v);
+  }
+  return variants;
+}
+
 std::vector<SweepMethod> parse_methods(ConfigReader& reader, const std::string& file) {
   std::vector<SweepMethod> methods;
   const nlohmann::json& list = reader.raw("methods");
@@ -115,6 +162,7 @@ CompareConfig parse_compare_config(const nlohmann::json& section, const std::str
       compare.methods.push_back(m.get<std::string>());
     }
   }
+  compare.ptq = parse_ptq_variants(reader, file);
   reader.finish();
   return compare;
 }

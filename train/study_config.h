@@ -13,7 +13,10 @@
 //   },
 //   "calibrate_compare": {"runs": 5, "images": 512, "bits": 8,
 //                         "methods": ["minmax", "histogram", "max", "percentile:99.9", "percentile:99.99",
-//                                     "percentile:99.999", "mse", "entropy"]},
+//                                     "percentile:99.999", "mse", "entropy"],
+//                         "ptq": ["nearest", "adaround"]},  // optional: PTQ variants crossed with the
+//                         // calibrators, built-in (nearest, equalize, bias_correction, adaround) or
+//                         // {"name", "set": {...}}; their runs are named "mse+adaround"
 //   "sensitivity": {"bits": 4, "target_accuracy": 0.90}
 // clang-format on
 // Built-in sweep methods: ptq (the config's observers, calibrated on quant.ptq.calibration_batches),
@@ -50,6 +53,7 @@ struct CompareConfig {
   int bits = 8;
   std::vector<std::string> methods{"minmax",           "histogram",         "max", "percentile:99.9",
                                    "percentile:99.99", "percentile:99.999", "mse", "entropy"};
+  std::vector<SweepMethod> ptq{{"", StageKind::ptq}};  // each calibrator runs with each ("": as configured)
 };
 
 struct SensitivityConfig {

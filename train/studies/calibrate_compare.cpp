@@ -22,8 +22,12 @@ void print_compare_table(const RunConfig& config, const std::vector<SweepRecord>
               static_cast<long long>(compare.runs),
               static_cast<long long>(calibration_batches(config) * config.train.batch_size),
               100 * fp32_accuracy);
-  std::printf("%-20s %8s %8s %8s %10s\n", "method", "mean", "min", "max", "int8 mean");
-  for (const std::string& method : compare.methods) {
+  std::vector<std::string> methods;  // calibrator (+ PTQ variant), in the plan's order
+  for (const PlannedRun& run : plan_calibrate_compare(config))
+    if (std::find(methods.begin(), methods.end(), run.method.name) == methods.end())
+      methods.push_back(run.method.name);
+  std::printf("%-28s %8s %8s %8s %10s\n", "method", "mean", "min", "max", "int8 mean");
+  for (const std::string& method : methods) {
     std::vector<double> values, int8;
     int failed = 0;
     for (const SweepRecord& r : records) {
@@ -34,13 +38,13 @@ void print_compare_table(const RunConfig& config, const std::vector<SweepRecord>
       if (r.int8_accuracy >= 0) int8.push_back(100 * r.int8_accuracy);
     }
     if (values.empty()) {
-      std::printf("%-20s %d failed\n", method.c_str(), failed);
+      std::printf("%-28s %d failed\n", method.c_str(), failed);
       continue;
     }
     const auto [low, high] = std::minmax_element(values.begin(), values.end());
     char int8_mean[16] = "-";
     if (!int8.empty()) std::snprintf(int8_mean, sizeof int8_mean, "%.2f", stats(int8).mean);
-    std::printf("%-20s %8.2f %8.2f %8.2f %10s%s\n", method.c_str(), stats(values).mean, *low, *high,
+    std::printf("%-28s %8.2f %8.2f %8.2f %10s%s\n", method.c_str(), stats(values).mean, *low, *high,
                 int8_mean, failed ? " (some runs failed)" : "");
   }
 }
@@ -58,11 +62,15 @@ std::vector<PlannedRun> plan_calibrate_compare(const RunConfig& config) {
       set["quant.activation.percentile"] = choice.percentile;
     if (quant::observer_info(choice.kind).is_calibrator)
       set["quant.activation.symmetric"] = true, set["quant.activation.signed"] = true;
-    for (int64_t run = 0; run < compare.runs; ++run)
-      plan.push_back({{method, StageKind::ptq, set},
-                      compare.bits,
-                      compare.bits,
-                      static_cast<int64_t>(config.train.seed) + run});
+    for (const SweepMethod& variant : compare.ptq) {
+      // "mse" as configured or with nearest rounding, "mse+adaround" with a variant.
+      const bool plain = variant.name.empty() || variant.name == "nearest";
+      SweepMethod run_method{plain ? method : method + "+" + variant.name, StageKind::ptq, set};
+      run_method.set.update(variant.set);
+      for (int64_t run = 0; run < compare.runs; ++run)
+        plan.push_back(
+            {run_method, compare.bits, compare.bits, static_cast<int64_t>(config.train.seed) + run});
+    }
   }
   return plan;
 }

@@ -12,6 +12,7 @@
 #include "core/config_reader.h"
 #include "core/file_io.h"
 #include "data/data_loader.h"
+#include "quant/equalize.h"
 #include "quant/numeric_suite.h"
 #include "quant/prepare.h"
 #include "train/model_files.h"
@@ -99,16 +100,20 @@ Tensor logits_on(nn::Module& model, const Tensor& images) {
   return model.forward(images);
 }
 
-// Each candidate's output SQNR in the all-quantized model against the fused float model:
-// a copy of that model with its fake quantization off.
+// Each candidate's output SQNR in the all-quantized model against the fused float model: the
+// fp32 model prepared the same way (equalized first where PTQ equalizes) with its fake
+// quantization off. Not the quantized model's own weights with fake quantization off: bias
+// correction and AdaRound change the stored biases and weights, and their error would vanish.
 std::map<std::string, double> output_sqnrs(const Measurements& m, const std::vector<Candidate>& layers,
                                            const Tensor& images) {
   std::map<std::string, double> sqnr;
   const std::shared_ptr<quant::QatModel> quantized = m.model_of(0);
   if (!quantized) return sqnr;
   const RunConfig all = run_config(m.config, m.plan[0], m.runs.fp32_file, m.config.output_dir);
-  auto fused_float = quant::prepare_qat(build_model(all, all.train.seed), all.quant.spec);
-  fused_float->load_state_dict(quantized->state_dict(), "the all-quantized model");
+  nn::ModulePtr fp32 = build_model(all, all.train.seed);
+  fp32->load_state_dict(read_saved_model(m.runs.fp32_file).state, m.runs.fp32_file);
+  if (all.quant.ptq.equalize) quant::equalize(*fp32);
+  auto fused_float = quant::prepare_qat(fp32, all.quant.spec);
   quant::set_fake_quant(*fused_float, false);
   std::vector<std::string> prepared_names;  // inside the QatModel: "model." + name
   for (const Candidate& c : layers)
