@@ -38,6 +38,7 @@ struct Layer {
 struct Pair {
   std::size_t first, second;  // into the layer list
   int64_t features_per_channel = 1;
+  bool through_relu = false;  // a ReLU on the path between them
 };
 
 struct Graph {
@@ -61,7 +62,7 @@ void walk(nn::Module& module, const std::string& prefix, Graph& graph);
 // reaches it through homogeneous layers only.
 void walk_sequential(nn::Sequential& sequential, const std::string& prefix, Graph& graph) {
   std::ptrdiff_t pending = -1;  // index of the layer whose output flows here, or -1
-  bool flattened = false, adjacent = false;
+  bool flattened = false, adjacent = false, relu = false;
   for (const auto& [name, child] : sequential.children()) {
     const std::string full = join(prefix, name);
     auto* conv = dynamic_cast<nn::Conv2d*>(child.get());
@@ -72,13 +73,14 @@ void walk_sequential(nn::Sequential& sequential, const std::string& prefix, Grap
         const int64_t channels = graph.layers[static_cast<std::size_t>(pending)].out_channels();
         const bool from_conv = graph.layers[static_cast<std::size_t>(pending)].conv != nullptr;
         if (conv && from_conv && !flattened && in == channels)
-          graph.pairs.push_back({static_cast<std::size_t>(pending), graph.layers.size(), 1});
+          graph.pairs.push_back({static_cast<std::size_t>(pending), graph.layers.size(), 1, relu});
         else if (linear && (from_conv ? flattened && in % channels == 0 : in == channels))
-          graph.pairs.push_back({static_cast<std::size_t>(pending), graph.layers.size(), in / channels});
+          graph.pairs.push_back(
+              {static_cast<std::size_t>(pending), graph.layers.size(), in / channels, relu});
       }
       graph.layers.push_back({full, conv, linear, nullptr});
       pending = static_cast<std::ptrdiff_t>(graph.layers.size()) - 1;
-      flattened = false;
+      flattened = false, relu = false;
       adjacent = true;
       continue;
     }
@@ -93,6 +95,7 @@ void walk_sequential(nn::Sequential& sequential, const std::string& prefix, Grap
       continue;
     }
     adjacent = false;
+    relu = relu || child->type_name() == "ReLU";
     if (child->type_name() == "Flatten") {
       flattened = true;
     } else if (!is_homogeneous(*child)) {
@@ -207,6 +210,43 @@ EqualizeReport equalize(nn::Module& model) {
     }
     ++report.sweeps;
   } while (report.largest_change > kTolerance && report.sweeps < kMaxSweeps);
+  return report;
+}
+
+HighBiasReport absorb_high_bias(nn::Module& model) {
+  const Graph graph = graph_of(model);
+  HighBiasReport report;
+  for (const Pair& p : graph.pairs) {
+    const Layer &first = graph.layers[p.first], &second = graph.layers[p.second];
+    // Statistics to bound the pre-activation with, a ReLU to gain from, somewhere to put K.
+    if (!first.bn || !p.through_relu || (!second.bn && !second.bias().defined())) continue;
+    AbsorbedPair absorbed{first.name, second.name, 0, 0};
+    const int64_t channels = first.out_channels();
+    std::vector<double> shift(static_cast<std::size_t>(second.out_channels()), 0.0);
+    for (int64_t c = 0; c < channels; ++c) {
+      const float gamma = first.bn->weight.data()[c], beta = first.bn->bias.data()[c];
+      const float amount = std::max(0.0f, beta - 3 * std::fabs(gamma));
+      if (!(amount > 0)) continue;
+      first.bn->bias.data()[c] -= amount;
+      const float* w = second.weight().data();
+      for_input_channel(second, c, p.features_per_channel, [&](int64_t o, int64_t k) {
+        shift[static_cast<std::size_t>(o)] += double{w[k]} * amount;
+      });
+      ++absorbed.channels;
+      absorbed.largest = std::max(absorbed.largest, amount);
+    }
+    if (absorbed.channels == 0) continue;
+    // The second layer sees its input lowered by c: W·(a − c) + b + W·c. With a batch norm
+    // and no bias, the same constant moves its running mean the other way.
+    for (int64_t o = 0; o < second.out_channels(); ++o) {
+      const auto k = static_cast<float>(shift[static_cast<std::size_t>(o)]);
+      if (second.bias().defined())
+        second.bias().data()[o] += k;
+      else
+        second.bn->running_mean.data()[o] -= k;
+    }
+    report.pairs.push_back(absorbed);
+  }
   return report;
 }
 

@@ -40,6 +40,25 @@ struct EqualizeReport {
   double largest_change = 0;  // max |s − 1| of the last sweep
 };
 
+// High-bias absorption (DFQ §4.1.1), usually after equalization, which can raise a
+// channel's bias with its scale. Where the first layer of a pair has a batch norm and a
+// ReLU lies between them, its pre-activation h_i is at least c_i = max(0, β_i − 3|γ_i|) for
+// all but a 3σ tail (γ, β: the batch norm's affine parameters, h ~ N(β, γ²) as the batch
+// norm makes it). Then ReLU(h_i − c_i) = ReLU(h_i) − c_i, and moving c_i out of β_i into the
+// second layer (its bias gains Σ W2[o, i, ...]·c_i; with a batch norm and no bias, the
+// running mean loses it) computes the same function with a ReLU output range lower by c_i:
+// a tighter activation grid. Not exact where h_i < c_i (the tail), and, for a padded conv,
+// at the border (padding stays 0 instead of −c_i) — the price DFQ and AIMET accept.
+struct AbsorbedPair {
+  std::string first, second;
+  int64_t channels = 0;  // channels that gave up some bias
+  float largest = 0;     // the largest c_i
+};
+struct HighBiasReport {
+  std::vector<AbsorbedPair> pairs;
+};
+HighBiasReport absorb_high_bias(nn::Module& model);
+
 // Equalizes every pair of a float model in place (Note [Cross-layer equalization]); the
 // model must not be prepared for quantization yet.
 EqualizeReport equalize(nn::Module& model);

@@ -254,6 +254,7 @@ QuantSection parse_quant_section(const nlohmann::json& section, const std::strin
   ConfigReader ptq = reader.object("ptq");
   q.ptq.calibration_batches = ptq.integer("calibration_batches", 32, 1);
   q.ptq.equalize = ptq.boolean("equalize", false);
+  q.ptq.high_bias_absorption = ptq.boolean("high_bias_absorption", false);
   q.ptq.bias_correction = ptq.boolean("bias_correction", false);
   parse_adaround(ptq, q.ptq);
   ptq.finish();

@@ -69,13 +69,16 @@ struct QatSettings {
   double distillation_temperature = 4;
 };
 
-// How the PTQ stage runs: "ptq": {"calibration_batches": 32, "equalize": false, "bias_correction": false,
-// "adaround": false}.
+// How the PTQ stage runs: "ptq": {"calibration_batches": 32, "equalize": false,
+// "high_bias_absorption": false, "bias_correction": false, "adaround": false}.
 struct PtqSettings {
   int64_t calibration_batches = 32;
   // Cross-layer equalization of the float model before prepare (Note [Cross-layer
   // equalization], quant/equalize.h).
   bool equalize = false;
+  // High-bias absorption after it (DFQ §4.1.1, quant/equalize.h): batch-norm biases past 3σ
+  // move through the ReLU into the next layer.
+  bool high_bias_absorption = false;
   // Empirical bias correction after calibration (Note [Bias correction], quant/bias_correction.h),
   // on the calibration batches.
   bool bias_correction = false;

@@ -291,6 +291,13 @@ StageResult run_ptq(const RunConfig& config) {
     std::printf("ptq: cross-layer equalization of %zu layer pairs (%d sweeps)%s\n", equalized.pairs.size(),
                 equalized.sweeps, equalized.pairs.empty() ? "; this model has no pair to equalize" : "");
   }
+  if (config.quant.ptq.high_bias_absorption) {
+    const quant::HighBiasReport absorbed = quant::absorb_high_bias(*model);
+    int64_t channels = 0;
+    for (const quant::AbsorbedPair& pair : absorbed.pairs) channels += pair.channels;
+    std::printf("ptq: high-bias absorption in %zu layer pairs, %lld channels\n", absorbed.pairs.size(),
+                static_cast<long long>(channels));
+  }
   result.prepared = quant::prepare_qat(model, config.quant.spec);
   const Calibration calibration =
       calibrate(*result.prepared, run.datasets.train, config.quant.ptq.calibration_batches,

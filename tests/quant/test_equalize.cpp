@@ -72,6 +72,51 @@ TEST_CASE("a batch norm after the first conv carries the scale: γ and β divide
   CHECK(next->weight.data()[0] == doctest::Approx(0.5f * s0));
 }
 
+TEST_CASE("high-bias absorption, by hand: c = max(0, β − 3|γ|) leaves the batch norm for the next layer") {
+  Generator generator(3);
+  for (const bool next_has_bn : {false, true}) {
+    CAPTURE(next_has_bn);
+    auto conv = std::make_shared<nn::Conv2d>(1, 2, 1, Conv2dOptions{}, false, generator);
+    auto bn = std::make_shared<nn::BatchNorm2d>(2);
+    auto next = std::make_shared<nn::Conv2d>(2, 1, 1, Conv2dOptions{}, !next_has_bn, generator);
+    auto next_bn = std::make_shared<nn::BatchNorm2d>(1);
+    conv->weight = Tensor::from_vector({2, 1, 1, 1}, {1.0f, 1.0f});
+    bn->weight = Tensor::from_vector({2}, {1.0f, -1.0f});
+    bn->bias = Tensor::from_vector({2}, {5.0f, 0.5f});  // c = (5 − 3, max(0, 0.5 − 3)) = (2, 0)
+    next->weight = Tensor::from_vector({1, 2, 1, 1}, {0.5f, 2.0f});
+    if (!next_has_bn) next->bias = Tensor::from_vector({1}, {0.25f});
+    std::vector<nn::ModulePtr> layers{conv, bn, std::make_shared<nn::ReLU>(), next};
+    if (next_has_bn) layers.push_back(next_bn);
+    nn::Sequential model(layers);
+    model.eval();
+    NoGradGuard no_grad;
+    // Inputs in [−1, 1]: channel 0's pre-activation stays in [4, 6], above c: exact.
+    const Tensor x = Tensor::uniform({4, 1, 3, 3}, generator, -1.0f, 1.0f);
+    const Tensor before = model.forward(x);
+    const HighBiasReport report = absorb_high_bias(model);
+    REQUIRE(report.pairs.size() == 1);
+    CHECK(report.pairs[0].channels == 1);
+    CHECK(report.pairs[0].largest == doctest::Approx(2.0f));
+    CHECK(bn->bias.data()[0] == doctest::Approx(3.0f));
+    CHECK(bn->bias.data()[1] == 0.5f);
+    if (next_has_bn)  // K = 0.5 · 2 moves the running mean down instead
+      CHECK(next_bn->running_mean.data()[0] == doctest::Approx(-1.0f));
+    else
+      CHECK(next->bias.data()[0] == doctest::Approx(0.25f + 0.5f * 2.0f));
+    const Tensor after = model.forward(x);
+    for (int64_t i = 0; i < after.numel(); ++i)
+      CHECK(after.data()[i] == doctest::Approx(before.data()[i]).epsilon(1e-5));
+  }
+  // No ReLU between the layers: no range to gain, nothing moves.
+  auto conv = std::make_shared<nn::Conv2d>(1, 2, 1, Conv2dOptions{}, false, generator);
+  auto bn = std::make_shared<nn::BatchNorm2d>(2);
+  bn->bias = Tensor::from_vector({2}, {5.0f, 5.0f});
+  nn::Sequential linear_path(
+      {conv, bn, std::make_shared<nn::Conv2d>(2, 1, 1, Conv2dOptions{}, true, generator)});
+  CHECK(absorb_high_bias(linear_path).pairs.empty());
+  CHECK(bn->bias.data()[0] == 5.0f);
+}
+
 namespace {
 
 nn::ModulePtr layer_list(Generator& generator) {

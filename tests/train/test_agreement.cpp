@@ -11,6 +11,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -21,6 +22,7 @@
 #include "core/file_io.h"
 #include "core/ops.h"
 #include "core/ops/shape.h"
+#include "nn/batch_norm.h"
 #include "quant/convert.h"
 #include "quant/equalize.h"
 #include "quant/onnx/onnx_export.h"
@@ -81,6 +83,7 @@ struct Variant {
   bool equalize = false;         // quant.ptq.equalize: cross-layer equalization before prepare
   bool bias_correction = false;  // quant.ptq.bias_correction: after calibration
   bool adaround = false;         // quant.ptq.adaround: after calibration, before bias correction
+  bool high_bias = false;        // quant.ptq.high_bias_absorption: after equalization
 };
 
 // Quantizer schemes: {weights, activations} at a width.
@@ -141,6 +144,8 @@ std::vector<Variant> variants(nn::Module& float_model) {
       {"W4A8 per-channel, equalized", "ptq",
        with_method({{"weight", {{"bits", 4}, {"per_channel", true}}}, {"activation", {{"bits", 8}}}}, "ptq"),
        "", true});
+  out.push_back({"W8A8 per-tensor affine, equalized, high biases absorbed", "ptq",
+                 with_method(scheme(8, false, "affine"), "ptq"), "", true, false, false, true});
   // Empirical bias correction (quant.ptq.bias_correction) at 4 bits per tensor, where it moves
   // biases most, and after equalization.
   out.push_back(
@@ -285,6 +290,7 @@ TEST_CASE(
   OnnxExports onnx;
   double lowest = 1;
   std::string lowest_label = "every one identical";
+  int64_t absorbed_channels = 0;  // by the high-bias variants
   for (const ModelCase& model_case : model_cases()) {
     json source = model_case.source;
     source["data"]["train_limit"] = 4096;
@@ -310,6 +316,16 @@ TEST_CASE(
       nn::ModulePtr model = build_model(config, config.train.seed);
       model->load_state_dict(fp32_state, "the fp32 model");
       if (v.equalize) quant::equalize(*model);
+      if (v.high_bias) {
+        // The trained zoo's batch norms keep β under 3|γ| (nothing to absorb): shift every
+        // other channel's β up by 4|γ| first so the absorption has channels to move.
+        for (auto& [name, module] : model->named_modules())
+          if (auto* bn = dynamic_cast<nn::BatchNorm2d*>(module))
+            for (int64_t c = 0; c < bn->bias.numel(); c += 2)
+              bn->bias.data()[c] += 4 * std::fabs(bn->weight.data()[c]);
+        for (const quant::AbsorbedPair& pair : quant::absorb_high_bias(*model).pairs)
+          absorbed_channels += pair.channels;
+      }
       std::shared_ptr<quant::QatModel> prepared;
       try {
         prepared = quant::prepare_qat(model, quant::parse_quant_spec(v.quant, "agreement.json"));
@@ -362,6 +378,7 @@ TEST_CASE(
   MESSAGE("agreement: ", total_converted + total_refused, " configurations, ", total_converted,
           " converted, ", total_refused, " refused by name; lowest agreement ", 100 * lowest, "% (",
           lowest_label, ")");
+  CHECK_MESSAGE(absorbed_channels > 0, "the high-bias variants absorbed nothing on any model");
   onnx.finish();
   if (onnx.is_on())
     MESSAGE("ONNX: ", onnx.exported, " converted models exported for ONNX Runtime, ", onnx.refused,

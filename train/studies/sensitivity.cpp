@@ -113,6 +113,7 @@ std::map<std::string, double> output_sqnrs(const Measurements& m, const std::vec
   nn::ModulePtr fp32 = build_model(all, all.train.seed);
   fp32->load_state_dict(read_saved_model(m.runs.fp32_file).state, m.runs.fp32_file);
   if (all.quant.ptq.equalize) quant::equalize(*fp32);
+  if (all.quant.ptq.high_bias_absorption) quant::absorb_high_bias(*fp32);
   auto fused_float = quant::prepare_qat(fp32, all.quant.spec);
   quant::set_fake_quant(*fused_float, false);
   std::vector<std::string> prepared_names;  // inside the QatModel: "model." + name
