@@ -35,6 +35,7 @@
 #include "train/benchmark.h"
 #include "train/config.h"
 #include "train/deploy.h"
+#include "train/distributed.h"
 #include "train/model_files.h"
 #include "train/onnx_files.h"
 #include "train/stages.h"
@@ -404,6 +405,15 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     num_threads();  // reads and checks QFORGE_THREADS before any command runs a parallel loop
+    // Under mpirun/srun: join the other ranks (Note [Data parallelism]); rank 0 alone prints.
+    const train::ProcessGroup& group = train::ProcessGroup::world();
+    if (!group.is_root() && std::freopen("/dev/null", "w", stdout) == nullptr)
+      QF_FAIL("rank ", group.rank(), ": cannot silence its standard output");
+    if (group.is_distributed() && !*train)
+      train::fail_collectively(
+          "qforge ", app.get_subcommands().front()->get_name(),
+          " runs as one process; of the commands, "
+          "only `qforge train` is data-parallel across MPI ranks so far (run this one without mpirun)");
     if (threads > 0) set_num_threads(threads);
     if (*train) train::run_fp32(load_run_config(config_path, overrides, out, force), resume);
     if (*qat) train::run_qat(load_run_config(config_path, overrides, out, force), resume);
@@ -434,10 +444,12 @@ int main(int argc, char** argv) {
     if (*inspect) run_inspect(file);
     if (*bench) run_bench(models, batch, seconds, as_json, onnx_dir);
     if (*digits) run_mnist_digits(digits_out);
-  } catch (const Error& error) {
-    std::fprintf(stderr, "qforge: error: %s\n", error.what());
+  } catch (const train::CollectiveError& error) {  // raised alike on every rank: reported once
+    if (train::ProcessGroup::world().is_root()) std::fprintf(stderr, "qforge: error: %s\n", error.what());
     return 1;
   } catch (const std::exception& error) {
+    // One rank's error ends every rank (MPI_Abort), or the others would wait for it forever.
+    if (train::ProcessGroup::world().is_distributed()) train::ProcessGroup::world().abort(error.what());
     std::fprintf(stderr, "qforge: error: %s\n", error.what());
     return 1;
   }

@@ -22,6 +22,8 @@ DataLoader::DataLoader(const Dataset& dataset, const LoaderOptions& options)
   QF_CHECK(options.batch_size >= 1, "data loader: batch_size must be >= 1, got ", options.batch_size);
   QF_CHECK(dataset.size() > 0, "data loader: the dataset is empty");
   QF_CHECK(options.augmentation.crop_padding >= 0, "data loader: crop_padding must be >= 0");
+  QF_CHECK(options.shards >= 1 && options.shard >= 0 && options.shard < options.shards, "data loader: part ",
+           options.shard, " of ", options.shards, " does not exist");
   std::iota(order_.begin(), order_.end(), 0);
 }
 
@@ -62,9 +64,12 @@ std::optional<Batch> DataLoader::next() {
 Batch DataLoader::make_batch(int64_t batch_index) const {
   const int64_t start = batch_index * options_.batch_size;
   const int64_t count = std::min(options_.batch_size, dataset_.size() - start);
+  const int64_t first = count * options_.shard / options_.shards,
+                last = count * (options_.shard + 1) / options_.shards;  // this part's rows
   const Shape& shape = dataset_.images.shape();
   const int64_t channels = shape[1], height = shape[2], width = shape[3], image = channels * height * width;
-  Batch batch{Tensor::empty({count, channels, height, width}), Tensor::empty({count}, DType::s32)};
+  Batch batch{Tensor::empty({last - first, channels, height, width}),
+              Tensor::empty({last - first}, DType::s32)};
   const Augmentation& augment = options_.augmentation;
   const bool is_augmenting = augment.crop_padding > 0 || augment.horizontal_flip;
   Generator generator = derived_generator(options_.seed, epoch_, batch_index);
@@ -74,10 +79,12 @@ Batch DataLoader::make_batch(int64_t batch_index) const {
   const uint8_t* source_images = dataset_.images.data_as<uint8_t>();
   float* images = batch.images.data();
   for (int64_t i = 0; i < count; ++i) {
+    if ((i < first || i >= last) && !is_augmenting) continue;
     const int64_t index = order_[start + i];
-    batch.labels.data_as<int32_t>()[i] = dataset_.labels.data_as<int32_t>()[index];
     const uint8_t* source = source_images + index * image;
-    float* target = images + i * image;
+    float* target = images + (i - first) * image;
+    if (i >= first && i < last)
+      batch.labels.data_as<int32_t>()[i - first] = dataset_.labels.data_as<int32_t>()[index];
     if (!is_augmenting) {
       for (int64_t p = 0; p < image; ++p) target[p] = lookup[source[p]];
       continue;
@@ -87,6 +94,7 @@ Batch DataLoader::make_batch(int64_t batch_index) const {
     const int64_t dy = pad ? static_cast<int64_t>(generator.below(2 * pad + 1)) - pad : 0;
     const int64_t dx = pad ? static_cast<int64_t>(generator.below(2 * pad + 1)) - pad : 0;
     const bool flip = augment.horizontal_flip && generator.below(2) == 1;
+    if (i < first || i >= last) continue;  // another part's row: its draws made, nothing written
     for (int64_t c = 0; c < channels; ++c)
       for (int64_t y = 0; y < height; ++y)
         for (int64_t x = 0; x < width; ++x) {

@@ -25,6 +25,10 @@ struct LoaderOptions {
   bool drop_last = false;
   uint64_t seed = 0;
   Augmentation augmentation;
+  // Data parallelism (Note [Data parallelism], train/distributed.h): part `shard` of
+  // `shards` gets rows [B·shard/shards, B·(shard+1)/shards) of every batch of B — the batch
+  // one process would get, cut the same way for every part; augmentation draws as for the whole.
+  int64_t shard = 0, shards = 1;
 };
 
 struct Batch {

@@ -20,6 +20,7 @@ class Optimizer {
   void zero_grad();
   void set_learning_rate(double lr) { learning_rate_ = lr; }
   double learning_rate() const { return learning_rate_; }
+  const std::vector<Tensor>& parameters() const { return parameters_; }
   virtual TensorMap state() const = 0;
   virtual void load_state(const TensorMap& state) = 0;
 

@@ -10,12 +10,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <sstream>
 
 #include "core/config_reader.h"
 #include "core/file_io.h"
 #include "core/ops.h"
 #include "data/data_loader.h"
 #include "train/curves.h"
+#include "train/distributed.h"
 #include "train/model_files.h"
 #include "train/optimizer.h"
 
@@ -130,6 +132,9 @@ StartedRun start_run(const RunConfig& config, const std::vector<std::string>& fi
   const int64_t classes = classes_of_model(config, sample);
   check_labels(datasets.train, classes, config.data.path + "/train-labels-idx1-ubyte");
   check_labels(datasets.test, classes, config.data.path + "/t10k-labels-idx1-ubyte");
+  const ProcessGroup& group = ProcessGroup::world();
+  check_ranks_agree(config.source.dump(), datasets.train.images, datasets.train.labels, group);
+  if (!group.is_root()) return {RunFolder(), std::move(datasets)};  // rank 0 alone writes
   RunFolder folder = RunFolder::claim(config.output_dir);
   namespace fs = std::filesystem;
   for (const std::string& file : finished_files) {
@@ -167,6 +172,35 @@ EvalResult evaluate(nn::Module& model, const data::Dataset& dataset, int64_t bat
       evaluate([&](const Tensor& images) { return model.forward(images); }, dataset, batch_size);
   model.train(was_training);
   return result;
+}
+
+namespace {
+// Rows [part.begin, part.end) of a dataset, copied.
+data::Dataset rows_of(const data::Dataset& dataset, Shard part) {
+  data::Dataset rows = dataset;
+  Shape shape = dataset.images.shape();
+  const int64_t image = dataset.images.numel() / shape[0];
+  shape[0] = part.end - part.begin;
+  rows.images = Tensor::empty(shape, DType::u8);
+  rows.labels = Tensor::empty({shape[0]}, DType::s32);
+  std::copy_n(dataset.images.data_as<uint8_t>() + part.begin * image, shape[0] * image,
+              rows.images.data_as<uint8_t>());
+  std::copy_n(dataset.labels.data_as<int32_t>() + part.begin, shape[0], rows.labels.data_as<int32_t>());
+  return rows;
+}
+}  // namespace
+
+EvalResult evaluate(nn::Module& model, const data::Dataset& dataset, int64_t batch_size,
+                    const ProcessGroup& group) {
+  if (!group.is_distributed()) return evaluate(model, dataset, batch_size);
+  broadcast_buffers(model, group);
+  const Shard part = shard_of(dataset.size(), group.rank(), group.size());
+  const double rows = static_cast<double>(part.end - part.begin);
+  const EvalResult mine = rows > 0 ? evaluate(model, rows_of(dataset, part), batch_size) : EvalResult{};
+  double sums[3] = {mine.loss * rows, std::round(mine.accuracy * rows), mine.seconds};
+  group.allreduce_sum(sums, 3);
+  const double n = static_cast<double>(dataset.size()), seconds = sums[2] / group.size();
+  return {sums[0] / n, sums[1] / n, n / seconds, seconds};
 }
 
 namespace {
@@ -221,9 +255,13 @@ struct EpochStats {
 
 // One pass over the training set: the scheduled learning rate per batch, forward, loss,
 // backward, step. A non-finite loss stops the run (the last checkpoint stays).
+// Data parallel (Note [Data parallelism]): each rank runs its rows of the global batch, its
+// mean loss scaled by its share, and the gradients and loss are summed over the ranks
+// before the step — which every rank then takes alike.
 EpochStats train_one_epoch(nn::Module& model, Optimizer& optimizer, data::DataLoader& loader,
                            const TrainConfig& t, const FitOptions& options, int64_t epoch, int64_t epochs,
-                           double base_lr, const std::string& dir) {
+                           double base_lr, const std::string& dir, int64_t train_size,
+                           const ProcessGroup& group) {
   const bool show_bar = !options.quiet && ::isatty(STDERR_FILENO);
   const int64_t batches = loader.batches_per_epoch();
   model.train();
@@ -236,31 +274,50 @@ EpochStats train_one_epoch(nn::Module& model, Optimizer& optimizer, data::DataLo
         t.schedule, base_lr, epoch + static_cast<double>(batch_index) / batches, epochs));
     Tensor logits;
     float loss_value = 0;
+    const int64_t rows = batch->labels.numel();
+    const int64_t global_rows = std::min(t.batch_size, train_size - batch_index * t.batch_size);
     try {
-      logits = model.forward(batch->images);
-      Tensor loss = options.loss
-                        ? options.loss(batch->images, logits, batch->labels)
-                        : cross_entropy(logits, batch->labels, static_cast<float>(t.label_smoothing));
-      loss_value = loss.item();
-      QF_CHECK(std::isfinite(loss_value), "loss is ", loss_value);
-      optimizer.zero_grad();
-      loss.backward();
+      if (rows > 0) {
+        logits = model.forward(batch->images);
+        Tensor loss = options.loss
+                          ? options.loss(batch->images, logits, batch->labels)
+                          : cross_entropy(logits, batch->labels, static_cast<float>(t.label_smoothing));
+        if (group.is_distributed())
+          loss = mul(loss, static_cast<float>(rows) / static_cast<float>(global_rows));
+        loss_value = loss.item();
+        QF_CHECK(group.is_distributed() || std::isfinite(loss_value), "loss is ", loss_value);
+        optimizer.zero_grad();
+        loss.backward();
+      } else {
+        optimizer.zero_grad();
+      }
+      if (group.is_distributed()) {  // every rank sees the global loss, and stops together on NaN
+        std::vector<double> loss_sum{loss_value};
+        allreduce_gradients(optimizer.parameters(), loss_sum, group);
+        loss_value = static_cast<float>(loss_sum[0]);
+        if (!std::isfinite(loss_value)) fail_collectively("loss is ", loss_value);
+      }
       optimizer.step();
     } catch (const Error& error) {
-      QF_FAIL("train (", options.stage, "): ", error.what(), " at epoch ", epoch + 1, ", batch ",
-              batch_index + 1, "; stopping. ", what_is_kept(epoch, dir),
-              " — lower the learning rate or check the data");
+      std::ostringstream message;
+      message << "train (" << options.stage << "): " << error.what() << " at epoch " << epoch + 1
+              << ", batch " << batch_index + 1 << "; stopping. " << what_is_kept(epoch, dir)
+              << " — lower the learning rate or check the data";
+      if (dynamic_cast<const CollectiveError*>(&error) != nullptr) throw CollectiveError(message.str());
+      throw Error(message.str());
     }
     stats.compute_seconds += seconds_since(step_start);
-    const int64_t n = batch->labels.numel();
-    stats.loss_sum += loss_value * n;
-    stats.correct += count_correct(logits, batch->labels);
-    stats.seen += n;
+    stats.loss_sum += static_cast<double>(loss_value) * static_cast<double>(global_rows);
+    if (rows > 0) stats.correct += count_correct(logits, batch->labels);
+    stats.seen += global_rows;
     ++batch_index;
     if (show_bar && (batch_index % 10 == 0 || batch_index == batches))
       draw_progress(epoch, epochs, batch_index, batches, stats.loss_sum / stats.seen);
   }
   if (show_bar) std::fprintf(stderr, "\n");
+  double correct = static_cast<double>(stats.correct);
+  group.allreduce_sum(&correct, 1);
+  stats.correct = std::llround(correct);
   return stats;
 }
 
@@ -290,7 +347,11 @@ void write_epoch(const std::string& dir, nn::Module& model, const Optimizer& opt
 }  // namespace
 
 StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& datasets,
-                 const FitOptions& options) {
+                 const FitOptions& given_options) {
+  const ProcessGroup& group = given_options.group ? *given_options.group : ProcessGroup::world();
+  FitOptions options = given_options;
+  options.quiet = options.quiet || !group.is_root();
+  const bool writes = group.is_root();
   const TrainConfig& t = config.train;
   const int64_t epochs = options.epochs > 0 ? options.epochs : t.epochs;
   const double base_lr = options.learning_rate > 0 ? options.learning_rate : t.optimizer.lr;
@@ -301,11 +362,14 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
   Progress progress;
   if (options.resume && std::filesystem::exists(checkpoint))
     progress = resume_from_checkpoint(model, *optimizer, config, checkpoint, options, epochs);
+  broadcast_state(model, group);  // every rank starts from rank 0's model
 
   data::DataLoader loader(datasets.train, {.batch_size = t.batch_size,
                                            .shuffle = true,
                                            .seed = t.seed,
-                                           .augmentation = config.data.augmentation});
+                                           .augmentation = config.data.augmentation,
+                                           .shard = group.rank(),
+                                           .shards = group.size()});
   EvalResult last_eval;
   double last_images_per_second = 0;
   const int64_t first_epoch = progress.epochs_done;
@@ -314,11 +378,11 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
   for (int64_t epoch = first_epoch; epoch < last_epoch; ++epoch) {
     if (options.on_epoch_start) options.on_epoch_start(epoch);
     const Clock::time_point epoch_start = Clock::now();
-    const EpochStats stats =
-        train_one_epoch(model, *optimizer, loader, t, options, epoch, epochs, base_lr, dir);
+    const EpochStats stats = train_one_epoch(model, *optimizer, loader, t, options, epoch, epochs, base_lr,
+                                             dir, datasets.train.size(), group);
     const double epoch_seconds = seconds_since(epoch_start);
     progress.trained_seconds += epoch_seconds;
-    last_eval = evaluate(model, datasets.test, t.eval_batch_size);
+    last_eval = evaluate(model, datasets.test, t.eval_batch_size, group);
     check_finite(model, last_eval, options.stage, epoch, dir);
     last_images_per_second = stats.seen / stats.compute_seconds;
     progress.history.push_back({{"stage", options.stage},
@@ -339,18 +403,20 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
           stats.loss_sum / stats.seen, 100.0 * stats.correct / stats.seen, last_eval.loss,
           100 * last_eval.accuracy, last_images_per_second, epoch_seconds);
     std::fflush(stdout);
-    write_epoch(dir, model, *optimizer, config, options, progress, epochs);
+    if (writes) write_epoch(dir, model, *optimizer, config, options, progress, epochs);
   }
   if (first_epoch >= epochs || progress.history.empty()) {
-    last_eval = evaluate(model, datasets.test, t.eval_batch_size);
+    last_eval = evaluate(model, datasets.test, t.eval_batch_size, group);
     check_finite(model, last_eval, options.stage, first_epoch, dir);
   }
   if (last_images_per_second == 0 && !progress.history.empty())
     last_images_per_second = progress.history.back()["images_per_second"];
-  save_model(model, stage_file(dir, "model", options.stage), config, options.stage);
   StageSummary summary{options.stage,          last_eval.accuracy,       last_eval.loss,
                        last_images_per_second, progress.trained_seconds, epochs};
-  record_stage(dir, summary);
+  if (writes) {
+    save_model(model, stage_file(dir, "model", options.stage), config, options.stage);
+    record_stage(dir, summary);
+  }
   return summary;
 }
 

@@ -14,6 +14,7 @@
 #include "data/dataset.h"
 #include "nn/module.h"
 #include "train/config.h"
+#include "train/distributed.h"
 #include "train/run_folder.h"
 
 namespace qforge::train {
@@ -42,6 +43,10 @@ struct EvalResult {
 };
 // Mean cross-entropy and top-1 accuracy in eval mode, without gradients.
 EvalResult evaluate(nn::Module& model, const data::Dataset& dataset, int64_t batch_size);
+// The same over the ranks of `group`: rank 0's buffers first go to every rank, each rank
+// evaluates its part of the images, and the sums are reduced (every rank gets the result).
+EvalResult evaluate(nn::Module& model, const data::Dataset& dataset, int64_t batch_size,
+                    const ProcessGroup& group);
 // The same for any function from a batch of images to logits (the integer model).
 using Forward = std::function<Tensor(const Tensor& images)>;
 EvalResult evaluate(const Forward& forward, const data::Dataset& dataset, int64_t batch_size);
@@ -68,6 +73,9 @@ struct FitOptions {
   EpochHook on_epoch_start;       // optional
   LossFunction loss;              // optional
   bool quiet = false;
+  // Data parallelism (Note [Data parallelism], train/distributed.h): the ranks that train
+  // together; ProcessGroup::world() when unset (one process unless started by mpirun).
+  const ProcessGroup* group = nullptr;
 };
 
 StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& datasets,

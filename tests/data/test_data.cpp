@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <set>
 
 #include "core/file_io.h"
@@ -151,6 +152,48 @@ TEST_CASE("data loader augmentation keeps shapes and is reproducible") {
   bool any_padding = false;
   for (float v : x.images.to_vector()) any_padding |= v == 0.0f;
   CHECK(any_padding);
+}
+
+TEST_CASE(
+    "data loader parts (data parallelism): the parts of every batch, in rank order, are the whole batch") {
+  const std::string folder = temp_folder("parts");
+  write_tiny_dataset(folder, 23);
+  Dataset dataset = load_idx_folder(folder, Split::train, {});
+  for (const bool augmenting : {false, true}) {
+    CAPTURE(augmenting);
+    LoaderOptions whole_options{.batch_size = 7, .shuffle = true, .seed = 5};
+    if (augmenting) whole_options.augmentation = {.crop_padding = 1, .horizontal_flip = true};
+    DataLoader whole(dataset, whole_options);
+    std::vector<std::unique_ptr<DataLoader>> parts;
+    for (int64_t part = 0; part < 3; ++part) {
+      LoaderOptions options = whole_options;
+      options.shard = part, options.shards = 3;
+      parts.push_back(std::make_unique<DataLoader>(dataset, options));
+    }
+    whole.start_epoch(1);
+    for (auto& part : parts) part->start_epoch(1);
+    int64_t batches = 0;
+    while (auto batch = whole.next()) {
+      std::vector<float> images;
+      std::vector<int32_t> labels;
+      for (auto& part : parts) {
+        auto piece = part->next();
+        REQUIRE(piece.has_value());
+        const std::vector<float> values = piece->images.to_vector();
+        images.insert(images.end(), values.begin(), values.end());
+        for (int64_t i = 0; i < piece->labels.numel(); ++i)
+          labels.push_back(piece->labels.data_as<int32_t>()[i]);
+      }
+      CHECK(images == batch->images.to_vector());
+      CHECK(labels == std::vector<int32_t>(batch->labels.data_as<int32_t>(),
+                                           batch->labels.data_as<int32_t>() + batch->labels.numel()));
+      ++batches;
+    }
+    CHECK(batches == 4);  // 7 + 7 + 7 + 2: the last batch gives part 0 no rows (2·1/3 = 0)
+    for (auto& part : parts) CHECK_FALSE(part->next().has_value());
+  }
+  CHECK_THROWS_WITH(DataLoader(dataset, {.shard = 3, .shards = 3}),
+                    doctest::Contains("part 3 of 3 does not exist"));
 }
 
 TEST_CASE("Fashion-MNIST from the Debian package loads (scripts/install-deps installs it)") {

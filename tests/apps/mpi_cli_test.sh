@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `mpirun -np 2 qforge ...` (Note [Data parallelism], train/distributed.h), run by ctest: a
+# data-parallel `qforge train` prints once and writes one run; ranks that would train
+# different things are refused by name; commands not yet data-parallel are refused; a
+# 2-rank checkpoint resumes in one process.
+#   mpi_cli_test.sh MPIEXEC QFORGE_BINARY SOURCE_DIR
+set -uo pipefail
+mpiexec=$1 qforge=$2 source=${3:-.}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 QFORGE_THREADS=1
+failures=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAILED: $*"; failures=$((failures + 1)); }
+tiny=(--set data.train_limit=1280 --set data.test_limit=500 --set train.epochs=2)
+config=$source/configs/jermmy.json
+
+# Two ranks train; the output appears once, rank 0 writes the files.
+out=$("$mpiexec" -np 2 "$qforge" train "$config" "${tiny[@]}" --out "$tmp/two" 2>&1) || fail "2-rank train: $out"
+[[ $(grep -c '^fp32: test accuracy' <<<"$out") == 1 ]] || fail "2-rank train printed its result $(grep -c '^fp32: test accuracy' <<<"$out") times: $out"
+for file in config.json model.qf checkpoint.qf summary.json metrics.jsonl; do
+  [[ -s $tmp/two/$file ]] || fail "2-rank train wrote no $file"
+done
+
+# The checkpoint a 2-rank run wrote resumes in one process (here: nothing left to train, the
+# model is evaluated and kept; mid-run resumption across N is tested in test_distributed).
+"$mpiexec" -np 2 "$qforge" train "$config" "${tiny[@]}" --out "$tmp/resume" >/dev/null 2>&1 || fail "2-rank train for resume"
+out=$("$qforge" train "$config" "${tiny[@]}" --out "$tmp/resume" --resume 2>&1) || fail "1-process resume of a 2-rank run: $out"
+grep -q "resuming fp32 after epoch 2" <<<"$out" || fail "the 1-process resume did not start from the 2-rank checkpoint: $out"
+
+# Ranks that would train different things (MPMD: another --set on rank 1) are refused by name.
+out=$("$mpiexec" -np 1 "$qforge" train "$config" "${tiny[@]}" --out "$tmp/differ" : \
+      -np 1 "$qforge" train "$config" "${tiny[@]}" --out "$tmp/differ" --set train.seed=9 2>&1)
+(($? != 0)) || fail "ranks with different configs were not refused"
+grep -q "rank 1's config (after --set) differs from rank 0's" <<<"$out" || fail "the refusal does not name rank 1's config: $out"
+[[ ! -e $tmp/differ/model.qf ]] || fail "a refused run wrote model.qf"
+
+# A command that is not data-parallel yet says so instead of running N copies.
+out=$("$mpiexec" -np 2 "$qforge" ptq "$config" "${tiny[@]}" --out "$tmp/ptq" 2>&1)
+(($? != 0)) || fail "2-rank ptq was not refused"
+grep -q "only \`qforge train\` is data-parallel" <<<"$out" || fail "the ptq refusal says: $out"
+
+((failures == 0)) && echo "mpi cli: all checks passed"
+exit $((failures > 0))

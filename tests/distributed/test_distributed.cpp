@@ -1,0 +1,203 @@
+// Data parallelism (Note [Data parallelism], train/distributed.h), run by ctest under
+// `mpirun -np 2`: the collectives, and the guarantee — N ranks train the weights one
+// process trains, up to the order of float additions, and hold them bit for bit alike.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "core/error.h"
+#include "core/serialize.h"
+#include "data/dataset.h"
+#include "tests/temp_folder.h"
+#include "tests/train/train_test_util.h"
+#include "train/config.h"
+#include "train/distributed.h"
+#include "train/trainer.h"
+
+using namespace qforge;
+using namespace qforge::train;
+
+namespace {
+
+const ProcessGroup& world() { return ProcessGroup::world(); }
+
+// A folder every rank names alike, made (empty) by rank 0 before any rank goes on.
+std::string shared_folder(const std::string& name) {
+  std::string folder;
+  if (world().is_root()) folder = testing::fresh_temp_folder("distributed_" + name);
+  folder = world().allgather(folder)[0];
+  return folder;
+}
+
+// max |a − b| / max |a| over each tensor, the worst tensor's.
+double largest_relative_difference(const nn::Module& a, const nn::Module& b) {
+  double worst = 0;
+  const auto other = b.state_dict();
+  for (const auto& [name, x] : a.state_dict()) {
+    const Tensor& y = other.at(name);
+    if (x.dtype() != DType::f32) continue;
+    double scale = 0, difference = 0;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      scale = std::max(scale, double{std::fabs(x.data()[i])});
+      difference = std::max(difference, double{std::fabs(x.data()[i] - y.data()[i])});
+    }
+    if (scale > 0) worst = std::max(worst, difference / scale);
+  }
+  return worst;
+}
+
+// Every rank's weights, bytes compared with rank 0's.
+bool ranks_hold_identical_weights(const nn::Module& model) {
+  std::string digest;
+  for (const auto& [name, tensor] : model.state_dict())
+    digest += std::to_string(crc32_of(tensor.bytes(), tensor.size_bytes())) + " ";
+  const auto all = world().allgather(digest);
+  return std::all_of(all.begin(), all.end(), [&](const std::string& d) { return d == all[0]; });
+}
+
+// Trains `source`'s model twice from the same initialization: on all ranks together, and
+// on each rank alone; returns the largest relative weight difference, and checks the ranks agree.
+double data_parallel_against_one_process(nlohmann::json source, const std::string& name) {
+  const std::string folder = shared_folder(name);
+  source["output"] = {{"dir", folder + "/ranks"}};
+  const RunConfig together = parse_config(source, name + ".json");
+  source["output"] = {{"dir", folder + "/alone_" + std::to_string(world().rank())}};
+  const RunConfig alone = parse_config(source, name + ".json");
+  const Datasets datasets = load_datasets(together.data);
+
+  nn::ModulePtr parallel = build_model(together, together.train.seed);
+  const StageSummary summary = fit(*parallel, together, datasets, {.quiet = true});
+  nn::ModulePtr single = build_model(alone, alone.train.seed);
+  const StageSummary single_summary =
+      fit(*single, alone, datasets, {.quiet = true, .group = &ProcessGroup::solo()});
+
+  CHECK(ranks_hold_identical_weights(*parallel));
+  // The reduced statistics are the global ones.
+  CHECK(summary.accuracy == doctest::Approx(single_summary.accuracy).epsilon(0.002));
+  CHECK(summary.loss == doctest::Approx(single_summary.loss).epsilon(1e-3));
+  // Rank 0 alone wrote the run's files.
+  if (world().is_root()) {
+    CHECK(std::filesystem::exists(together.output_dir + "/model.qf"));
+    CHECK(std::filesystem::exists(together.output_dir + "/checkpoint.qf"));
+  }
+  return largest_relative_difference(*parallel, *single);
+}
+
+}  // namespace
+
+TEST_CASE("the launch: this test runs as several ranks, and the collectives sum, send and gather") {
+  REQUIRE_MESSAGE(world().size() >= 2, "run me under mpirun -np 2 (ctest does)");
+  const int rank = world().rank(), size = world().size();
+  double sum[2] = {1.0 * rank, 1.0};
+  world().allreduce_sum(sum, 2);
+  CHECK(sum[0] == size * (size - 1) / 2);
+  CHECK(sum[1] == size);
+  float value = rank == 0 ? 42.5f : -1.0f;
+  world().broadcast(&value, sizeof value);
+  CHECK(value == 42.5f);
+  const auto names = world().allgather("rank " + std::to_string(rank));
+  REQUIRE(static_cast<int>(names.size()) == size);
+  CHECK(names.back() == "rank " + std::to_string(size - 1));
+  CHECK(ProcessGroup::solo().size() == 1);
+}
+
+TEST_CASE("the parts of a batch: disjoint, in order, covering it, whatever the batch") {
+  for (const int64_t count : {0, 1, 7, 64, 65})
+    for (const int ranks : {1, 2, 3, 8}) {
+      int64_t next = 0;
+      for (int r = 0; r < ranks; ++r) {
+        const Shard part = shard_of(count, r, ranks);
+        CHECK(part.begin == next);
+        CHECK(part.end >= part.begin);
+        CHECK(part.end - part.begin <= count / ranks + 1);
+        next = part.end;
+      }
+      CHECK(next == count);
+    }
+}
+
+TEST_CASE("data-parallel jermmy (no batch norm) on Fashion-MNIST: 50 steps give one process's weights") {
+  std::ifstream probe(std::string(data::kFashionMnistFolder) + "/train-labels-idx1-ubyte.gz");
+  REQUIRE_MESSAGE(probe.good(), "needs Debian's dataset-fashion-mnist");
+  nlohmann::json source = nlohmann::json::parse(R"({
+    "data": {"dataset": "fashion-mnist", "train_limit": 3200, "test_limit": 1000},
+    "model": {"name": "jermmy"},
+    "train": {"epochs": 1, "batch_size": 64, "seed": 3,
+              "optimizer": {"type": "sgd", "lr": 0.05, "momentum": 0.9}, "schedule": {"type": "cosine"}}})");
+  const double difference = data_parallel_against_one_process(source, "jermmy");
+  MESSAGE("jermmy, 50 steps: largest relative weight difference, ", world().size(),
+          " ranks vs 1: ", difference);
+  CHECK(difference <= 1e-5);
+}
+
+TEST_CASE(
+    "uneven parts: batches of 7 and a last batch of 1 (a rank with no rows) still train one process's "
+    "weights") {
+  const std::string data_folder = shared_folder("uneven_data");
+  if (world().is_root()) testing::write_separable_dataset(data_folder, 43, 20);  // 6 batches of 7, then 1
+  world().allgather("");  // written before anyone reads
+  nlohmann::json source = testing::small_config(data_folder, "");
+  // No batch norm: per-rank batch statistics would differ from the whole batch's by design.
+  source["model"]["layers"] = nlohmann::json::parse(R"([
+      {"type": "conv2d", "in": 1, "out": 4, "kernel": 3, "padding": 1}, {"type": "relu"},
+      {"type": "maxpool2d", "kernel": 2}, {"type": "flatten"}, {"type": "linear", "in": 64, "out": 2}])");
+  source["train"]["batch_size"] = 7;
+  source["train"]["optimizer"] = {{"type", "adam"}, {"lr", 0.01}};
+  const double difference = data_parallel_against_one_process(source, "uneven");
+  CHECK(difference <= 1e-5);
+}
+
+TEST_CASE("a NaN loss on the ranks stops every rank at the same step, with the step named") {
+  const std::string data_folder = shared_folder("nan_data");
+  if (world().is_root()) testing::write_separable_dataset(data_folder, 64, 16);
+  world().allgather("");
+  nlohmann::json source = testing::small_config(data_folder, shared_folder("nan_run"));
+  source["train"]["optimizer"]["lr"] = 1e30;
+  const RunConfig config = parse_config(source, "nan.json");
+  const Datasets datasets = load_datasets(config.data);
+  nn::ModulePtr model = build_model(config, config.train.seed);
+  CHECK_THROWS_WITH(fit(*model, config, datasets, {.quiet = true}), doctest::Contains("loss is"));
+  world().allgather("");  // every rank got here: none is left waiting in a collective
+}
+
+TEST_CASE("ranks with different configs are refused, naming the rank and what differs") {
+  const Tensor images = Tensor::zeros({4, 1, 2, 2}, DType::u8), labels = Tensor::zeros({4}, DType::s32);
+  CHECK_NOTHROW(check_ranks_agree("the same config", images, labels, world()));
+  CHECK_THROWS_WITH(
+      check_ranks_agree("config of rank " + std::to_string(world().rank()), images, labels, world()),
+      doctest::Contains("rank 1's config (after --set) differs from rank 0's"));
+  Tensor other = Tensor::zeros({4, 1, 2, 2}, DType::u8);
+  other.data_as<uint8_t>()[0] = static_cast<uint8_t>(world().rank());
+  CHECK_THROWS_WITH(check_ranks_agree("the same config", other, labels, world()),
+                    doctest::Contains("rank 1's training data differs"));
+}
+
+TEST_CASE("--resume with another number of ranks: 1 epoch on every rank, the 2nd on one process") {
+  nlohmann::json source = nlohmann::json::parse(R"({
+    "data": {"dataset": "fashion-mnist", "train_limit": 1280, "test_limit": 500},
+    "model": {"name": "jermmy"},
+    "train": {"epochs": 2, "batch_size": 64, "seed": 4,
+              "optimizer": {"type": "sgd", "lr": 0.05, "momentum": 0.9}, "schedule": {"type": "cosine"}}})");
+  const std::string folder = shared_folder("resume");
+  source["output"] = {{"dir", folder + "/ranks"}};
+  const RunConfig split = parse_config(source, "resume.json");
+  const Datasets datasets = load_datasets(split.data);
+  nn::ModulePtr first = build_model(split, split.train.seed);
+  fit(*first, split, datasets, {.stop_after_epochs = 1, .quiet = true});  // as if stopped after epoch 1
+  world().allgather("");                                                  // rank 0 has written the checkpoint
+  if (!world().is_root()) return;
+  nn::ModulePtr resumed = build_model(split, split.train.seed);
+  fit(*resumed, split, datasets, {.resume = true, .quiet = true, .group = &ProcessGroup::solo()});
+  source["output"] = {{"dir", folder + "/alone"}};
+  const RunConfig alone = parse_config(source, "resume.json");
+  nn::ModulePtr whole = build_model(alone, alone.train.seed);
+  fit(*whole, alone, datasets, {.quiet = true, .group = &ProcessGroup::solo()});
+  const double difference = largest_relative_difference(*resumed, *whole);
+  MESSAGE("2 ranks then 1 process vs 1 process throughout: largest relative weight difference ", difference);
+  CHECK(difference <= 1e-5);
+}

@@ -1,0 +1,235 @@
+#include "train/distributed.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+#include "core/error.h"
+#include "core/file_io.h"
+#include "core/serialize.h"
+#include "core/threading.h"
+
+#ifdef QFORGE_HAVE_MPI
+#include <mpi.h>
+#endif
+
+namespace qforge::train {
+
+namespace {
+
+// The ranks mpirun (OpenMPI) or srun (Slurm, PMI/PMIx) says this process belongs to; 1 when
+// it was started by hand.
+int launched_ranks() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE", "SLURM_NTASKS"}) {
+    const char* value = std::getenv(name);
+    if (value != nullptr && std::atoi(value) > 0) return std::atoi(value);
+  }
+  return 1;
+}
+
+int launched_local_ranks() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
+    const char* value = std::getenv(name);
+    if (value != nullptr && std::atoi(value) > 0) return std::atoi(value);
+  }
+  return 1;
+}
+
+}  // namespace
+
+ProcessGroup& ProcessGroup::world() {
+  static ProcessGroup group(true);
+  return group;
+}
+
+const ProcessGroup& ProcessGroup::solo() {
+  static const ProcessGroup group(false);
+  return group;
+}
+
+ProcessGroup::ProcessGroup(bool join_launched_ranks) {
+  const int ranks = join_launched_ranks ? launched_ranks() : 1;
+  if (ranks <= 1) return;
+#ifdef QFORGE_HAVE_MPI
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    int provided = 0;
+    // Only the main thread calls MPI (the data loader's thread and OpenMP's never do).
+    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+    owns_mpi_ = true;
+  }
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  // Ranks sharing a machine share its cores: without QFORGE_THREADS each takes its part,
+  // not all of them (two OpenMP programs on the same cores slow each other far more than 2x).
+  const int local = launched_local_ranks();
+  if (local > 1 && std::getenv("QFORGE_THREADS") == nullptr)
+    set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local));
+#else
+  QF_FAIL("qforge was started as one of ", ranks,
+          " MPI ranks, but was built without MPI (libopenmpi-dev was missing when CMake configured "
+          "it); install it (scripts/install-deps) and rebuild, or run one process without mpirun");
+#endif
+}
+
+ProcessGroup::~ProcessGroup() {
+#ifdef QFORGE_HAVE_MPI
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (owns_mpi_ && !finalized) MPI_Finalize();
+#endif
+}
+
+#ifdef QFORGE_HAVE_MPI
+namespace {
+// MPI counts are int: long buffers go in pieces.
+template <typename T>
+void allreduce_in_pieces(T* data, int64_t count, MPI_Datatype type) {
+  constexpr int64_t kPiece = int64_t{1} << 30;
+  for (int64_t at = 0; at < count; at += kPiece)
+    MPI_Allreduce(MPI_IN_PLACE, data + at, static_cast<int>(std::min(kPiece, count - at)), type, MPI_SUM,
+                  MPI_COMM_WORLD);
+}
+}  // namespace
+#endif
+
+void ProcessGroup::allreduce_sum(float* data, int64_t count) const {
+#ifdef QFORGE_HAVE_MPI
+  if (is_distributed()) allreduce_in_pieces(data, count, MPI_FLOAT);
+#endif
+}
+
+void ProcessGroup::allreduce_sum(double* data, int64_t count) const {
+#ifdef QFORGE_HAVE_MPI
+  if (is_distributed()) allreduce_in_pieces(data, count, MPI_DOUBLE);
+#endif
+}
+
+void ProcessGroup::broadcast(void* data, int64_t bytes, int root) const {
+#ifdef QFORGE_HAVE_MPI
+  if (!is_distributed()) return;
+  constexpr int64_t kPiece = int64_t{1} << 30;
+  auto* at = static_cast<char*>(data);
+  for (int64_t done = 0; done < bytes; done += kPiece)
+    MPI_Bcast(at + done, static_cast<int>(std::min(kPiece, bytes - done)), MPI_BYTE, root, MPI_COMM_WORLD);
+#endif
+}
+
+std::vector<std::string> ProcessGroup::allgather(const std::string& text) const {
+  if (!is_distributed()) return {text};
+#ifdef QFORGE_HAVE_MPI
+  const int length = static_cast<int>(text.size());
+  std::vector<int> lengths(static_cast<std::size_t>(size_)), offsets(static_cast<std::size_t>(size_));
+  MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, MPI_COMM_WORLD);
+  int total = 0;
+  for (int r = 0; r < size_; ++r) offsets[static_cast<std::size_t>(r)] = total, total += lengths[r];
+  std::string all(static_cast<std::size_t>(total), '\0');
+  MPI_Allgatherv(text.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR,
+                 MPI_COMM_WORLD);
+  std::vector<std::string> out;
+  out.reserve(static_cast<std::size_t>(size_));
+  for (int r = 0; r < size_; ++r)
+    out.push_back(all.substr(static_cast<std::size_t>(offsets[r]), static_cast<std::size_t>(lengths[r])));
+  return out;
+#else
+  return {text};
+#endif
+}
+
+void ProcessGroup::abort(const std::string& message) const {
+  std::fprintf(stderr, "qforge: error on rank %d of %d: %s\n", rank_, size_, message.c_str());
+  std::fflush(stderr);
+#ifdef QFORGE_HAVE_MPI
+  if (is_distributed()) MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
+  std::exit(1);
+}
+
+Shard shard_of(int64_t count, int rank, int ranks) {
+  return {count * rank / ranks, count * (rank + 1) / ranks};
+}
+
+namespace {
+void broadcast_tensors(nn::Module& model, const nn::Module::NamedTensors& tensors,
+                       const ProcessGroup& group) {
+  if (!group.is_distributed()) return;
+  for (const auto& [name, tensor] : tensors)
+    group.broadcast(tensor.bytes(), static_cast<int64_t>(tensor.size_bytes()));
+  for (auto& [name, module] : model.named_modules()) module->state_loaded();
+}
+}  // namespace
+
+void broadcast_state(nn::Module& model, const ProcessGroup& group) {
+  broadcast_tensors(model, model.named_parameters(), group);
+  broadcast_tensors(model, model.named_buffers(), group);
+}
+
+void broadcast_buffers(nn::Module& model, const ProcessGroup& group) {
+  broadcast_tensors(model, model.named_buffers(), group);
+}
+
+void allreduce_gradients(const std::vector<Tensor>& parameters, std::vector<double>& extra,
+                         const ProcessGroup& group, int64_t bucket_floats) {
+  if (!group.is_distributed()) return;
+  // A parameter no rank has a gradient for stays without one (the optimizer skips it, as
+  // one process would); one that some rank lacks (it had no rows, or a branch unused) adds zeros.
+  // One small allreduce carries those flags and `extra`.
+  std::vector<double> has_grad(parameters.size());
+  for (std::size_t i = 0; i < parameters.size(); ++i) has_grad[i] = parameters[i].grad().defined() ? 1 : 0;
+  has_grad.insert(has_grad.end(), extra.begin(), extra.end());
+  group.allreduce_sum(has_grad.data(), static_cast<int64_t>(has_grad.size()));
+  std::copy(has_grad.begin() + static_cast<std::ptrdiff_t>(parameters.size()), has_grad.end(), extra.begin());
+  std::vector<float> bucket;
+  bucket.reserve(static_cast<std::size_t>(bucket_floats));
+  std::size_t first = 0;  // the bucket holds parameters [first, next)
+  auto flush = [&](std::size_t next) {
+    group.allreduce_sum(bucket.data(), static_cast<int64_t>(bucket.size()));
+    std::size_t at = 0;
+    for (std::size_t i = first; i < next; ++i) {
+      if (has_grad[i] == 0) continue;
+      Tensor grad = parameters[i].grad();
+      std::copy_n(bucket.data() + at, grad.numel(), grad.data());
+      at += static_cast<std::size_t>(grad.numel());
+    }
+    bucket.clear();
+    first = next;
+  };
+  for (std::size_t i = 0; i < parameters.size(); ++i) {
+    Tensor parameter = parameters[i];
+    if (has_grad[i] == 0) continue;
+    if (!parameter.grad().defined()) parameter.set_grad(Tensor::zeros(parameter.shape()));
+    const Tensor grad = parameter.grad();
+    if (!bucket.empty() && static_cast<int64_t>(bucket.size()) + grad.numel() > bucket_floats) flush(i);
+    bucket.insert(bucket.end(), grad.data(), grad.data() + grad.numel());
+  }
+  if (!bucket.empty()) flush(parameters.size());
+}
+
+void check_ranks_agree(const std::string& config_text, const Tensor& train_images, const Tensor& train_labels,
+                       const ProcessGroup& group) {
+  if (!group.is_distributed()) return;
+  const uint32_t images = crc32_of(train_images.bytes(), train_images.size_bytes());
+  const uint32_t labels = crc32_of(train_labels.bytes(), train_labels.size_bytes());
+  // The build: this executable's own bytes.
+  const std::string executable = read_file("/proc/self/exe");
+  char digest[64];
+  std::snprintf(digest, sizeof digest, "%08x|%08x %08x|%08x",
+                crc32_of(config_text.data(), config_text.size()), images, labels,
+                crc32_of(executable.data(), executable.size()));
+  const std::vector<std::string> all = group.allgather(digest);
+  const char* what[] = {"config (after --set)", "training data", "qforge build"};
+  for (int r = 1; r < group.size(); ++r) {
+    const std::string& mine = all[static_cast<std::size_t>(r)];
+    if (mine == all[0]) continue;
+    const std::size_t bar = all[0].find('|'), second = all[0].find('|', bar + 1);
+    const int field = mine.substr(0, bar) != all[0].substr(0, bar)                         ? 0
+                      : mine.substr(bar, second - bar) != all[0].substr(bar, second - bar) ? 1
+                                                                                           : 2;
+    fail_collectively("rank ", r, "'s ", what[field], " differs from rank 0's (digests ", mine, " vs ",
+                      all[0], "): every rank must run the same config on the same data with the same qforge");
+  }
+}
+
+}  // namespace qforge::train

@@ -1,0 +1,103 @@
+// Data parallelism over MPI (PyTorch's DistributedDataParallel; Note [Data parallelism]).
+// The process group is MPI_COMM_WORLD when qforge runs under `mpirun` or `srun`, else one
+// process, and then nothing here touches MPI: a plain run behaves as if this file did not
+// exist. Built without MPI (no libopenmpi-dev at configure time), only the one-process
+// group exists and a launch under mpirun with several ranks is refused by name.
+// Left out: several groups, overlap of the allreduce with backward (the gradients are
+// reduced after backward, in fixed buckets), GPU transports.
+#pragma once
+
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/tensor.h"
+#include "nn/module.h"
+
+namespace qforge::train {
+
+// Note [Data parallelism]
+// ~~~~~~~~~~~~~~~~~~~~~~~
+// Every rank holds the whole model and reads the same shuffled batches (the loader's
+// order depends on seed and epoch only); rank r of N trains on rows [B·r/N, B·(r+1)/N) of
+// each global batch of B images and scales its mean loss by its share of the rows, so the
+// summed gradient is the gradient of the global batch's mean loss — what one process
+// computes, up to the order of the float additions. The gradients (and the batch's loss
+// sum, which every rank then checks for NaN together) are summed by MPI_Allreduce over
+// flat buckets in parameter order, the same on every rank, so every rank steps its
+// optimizer identically and the ranks' weights stay equal bit for bit. Buffers (batch-norm
+// running statistics, observers) are broadcast from rank 0 before every evaluation and
+// every write, as DDP's broadcast_buffers does, so rank 0's view is the model's. Only rank
+// 0 writes files; evaluation is sharded over the ranks and its sums reduced.
+// The world is process-global state, like the thread count (core/threading.h): MPI allows
+// one initialization per process.
+class ProcessGroup {
+ public:
+  // MPI_COMM_WORLD under mpirun/srun (initialized on first use), else a group of one.
+  static ProcessGroup& world();
+  // A group of this process alone, whatever launched it (a test's one-process twin).
+  static const ProcessGroup& solo();
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  bool is_root() const { return rank_ == 0; }
+  bool is_distributed() const { return size_ > 1; }
+
+  // In place, across every rank (no-ops in a group of one).
+  void allreduce_sum(float* data, int64_t count) const;
+  void allreduce_sum(double* data, int64_t count) const;
+  void broadcast(void* data, int64_t bytes, int root = 0) const;
+  std::vector<std::string> allgather(const std::string& text) const;
+  // Ends every rank's process (MPI_Abort) after printing the message with this rank named.
+  [[noreturn]] void abort(const std::string& message) const;
+
+  ~ProcessGroup();
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
+
+ private:
+  explicit ProcessGroup(bool join_launched_ranks);
+  int rank_ = 0, size_ = 1;
+  bool owns_mpi_ = false;
+};
+
+// An error every rank raises at the same point with the same message (ranks that
+// disagree, a command that is not data-parallel, a NaN loss after the allreduce): rank 0
+// reports it once and every rank exits cleanly. Any other error ends every rank from the
+// rank that raised it (ProcessGroup::abort), as the others may be waiting for it.
+class CollectiveError : public Error {
+ public:
+  using Error::Error;
+};
+template <typename... Args>
+[[noreturn]] void fail_collectively(const Args&... args) {
+  std::ostringstream out;
+  (out << ... << args);
+  throw CollectiveError(out.str());
+}
+
+// Rank r's rows of a global batch of `count`: [count·r/N, count·(r+1)/N).
+struct Shard {
+  int64_t begin = 0, end = 0;
+};
+Shard shard_of(int64_t count, int rank, int ranks);
+
+// Parameters and buffers from rank 0 to every rank.
+void broadcast_state(nn::Module& model, const ProcessGroup& group);
+// Buffers only (batch-norm statistics, observers).
+void broadcast_buffers(nn::Module& model, const ProcessGroup& group);
+
+// Sums every parameter's gradient across the ranks (an absent one counts as zeros and is
+// created), and with them `extra` (the batch's loss sum, ...), in buckets of at most
+// `bucket_floats`, always in the same order.
+void allreduce_gradients(const std::vector<Tensor>& parameters, std::vector<double>& extra,
+                         const ProcessGroup& group, int64_t bucket_floats = 1 << 20);
+
+// Refuses ranks that would train different things: compares a digest of each rank's
+// config, dataset and qforge build with rank 0's and names the first that differs.
+void check_ranks_agree(const std::string& config_text, const Tensor& train_images, const Tensor& train_labels,
+                       const ProcessGroup& group);
+
+}  // namespace qforge::train
