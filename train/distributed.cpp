@@ -48,6 +48,15 @@ const ProcessGroup& ProcessGroup::solo() {
   return group;
 }
 
+namespace {
+const ProcessGroup* current_group = nullptr;  // null: world()
+}  // namespace
+
+const ProcessGroup& ProcessGroup::current() { return current_group ? *current_group : world(); }
+
+UseGroup::UseGroup(const ProcessGroup& group) : previous_(current_group) { current_group = &group; }
+UseGroup::~UseGroup() { current_group = previous_; }
+
 ProcessGroup::ProcessGroup(bool join_launched_ranks) {
   const int ranks = join_launched_ranks ? launched_ranks() : 1;
   if (ranks <= 1) return;

@@ -39,6 +39,9 @@ class ProcessGroup {
   static ProcessGroup& world();
   // A group of this process alone, whatever launched it (a test's one-process twin).
   static const ProcessGroup& solo();
+  // The group stages train with (fit, start_run): world(), unless a UseGroup says otherwise
+  // — a distributed study runs each of its runs on one rank, inside UseGroup(solo()).
+  static const ProcessGroup& current();
 
   int rank() const { return rank_; }
   int size() const { return size_; }
@@ -61,6 +64,18 @@ class ProcessGroup {
   explicit ProcessGroup(bool join_launched_ranks);
   int rank_ = 0, size_ = 1;
   bool owns_mpi_ = false;
+};
+
+// Within its scope, ProcessGroup::current() is `group` (restored after, nested scopes too).
+class UseGroup {
+ public:
+  explicit UseGroup(const ProcessGroup& group);
+  ~UseGroup();
+  UseGroup(const UseGroup&) = delete;
+  UseGroup& operator=(const UseGroup&) = delete;
+
+ private:
+  const ProcessGroup* previous_;
 };
 
 // An error every rank raises at the same point with the same message (ranks that

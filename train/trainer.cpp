@@ -132,7 +132,7 @@ StartedRun start_run(const RunConfig& config, const std::vector<std::string>& fi
   const int64_t classes = classes_of_model(config, sample);
   check_labels(datasets.train, classes, config.data.path + "/train-labels-idx1-ubyte");
   check_labels(datasets.test, classes, config.data.path + "/t10k-labels-idx1-ubyte");
-  const ProcessGroup& group = ProcessGroup::world();
+  const ProcessGroup& group = ProcessGroup::current();
   check_ranks_agree(config.source.dump(), datasets.train.images, datasets.train.labels, group);
   if (!group.is_root()) return {RunFolder(), std::move(datasets)};  // rank 0 alone writes
   RunFolder folder = RunFolder::claim(config.output_dir);
@@ -348,7 +348,7 @@ void write_epoch(const std::string& dir, nn::Module& model, const Optimizer& opt
 
 StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& datasets,
                  const FitOptions& given_options) {
-  const ProcessGroup& group = given_options.group ? *given_options.group : ProcessGroup::world();
+  const ProcessGroup& group = given_options.group ? *given_options.group : ProcessGroup::current();
   FitOptions options = given_options;
   options.quiet = options.quiet || !group.is_root();
   const bool writes = group.is_root();

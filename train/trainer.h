@@ -74,7 +74,7 @@ struct FitOptions {
   LossFunction loss;              // optional
   bool quiet = false;
   // Data parallelism (Note [Data parallelism], train/distributed.h): the ranks that train
-  // together; ProcessGroup::world() when unset (one process unless started by mpirun).
+  // together; ProcessGroup::current() when unset (world(): one process unless started by mpirun).
   const ProcessGroup* group = nullptr;
 };
 

@@ -34,10 +34,17 @@ out=$("$mpiexec" -np 1 "$qforge" train "$config" "${tiny[@]}" --out "$tmp/differ
 grep -q "rank 1's config (after --set) differs from rank 0's" <<<"$out" || fail "the refusal does not name rank 1's config: $out"
 [[ ! -e $tmp/differ/model.qf ]] || fail "a refused run wrote model.qf"
 
+# A study on 2 ranks: the fp32 model trained by both, the runs spread over them, one table.
+out=$("$mpiexec" -np 2 "$qforge" sweep "$config" "${tiny[@]}" --set train.epochs=1 --set quant.ptq.calibration_batches=2 \
+      --set 'sweep={"bits": [4, 8], "seeds": 1, "methods": ["ptq"]}' --out "$tmp/sweep" 2>&1) || fail "2-rank sweep: $out"
+[[ $(grep -c '^fake-quant test accuracy' <<<"$out") == 1 ]] || fail "2-rank sweep printed its table $(grep -c '^fake-quant test accuracy' <<<"$out") times: $out"
+[[ $(wc -l < "$tmp/sweep/sweep.csv") == 3 ]] || fail "2-rank sweep.csv: $(cat "$tmp/sweep/sweep.csv")"
+[[ -s $tmp/sweep/runs/ptq_w8a8_s0/model_ptq.qfm ]] || fail "rank 1's run left no integer model"
+
 # A command that is not data-parallel yet says so instead of running N copies.
 out=$("$mpiexec" -np 2 "$qforge" ptq "$config" "${tiny[@]}" --out "$tmp/ptq" 2>&1)
 (($? != 0)) || fail "2-rank ptq was not refused"
-grep -q "only \`qforge train\` is data-parallel" <<<"$out" || fail "the ptq refusal says: $out"
+grep -q "qforge ptq runs as one process" <<<"$out" || fail "the ptq refusal says: $out"
 
 ((failures == 0)) && echo "mpi cli: all checks passed"
 exit $((failures > 0))

@@ -11,12 +11,15 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/file_io.h"
 #include "core/serialize.h"
 #include "data/dataset.h"
 #include "tests/temp_folder.h"
 #include "tests/train/train_test_util.h"
 #include "train/config.h"
 #include "train/distributed.h"
+#include "train/stages.h"
+#include "train/studies/sweep.h"
 #include "train/trainer.h"
 
 using namespace qforge;
@@ -200,4 +203,55 @@ TEST_CASE("--resume with another number of ranks: 1 epoch on every rank, the 2nd
   const double difference = largest_relative_difference(*resumed, *whole);
   MESSAGE("2 ranks then 1 process vs 1 process throughout: largest relative weight difference ", difference);
   CHECK(difference <= 1e-5);
+}
+
+TEST_CASE(
+    "a sweep on the ranks: runs spread over them, the same records as one process, --resume reuses them") {
+  const std::string data_folder = shared_folder("sweep_data");
+  if (world().is_root())
+    testing::write_separable_dataset(data_folder, 256, 400,
+                                     12);  // overlapping classes: accuracies that can differ
+  world().allgather("");
+  const std::string folder = shared_folder("sweep");
+  nlohmann::json source = testing::small_config(data_folder, folder + "/fp32");
+  source["train"]["epochs"] = 1;
+  if (world().is_root()) {  // one fp32 model for both studies (its batch norms: one process's statistics)
+    const UseGroup alone(ProcessGroup::solo());
+    run_fp32(parse_config(source, "fp32.json"), false);
+  }
+  world().allgather("");
+  source["quant"] = {{"qat", {{"epochs", 1}}},
+                     {"ptq", {{"calibration_batches", 4}}},
+                     {"fp32_checkpoint", folder + "/fp32/model.qf"}};
+  source["sweep"] = {{"bits", {2, 8}}, {"seeds", 2}, {"methods", {"ptq", "qat"}}};  // 8 runs: 4 rounds of 2
+  source["output"] = {{"dir", folder + "/ranks"}};
+  const RunConfig on_ranks = parse_config(source, "sweep.json");
+  const std::vector<SweepRecord> records = run_sweep(on_ranks, false);
+  REQUIRE(records.size() == 8);
+  if (!world().is_root()) {
+    CHECK(run_sweep(on_ranks, true).size() == 8);  // the --resume below, on this rank
+    return;
+  }
+  const std::string marker = on_ranks.output_dir + "/runs/qat_w8a8_s6/sweep_run.json";  // run 8: rank 1's
+  CHECK(std::filesystem::exists(marker));
+  CHECK(nlohmann::json::parse(read_file(on_ranks.output_dir + "/sweep.json"))["runs"].size() == 8);
+  source["output"] = {{"dir", folder + "/alone"}};
+  std::vector<SweepRecord> alone;
+  {
+    const UseGroup one(ProcessGroup::solo());
+    alone = run_sweep(parse_config(source, "sweep.json"), false);
+  }
+  REQUIRE(alone.size() == 8);
+  for (std::size_t i = 0; i < 8; ++i) {
+    CAPTURE(i);
+    CHECK(records[i].method == alone[i].method);
+    CHECK(records[i].weight_bits == alone[i].weight_bits);
+    CHECK(records[i].seed == alone[i].seed);
+    CHECK(records[i].accuracy == alone[i].accuracy);
+    CHECK(records[i].int8_accuracy == alone[i].int8_accuracy);
+  }
+  const auto written = std::filesystem::last_write_time(marker);
+  const std::vector<SweepRecord> resumed = run_sweep(on_ranks, true);
+  CHECK(resumed[7].accuracy == records[7].accuracy);
+  CHECK(std::filesystem::last_write_time(marker) == written);
 }

@@ -11,6 +11,7 @@
 
 #include "core/config_reader.h"
 #include "core/file_io.h"
+#include "train/distributed.h"
 #include "train/run_folder.h"
 #include "train/stages.h"
 
@@ -60,10 +61,14 @@ std::string fp32_checkpoint(const RunConfig& config, bool resume) {
   fp32.output_dir = config.output_dir + "/fp32";
   std::string model = fp32.output_dir + "/model.qf";
   if (resume && std::filesystem::exists(model)) return model;
-  std::fprintf(stderr, "sweep: training the fp32 model once (%lld epochs) -> %s\n",
-               static_cast<long long>(fp32.train.epochs), model.c_str());
-  std::filesystem::create_directories(fp32.output_dir);
-  StdoutTo log(fp32.output_dir + "/log.txt");
+  // Under mpirun every rank trains it together (data parallel); rank 0 writes and logs.
+  std::optional<StdoutTo> log;
+  if (ProcessGroup::current().is_root()) {
+    std::fprintf(stderr, "sweep: training the fp32 model once (%lld epochs) -> %s\n",
+                 static_cast<long long>(fp32.train.epochs), model.c_str());
+    std::filesystem::create_directories(fp32.output_dir);
+    log.emplace(fp32.output_dir + "/log.txt");
+  }
   run_fp32(fp32, resume);
   return model;
 }
@@ -209,38 +214,69 @@ RunOutcome run_one(const RunConfig& study, const PlannedRun& p, const std::strin
   return outcome;
 }
 
+namespace {
+// The plan's run `i`: reused from an earlier study (--resume), or run now, on this process.
+RunOutcome run_or_reuse(const RunConfig& config, const PlannedRun& run, const std::string& fp32_file,
+                        bool resume, bool& reused) {
+  const std::string run_dir = config.output_dir + "/runs/" + run.name();
+  const std::optional<SweepRecord> earlier =
+      resume ? finished_run(run_dir + "/sweep_run.json", run_config(config, run, fp32_file, run_dir))
+             : std::nullopt;
+  reused = earlier.has_value();
+  if (earlier) return {*earlier, nullptr};
+  return run_one(config, run, fp32_file, run_dir);
+}
+}  // namespace
+
+// Under mpirun (Note [Data parallelism], train/distributed.h) the fp32 model is trained once
+// by every rank together; then the plan goes in rounds of N runs, rank r taking run
+// round·N + r alone, and after each round every rank gathers the round's records, so rank
+// 0 writes the tables and prints the progress — the same records in the same order as one
+// process. Rank 0 alone claims the folder and writes.
 PlanResult execute_plan(const RunConfig& config, const std::vector<PlannedRun>& plan, bool resume,
                         const std::string& stem, const ChartFunction& chart) {
   const std::string dir = config.output_dir;
-  const RunFolder folder = RunFolder::claim(dir);  // one study per folder at a time
-  QF_CHECK(resume || config.force || !std::filesystem::exists(dir + "/" + stem + ".json"), dir,
-           " holds a finished ", stem, "; --resume continues it, --force replaces it");
-  std::filesystem::create_directories(dir + "/runs");
+  const ProcessGroup& group = ProcessGroup::current();
+  RunFolder folder;
+  if (group.is_root()) {
+    folder = RunFolder::claim(dir);  // one study per folder at a time
+    QF_CHECK(resume || config.force || !std::filesystem::exists(dir + "/" + stem + ".json"), dir,
+             " holds a finished ", stem, "; --resume continues it, --force replaces it");
+    std::filesystem::create_directories(dir + "/runs");
+  }
   PlanResult result;
   result.fp32_file = fp32_checkpoint(config, resume);
+  group.allgather("");  // rank 0 has written the fp32 model before any rank reads it
+  const UseGroup alone(ProcessGroup::solo());
+  const auto ranks = static_cast<std::size_t>(group.size()), rank = static_cast<std::size_t>(group.rank());
   double run_seconds = 0;
   int64_t ran = 0;
-  for (std::size_t i = 0; i < plan.size(); ++i) {
-    const std::string run_dir = dir + "/runs/" + plan[i].name();
-    const std::optional<SweepRecord> earlier =
-        resume ? finished_run(run_dir + "/sweep_run.json",
-                              run_config(config, plan[i], result.fp32_file, run_dir))
-               : std::nullopt;
-    if (earlier) {
-      result.records.push_back(*earlier);
-      result.models.push_back(nullptr);
-    } else {
-      RunOutcome outcome = run_one(config, plan[i], result.fp32_file, run_dir);
-      result.records.push_back(outcome.record);
-      result.models.push_back(outcome.prepared);
-      run_seconds += outcome.record.seconds, ++ran;
+  for (std::size_t round = 0; round < plan.size(); round += ranks) {
+    nlohmann::json mine;  // this rank's run of the round, as a record
+    RunOutcome outcome;
+    if (round + rank < plan.size()) {
+      bool reused = false;
+      outcome = run_or_reuse(config, plan[round + rank], result.fp32_file, resume, reused);
+      mine = to_json(outcome.record);
+      mine["fp32_accuracy"] = outcome.record.fp32_accuracy;
+      mine["reused"] = reused;
     }
-    if (result.fp32_accuracy == 0) result.fp32_accuracy = result.records.back().fp32_accuracy;
-    write_results(dir, stem, result.records, result.fp32_accuracy,
-                  chart(result.records, result.fp32_accuracy));
-    const double left = static_cast<double>(plan.size() - i - 1);
-    print_progress(i + 1, plan.size(), result.records.back(), earlier.has_value(),
-                   ran > 0 ? run_seconds / static_cast<double>(ran) * left : 0);
+    const std::vector<std::string> gathered = group.allgather(mine.dump());
+    for (std::size_t r = 0; r < ranks && round + r < plan.size(); ++r) {
+      const nlohmann::json record = nlohmann::json::parse(gathered[r]);
+      result.records.push_back(record_from_json(record));
+      result.models.push_back(r == rank ? outcome.prepared : nullptr);
+      const bool reused = record.at("reused").get<bool>();
+      if (!reused) run_seconds += result.records.back().seconds, ++ran;
+      if (result.fp32_accuracy == 0) result.fp32_accuracy = result.records.back().fp32_accuracy;
+      if (!group.is_root()) continue;
+      write_results(dir, stem, result.records, result.fp32_accuracy,
+                    chart(result.records, result.fp32_accuracy));
+      const double left = static_cast<double>(plan.size() - result.records.size());
+      print_progress(
+          result.records.size(), plan.size(), result.records.back(), reused,
+          ran > 0 ? run_seconds / static_cast<double>(ran) * left / static_cast<double>(ranks) : 0);
+    }
   }
   return result;
 }

@@ -15,6 +15,7 @@
 #include "quant/equalize.h"
 #include "quant/numeric_suite.h"
 #include "quant/prepare.h"
+#include "train/distributed.h"
 #include "train/model_files.h"
 #include "train/studies/charts.h"
 #include "train/studies/runner.h"
@@ -241,6 +242,9 @@ std::vector<LayerSensitivity> run_sensitivity(const RunConfig& config, bool resu
       plan_sensitivity(layers, bits, static_cast<int64_t>(config.train.seed));
   const PlanResult runs = execute_plan(config, plan, resume, "sensitivity_runs",
                                        [](const std::vector<SweepRecord>&, double) { return std::string(); });
+  // Under mpirun the planned runs were spread over the ranks; the rest is rank 0's, alone.
+  if (!ProcessGroup::current().is_root()) return {};
+  const UseGroup alone(ProcessGroup::solo());
   const Measurements m{config, plan, runs};
   std::vector<LayerSensitivity> measured = measure(m, layers, bits);
   const nlohmann::json table = report(measured, bits, runs.fp32_accuracy, m.accuracy_of("all"));
