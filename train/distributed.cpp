@@ -1,6 +1,7 @@
 #include "train/distributed.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
@@ -179,9 +180,12 @@ void broadcast_buffers(nn::Module& model, const ProcessGroup& group) {
   broadcast_tensors(model, model.named_buffers(), group);
 }
 
-void allreduce_gradients(const std::vector<Tensor>& parameters, std::vector<double>& extra,
-                         const ProcessGroup& group, int64_t bucket_floats) {
-  if (!group.is_distributed()) return;
+AllreduceSeconds allreduce_gradients(const std::vector<Tensor>& parameters, std::vector<double>& extra,
+                                     const ProcessGroup& group, int64_t bucket_floats) {
+  using Clock = std::chrono::steady_clock;
+  AllreduceSeconds seconds;
+  if (!group.is_distributed()) return seconds;
+  const Clock::time_point start = Clock::now();
   // A parameter no rank has a gradient for stays without one (the optimizer skips it, as
   // one process would); one that some rank lacks (it had no rows, or a branch unused) adds zeros.
   // One small allreduce carries those flags and `extra`.
@@ -190,6 +194,8 @@ void allreduce_gradients(const std::vector<Tensor>& parameters, std::vector<doub
   has_grad.insert(has_grad.end(), extra.begin(), extra.end());
   group.allreduce_sum(has_grad.data(), static_cast<int64_t>(has_grad.size()));
   std::copy(has_grad.begin() + static_cast<std::ptrdiff_t>(parameters.size()), has_grad.end(), extra.begin());
+  const Clock::time_point flags_done = Clock::now();
+  seconds.waiting = std::chrono::duration<double>(flags_done - start).count();
   std::vector<float> bucket;
   bucket.reserve(static_cast<std::size_t>(bucket_floats));
   std::size_t first = 0;  // the bucket holds parameters [first, next)
@@ -214,6 +220,8 @@ void allreduce_gradients(const std::vector<Tensor>& parameters, std::vector<doub
     bucket.insert(bucket.end(), grad.data(), grad.data() + grad.numel());
   }
   if (!bucket.empty()) flush(parameters.size());
+  seconds.transfer = std::chrono::duration<double>(Clock::now() - flags_done).count();
+  return seconds;
 }
 
 void check_ranks_agree(const std::string& config_text, const Tensor& train_images, const Tensor& train_labels,

@@ -107,8 +107,13 @@ void broadcast_buffers(nn::Module& model, const ProcessGroup& group);
 // Sums every parameter's gradient across the ranks (an absent one counts as zeros and is
 // created), and with them `extra` (the batch's loss sum, ...), in buckets of at most
 // `bucket_floats`, always in the same order.
-void allreduce_gradients(const std::vector<Tensor>& parameters, std::vector<double>& extra,
-                         const ProcessGroup& group, int64_t bucket_floats = 1 << 20);
+// Returns the seconds spent in the first, small allreduce (mostly waiting for the slowest
+// rank to finish its backward) and in the gradient buckets (the transfer itself).
+struct AllreduceSeconds {
+  double waiting = 0, transfer = 0;
+};
+AllreduceSeconds allreduce_gradients(const std::vector<Tensor>& parameters, std::vector<double>& extra,
+                                     const ProcessGroup& group, int64_t bucket_floats = 1 << 20);
 
 // Refuses ranks that would train different things: compares a digest of each rank's
 // config, dataset and qforge build with rank 0's and names the first that differs.

@@ -250,6 +250,8 @@ Progress resume_from_checkpoint(nn::Module& model, Optimizer& optimizer, const R
 
 struct EpochStats {
   double loss_sum = 0, compute_seconds = 0;  // loss summed over images
+  AllreduceSeconds allreduce;                // of compute_seconds: waiting for the ranks, summing
+  int64_t steps = 0;
   int64_t correct = 0, seen = 0;
 };
 
@@ -293,7 +295,8 @@ EpochStats train_one_epoch(nn::Module& model, Optimizer& optimizer, data::DataLo
       }
       if (group.is_distributed()) {  // every rank sees the global loss, and stops together on NaN
         std::vector<double> loss_sum{loss_value};
-        allreduce_gradients(optimizer.parameters(), loss_sum, group);
+        const AllreduceSeconds spent = allreduce_gradients(optimizer.parameters(), loss_sum, group);
+        stats.allreduce.waiting += spent.waiting, stats.allreduce.transfer += spent.transfer;
         loss_value = static_cast<float>(loss_sum[0]);
         if (!std::isfinite(loss_value)) fail_collectively("loss is ", loss_value);
       }
@@ -307,6 +310,7 @@ EpochStats train_one_epoch(nn::Module& model, Optimizer& optimizer, data::DataLo
       throw Error(message.str());
     }
     stats.compute_seconds += seconds_since(step_start);
+    ++stats.steps;
     stats.loss_sum += static_cast<double>(loss_value) * static_cast<double>(global_rows);
     if (rows > 0) stats.correct += count_correct(logits, batch->labels);
     stats.seen += global_rows;
@@ -395,6 +399,12 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
                                 {"learning_rate", optimizer->learning_rate()},
                                 {"epoch_seconds", epoch_seconds},
                                 {"elapsed_seconds", progress.trained_seconds}});
+    if (group.is_distributed()) {
+      progress.history.back()["ranks"] = group.size();
+      const double steps = static_cast<double>(std::max<int64_t>(1, stats.steps));
+      progress.history.back()["allreduce_ms_per_step"] = 1e3 * stats.allreduce.transfer / steps;
+      progress.history.back()["rank_wait_ms_per_step"] = 1e3 * stats.allreduce.waiting / steps;
+    }
     progress.epochs_done = epoch + 1;
     if (!options.quiet)
       std::printf(
