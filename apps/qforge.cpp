@@ -409,12 +409,11 @@ int main(int argc, char** argv) {
     const train::ProcessGroup& group = train::ProcessGroup::world();
     if (!group.is_root() && std::freopen("/dev/null", "w", stdout) == nullptr)
       QF_FAIL("rank ", group.rank(), ": cannot silence its standard output");
-    if (group.is_distributed() && !(*train || *sweep || *compare_command || *sensitivity))
-      train::fail_collectively(
-          "qforge ", app.get_subcommands().front()->get_name(),
-          " runs as one process: under mpirun with several ranks, qforge train (data parallel) and the "
-          "studies (sweep, calibrate-compare, sensitivity: runs spread over the ranks) run; run this one "
-          "without mpirun");
+    if (group.is_distributed() && !(*train || *qat || *ptq || *sweep || *compare_command || *sensitivity))
+      train::fail_collectively("qforge ", app.get_subcommands().front()->get_name(),
+                               " runs as one process: under mpirun with several ranks, train, qat and ptq "
+                               "(data parallel) and the studies (runs spread over the ranks) run; run this "
+                               "one without mpirun");
     if (threads > 0) set_num_threads(threads);
     if (*train) train::run_fp32(load_run_config(config_path, overrides, out, force), resume);
     if (*qat) train::run_qat(load_run_config(config_path, overrides, out, force), resume);

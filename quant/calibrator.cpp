@@ -215,6 +215,7 @@ void CalibratorObserver::observe(const Tensor& x) {
     for (int64_t c = 0; c < s.extent; ++c)
       for (int64_t i = 0; i < s.inner; ++i)
         max_abs_[c] = std::max(max_abs_[c], std::fabs(px[(o * s.extent + c) * s.inner + i]));
+  if (reducer_ != nullptr) reducer_->max(max_abs_);
   has_observed_ = true;
 }
 

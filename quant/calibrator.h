@@ -51,6 +51,8 @@ class CalibratorObserver : public Observer {
   TensorMap state() const override;
   void load_state(const TensorMap& state) override;
   std::vector<float> amax() const;
+  // max reduces (a running max of maxima); the histogram calibrators do not yet.
+  bool can_reduce() const override { return method_ == ObserverKind::max; }
 
  private:
   ObserverKind method_;

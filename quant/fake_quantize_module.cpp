@@ -149,4 +149,11 @@ Tensor FakeQuantize::observe_and_quantize(const Tensor& input) {
   return fake_quantize(input, qparams(), range);
 }
 
+void FakeQuantize::set_statistics_reducer(const StatisticsReducer* reducer) {
+  QF_CHECK(reducer == nullptr || observer_->can_reduce(), path_, ": its ", observer_->name(),
+           " observer cannot combine statistics across processes yet (minmax, moving_average, histogram "
+           "and max can); train it in one process, or choose one of those");
+  observer_->set_reducer(reducer);
+}
+
 }  // namespace qforge::quant

@@ -34,6 +34,9 @@ class FakeQuantize : public nn::Module {
     is_observing_in_eval_ = enabled && even_in_eval;
   }
   void enable_fake_quant(bool enabled) { is_fake_quantizing_ = enabled; }
+  // Data parallelism: its observer combines each batch's statistics through `reducer` (null:
+  // this process alone). The observer must be able to (Observer::can_reduce).
+  void set_statistics_reducer(const StatisticsReducer* reducer);
   bool is_fake_quantizing() const { return is_fake_quantizing_; }
   QuantParams qparams() const;  // the current scale and zero point
   // Whether the parameters come from data (an observer saw some, or LSQ was initialized).

@@ -50,6 +50,7 @@ void MinMaxObserver::observe(const Tensor& x) {
         batch_min[c] = lo, batch_max[c] = hi;
       }
   }
+  if (reducer_ != nullptr) reducer_->min(batch_min), reducer_->max(batch_max);
   if (!has_observed_) {
     min_ = batch_min, max_ = batch_max;
   } else {
@@ -130,10 +131,18 @@ void HistogramObserver::observe(const Tensor& x) {
   if (x.numel() == 0) return;
   const float* px = x.data();
   const auto [lo_it, hi_it] = std::minmax_element(px, px + x.numel());
-  const float batch_min = *lo_it, batch_max = *hi_it;
+  std::vector<float> batch_mins{*lo_it}, batch_maxs{*hi_it};
+  if (reducer_ != nullptr) reducer_->min(batch_mins), reducer_->max(batch_maxs);
+  const float batch_min = batch_mins[0], batch_max = batch_maxs[0];
+  // Counts over a range every process shares add up to the whole batch's.
+  auto histogram_of_batch = [&](float lo, float hi) {
+    std::vector<float> counts = histc(x, bins_, truncate_toward_zero(lo), truncate_toward_zero(hi));
+    if (reducer_ != nullptr) reducer_->sum(counts);
+    return counts;
+  };
   if (!has_observed_ || min_ == max_) {
     min_ = batch_min, max_ = batch_max;
-    histogram_ = histc(x, bins_, truncate_toward_zero(min_), truncate_toward_zero(max_));
+    histogram_ = histogram_of_batch(min_, max_);
     has_observed_ = true;
     return;
   }
@@ -147,8 +156,7 @@ void HistogramObserver::observe(const Tensor& x) {
   combined_max = combined_max + e;
   const int64_t start_index =
       static_cast<int64_t>(std::nearbyint((min_ - combined_min) / histogram_bin_width));
-  std::vector<float> combined =
-      histc(x, bins_, truncate_toward_zero(combined_min), truncate_toward_zero(combined_max));
+  std::vector<float> combined = histogram_of_batch(combined_min, combined_max);
   if (combined_min == min_ && combined_max == max_) {
     for (int64_t b = 0; b < bins_; ++b) combined[b] += histogram_[b];
   } else {

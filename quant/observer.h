@@ -29,6 +29,19 @@ namespace qforge::quant {
 // PyTorch's HistogramObserver bins (and the calibrators' initial histogram).
 inline constexpr int64_t kHistogramBins = 2048;
 
+// Data parallelism (Note [Data parallelism], train/distributed.h): where one model trains
+// on several processes, each seeing part of every batch, an observer combines the batch's
+// statistics across them before taking them in — the batch's min and max as min and max,
+// a histogram as a sum of counts over the combined range — so every process computes the
+// scale and zero point one process would compute from the whole batch.
+class StatisticsReducer {
+ public:
+  virtual ~StatisticsReducer() = default;
+  virtual void min(std::vector<float>& values) const = 0;  // elementwise, across the processes
+  virtual void max(std::vector<float>& values) const = 0;
+  virtual void sum(std::vector<float>& values) const = 0;
+};
+
 class Observer {
  public:
   explicit Observer(QuantScheme scheme) : scheme_(scheme) {}
@@ -41,10 +54,16 @@ class Observer {
   virtual void load_state(const TensorMap& state) = 0;
   bool has_observed() const { return has_observed_; }
   const QuantScheme& scheme() const { return scheme_; }
+  // Null: this process alone. Every process must then observe the same tensors in the same
+  // order, none of them empty.
+  void set_reducer(const StatisticsReducer* reducer) { reducer_ = reducer; }
+  // Whether it can combine its statistics across processes (false: reducer refused).
+  virtual bool can_reduce() const { return true; }
 
  protected:
   QuantScheme scheme_;
   bool has_observed_ = false;
+  const StatisticsReducer* reducer_ = nullptr;
 };
 
 // MinMax and moving-average MinMax, per tensor or per channel (scheme.axis).

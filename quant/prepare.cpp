@@ -213,6 +213,10 @@ void set_observers(nn::Module& model, bool enabled, bool even_in_eval) {
   for_each<FakeQuantize>(model, [&](FakeQuantize& q) { q.enable_observer(enabled, even_in_eval); });
 }
 
+void reduce_statistics_with(nn::Module& model, const StatisticsReducer* reducer) {
+  for_each<FakeQuantize>(model, [&](FakeQuantize& q) { q.set_statistics_reducer(reducer); });
+}
+
 void set_fake_quant(nn::Module& model, bool enabled) {
   for_each<FakeQuantize>(model, [&](FakeQuantize& q) { q.enable_fake_quant(enabled); });
 }

@@ -32,6 +32,10 @@ std::shared_ptr<QatModel> prepare_qat(const nn::ModulePtr& model, const QuantSpe
 
 // Switches over every FakeQuantize / fused conv of a prepared model.
 void set_observers(nn::Module& model, bool enabled, bool even_in_eval = false);
+// Every fake quantizer's observer combines its batches' statistics through `reducer` (null:
+// this process alone) — data parallelism (train/distributed.h). An observer that cannot is
+// named in the error.
+void reduce_statistics_with(nn::Module& model, const StatisticsReducer* reducer);
 void set_fake_quant(nn::Module& model, bool enabled);
 void freeze_batch_norm(nn::Module& model, bool frozen);
 int64_t count_fake_quantizers(nn::Module& model);

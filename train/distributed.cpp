@@ -117,6 +117,30 @@ void ProcessGroup::allreduce_sum(double* data, int64_t count) const {
 #endif
 }
 
+void ProcessGroup::allreduce_min(float* data, int64_t count) const {
+#ifdef QFORGE_HAVE_MPI
+  if (is_distributed())
+    MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_FLOAT, MPI_MIN, MPI_COMM_WORLD);
+#endif
+}
+
+void ProcessGroup::allreduce_max(float* data, int64_t count) const {
+#ifdef QFORGE_HAVE_MPI
+  if (is_distributed())
+    MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_FLOAT, MPI_MAX, MPI_COMM_WORLD);
+#endif
+}
+
+void GroupReducer::min(std::vector<float>& values) const {
+  group_.allreduce_min(values.data(), static_cast<int64_t>(values.size()));
+}
+void GroupReducer::max(std::vector<float>& values) const {
+  group_.allreduce_max(values.data(), static_cast<int64_t>(values.size()));
+}
+void GroupReducer::sum(std::vector<float>& values) const {
+  group_.allreduce_sum(values.data(), static_cast<int64_t>(values.size()));
+}
+
 void ProcessGroup::broadcast(void* data, int64_t bytes, int root) const {
 #ifdef QFORGE_HAVE_MPI
   if (!is_distributed()) return;

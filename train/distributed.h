@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "nn/module.h"
+#include "quant/observer.h"
 
 namespace qforge::train {
 
@@ -31,6 +32,10 @@ namespace qforge::train {
 // running statistics, observers) are broadcast from rank 0 before every evaluation and
 // every write, as DDP's broadcast_buffers does, so rank 0's view is the model's. Only rank
 // 0 writes files; evaluation is sharded over the ranks and its sums reduced.
+// QAT: each fake quantizer's observer reduces every batch's statistics over the ranks inside
+// forward (quant::StatisticsReducer, GroupReducer below), so every rank observes the whole
+// batch and forward must run on every rank: a last batch smaller than N is left out.
+// Studies run each planned run on one rank (UseGroup(solo())), in rounds of N.
 // The world is process-global state, like the thread count (core/threading.h): MPI allows
 // one initialization per process.
 class ProcessGroup {
@@ -51,6 +56,8 @@ class ProcessGroup {
   // In place, across every rank (no-ops in a group of one).
   void allreduce_sum(float* data, int64_t count) const;
   void allreduce_sum(double* data, int64_t count) const;
+  void allreduce_min(float* data, int64_t count) const;
+  void allreduce_max(float* data, int64_t count) const;
   void broadcast(void* data, int64_t bytes, int root = 0) const;
   std::vector<std::string> allgather(const std::string& text) const;
   // Ends every rank's process (MPI_Abort) after printing the message with this rank named.
@@ -92,6 +99,18 @@ template <typename... Args>
   (out << ... << args);
   throw CollectiveError(out.str());
 }
+
+// The observers' statistics combined over a group's ranks (quant::StatisticsReducer).
+class GroupReducer : public quant::StatisticsReducer {
+ public:
+  explicit GroupReducer(const ProcessGroup& group) : group_(group) {}
+  void min(std::vector<float>& values) const override;
+  void max(std::vector<float>& values) const override;
+  void sum(std::vector<float>& values) const override;
+
+ private:
+  const ProcessGroup& group_;
+};
 
 // Rank r's rows of a global batch of `count`: [count·r/N, count·(r+1)/N).
 struct Shard {

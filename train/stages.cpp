@@ -12,6 +12,7 @@
 #include "quant/convert.h"
 #include "quant/equalize.h"
 #include "quant/prepare.h"
+#include "train/distributed.h"
 #include "train/model_files.h"
 
 namespace qforge::train {
@@ -38,7 +39,7 @@ nn::ModulePtr fp32_model(const RunConfig& config, const Datasets& datasets, bool
   const EvalResult eval = evaluate(*model, datasets.test, config.train.eval_batch_size);
   result.fp32 = {"fp32", eval.accuracy, eval.loss, 0, 0, 0, {{"checkpoint", checkpoint}}};
   result.fp32_file = checkpoint;
-  record_stage(config.output_dir, result.fp32);
+  if (ProcessGroup::current().is_root()) record_stage(config.output_dir, result.fp32);
   std::printf("fp32 (from %s): test accuracy %.2f%%\n", checkpoint.c_str(), 100 * eval.accuracy);
   return model;
 }
@@ -269,6 +270,8 @@ StageResult run_qat(const RunConfig& config, bool resume) {
   result.model_file = config.output_dir + "/model_qat.qf";
   std::printf("qat: fake-quant test accuracy %.2f%%, %.0f images/s\n", 100 * result.quantized->accuracy,
               result.quantized->images_per_second);
+  if (!ProcessGroup::current().is_root()) return result;  // rank 0 converts and writes the integer model
+  const UseGroup alone(ProcessGroup::solo());
   deploy_if_convertible(*result.prepared, config, run.datasets, "int8", "model_qat.qfm", result);
   return result;
 }
@@ -281,6 +284,9 @@ StageResult run_ptq(const RunConfig& config) {
   StageResult result;
   nn::ModulePtr model = fp32_model(config, run.datasets, false, result);
   result.fp32_model = copy_of(config, *model);
+  // Under mpirun the fp32 model was trained on every rank; the rest is rank 0's, alone.
+  if (!ProcessGroup::current().is_root()) return result;
+  const UseGroup alone(ProcessGroup::solo());
   if (is_dynamic) {  // quantize_dynamic: no calibration, no fake-quant model
     result.integer =
         deploy_dynamic_model(*result.fp32_model, config, run.datasets, "int8_dynamic", "model_dynamic.qfm");

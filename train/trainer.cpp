@@ -16,6 +16,7 @@
 #include "core/file_io.h"
 #include "core/ops.h"
 #include "data/data_loader.h"
+#include "quant/prepare.h"
 #include "train/curves.h"
 #include "train/distributed.h"
 #include "train/model_files.h"
@@ -263,7 +264,7 @@ struct EpochStats {
 EpochStats train_one_epoch(nn::Module& model, Optimizer& optimizer, data::DataLoader& loader,
                            const TrainConfig& t, const FitOptions& options, int64_t epoch, int64_t epochs,
                            double base_lr, const std::string& dir, int64_t train_size,
-                           const ProcessGroup& group) {
+                           const ProcessGroup& group, bool every_rank_forwards) {
   const bool show_bar = !options.quiet && ::isatty(STDERR_FILENO);
   const int64_t batches = loader.batches_per_epoch();
   model.train();
@@ -278,6 +279,12 @@ EpochStats train_one_epoch(nn::Module& model, Optimizer& optimizer, data::DataLo
     float loss_value = 0;
     const int64_t rows = batch->labels.numel();
     const int64_t global_rows = std::min(t.batch_size, train_size - batch_index * t.batch_size);
+    // Observers reduce inside forward, so every rank must run it on rows of its own: a last
+    // batch smaller than the number of ranks is left out, on every rank alike.
+    if (every_rank_forwards && global_rows < group.size()) {
+      ++batch_index;
+      continue;
+    }
     try {
       if (rows > 0) {
         logits = model.forward(batch->images);
@@ -367,6 +374,17 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
   if (options.resume && std::filesystem::exists(checkpoint))
     progress = resume_from_checkpoint(model, *optimizer, config, checkpoint, options, epochs);
   broadcast_state(model, group);  // every rank starts from rank 0's model
+  // QAT across ranks: the observers see every rank's part of each batch (Note [Data
+  // parallelism]); this process alone again however fit ends.
+  const bool observes = group.is_distributed() && quant::count_fake_quantizers(model) > 0;
+  const GroupReducer reducer(group);
+  struct ObserveAlone {
+    nn::Module* model;
+    ~ObserveAlone() {
+      if (model != nullptr) quant::reduce_statistics_with(*model, nullptr);
+    }
+  } observe_alone{observes ? &model : nullptr};
+  if (observes) quant::reduce_statistics_with(model, &reducer);
 
   data::DataLoader loader(datasets.train, {.batch_size = t.batch_size,
                                            .shuffle = true,
@@ -382,8 +400,9 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
   for (int64_t epoch = first_epoch; epoch < last_epoch; ++epoch) {
     if (options.on_epoch_start) options.on_epoch_start(epoch);
     const Clock::time_point epoch_start = Clock::now();
+    broadcast_buffers(model, group);  // frozen batch norms fold rank 0's statistics on every rank
     const EpochStats stats = train_one_epoch(model, *optimizer, loader, t, options, epoch, epochs, base_lr,
-                                             dir, datasets.train.size(), group);
+                                             dir, datasets.train.size(), group, observes);
     const double epoch_seconds = seconds_since(epoch_start);
     progress.trained_seconds += epoch_seconds;
     last_eval = evaluate(model, datasets.test, t.eval_batch_size, group);

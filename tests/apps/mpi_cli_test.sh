@@ -34,6 +34,11 @@ out=$("$mpiexec" -np 1 "$qforge" train "$config" "${tiny[@]}" --out "$tmp/differ
 grep -q "rank 1's config (after --set) differs from rank 0's" <<<"$out" || fail "the refusal does not name rank 1's config: $out"
 [[ ! -e $tmp/differ/model.qf ]] || fail "a refused run wrote model.qf"
 
+# QAT on 2 ranks: fp32 and QAT data parallel (observers reduced), rank 0 converts and writes.
+out=$("$mpiexec" -np 2 "$qforge" qat "$config" "${tiny[@]}" --set train.epochs=1 --out "$tmp/qat" 2>&1) || fail "2-rank qat: $out"
+[[ $(grep -c '^int8: integer model' <<<"$out") == 1 ]] || fail "2-rank qat reported its integer model $(grep -c '^int8: integer model' <<<"$out") times: $out"
+[[ -s $tmp/qat/model_qat.qfm && -s $tmp/qat/model_qat.qf ]] || fail "2-rank qat wrote no model_qat.qf/.qfm"
+
 # A study on 2 ranks: the fp32 model trained by both, the runs spread over them, one table.
 out=$("$mpiexec" -np 2 "$qforge" sweep "$config" "${tiny[@]}" --set train.epochs=1 --set quant.ptq.calibration_batches=2 \
       --set 'sweep={"bits": [4, 8], "seeds": 1, "methods": ["ptq"]}' --out "$tmp/sweep" 2>&1) || fail "2-rank sweep: $out"
@@ -42,9 +47,9 @@ out=$("$mpiexec" -np 2 "$qforge" sweep "$config" "${tiny[@]}" --set train.epochs
 [[ -s $tmp/sweep/runs/ptq_w8a8_s0/model_ptq.qfm ]] || fail "rank 1's run left no integer model"
 
 # A command that is not data-parallel yet says so instead of running N copies.
-out=$("$mpiexec" -np 2 "$qforge" ptq "$config" "${tiny[@]}" --out "$tmp/ptq" 2>&1)
-(($? != 0)) || fail "2-rank ptq was not refused"
-grep -q "qforge ptq runs as one process" <<<"$out" || fail "the ptq refusal says: $out"
+out=$("$mpiexec" -np 2 "$qforge" export "$config" --checkpoint "$tmp/two/model.qf" --out "$tmp/two.onnx" 2>&1)
+(($? != 0)) || fail "2-rank export was not refused"
+grep -q "qforge export runs as one process" <<<"$out" || fail "the export refusal says: $out"
 
 ((failures == 0)) && echo "mpi cli: all checks passed"
 exit $((failures > 0))
