@@ -281,7 +281,9 @@ TEST_CASE("observers across ranks: a batch split over the ranks gives one proces
          return std::make_unique<quant::MinMaxObserver>(scheme, 0.01f);
        }},
       {"histogram", [] { return std::make_unique<quant::HistogramObserver>(quant::QuantScheme{}); }}};
-  for (auto& [name, make] : observers) {
+  for (auto& observer : observers) {
+    const std::string& name = observer.first;
+    const auto& make = observer.second;
     CAPTURE(name);
     auto split = make(), whole = make();
     split->set_reducer(&reducer);
@@ -289,9 +291,10 @@ TEST_CASE("observers across ranks: a batch split over the ranks gives one proces
       split->observe(my_rows(*batch));
       whole->observe(*batch);
     }
-    for (auto& [key, value] : whole->state()) {
+    for (auto& entry : whole->state()) {
+      const std::string& key = entry.first;
       CAPTURE(key);
-      CHECK(split->state().at(key).to_vector() == value.to_vector());
+      CHECK(split->state().at(key).to_vector() == entry.second.to_vector());
     }
     CHECK(split->calculate_qparams().scale == whole->calculate_qparams().scale);
   }
