@@ -2,6 +2,7 @@
 // momentum 0.1, eps 1e-5. Training uses batch statistics and updates the running ones.
 #pragma once
 
+#include "core/ops/norm.h"
 #include "nn/module.h"
 
 namespace qforge::nn {
@@ -16,6 +17,9 @@ class BatchNorm2d : public Module {
   float eps, momentum;
   Tensor weight, bias;               // γ, β (C)
   Tensor running_mean, running_var;  // buffers (C)
+  // SyncBatchNorm: statistics over every process's part of the batch (core/ops/norm.h);
+  // null: this process's rows alone. Set by data-parallel training (train.sync_batchnorm).
+  const SumAcrossProcesses* sync = nullptr;
 };
 
 }  // namespace qforge::nn

@@ -43,7 +43,7 @@ BatchNorm2d::BatchNorm2d(int64_t channels, float eps, float momentum)
 }
 
 Tensor BatchNorm2d::forward(const Tensor& input) {
-  return batch_norm(input, running_mean, running_var, weight, bias, is_training(), momentum, eps);
+  return batch_norm(input, running_mean, running_var, weight, bias, is_training(), momentum, eps, sync);
 }
 
 }  // namespace qforge::nn

@@ -26,7 +26,7 @@ Tensor conv_bn_folded_forward(const Tensor& x, const Tensor& folded_weight, cons
   const Tensor divisor = add(factor, zero_channels);
   Tensor y = channel_affine(conv2d(x, folded_weight, Tensor(), conv.options), pow(divisor, -1.0f), conv.bias);
   return batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, use_batch_statistics, bn.momentum,
-                    bn.eps);
+                    bn.eps, bn.sync);
 }
 
 std::pair<Tensor, Tensor> folded_weight_and_bias(const nn::Conv2d& conv, const nn::BatchNorm2d* bn) {

@@ -74,6 +74,7 @@ TrainConfig parse_train(ConfigReader reader) {
   t.label_smoothing = reader.number("label_smoothing", 0.0);
   if (t.label_smoothing < 0 || t.label_smoothing > 1)
     reader.fail("label_smoothing", "expected a number in [0, 1]");
+  t.sync_batchnorm = reader.boolean("sync_batchnorm", false);
   ConfigReader opt = reader.object("optimizer");
   OptimizerConfig& o = t.optimizer;
   o.type = opt.choice("type", o.type, {"sgd", "adam"});

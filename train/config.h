@@ -51,6 +51,9 @@ struct TrainConfig {
   uint64_t seed = 0;
   int64_t threads = 0;  // 0 = QFORGE_THREADS or every core
   double label_smoothing = 0.0;
+  // Data parallelism: batch norms normalize with the whole batch's statistics, summed over
+  // the ranks (SyncBatchNorm), instead of each rank's rows (train/distributed.h).
+  bool sync_batchnorm = false;
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
 };

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/ops/norm.h"
 #include "core/tensor.h"
 #include "nn/module.h"
 #include "quant/observer.h"
@@ -107,6 +108,16 @@ class GroupReducer : public quant::StatisticsReducer {
   void min(std::vector<float>& values) const override;
   void max(std::vector<float>& values) const override;
   void sum(std::vector<float>& values) const override;
+
+ private:
+  const ProcessGroup& group_;
+};
+
+// SyncBatchNorm's sums over a group's ranks (core/ops/norm.h).
+class GroupSum : public SumAcrossProcesses {
+ public:
+  explicit GroupSum(const ProcessGroup& group) : group_(group) {}
+  void sum(double* values, int64_t count) const override { group_.allreduce_sum(values, count); }
 
  private:
   const ProcessGroup& group_;

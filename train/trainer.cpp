@@ -16,6 +16,7 @@
 #include "core/file_io.h"
 #include "core/ops.h"
 #include "data/data_loader.h"
+#include "nn/batch_norm.h"
 #include "quant/prepare.h"
 #include "train/curves.h"
 #include "train/distributed.h"
@@ -378,13 +379,23 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
   // parallelism]); this process alone again however fit ends.
   const bool observes = group.is_distributed() && quant::count_fake_quantizers(model) > 0;
   const GroupReducer reducer(group);
-  struct ObserveAlone {
-    nn::Module* model;
-    ~ObserveAlone() {
-      if (model != nullptr) quant::reduce_statistics_with(*model, nullptr);
+  // train.sync_batchnorm: every batch norm sums its statistics over the ranks.
+  std::vector<nn::BatchNorm2d*> synced;
+  if (group.is_distributed() && t.sync_batchnorm)
+    for (auto& [name, module] : model.named_modules())
+      if (auto* bn = dynamic_cast<nn::BatchNorm2d*>(module)) synced.push_back(bn);
+  const GroupSum sum(group);
+  struct AloneAgain {  // this process alone again however fit ends
+    nn::Module* observed;
+    std::vector<nn::BatchNorm2d*>& synced;
+    ~AloneAgain() {
+      if (observed != nullptr) quant::reduce_statistics_with(*observed, nullptr);
+      for (nn::BatchNorm2d* bn : synced) bn->sync = nullptr;
     }
-  } observe_alone{observes ? &model : nullptr};
+  } alone_again{observes ? &model : nullptr, synced};
   if (observes) quant::reduce_statistics_with(model, &reducer);
+  for (nn::BatchNorm2d* bn : synced) bn->sync = &sum;
+  const bool every_rank_forwards = observes || !synced.empty();
 
   data::DataLoader loader(datasets.train, {.batch_size = t.batch_size,
                                            .shuffle = true,
@@ -402,7 +413,7 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
     const Clock::time_point epoch_start = Clock::now();
     broadcast_buffers(model, group);  // frozen batch norms fold rank 0's statistics on every rank
     const EpochStats stats = train_one_epoch(model, *optimizer, loader, t, options, epoch, epochs, base_lr,
-                                             dir, datasets.train.size(), group, observes);
+                                             dir, datasets.train.size(), group, every_rank_forwards);
     const double epoch_seconds = seconds_since(epoch_start);
     progress.trained_seconds += epoch_seconds;
     last_eval = evaluate(model, datasets.test, t.eval_batch_size, group);

@@ -23,11 +23,14 @@ namespace {
 //        inverse_std (C) = σ⁻¹, both as the forward normalized with
 void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* g, const float* x,
                          const float* gamma, const float* mean, const float* inverse_std, int64_t batch,
-                         int64_t channels, int64_t spatial, bool is_training) {
-  const int64_t count = batch * spatial;  // M
+                         int64_t channels, int64_t spatial, bool is_training,
+                         const SumAcrossProcesses* across) {
+  int64_t count = batch * spatial;  // M
+  // Σg and Σ(g·x̂) per channel: [0, C) and [C, 2C).
+  std::vector<double> sums(static_cast<std::size_t>(2 * channels));
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < channels; ++c) {
-    double sum_g = 0, sum_g_xhat = 0;  // Σg, Σ(g·x̂)
+    double sum_g = 0, sum_g_xhat = 0;
     for (int64_t n = 0; n < batch; ++n) {
       const float* grow = g + (n * channels + c) * spatial;
       const float* xrow = x + (n * channels + c) * spatial;
@@ -36,12 +39,22 @@ void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* g,
         sum_g_xhat += grow[s] * (xrow[s] - mean[c]) * inverse_std[c];
       }
     }
-    if (dgamma) dgamma[c] = static_cast<float>(sum_g_xhat);
+    if (dgamma) dgamma[c] = static_cast<float>(sum_g_xhat);  // this process's part
     if (dbeta) dbeta[c] = static_cast<float>(sum_g);
-    if (!dx) continue;
+    sums[c] = sum_g, sums[channels + c] = sum_g_xhat;
+  }
+  if (!dx) return;
+  if (across != nullptr && is_training) {  // the whole batch's sums and size
+    double total = static_cast<double>(count);
+    across->sum(sums.data(), 2 * channels);
+    across->sum(&total, 1);
+    count = static_cast<int64_t>(total);
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < channels; ++c) {
     const float k = (gamma ? gamma[c] : 1.0f) * inverse_std[c];
-    const float mean_g = static_cast<float>(sum_g / count),
-                mean_g_xhat = static_cast<float>(sum_g_xhat / count);
+    const float mean_g = static_cast<float>(sums[c] / count),
+                mean_g_xhat = static_cast<float>(sums[channels + c] / count);
     for (int64_t n = 0; n < batch; ++n) {
       const float* grow = g + (n * channels + c) * spatial;
       const float* xrow = x + (n * channels + c) * spatial;
@@ -61,7 +74,8 @@ void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* g,
 }  // namespace
 
 Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, const Tensor& weight,
-                  const Tensor& bias, bool is_training, float momentum, float eps) {
+                  const Tensor& bias, bool is_training, float momentum, float eps,
+                  const SumAcrossProcesses* across) {
   QF_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: expected (N,C) or (N,C,H,W) input, got ", x.shape());
   const int64_t batch = x.size(0), channels = x.size(1);
   const int64_t spatial = x.dim() == 4 ? x.size(2) * x.size(3) : 1;
@@ -72,7 +86,7 @@ Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, co
              "batch_norm: expected per-channel tensors of shape [", channels, "] for input ", x.shape(),
              ", got ", t->shape());
   QF_CHECK(running_mean.defined() && running_var.defined(), "batch_norm: running statistics are required");
-  QF_CHECK(!is_training || count > 1,
+  QF_CHECK(!is_training || count > 1 || across != nullptr,
            "batch_norm: training needs more than one value per channel, got input ", x.shape());
 
   // Per-channel statistics used for normalization: μ and σ⁻¹.
@@ -81,23 +95,39 @@ Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, co
   if (is_training) {
     float* rm = running_mean.data();
     float* rv = running_var.data();
+    // Two passes, each a per-channel sum (summed across processes for SyncBatchNorm):
+    // Σx gives μ, then Σ(x − μ)² the variance.
+    std::vector<double> totals(static_cast<std::size_t>(channels)),
+        squares(static_cast<std::size_t>(channels));
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < channels; ++c) {
-      double total = 0, total_squares = 0;
+      double total = 0;
       for (int64_t n = 0; n < batch; ++n) {
         const float* row = px + (n * channels + c) * spatial;
         for (int64_t s = 0; s < spatial; ++s) total += row[s];
       }
-      double mu = total / count;
+      totals[c] = total;
+    }
+    double whole = static_cast<double>(count);  // the whole batch's M
+    if (across != nullptr) across->sum(totals.data(), channels), across->sum(&whole, 1);
+    QF_CHECK(whole > 1, "batch_norm: training needs more than one value per channel, got input ", x.shape());
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < channels; ++c) {
+      const double mu = totals[c] / whole;
+      double total_squares = 0;
       for (int64_t n = 0; n < batch; ++n) {
         const float* row = px + (n * channels + c) * spatial;
         for (int64_t s = 0; s < spatial; ++s) total_squares += (row[s] - mu) * (row[s] - mu);
       }
-      double variance = total_squares / count;
+      squares[c] = total_squares;
+    }
+    if (across != nullptr) across->sum(squares.data(), channels);
+    for (int64_t c = 0; c < channels; ++c) {
+      const double mu = totals[c] / whole, variance = squares[c] / whole;
       mean[c] = static_cast<float>(mu);
       inverse_std[c] = static_cast<float>(1.0 / std::sqrt(variance + eps));
       rm[c] = (1 - momentum) * rm[c] + momentum * static_cast<float>(mu);
-      rv[c] = (1 - momentum) * rv[c] + momentum * static_cast<float>(total_squares / (count - 1));
+      rv[c] = (1 - momentum) * rv[c] + momentum * static_cast<float>(squares[c] / (whole - 1));
     }
   } else {
     for (int64_t c = 0; c < channels; ++c) {
@@ -130,7 +160,7 @@ Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, co
     batch_norm_backward(dx.defined() ? dx.data() : nullptr, dgamma.defined() ? dgamma.data() : nullptr,
                         dbeta.defined() ? dbeta.data() : nullptr, g.data(), saved_x.data(),
                         saved_weight.defined() ? saved_weight.data() : nullptr, mean.data(),
-                        inverse_std.data(), batch, channels, spatial, is_training);
+                        inverse_std.data(), batch, channels, spatial, is_training, across);
     return std::vector<Tensor>{dx, dgamma, dbeta};
   });
 }

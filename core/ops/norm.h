@@ -4,12 +4,27 @@
 // evaluation normalizes with the running statistics. weight/bias may be undefined.
 #pragma once
 
+#include <cstdint>
+
 #include "core/tensor.h"
 
 namespace qforge {
 
+// SyncBatchNorm (PyTorch's nn.SyncBatchNorm): where one batch is spread over several
+// processes, training sums the per-channel sums — of x, of (x − μ)², and in backward of g
+// and g·x̂ — across them, so every process normalizes with the whole batch's μ and σ and
+// backpropagates through them; dγ and dβ stay this process's part (the gradient allreduce
+// sums them). train/distributed.h supplies the sum; every process must call batch_norm
+// (and its backward) in the same order.
+class SumAcrossProcesses {
+ public:
+  virtual ~SumAcrossProcesses() = default;
+  virtual void sum(double* values, int64_t count) const = 0;  // in place, elementwise
+};
+
 Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, const Tensor& weight,
-                  const Tensor& bias, bool is_training, float momentum = 0.1f, float eps = 1e-5f);
+                  const Tensor& bias, bool is_training, float momentum = 0.1f, float eps = 1e-5f,
+                  const SumAcrossProcesses* across = nullptr);
 
 // channel_affine: y[n,c,...] = x[n,c,...]·scale[c] + shift[c], one pass each way — the
 // per-channel rescaling of QAT's BN folding. shift may be undefined.

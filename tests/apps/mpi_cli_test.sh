@@ -21,6 +21,10 @@ for file in config.json model.qf checkpoint.qf summary.json metrics.jsonl; do
   [[ -s $tmp/two/$file ]] || fail "2-rank train wrote no $file"
 done
 
+# The same number of ranks twice: byte-identical model files.
+"$mpiexec" -np 2 "$qforge" train "$config" "${tiny[@]}" --out "$tmp/again" >/dev/null 2>&1 || fail "2-rank train, again"
+cmp -s "$tmp/two/model.qf" "$tmp/again/model.qf" || fail "two 2-rank runs wrote different model.qf files"
+
 # The checkpoint a 2-rank run wrote resumes in one process (here: nothing left to train, the
 # model is evaluated and kept; mid-run resumption across N is tested in test_distributed).
 "$mpiexec" -np 2 "$qforge" train "$config" "${tiny[@]}" --out "$tmp/resume" >/dev/null 2>&1 || fail "2-rank train for resume"
