@@ -12,6 +12,7 @@ namespace qforge {
 
 namespace {
 thread_local bool grad_enabled = true;
+thread_local GradientReadyHook* ready_hook = nullptr;
 
 // Adds `gradient` into `slot`. An empty slot takes the gradient over when nothing else
 // can see its storage; otherwise it takes a copy, because a closure may hand the same
@@ -27,6 +28,9 @@ void accumulate(Tensor& slot, Tensor&& gradient) {
   }
 }
 }  // namespace
+
+OnGradientReady::OnGradientReady(GradientReadyHook& hook) : previous_(ready_hook) { ready_hook = &hook; }
+OnGradientReady::~OnGradientReady() { ready_hook = previous_; }
 
 NoGradGuard::NoGradGuard() : previous_(grad_enabled) { grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { grad_enabled = previous_; }
@@ -110,6 +114,29 @@ void propagate(Node& node, const Tensor& node_grad, std::unordered_map<Node*, Te
   }
 }
 
+// Counts, for each leaf that needs a gradient, the edges to it from the nodes backward
+// will visit, and reports it to the hook when the last of them has been visited.
+class LeafCountdown {
+ public:
+  LeafCountdown(GradientReadyHook* hook, const std::vector<std::shared_ptr<Node>>& order) : hook_(hook) {
+    if (hook_ == nullptr) return;
+    for (const auto& node : order)
+      for (const Tensor& input : node->inputs)
+        if (input.requires_grad() && input.is_leaf()) ++edges_left_[input.impl()];
+  }
+  // Before `node` lets go of its inputs.
+  void visited(const Node& node) {
+    if (hook_ == nullptr) return;
+    for (const Tensor& input : node.inputs)
+      if (input.requires_grad() && input.is_leaf() && --edges_left_[input.impl()] == 0)
+        hook_->gradient_ready(input);
+  }
+
+ private:
+  GradientReadyHook* hook_;
+  std::unordered_map<const TensorImpl*, int> edges_left_;
+};
+
 }  // namespace
 
 void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_graph) {
@@ -117,17 +144,23 @@ void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_gra
   NoGradGuard no_grad;
   if (root.is_leaf()) {  // backward of a leaf: its gradient is the seed
     accumulate(root.impl()->grad, std::move(seed));
+    if (ready_hook != nullptr) ready_hook->gradient_ready(root);
     return;
   }
   const std::vector<std::shared_ptr<Node>> order = topological_order(root.grad_fn());
+  LeafCountdown countdown(ready_hook, order);
   std::unordered_map<Node*, Tensor> pending{{root.grad_fn().get(), std::move(seed)}};  // dL/d(node output)
   for (auto it = order.rbegin(); it != order.rend(); ++it) {  // users before their inputs
     Node& node = **it;
     auto found = pending.find(&node);
-    if (found == pending.end()) continue;  // no gradient flows here
+    if (found == pending.end()) {  // no gradient flows here
+      countdown.visited(node);
+      continue;
+    }
     const Tensor node_grad = std::move(found->second);
     pending.erase(found);
     propagate(node, node_grad, pending);
+    countdown.visited(node);
     if (!retain_graph) {
       node.backward = nullptr;  // frees the saved tensors
       node.inputs.clear();

@@ -48,6 +48,33 @@ bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
 // returns `output` for chaining. Undefined inputs (an absent bias) are allowed.
 Tensor record(Tensor output, const char* name, std::vector<Tensor> inputs, Node::BackwardFn backward);
 
+// Note [Gradient-ready hooks]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// Data parallelism sums each gradient across processes while backward is still running
+// (train/distributed.h), so it must learn when a leaf's gradient is final: when every node
+// of this backward with an edge to the leaf has run (or been skipped, no gradient flowing
+// through it). backward counts those edges before it starts and tells the hook as each
+// leaf's count reaches zero, in the order backward reaches them; the leaf's .grad is then
+// what it will be when backward returns (undefined if no gradient reached it). Leaves no
+// node of the graph uses are not reported. The hook is per thread and scoped, like grad mode.
+class GradientReadyHook {
+ public:
+  virtual ~GradientReadyHook() = default;
+  virtual void gradient_ready(const Tensor& leaf) = 0;
+};
+
+// While alive, every backward on this thread reports to `hook` (nested scopes restore).
+class OnGradientReady {
+ public:
+  explicit OnGradientReady(GradientReadyHook& hook);
+  ~OnGradientReady();
+  OnGradientReady(const OnGradientReady&) = delete;
+  OnGradientReady& operator=(const OnGradientReady&) = delete;
+
+ private:
+  GradientReadyHook* previous_;
+};
+
 // Implementation of Tensor::backward.
 void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_graph);
 

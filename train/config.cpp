@@ -75,6 +75,9 @@ TrainConfig parse_train(ConfigReader reader) {
   if (t.label_smoothing < 0 || t.label_smoothing > 1)
     reader.fail("label_smoothing", "expected a number in [0, 1]");
   t.sync_batchnorm = reader.boolean("sync_batchnorm", false);
+  t.allreduce_bucket_mb = reader.number("allreduce_bucket_mb", t.allreduce_bucket_mb);
+  if (!(t.allreduce_bucket_mb >= 1e-3 && t.allreduce_bucket_mb <= 4096))
+    reader.fail("allreduce_bucket_mb", "expected a number of MiB in [0.001, 4096]");
   ConfigReader opt = reader.object("optimizer");
   OptimizerConfig& o = t.optimizer;
   o.type = opt.choice("type", o.type, {"sgd", "adam"});

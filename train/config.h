@@ -54,6 +54,9 @@ struct TrainConfig {
   // Data parallelism: batch norms normalize with the whole batch's statistics, summed over
   // the ranks (SyncBatchNorm), instead of each rank's rows (train/distributed.h).
   bool sync_batchnorm = false;
+  // Data parallelism: the gradients are summed in buckets of this many MiB, each started
+  // during backward as soon as its gradients are final (Note [Overlapped allreduce]).
+  double allreduce_bucket_mb = 1.0;
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
 };

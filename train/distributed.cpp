@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
+#include <unordered_map>
 
 #include "core/error.h"
 #include "core/file_io.h"
@@ -204,49 +205,141 @@ void broadcast_buffers(nn::Module& model, const ProcessGroup& group) {
   broadcast_tensors(model, model.named_buffers(), group);
 }
 
-AllreduceSeconds allreduce_gradients(const std::vector<Tensor>& parameters, std::vector<double>& extra,
-                                     const ProcessGroup& group, int64_t bucket_floats) {
+struct GradientBuckets::State {
+  struct Bucket {
+    std::vector<std::size_t> parameters;  // indices, in reverse parameter order
+    std::vector<float> sums;
+    std::size_t ready = 0;
+    bool started = false;
+#ifdef QFORGE_HAVE_MPI
+    MPI_Request request = MPI_REQUEST_NULL;
+#endif
+  };
+  std::vector<Tensor> parameters;
+  const ProcessGroup* group = nullptr;
+  std::unordered_map<const TensorImpl*, std::size_t> bucket_of;  // parameter -> its bucket
+  std::vector<Bucket> buckets;
+  std::size_t next = 0;  // the first bucket not started
+  int64_t started_early = 0;
+  bool in_backward = false;
+
+  // Starts, in index order, every bucket whose parameters are all ready.
+  void start_ready() {
+    while (next < buckets.size() && buckets[next].ready == buckets[next].parameters.size())
+      start(buckets[next++]);
+  }
+  void start(Bucket& bucket) {
+    std::size_t at = 0;
+    for (const std::size_t i : bucket.parameters) {
+      const Tensor grad = parameters[i].grad();
+      const auto count = static_cast<std::size_t>(parameters[i].numel());
+      if (grad.defined())
+        std::copy_n(grad.data(), count, bucket.sums.data() + at);
+      else
+        std::fill_n(bucket.sums.data() + at, count, 0.0f);
+      at += count;
+    }
+    bucket.started = true;
+    if (in_backward) ++started_early;
+#ifdef QFORGE_HAVE_MPI
+    MPI_Iallreduce(MPI_IN_PLACE, bucket.sums.data(), static_cast<int>(bucket.sums.size()), MPI_FLOAT, MPI_SUM,
+                   MPI_COMM_WORLD, &bucket.request);
+#endif
+  }
+  // Lets MPI move the started sums on (OpenMPI progresses them only inside MPI calls).
+  void progress() {
+#ifdef QFORGE_HAVE_MPI
+    for (std::size_t b = 0; b < next; ++b) {
+      if (buckets[b].request == MPI_REQUEST_NULL) continue;
+      int done = 0;
+      MPI_Test(&buckets[b].request, &done, MPI_STATUS_IGNORE);
+    }
+#endif
+  }
+};
+
+GradientBuckets::GradientBuckets(const std::vector<Tensor>& parameters, const ProcessGroup& group,
+                                 int64_t bucket_floats)
+    : state_(std::make_unique<State>()) {
+  QF_CHECK(bucket_floats > 0 && bucket_floats <= (int64_t{1} << 30), "allreduce buckets: ", bucket_floats,
+           " floats; expected 1 to 2^30");
+  State& s = *state_;
+  s.parameters = parameters;
+  s.group = &group;
+  if (!group.is_distributed()) return;
+  int64_t filled = 0;
+  for (std::size_t k = parameters.size(); k-- > 0;) {
+    const int64_t count = parameters[k].numel();
+    QF_CHECK(count < (int64_t{1} << 31), "allreduce buckets: a parameter of ", count,
+             " values is more than one MPI message can carry");
+    if (s.buckets.empty() || (filled > 0 && filled + count > bucket_floats))
+      s.buckets.emplace_back(), filled = 0;
+    s.buckets.back().parameters.push_back(k);
+    filled += count;
+    s.bucket_of[parameters[k].impl()] = s.buckets.size() - 1;
+  }
+  for (State::Bucket& bucket : s.buckets) {
+    int64_t floats = 0;
+    for (const std::size_t i : bucket.parameters) floats += parameters[i].numel();
+    bucket.sums.resize(static_cast<std::size_t>(floats));
+  }
+}
+
+GradientBuckets::~GradientBuckets() = default;
+
+void GradientBuckets::start_step() {
+  State& s = *state_;
+  for (State::Bucket& bucket : s.buckets) bucket.ready = 0, bucket.started = false;
+  s.next = 0;
+  s.started_early = 0;
+  s.in_backward = true;
+}
+
+void GradientBuckets::gradient_ready(const Tensor& leaf) {
+  State& s = *state_;
+  const auto found = s.bucket_of.find(leaf.impl());
+  if (found == s.bucket_of.end() || !s.in_backward) return;  // not a parameter this trains
+  ++s.buckets[found->second].ready;
+  s.start_ready();
+  s.progress();
+}
+
+AllreduceSeconds GradientBuckets::finish(std::vector<double>& extra) {
   using Clock = std::chrono::steady_clock;
+  State& s = *state_;
   AllreduceSeconds seconds;
-  if (!group.is_distributed()) return seconds;
+  s.in_backward = false;
+  if (!s.group->is_distributed()) return seconds;
   const Clock::time_point start = Clock::now();
-  // A parameter no rank has a gradient for stays without one (the optimizer skips it, as
-  // one process would); one that some rank lacks (it had no rows, or a branch unused) adds zeros.
-  // One small allreduce carries those flags and `extra`.
-  std::vector<double> has_grad(parameters.size());
-  for (std::size_t i = 0; i < parameters.size(); ++i) has_grad[i] = parameters[i].grad().defined() ? 1 : 0;
-  has_grad.insert(has_grad.end(), extra.begin(), extra.end());
-  group.allreduce_sum(has_grad.data(), static_cast<int64_t>(has_grad.size()));
-  std::copy(has_grad.begin() + static_cast<std::ptrdiff_t>(parameters.size()), has_grad.end(), extra.begin());
+  while (s.next < s.buckets.size()) s.start(s.buckets[s.next++]);
+  std::vector<double> flags(s.parameters.size());
+  for (std::size_t i = 0; i < s.parameters.size(); ++i) flags[i] = s.parameters[i].grad().defined() ? 1 : 0;
+  flags.insert(flags.end(), extra.begin(), extra.end());
+  s.group->allreduce_sum(flags.data(), static_cast<int64_t>(flags.size()));
+  std::copy(flags.begin() + static_cast<std::ptrdiff_t>(s.parameters.size()), flags.end(), extra.begin());
   const Clock::time_point flags_done = Clock::now();
   seconds.waiting = std::chrono::duration<double>(flags_done - start).count();
-  std::vector<float> bucket;
-  bucket.reserve(static_cast<std::size_t>(bucket_floats));
-  std::size_t first = 0;  // the bucket holds parameters [first, next)
-  auto flush = [&](std::size_t next) {
-    group.allreduce_sum(bucket.data(), static_cast<int64_t>(bucket.size()));
+  for (State::Bucket& bucket : s.buckets) {
+#ifdef QFORGE_HAVE_MPI
+    MPI_Wait(&bucket.request, MPI_STATUS_IGNORE);
+#endif
     std::size_t at = 0;
-    for (std::size_t i = first; i < next; ++i) {
-      if (has_grad[i] == 0) continue;
-      Tensor grad = parameters[i].grad();
-      std::copy_n(bucket.data() + at, grad.numel(), grad.data());
-      at += static_cast<std::size_t>(grad.numel());
+    for (const std::size_t i : bucket.parameters) {
+      Tensor parameter = s.parameters[i];
+      const auto count = static_cast<std::size_t>(parameter.numel());
+      if (flags[i] > 0) {
+        if (!parameter.grad().defined()) parameter.set_grad(Tensor::zeros(parameter.shape()));
+        std::copy_n(bucket.sums.data() + at, count, parameter.grad().data());
+      }
+      at += count;
     }
-    bucket.clear();
-    first = next;
-  };
-  for (std::size_t i = 0; i < parameters.size(); ++i) {
-    Tensor parameter = parameters[i];
-    if (has_grad[i] == 0) continue;
-    if (!parameter.grad().defined()) parameter.set_grad(Tensor::zeros(parameter.shape()));
-    const Tensor grad = parameter.grad();
-    if (!bucket.empty() && static_cast<int64_t>(bucket.size()) + grad.numel() > bucket_floats) flush(i);
-    bucket.insert(bucket.end(), grad.data(), grad.data() + grad.numel());
   }
-  if (!bucket.empty()) flush(parameters.size());
   seconds.transfer = std::chrono::duration<double>(Clock::now() - flags_done).count();
   return seconds;
 }
+
+int64_t GradientBuckets::buckets() const { return static_cast<int64_t>(state_->buckets.size()); }
+int64_t GradientBuckets::started_during_backward() const { return state_->started_early; }
 
 void check_ranks_agree(const std::string& config_text, const Tensor& train_images, const Tensor& train_labels,
                        const ProcessGroup& group) {

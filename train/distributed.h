@@ -3,15 +3,16 @@
 // process, and then nothing here touches MPI: a plain run behaves as if this file did not
 // exist. Built without MPI (no libopenmpi-dev at configure time), only the one-process
 // group exists and a launch under mpirun with several ranks is refused by name.
-// Left out: several groups, overlap of the allreduce with backward (the gradients are
-// reduced after backward, in fixed buckets), GPU transports.
+// Left out: several groups, GPU transports.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops/norm.h"
 #include "core/tensor.h"
@@ -134,16 +135,48 @@ void broadcast_state(nn::Module& model, const ProcessGroup& group);
 // Buffers only (batch-norm statistics, observers).
 void broadcast_buffers(nn::Module& model, const ProcessGroup& group);
 
-// Sums every parameter's gradient across the ranks (an absent one counts as zeros and is
-// created), and with them `extra` (the batch's loss sum, ...), in buckets of at most
-// `bucket_floats`, always in the same order.
-// Returns the seconds spent in the first, small allreduce (mostly waiting for the slowest
-// rank to finish its backward) and in the gradient buckets (the transfer itself).
 struct AllreduceSeconds {
   double waiting = 0, transfer = 0;
 };
-AllreduceSeconds allreduce_gradients(const std::vector<Tensor>& parameters, std::vector<double>& extra,
-                                     const ProcessGroup& group, int64_t bucket_floats = 1 << 20);
+
+// Note [Overlapped allreduce]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// As PyTorch's DDP: the parameters are cut into flat buckets of at most `bucket_floats`, in
+// reverse parameter order (the last layer's gradients are ready first), the same on every
+// rank. During backward the autograd engine reports each parameter whose gradient is final
+// (Note [Gradient-ready hooks]); when a bucket's parameters are all ready, and every earlier
+// bucket has started, it is packed and its sum started (MPI_Iallreduce), so the sums travel
+// while backward computes the earlier layers. Buckets start in index order on every rank —
+// MPI requires collectives in the same order everywhere — and each report lets MPI progress
+// the ones in flight. After backward, finish() starts what is left (a parameter no gradient
+// reached, on a rank without rows or in an unused branch, sends zeros), sums `extra` (the
+// batch's loss sum) with the flags saying which parameters have a gradient on some rank,
+// waits, and writes the sums into the gradients; a parameter no rank has a gradient for stays
+// without one (the optimizer skips it, as one process would). The sums are those of the
+// blocking allreduce after backward: the same numbers reach the same reduction.
+class GradientBuckets : public GradientReadyHook {
+ public:
+  GradientBuckets(const std::vector<Tensor>& parameters, const ProcessGroup& group, int64_t bucket_floats);
+  ~GradientBuckets() override;
+  GradientBuckets(const GradientBuckets&) = delete;
+  GradientBuckets& operator=(const GradientBuckets&) = delete;
+
+  // Call before each step's backward, and install this as the backward's hook (OnGradientReady).
+  void start_step();
+  void gradient_ready(const Tensor& leaf) override;
+  // After backward (or in its place, on a rank without rows). Returns the seconds spent
+  // in the small allreduce (mostly waiting for the slowest rank to finish its backward)
+  // and then waiting for the buckets (the transfer backward did not hide).
+  AllreduceSeconds finish(std::vector<double>& extra);
+
+  int64_t buckets() const;
+  // Of the last step's buckets, how many started while backward was running.
+  int64_t started_during_backward() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 // Refuses ranks that would train different things: compares a digest of each rank's
 // config, dataset and qforge build with rank 0's and names the first that differs.

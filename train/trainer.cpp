@@ -253,8 +253,16 @@ Progress resume_from_checkpoint(nn::Module& model, Optimizer& optimizer, const R
 struct EpochStats {
   double loss_sum = 0, compute_seconds = 0;  // loss summed over images
   AllreduceSeconds allreduce;                // of compute_seconds: waiting for the ranks, summing
+  int64_t buckets_started_in_backward = 0;   // summed over the steps
   int64_t steps = 0;
   int64_t correct = 0, seen = 0;
+};
+
+// How fit's ranks share the work (Note [Data parallelism], train/distributed.h).
+struct DataParallel {
+  const ProcessGroup& group;
+  bool every_rank_forwards;  // observers or synced batch norms reduce inside forward
+  GradientBuckets& buckets;  // the gradients' sums, started during backward
 };
 
 // One pass over the training set: the scheduled learning rate per batch, forward, loss,
@@ -265,7 +273,8 @@ struct EpochStats {
 EpochStats train_one_epoch(nn::Module& model, Optimizer& optimizer, data::DataLoader& loader,
                            const TrainConfig& t, const FitOptions& options, int64_t epoch, int64_t epochs,
                            double base_lr, const std::string& dir, int64_t train_size,
-                           const ProcessGroup& group, bool every_rank_forwards) {
+                           const DataParallel& parallel) {
+  const ProcessGroup& group = parallel.group;
   const bool show_bar = !options.quiet && ::isatty(STDERR_FILENO);
   const int64_t batches = loader.batches_per_epoch();
   model.train();
@@ -282,7 +291,7 @@ EpochStats train_one_epoch(nn::Module& model, Optimizer& optimizer, data::DataLo
     const int64_t global_rows = std::min(t.batch_size, train_size - batch_index * t.batch_size);
     // Observers reduce inside forward, so every rank must run it on rows of its own: a last
     // batch smaller than the number of ranks is left out, on every rank alike.
-    if (every_rank_forwards && global_rows < group.size()) {
+    if (parallel.every_rank_forwards && global_rows < group.size()) {
       ++batch_index;
       continue;
     }
@@ -297,14 +306,22 @@ EpochStats train_one_epoch(nn::Module& model, Optimizer& optimizer, data::DataLo
         loss_value = loss.item();
         QF_CHECK(group.is_distributed() || std::isfinite(loss_value), "loss is ", loss_value);
         optimizer.zero_grad();
-        loss.backward();
+        parallel.buckets.start_step();
+        if (group.is_distributed()) {  // the sums start as backward finishes each bucket's gradients
+          OnGradientReady report(parallel.buckets);
+          loss.backward();
+        } else {
+          loss.backward();
+        }
       } else {
         optimizer.zero_grad();
+        parallel.buckets.start_step();
       }
       if (group.is_distributed()) {  // every rank sees the global loss, and stops together on NaN
         std::vector<double> loss_sum{loss_value};
-        const AllreduceSeconds spent = allreduce_gradients(optimizer.parameters(), loss_sum, group);
+        const AllreduceSeconds spent = parallel.buckets.finish(loss_sum);
         stats.allreduce.waiting += spent.waiting, stats.allreduce.transfer += spent.transfer;
+        stats.buckets_started_in_backward += parallel.buckets.started_during_backward();
         loss_value = static_cast<float>(loss_sum[0]);
         if (!std::isfinite(loss_value)) fail_collectively("loss is ", loss_value);
       }
@@ -395,7 +412,11 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
   } alone_again{observes ? &model : nullptr, synced};
   if (observes) quant::reduce_statistics_with(model, &reducer);
   for (nn::BatchNorm2d* bn : synced) bn->sync = &sum;
-  const bool every_rank_forwards = observes || !synced.empty();
+  GradientBuckets buckets(
+      optimizer->parameters(), group,
+      std::max<int64_t>(1, std::llround(t.allreduce_bucket_mb * (1 << 20) / sizeof(float))));
+  const DataParallel parallel{
+      .group = group, .every_rank_forwards = observes || !synced.empty(), .buckets = buckets};
 
   data::DataLoader loader(datasets.train, {.batch_size = t.batch_size,
                                            .shuffle = true,
@@ -413,7 +434,7 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
     const Clock::time_point epoch_start = Clock::now();
     broadcast_buffers(model, group);  // frozen batch norms fold rank 0's statistics on every rank
     const EpochStats stats = train_one_epoch(model, *optimizer, loader, t, options, epoch, epochs, base_lr,
-                                             dir, datasets.train.size(), group, every_rank_forwards);
+                                             dir, datasets.train.size(), parallel);
     const double epoch_seconds = seconds_since(epoch_start);
     progress.trained_seconds += epoch_seconds;
     last_eval = evaluate(model, datasets.test, t.eval_batch_size, group);
@@ -434,6 +455,9 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
       const double steps = static_cast<double>(std::max<int64_t>(1, stats.steps));
       progress.history.back()["allreduce_ms_per_step"] = 1e3 * stats.allreduce.transfer / steps;
       progress.history.back()["rank_wait_ms_per_step"] = 1e3 * stats.allreduce.waiting / steps;
+      progress.history.back()["allreduce_buckets"] = buckets.buckets();
+      progress.history.back()["buckets_started_in_backward_per_step"] =
+          static_cast<double>(stats.buckets_started_in_backward) / steps;
     }
     progress.epochs_done = epoch + 1;
     if (!options.quiet)

@@ -1,5 +1,8 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
+#include "core/autograd.h"
 #include "core/ops.h"
 
 using namespace qforge;
@@ -82,4 +85,62 @@ TEST_CASE("autograd errors are clear") {
   CHECK(x.grad().to_vector() == std::vector<float>{6, 6});  // 2 from z, 2+2 from w
   CHECK_THROWS_AS(y.set_requires_grad(false), Error);
   CHECK_THROWS_AS(y.backward(Tensor::ones({3})), Error);
+}
+
+namespace {
+// Remembers each reported leaf and a copy of its gradient at the moment of the report.
+struct RecordingHook : GradientReadyHook {
+  std::vector<const TensorImpl*> order;
+  std::vector<Tensor> grads_then;
+  void gradient_ready(const Tensor& leaf) override {
+    order.push_back(leaf.impl());
+    grads_then.push_back(leaf.grad().defined() ? leaf.grad().clone() : Tensor());
+  }
+};
+}  // namespace
+
+TEST_CASE("gradient-ready hooks: each leaf is reported once, last layer first, with its final gradient") {
+  // A two-layer chain: y = sum(w2 * relu(w1 * x + b1)), w1 used twice (also in a side term).
+  Tensor x = Tensor::from_vector({3}, {1, -2, 3});
+  Tensor w1 = Tensor::from_vector({3}, {0.5f, -1, 2}).set_requires_grad(true);
+  Tensor b1 = Tensor::from_vector({3}, {0.1f, 0.2f, -0.3f}).set_requires_grad(true);
+  Tensor w2 = Tensor::from_vector({3}, {2, 3, -1}).set_requires_grad(true);
+  Tensor unused = Tensor::from_vector({1}, {1}).set_requires_grad(true);
+  Tensor hidden = relu(add(mul(w1, x), b1));
+  Tensor y = add(sum(mul(w2, hidden)), sum(mul(w1, w1)));
+  RecordingHook hook;
+  {
+    OnGradientReady scope(hook);
+    y.backward();
+  }
+  REQUIRE(hook.order.size() == 3);  // `unused` is in no node of the graph: not reported
+  CHECK(hook.order.front() == w2.impl());
+  CHECK(std::count(hook.order.begin(), hook.order.end(), w1.impl()) == 1);
+  CHECK(std::find(hook.order.begin(), hook.order.end(), unused.impl()) == hook.order.end());
+  for (std::size_t i = 0; i < hook.order.size(); ++i) {
+    const Tensor& leaf = hook.order[i] == w1.impl() ? w1 : hook.order[i] == b1.impl() ? b1 : w2;
+    CHECK(hook.grads_then[i].to_vector() == leaf.grad().to_vector());  // final when reported
+  }
+  // Outside the scope nothing is reported.
+  w1.zero_grad();
+  sum(mul(w1, w1)).backward();
+  CHECK(hook.order.size() == 3);
+}
+
+TEST_CASE("gradient-ready hooks: a leaf no gradient reaches is reported without one") {
+  Tensor w = Tensor::from_vector({2}, {1, 2}).set_requires_grad(true);
+  Tensor v = Tensor::from_vector({2}, {3, 4}).set_requires_grad(true);
+  // An op whose backward gives its input no gradient (as a rounding op without STE would).
+  Tensor blocked = record(mul(w, 1.0f).detach(), "blocked", {mul(w, 1.0f)},
+                          [](const Tensor&, const Node&) { return std::vector<Tensor>{Tensor()}; });
+  Tensor y = sum(add(blocked, v));
+  RecordingHook hook;
+  OnGradientReady scope(hook);
+  y.backward();
+  REQUIRE(hook.order.size() == 2);
+  const auto w_at = std::find(hook.order.begin(), hook.order.end(), w.impl()) - hook.order.begin();
+  REQUIRE(w_at < 2);
+  CHECK_FALSE(hook.grads_then[static_cast<std::size_t>(w_at)].defined());
+  CHECK_FALSE(w.grad().defined());
+  CHECK(v.grad().to_vector() == std::vector<float>{1, 1});
 }
