@@ -149,6 +149,8 @@ Tensor FakeQuantize::observe_and_quantize(const Tensor& input) {
   return fake_quantize(input, qparams(), range);
 }
 
+bool FakeQuantize::can_reduce_statistics() const { return observer_->can_reduce(); }
+
 void FakeQuantize::set_statistics_reducer(const StatisticsReducer* reducer) {
   QF_CHECK(reducer == nullptr || observer_->can_reduce(), path_, ": its ", observer_->name(),
            " observer cannot combine statistics across processes yet (minmax, moving_average, histogram "

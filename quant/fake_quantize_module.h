@@ -37,6 +37,7 @@ class FakeQuantize : public nn::Module {
   // Data parallelism: its observer combines each batch's statistics through `reducer` (null:
   // this process alone). The observer must be able to (Observer::can_reduce).
   void set_statistics_reducer(const StatisticsReducer* reducer);
+  bool can_reduce_statistics() const;
   bool is_fake_quantizing() const { return is_fake_quantizing_; }
   QuantParams qparams() const;  // the current scale and zero point
   // Whether the parameters come from data (an observer saw some, or LSQ was initialized).

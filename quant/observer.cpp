@@ -95,15 +95,14 @@ void MinMaxObserver::load_state(const TensorMap& state) {
 
 namespace {
 
-// torch.histc(x, bins, min, max): equal bins over [min, max] (data extremes when
+// torch.histc(x, bins, min, max): equal bins over [min, max] (the data's extremes when
 // min == max; widened by 1 when still equal), values outside skipped, the right edge
-// in the last bin. Float arithmetic, as ATen's linear-interpolation kernel.
-std::vector<float> histc(const Tensor& x, int64_t bins, float left, float right) {
-  if (left == right) {
-    const float* px = x.data();
-    left = *std::min_element(px, px + x.numel());
-    right = *std::max_element(px, px + x.numel());
-  }
+// in the last bin. Float arithmetic, as ATen's linear-interpolation kernel. The data's
+// extremes are passed in: a batch split over processes has the whole batch's, not this
+// part's (each part binned over its own range would add up to nothing meaningful).
+std::vector<float> histc(const Tensor& x, int64_t bins, float left, float right, float data_min,
+                         float data_max) {
+  if (left == right) left = data_min, right = data_max;
   if (left == right) left -= 1, right += 1;
   std::vector<float> counts(bins, 0.0f);
   const float* px = x.data();
@@ -136,7 +135,8 @@ void HistogramObserver::observe(const Tensor& x) {
   const float batch_min = batch_mins[0], batch_max = batch_maxs[0];
   // Counts over a range every process shares add up to the whole batch's.
   auto histogram_of_batch = [&](float lo, float hi) {
-    std::vector<float> counts = histc(x, bins_, truncate_toward_zero(lo), truncate_toward_zero(hi));
+    std::vector<float> counts =
+        histc(x, bins_, truncate_toward_zero(lo), truncate_toward_zero(hi), batch_min, batch_max);
     if (reducer_ != nullptr) reducer_->sum(counts);
     return counts;
   };

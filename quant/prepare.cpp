@@ -217,6 +217,12 @@ void reduce_statistics_with(nn::Module& model, const StatisticsReducer* reducer)
   for_each<FakeQuantize>(model, [&](FakeQuantize& q) { q.set_statistics_reducer(reducer); });
 }
 
+bool can_reduce_statistics(nn::Module& model) {
+  bool all = true;
+  for_each<FakeQuantize>(model, [&](FakeQuantize& q) { all = all && q.can_reduce_statistics(); });
+  return all;
+}
+
 void set_fake_quant(nn::Module& model, bool enabled) {
   for_each<FakeQuantize>(model, [&](FakeQuantize& q) { q.enable_fake_quant(enabled); });
 }

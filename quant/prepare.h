@@ -36,6 +36,8 @@ void set_observers(nn::Module& model, bool enabled, bool even_in_eval = false);
 // this process alone) — data parallelism (train/distributed.h). An observer that cannot is
 // named in the error.
 void reduce_statistics_with(nn::Module& model, const StatisticsReducer* reducer);
+// Whether every fake quantizer's observer can (minmax, moving average, histogram, max).
+bool can_reduce_statistics(nn::Module& model);
 void set_fake_quant(nn::Module& model, bool enabled);
 void freeze_batch_norm(nn::Module& model, bool frozen);
 int64_t count_fake_quantizers(nn::Module& model);

@@ -111,18 +111,24 @@ FitOptions qat_schedule(const RunConfig& config, quant::QatModel& prepared, bool
 
 namespace {
 // Forwards `batches` shuffled batches of `dataset` (seeded) through `model` in eval mode
-// without gradients; errors name `what` and the batch. Returns how many ran.
+// without gradients; errors name `what` and the batch. Returns how many ran. With a group of
+// several ranks each forwards its rows of every batch (a last batch with fewer rows than
+// ranks is left out: every rank must forward, its observers waiting for the others').
 int64_t forward_batches(nn::Module& model, const data::Dataset& dataset, int64_t batches, int64_t batch_size,
-                        uint64_t seed, const char* what) {
+                        uint64_t seed, const char* what, const ProcessGroup& group = ProcessGroup::solo()) {
   const bool was_training = model.is_training();
   model.eval();
-  data::DataLoader loader(dataset, {.batch_size = batch_size, .shuffle = true, .seed = seed});
+  data::DataLoader loader(dataset, {.batch_size = batch_size,
+                                    .shuffle = true,
+                                    .seed = seed,
+                                    .shard = group.rank(),
+                                    .shards = group.size()});
   loader.start_epoch(0);
   int64_t done = 0;
   NoGradGuard no_grad;
   while (done < batches) {
     auto batch = loader.next();
-    if (!batch) break;
+    if (!batch || std::min(batch_size, dataset.size() - done * batch_size) < group.size()) break;
     try {
       model.forward(batch->images);
     } catch (const Error& error) {
@@ -143,7 +149,22 @@ Calibration calibrate(nn::Module& prepared, const data::Dataset& dataset, int64_
   quant::set_observers(prepared, true, /*even_in_eval=*/true);
   Calibration result;
   const auto start = std::chrono::steady_clock::now();
-  result.batches = forward_batches(prepared, dataset, batches, batch_size, seed, "calibration");
+  // Data parallel (Note [Data parallelism]): each rank observes its rows of every batch and
+  // the observers combine each batch's statistics, so every rank ends with what one process
+  // computes; observers that cannot combine (percentile, mse, entropy) see every batch whole,
+  // on every rank alike.
+  const ProcessGroup& group = ProcessGroup::current();
+  const bool sharded = group.is_distributed() && quant::can_reduce_statistics(prepared);
+  const GroupReducer reducer(group);
+  struct Alone {  // this process alone again however calibration ends
+    nn::Module* model;
+    ~Alone() {
+      if (model != nullptr) quant::reduce_statistics_with(*model, nullptr);
+    }
+  } alone{sharded ? &prepared : nullptr};
+  if (sharded) quant::reduce_statistics_with(prepared, &reducer);
+  result.batches = forward_batches(prepared, dataset, batches, batch_size, seed, "calibration",
+                                   sharded ? group : ProcessGroup::solo());
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   quant::set_observers(prepared, false);
   quant::set_fake_quant(prepared, true);
@@ -284,10 +305,12 @@ StageResult run_ptq(const RunConfig& config) {
   StageResult result;
   nn::ModulePtr model = fp32_model(config, run.datasets, false, result);
   result.fp32_model = copy_of(config, *model);
-  // Under mpirun the fp32 model was trained on every rank; the rest is rank 0's, alone.
-  if (!ProcessGroup::current().is_root()) return result;
-  const UseGroup alone(ProcessGroup::solo());
+  // Under mpirun the fp32 model was trained on every rank, and every rank calibrates its
+  // part of each batch; the rest is rank 0's, alone.
+  const bool is_root = ProcessGroup::current().is_root();
   if (is_dynamic) {  // quantize_dynamic: no calibration, no fake-quant model
+    if (!is_root) return result;
+    const UseGroup alone(ProcessGroup::solo());
     result.integer =
         deploy_dynamic_model(*result.fp32_model, config, run.datasets, "int8_dynamic", "model_dynamic.qfm");
     return result;
@@ -308,6 +331,8 @@ StageResult run_ptq(const RunConfig& config) {
   const Calibration calibration =
       calibrate(*result.prepared, run.datasets.train, config.quant.ptq.calibration_batches,
                 config.train.batch_size, config.train.seed);
+  if (!is_root) return result;
+  const UseGroup alone(ProcessGroup::solo());
   if (config.quant.ptq.adaround)
     result.adaround = adaround_stage(*result.prepared, config, run.datasets.train, "ptq");
   if (config.quant.ptq.bias_correction) {

@@ -43,6 +43,12 @@ out=$("$mpiexec" -np 2 "$qforge" qat "$config" "${tiny[@]}" --set train.epochs=1
 [[ $(grep -c '^int8: integer model' <<<"$out") == 1 ]] || fail "2-rank qat reported its integer model $(grep -c '^int8: integer model' <<<"$out") times: $out"
 [[ -s $tmp/qat/model_qat.qfm && -s $tmp/qat/model_qat.qf ]] || fail "2-rank qat wrote no model_qat.qf/.qfm"
 
+# PTQ on 2 ranks from that fp32 model: both calibrate (each its rows of every batch), rank 0 writes.
+out=$("$mpiexec" -np 2 "$qforge" ptq "$config" "${tiny[@]}" --set quant.fp32_checkpoint="$tmp/two/model.qf" \
+      --set quant.ptq.calibration_batches=4 --out "$tmp/ptq" 2>&1) || fail "2-rank ptq: $out"
+[[ $(grep -c '^ptq: calibrated on 4 batches' <<<"$out") == 1 ]] || fail "2-rank ptq reported its calibration $(grep -c '^ptq: calibrated on 4 batches' <<<"$out") times: $out"
+[[ -s $tmp/ptq/model_ptq.qfm ]] || fail "2-rank ptq wrote no model_ptq.qfm"
+
 # A study on 2 ranks: the fp32 model trained by both, the runs spread over them, one table.
 out=$("$mpiexec" -np 2 "$qforge" sweep "$config" "${tiny[@]}" --set train.epochs=1 --set quant.ptq.calibration_batches=2 \
       --set 'sweep={"bits": [4, 8], "seeds": 1, "methods": ["ptq"]}' --out "$tmp/sweep" 2>&1) || fail "2-rank sweep: $out"
