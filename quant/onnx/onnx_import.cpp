@@ -220,7 +220,7 @@ class Importer {
       if (t.raw_data().size() != static_cast<std::size_t>(count) * sizeof(float))
         fail_node(node, what, " \"", t.name(), "\" holds ", t.raw_data().size(), " bytes; its shape ",
                   shape_to_string(shape), " needs ", count * 4);
-      std::memcpy(values.data(), t.raw_data().data(), t.raw_data().size());
+      if (count > 0) std::memcpy(values.data(), t.raw_data().data(), t.raw_data().size());
     } else {
       if (t.float_data_size() != count)
         fail_node(node, what, " \"", t.name(), "\" holds ", t.float_data_size(), " values; its shape ",
@@ -245,7 +245,7 @@ class Importer {
       if (t.raw_data().size() != values.size() * sizeof(int64_t))
         fail_node(node, what, " \"", t.name(), "\" holds ", t.raw_data().size(), " bytes for ", count,
                   " int64");
-      std::memcpy(values.data(), t.raw_data().data(), t.raw_data().size());
+      if (count > 0) std::memcpy(values.data(), t.raw_data().data(), t.raw_data().size());
     } else {
       if (t.int64_data_size() != count)
         fail_node(node, what, " \"", t.name(), "\" holds the wrong number of values");
