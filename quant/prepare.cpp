@@ -217,6 +217,15 @@ void reduce_statistics_with(nn::Module& model, const StatisticsReducer* reducer)
   for_each<FakeQuantize>(model, [&](FakeQuantize& q) { q.set_statistics_reducer(reducer); });
 }
 
+ScopedStatisticsReducer::ScopedStatisticsReducer(nn::Module* model, const StatisticsReducer& reducer)
+    : model_(model) {
+  if (model_ != nullptr) reduce_statistics_with(*model_, &reducer);
+}
+
+ScopedStatisticsReducer::~ScopedStatisticsReducer() {
+  if (model_ != nullptr) reduce_statistics_with(*model_, nullptr);
+}
+
 bool can_reduce_statistics(nn::Module& model) {
   bool all = true;
   for_each<FakeQuantize>(model, [&](FakeQuantize& q) { all = all && q.can_reduce_statistics(); });

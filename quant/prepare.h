@@ -36,6 +36,18 @@ void set_observers(nn::Module& model, bool enabled, bool even_in_eval = false);
 // this process alone) — data parallelism (train/distributed.h). An observer that cannot is
 // named in the error.
 void reduce_statistics_with(nn::Module& model, const StatisticsReducer* reducer);
+// reduce_statistics_with(model, reducer) for as long as it lives, and this process alone
+// again however the scope ends (calibration, fit). A null model: nothing.
+class ScopedStatisticsReducer {
+ public:
+  ScopedStatisticsReducer(nn::Module* model, const StatisticsReducer& reducer);
+  ~ScopedStatisticsReducer();
+  ScopedStatisticsReducer(const ScopedStatisticsReducer&) = delete;
+  ScopedStatisticsReducer& operator=(const ScopedStatisticsReducer&) = delete;
+
+ private:
+  nn::Module* model_;
+};
 // Whether every fake quantizer's observer can (minmax, moving average, histogram, max).
 bool can_reduce_statistics(nn::Module& model);
 void set_fake_quant(nn::Module& model, bool enabled);

@@ -210,7 +210,6 @@ struct GradientBuckets::State {
     std::vector<std::size_t> parameters;  // indices, in reverse parameter order
     std::vector<float> sums;
     std::size_t ready = 0;
-    bool started = false;
 #ifdef QFORGE_HAVE_MPI
     MPI_Request request = MPI_REQUEST_NULL;
 #endif
@@ -239,7 +238,6 @@ struct GradientBuckets::State {
         std::fill_n(bucket.sums.data() + at, count, 0.0f);
       at += count;
     }
-    bucket.started = true;
     if (in_backward) ++started_early;
 #ifdef QFORGE_HAVE_MPI
     MPI_Iallreduce(MPI_IN_PLACE, bucket.sums.data(), static_cast<int>(bucket.sums.size()), MPI_FLOAT, MPI_SUM,
@@ -289,7 +287,7 @@ GradientBuckets::~GradientBuckets() = default;
 
 void GradientBuckets::start_step() {
   State& s = *state_;
-  for (State::Bucket& bucket : s.buckets) bucket.ready = 0, bucket.started = false;
+  for (State::Bucket& bucket : s.buckets) bucket.ready = 0;
   s.next = 0;
   s.started_early = 0;
   s.in_backward = true;

@@ -156,13 +156,7 @@ Calibration calibrate(nn::Module& prepared, const data::Dataset& dataset, int64_
   const ProcessGroup& group = ProcessGroup::current();
   const bool sharded = group.is_distributed() && quant::can_reduce_statistics(prepared);
   const GroupReducer reducer(group);
-  struct Alone {  // this process alone again however calibration ends
-    nn::Module* model;
-    ~Alone() {
-      if (model != nullptr) quant::reduce_statistics_with(*model, nullptr);
-    }
-  } alone{sharded ? &prepared : nullptr};
-  if (sharded) quant::reduce_statistics_with(prepared, &reducer);
+  const quant::ScopedStatisticsReducer reducing(sharded ? &prepared : nullptr, reducer);
   result.batches = forward_batches(prepared, dataset, batches, batch_size, seed, "calibration",
                                    sharded ? group : ProcessGroup::solo());
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

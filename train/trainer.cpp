@@ -402,15 +402,13 @@ StageSummary fit(nn::Module& model, const RunConfig& config, const Datasets& dat
     for (auto& [name, module] : model.named_modules())
       if (auto* bn = dynamic_cast<nn::BatchNorm2d*>(module)) synced.push_back(bn);
   const GroupSum sum(group);
-  struct AloneAgain {  // this process alone again however fit ends
-    nn::Module* observed;
+  const quant::ScopedStatisticsReducer reducing(observes ? &model : nullptr, reducer);
+  struct Unsync {  // each batch norm on its own rows again however fit ends
     std::vector<nn::BatchNorm2d*>& synced;
-    ~AloneAgain() {
-      if (observed != nullptr) quant::reduce_statistics_with(*observed, nullptr);
+    ~Unsync() {
       for (nn::BatchNorm2d* bn : synced) bn->sync = nullptr;
     }
-  } alone_again{observes ? &model : nullptr, synced};
-  if (observes) quant::reduce_statistics_with(model, &reducer);
+  } unsync{synced};
   for (nn::BatchNorm2d* bn : synced) bn->sync = &sum;
   GradientBuckets buckets(
       optimizer->parameters(), group,
