@@ -10,7 +10,7 @@
 //   or .qfm) qforge export CONFIG --checkpoint model_qat.qf|model_ptq.qf|model.qf|model.qfm --out model.onnx
 //   qforge import MODEL.onnx --out DIR [--config BASE.json] [--set k=v ...] [--force]
 //   qforge inspect FILE   (.qf, .qfm, .onnx or a .json config)
-//   qforge bench [--model NAME ...] [--batch N] [--threads N] [--seconds S] [--json] [--onnx DIR]
+//   qforge bench [--model NAME ...] [--batch N] [--threads N] [--seconds S] [--json] [--profile] [--onnx DIR]
 //   qforge data mnist-digits [--out DIR]
 // Every qforge::Error ends the program with one message and exit status 1; so does an
 // unknown command.
@@ -213,7 +213,26 @@ void run_inspect(const std::string& path) {
   std::printf("%zu tensors, %lld elements\n", file.tensors.size(), static_cast<long long>(total));
 }
 
-void run_bench(std::vector<std::string> models, int64_t batch, double seconds, bool as_json,
+// One of benchmark_model's per-op profiles as a table, largest first, down to 1% of the step.
+void print_profile(const char* title, const nlohmann::json& rows) {
+  std::printf("  %s\n", title);
+  double shown = 0;
+  for (const nlohmann::json& row : rows) {
+    const double share = row.value("share", 0.0);
+    if (share < 0.01) break;
+    shown += share;
+    std::string gflops;
+    if (row.contains("gflops"))
+      gflops = std::to_string(std::lround(row["gflops"].get<double>())) + " GFLOP/s, " +
+               std::to_string(std::lround(100 * row.value("fraction_of_peak", 0.0))) + "% of peak";
+    std::printf("    %5.1f%% %8.3f ms  %-16s %-26s %-36s %s\n", 100 * share, row["ms"].get<double>(),
+                row["phase"].get<std::string>().c_str(), row["op"].get<std::string>().c_str(),
+                row["shape"].get<std::string>().c_str(), gflops.c_str());
+  }
+  std::printf("    (%.1f%% of the step in the rows above)\n", 100 * shown);
+}
+
+void run_bench(std::vector<std::string> models, int64_t batch, double seconds, bool as_json, bool profile,
                const std::string& onnx_dir) {
   if (models.empty()) models = nn::zoo_model_names();
   const double peak = kernels::measure_fp32_peak(2048, 0.5).peak_gflops();
@@ -234,6 +253,11 @@ void run_bench(std::vector<std::string> models, int64_t batch, double seconds, b
           row.value("int8_infer_images_per_second", 0.0), row.value("int8_to_fp32_infer_ratio", 0.0),
           row.value("int8_isa", std::string("n/a")).c_str(), row["fp32_latency_ms"].get<double>(),
           row.value("int8_latency_ms", 0.0));
+      if (profile) {
+        print_profile("fp32 training step, per op:", row["fp32_train_profile"]);
+        print_profile("fp32 inference, per op:", row["fp32_infer_profile"]);
+        print_profile("QAT training step, per op:", row["qat_train_profile"]);
+      }
     }
   }
 }
@@ -376,6 +400,10 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   bench->add_option("--seconds", seconds, "Minimum seconds per measurement")->check(CLI::PositiveNumber);
   bench->add_flag("--json", as_json, "One JSON object per line per model");
+  bool profile = false;
+  bench->add_flag("--profile", profile,
+                  "Print where the fp32 and QAT training steps and fp32 inference spend their time, per op "
+                  "(always in --json)");
   std::string onnx_dir;
   bench->add_option(
       "--onnx", onnx_dir,
@@ -442,7 +470,7 @@ int main(int argc, char** argv) {
     }
     if (*convert) run_convert(load_run_config(config_path, overrides, ""), checkpoint, out);
     if (*inspect) run_inspect(file);
-    if (*bench) run_bench(models, batch, seconds, as_json, onnx_dir);
+    if (*bench) run_bench(models, batch, seconds, as_json, profile, onnx_dir);
     if (*digits) run_mnist_digits(digits_out);
   } catch (const train::CollectiveError& error) {  // raised alike on every rank: reported once
     if (train::ProcessGroup::world().is_root()) std::fprintf(stderr, "qforge: error: %s\n", error.what());

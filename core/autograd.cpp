@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/ops/elementwise.h"
+#include "core/profiler.h"
 
 namespace qforge {
 
@@ -100,6 +101,7 @@ std::vector<std::shared_ptr<Node>> topological_order(const std::shared_ptr<Node>
 // One node's step: its backward turns dL/d(output) into dL/d(each input), which go to
 // the producing node's pending gradient or, for a leaf, into its .grad.
 void propagate(Node& node, const Tensor& node_grad, std::unordered_map<Node*, Tensor>& pending) {
+  const ProfileScope profile("backward", node.name);
   std::vector<Tensor> input_grads = node.backward(node_grad, node);
   assert(input_grads.size() == node.inputs.size());
   for (std::size_t i = 0; i < node.inputs.size(); ++i) {

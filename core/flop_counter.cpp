@@ -1,5 +1,7 @@
 #include "core/flop_counter.h"
 
+#include "core/profiler.h"
+
 namespace qforge {
 
 namespace {
@@ -12,6 +14,7 @@ FlopCounter::~FlopCounter() { active = previous_; }
 void count_multiply_adds(double multiply_adds) {
   for (FlopCounter* counter = active; counter; counter = counter->previous_)
     counter->flops_ += 2 * multiply_adds;
+  count_profiled_flops(2 * multiply_adds);
 }
 
 }  // namespace qforge

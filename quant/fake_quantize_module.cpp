@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/autograd.h"
+#include "core/profiler.h"
 #include "quant/fake_quantize.h"
 #include "quant/observer_factory.h"
 
@@ -86,6 +87,7 @@ bool FakeQuantize::is_calibrated() const {
 }
 
 Tensor FakeQuantize::forward(const Tensor& input) {
+  const ProfileScope profile("forward", "fake_quantize (observer and rounding)");
   try {
     return observe_and_quantize(input);
   } catch (const Error& error) {  // name the quantizer: a diverged range says where it diverged

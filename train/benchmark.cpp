@@ -1,9 +1,11 @@
 #include "train/benchmark.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "core/flop_counter.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 #include "nn/zoo.h"
 #include "quant/convert.h"
 #include "quant/int8/gemm.h"
@@ -34,17 +36,61 @@ double time_steps(Step step, double min_seconds) {
 
 namespace {
 
-// One training step's seconds (and its flops) for `model` on a fixed batch.
+constexpr int kProfiledSteps = 5;
+
+// Where `step`'s time goes (Note [Op profile]): each (phase, op, shape) with its calls,
+// milliseconds and GFLOP/s per step averaged over kProfiledSteps steps after the timed ones,
+// its share of the profiled step and, for the ops that count flops, its fraction of
+// peak_gflops; largest first.
+template <typename Step>
+nlohmann::json profile_steps(Step step, double peak_gflops) {
+  OpProfiler profiler;
+  const auto start = Clock::now();
+  for (int i = 0; i < kProfiledSteps; ++i) step();
+  const double step_seconds = std::chrono::duration<double>(Clock::now() - start).count() / kProfiledSteps;
+  std::vector<OpProfiler::Entry> entries = profiler.entries();
+  std::sort(entries.begin(), entries.end(),
+            [](const auto& a, const auto& b) { return a.seconds > b.seconds; });
+  nlohmann::json rows = nlohmann::json::array();
+  for (const OpProfiler::Entry& e : entries) {
+    const double seconds = e.seconds / kProfiledSteps;
+    nlohmann::json row{{"phase", e.phase},    {"op", e.op},
+                       {"shape", e.shape},    {"calls", e.calls / kProfiledSteps},
+                       {"ms", 1e3 * seconds}, {"share", seconds / step_seconds}};
+    if (e.flops > 0 && e.seconds > 0) {
+      row["gflops"] = e.flops / e.seconds / 1e9;
+      if (peak_gflops > 0) row["fraction_of_peak"] = e.flops / e.seconds / 1e9 / peak_gflops;
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+// One training step's seconds (and its flops) for `model` on a fixed batch, and its profile.
 struct TrainTiming {
   double seconds = 0, flops = 0;
+  nlohmann::json profile;
 };
-TrainTiming time_training(nn::Module& model, const Tensor& images, const Tensor& labels, double min_seconds) {
+TrainTiming time_training(nn::Module& model, const Tensor& images, const Tensor& labels, double min_seconds,
+                          double peak_gflops) {
   auto optimizer = make_optimizer(model.parameters(), OptimizerConfig{.lr = 0.01});
   model.train();
+  // The outer scopes hold what no op claims: the modules' glue and the autograd engine.
   auto train_step = [&] {
-    Tensor loss = cross_entropy(model.forward(images), labels);
-    optimizer->zero_grad();
-    loss.backward();
+    Tensor loss;
+    {
+      const ProfileScope forward("forward", "(between ops)");
+      loss = cross_entropy(model.forward(images), labels);
+    }
+    {
+      const ProfileScope zero("optimizer", "zero_grad");
+      optimizer->zero_grad();
+    }
+    {
+      const ProfileScope backward("backward", "(engine)");
+      loss.backward();
+    }
+    const ProfileScope update("optimizer", "step");
     optimizer->step();
   };
   TrainTiming timing;
@@ -54,18 +100,26 @@ TrainTiming time_training(nn::Module& model, const Tensor& images, const Tensor&
     timing.flops = counter.flops();
   }
   timing.seconds = time_steps(train_step, min_seconds);
+  timing.profile = profile_steps(train_step, peak_gflops);
   return timing;
 }
 
-// Seconds per forward pass without autograd.
-double time_inference(nn::Module& model, const Tensor& images, double min_seconds) {
+// Seconds per forward pass without autograd, and the profile of one.
+struct InferenceTiming {
+  double seconds = 0;
+  nlohmann::json profile;
+};
+InferenceTiming time_inference(nn::Module& model, const Tensor& images, double min_seconds,
+                               double peak_gflops = 0) {
   model.eval();
-  return time_steps(
-      [&] {
-        NoGradGuard no_grad;
-        model.forward(images);
-      },
-      min_seconds);
+  auto forward = [&] {
+    NoGradGuard no_grad;
+    const ProfileScope glue("forward", "(between ops)");
+    model.forward(images);
+  };
+  InferenceTiming timing{.seconds = time_steps(forward, min_seconds)};
+  if (peak_gflops > 0) timing.profile = profile_steps(forward, peak_gflops);
+  return timing;
 }
 
 // The QAT model converted to integers: batch seconds, one image's latency, each op's
@@ -108,17 +162,20 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
   Tensor labels = Tensor::empty({options.batch}, DType::s32);
   for (int64_t i = 0; i < options.batch; ++i)
     labels.data_as<int32_t>()[i] = static_cast<int32_t>(generator.below(10));
-  const TrainTiming train = time_training(*model, images, labels, options.min_seconds);
+  const TrainTiming train = time_training(*model, images, labels, options.min_seconds, options.peak_gflops);
 
   // QAT: the same step on the prepared model (default fbgemm recipe), fresh weights.
   Generator qat_generator(0);
   auto prepared = quant::prepare_qat(nn::build_zoo_model(model_name, qat_generator), quant::QuantSpec{});
-  const double qat_seconds = time_training(*prepared, images, labels, options.min_seconds).seconds;
+  const TrainTiming qat = time_training(*prepared, images, labels, options.min_seconds, options.peak_gflops);
+  const double qat_seconds = qat.seconds;
 
   Tensor infer_images = Tensor::randn({options.infer_batch, 1, 28, 28}, generator);
   Tensor one_image = Tensor::randn({1, 1, 28, 28}, generator);
-  const double infer_seconds = time_inference(*model, infer_images, options.min_seconds);
-  const double fp32_latency = time_inference(*model, one_image, options.min_seconds / 4);
+  const InferenceTiming infer =
+      time_inference(*model, infer_images, options.min_seconds, options.peak_gflops);
+  const double infer_seconds = infer.seconds;
+  const double fp32_latency = time_inference(*model, one_image, options.min_seconds / 4).seconds;
   // int8: the QAT model above (its observers have seen the QAT steps' batches), converted.
   const IntegerTiming int8 = time_integer_model(*prepared, infer_images, one_image, options.min_seconds);
   // Dynamic int8 (PyTorch's quantize_dynamic: int8 weights, activations quantized per call),
@@ -141,7 +198,10 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
                      {"train_step_gflop", train.flops / 1e9},
                      {"fp32_latency_ms", 1e3 * fp32_latency},
                      {"qat_train_images_per_second", options.batch / qat_seconds},
-                     {"qat_to_fp32_train_ratio", train.seconds / qat_seconds}};
+                     {"qat_to_fp32_train_ratio", train.seconds / qat_seconds},
+                     {"fp32_train_profile", train.profile},
+                     {"fp32_infer_profile", infer.profile},
+                     {"qat_train_profile", qat.profile}};
   if (int8.seconds > 0) {
     row["int8_infer_images_per_second"] = options.infer_batch / int8.seconds;
     row["int8_to_fp32_infer_ratio"] = infer_seconds / int8.seconds;

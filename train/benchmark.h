@@ -1,7 +1,9 @@
 // Model throughput on synthetic data (`qforge bench`): images/s of a full fp32 training
 // step (forward, backward, SGD update) at the given batch, inference images/s at batch
 // 256, and the training step's achieved GFLOP/s (GEMM and conv FLOPs counted by
-// FlopCounter) beside this machine's measured fp32 peak. One JSON object per model. With
+// FlopCounter) beside this machine's measured fp32 peak, and where each of those times goes per
+// op (Note [Op profile]: fp32_train_profile, fp32_infer_profile, qat_train_profile;
+// int8_profile for the integer model). One JSON object per model. With
 // onnx_dir, the models it timed are written there as ONNX too (<model>_fp32.onnx, and the int8
 // model as QDQ <model>_int8.onnx — the LSTM's dynamic one, the static integer LSTM having no
 // ONNX form), so ONNX Runtime can be timed on the very same models (bench/ort_side_by_side.sh).

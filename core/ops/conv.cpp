@@ -7,6 +7,7 @@
 #include "core/autograd.h"
 #include "core/flop_counter.h"
 #include "core/kernels/conv2d.h"
+#include "core/profiler.h"
 
 namespace qforge {
 
@@ -43,6 +44,14 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, con
   auto backward_weights =
       is_fast ? kernels::conv2d_backward_weights_onednn : kernels::conv2d_backward_weights_reference;
 
+  // The key of this conv's time (Note [Op profile]): input, weight, stride, groups.
+  auto describe = [input_shape = input.shape(), weight_shape = weight.shape(), s] {
+    std::string key = shape_to_string(input_shape) + " w" + shape_to_string(weight_shape);
+    if (s.stride_height > 1 || s.stride_width > 1) key += " s" + std::to_string(s.stride_height);
+    if (s.groups > 1) key += " g" + std::to_string(s.groups);
+    return key;
+  };
+  const ProfileScope profile("forward", "conv2d", describe);
   Tensor y = Tensor::empty({s.batch, s.out_channels, s.out_height(), s.out_width()});
   forward(y.data(), input.data(), weight.data(), bias.defined() ? bias.data() : nullptr, s);
   count_multiply_adds(s.macs());
@@ -51,12 +60,15 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, con
   Tensor saved_x = input.detach(), saved_w = weight.detach();  // (N,C,H,W), (O,C/g,KH,KW)
   return record(y, "conv2d", {input, weight, bias}, [=](const Tensor& g, const Node& node) {
     Tensor dx, dw, db;
-    count_multiply_adds(s.macs() * (node.needs_grad(0) + (node.needs_grad(1) || node.needs_grad(2))));
     if (node.needs_grad(0)) {
+      const ProfileScope profile_data("backward-data", "conv2d", describe);
+      count_multiply_adds(s.macs());
       dx = Tensor::empty(saved_x.shape());
       backward_data(dx.data(), g.data(), saved_w.data(), s);
     }
     if (node.needs_grad(1) || node.needs_grad(2)) {
+      const ProfileScope profile_weights("backward-weights", "conv2d", describe);
+      count_multiply_adds(s.macs());
       dw = Tensor::empty(saved_w.shape());
       if (node.needs_grad(2)) db = Tensor::empty({s.out_channels});
       backward_weights(dw.data(), db.defined() ? db.data() : nullptr, g.data(), saved_x.data(), s);

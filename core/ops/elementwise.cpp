@@ -19,6 +19,7 @@
 
 #include "core/autograd.h"
 #include "core/ops/broadcast.h"
+#include "core/profiler.h"
 #include "core/threading.h"
 
 namespace qforge {
@@ -42,6 +43,7 @@ void zip(float* out, const float* a, const float* b, int64_t n, F f) {
 // Applies f over broadcast inputs; the same-shape case is one flat loop.
 template <typename F>
 Tensor binary_forward(const Tensor& a, const Tensor& b, const char* name, F f) {
+  const ProfileScope profile("forward", name);
   if (a.shape() == b.shape()) {
     Tensor out = Tensor::empty(a.shape());
     zip(out.data(), a.data(), b.data(), out.numel(), f);
@@ -61,6 +63,7 @@ Tensor binary_forward(const Tensor& a, const Tensor& b, const char* name, F f) {
 // Unary op whose backward needs x and/or y: grad_rule(x, y, g) -> dx.
 template <typename Forward, typename GradRule>
 Tensor unary(const Tensor& x, const char* name, Forward forward, GradRule grad_rule) {
+  const ProfileScope profile("forward", name);
   Tensor y = Tensor::empty(x.shape());
   map(y.data(), x.data(), x.numel(), forward);
   if (!any_requires_grad({&x})) return y;

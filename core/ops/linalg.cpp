@@ -6,6 +6,7 @@
 #include "core/autograd.h"
 #include "core/flop_counter.h"
 #include "core/kernels/gemm.h"
+#include "core/profiler.h"
 
 namespace qforge {
 
@@ -22,6 +23,11 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   const int64_t m = is_batched ? a.size(1) : a.numel() / k;  // leading axes fold into M
   Shape out_shape = a.shape();
   out_shape.back() = n;
+  auto describe = [=] {
+    return std::to_string(batches) + "x(" + std::to_string(m) + "x" + std::to_string(k) + ")·(" +
+           std::to_string(k) + "x" + std::to_string(n) + ")";
+  };
+  const ProfileScope profile("forward", "matmul", describe);
   Tensor y = Tensor::empty(out_shape);
   for (int64_t i = 0; i < batches; ++i)
     kernels::gemm(false, false, m, n, k, 1.0f, a.data() + i * m * k, k, b.data() + i * k * n, n, 0.0f,
@@ -31,14 +37,17 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Tensor saved_a = a.detach(), saved_b = b.detach();
   return record(y, "matmul", {a, b}, [=](const Tensor& g, const Node& node) {
     Tensor da, db;
-    count_multiply_adds(static_cast<double>(batches) * m * n * k * (node.needs_grad(0) + node.needs_grad(1)));
     if (node.needs_grad(0)) {  // dA = g·Bᵀ   (B?,M,K)
+      const ProfileScope profile_data("backward-data", "matmul", describe);
+      count_multiply_adds(static_cast<double>(batches) * m * n * k);
       da = Tensor::empty(saved_a.shape());
       for (int64_t i = 0; i < batches; ++i)
         kernels::gemm(false, true, m, k, n, 1.0f, g.data() + i * m * n, n, saved_b.data() + i * k * n, n,
                       0.0f, da.data() + i * m * k, k);
     }
     if (node.needs_grad(1)) {  // dB = Aᵀ·g   (B?,K,N)
+      const ProfileScope profile_weights("backward-weights", "matmul", describe);
+      count_multiply_adds(static_cast<double>(batches) * m * n * k);
       db = Tensor::empty(saved_b.shape());
       for (int64_t i = 0; i < batches; ++i)
         kernels::gemm(true, false, k, n, m, 1.0f, saved_a.data() + i * m * k, k, g.data() + i * m * n, n,
@@ -58,6 +67,10 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const int64_t rows = x.numel() / in;
   Shape out_shape = x.shape();
   out_shape.back() = out;
+  auto describe = [=] {
+    return std::to_string(rows) + "x" + std::to_string(in) + " -> " + std::to_string(out);
+  };
+  const ProfileScope profile("forward", "linear", describe);
   Tensor y = Tensor::empty(out_shape);
   float* py = y.data();
   if (bias.defined()) {  // start from the bias, let the GEMM accumulate (beta = 1)
@@ -70,13 +83,16 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor saved_x = x.detach(), saved_w = weight.detach();  // (rows,in), (out,in)
   return record(y, "linear", {x, weight, bias}, [=](const Tensor& g, const Node& node) {
     Tensor dx, dw, db;
-    count_multiply_adds(static_cast<double>(rows) * out * in * (node.needs_grad(0) + node.needs_grad(1)));
     if (node.needs_grad(0)) {  // dx = g·W   (rows,in)
+      const ProfileScope profile_data("backward-data", "linear", describe);
+      count_multiply_adds(static_cast<double>(rows) * out * in);
       dx = Tensor::empty(saved_x.shape());
       kernels::gemm(false, false, rows, in, out, 1.0f, g.data(), out, saved_w.data(), in, 0.0f, dx.data(),
                     in);
     }
     if (node.needs_grad(1)) {  // dW = gᵀ·x   (out,in)
+      const ProfileScope profile_weights("backward-weights", "linear", describe);
+      count_multiply_adds(static_cast<double>(rows) * out * in);
       dw = Tensor::empty(saved_w.shape());
       kernels::gemm(true, false, out, in, rows, 1.0f, g.data(), out, saved_x.data(), in, 0.0f, dw.data(), in);
     }

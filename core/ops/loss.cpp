@@ -10,6 +10,7 @@
 
 #include "core/autograd.h"
 #include "core/ops/reduce.h"
+#include "core/profiler.h"
 
 namespace qforge {
 
@@ -27,6 +28,7 @@ void log_softmax_row(float* out, const float* in, int64_t extent, int64_t stride
 
 Tensor log_softmax(const Tensor& x, int64_t axis) {
   axis = normalize_axis(axis, x.dim(), "log_softmax");
+  const ProfileScope profile("forward", "log_softmax");
   AxisSplit s = split_at_axis(x.shape(), axis);
   Tensor y = Tensor::empty(x.shape());
   for (int64_t o = 0; o < s.outer; ++o)
@@ -64,6 +66,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, float label_sm
   for (int64_t n = 0; n < batch; ++n)
     QF_CHECK(t[n] >= 0 && t[n] < classes, "cross_entropy: target ", t[n], " of sample ", n,
              " is outside [0, ", classes, ")");
+  const ProfileScope profile("forward", "cross_entropy");
   Tensor log_probabilities = Tensor::empty(logits.shape());  // (N,C)
   double total = 0;
   const float off_weight = label_smoothing / classes, on_weight = 1.0f - label_smoothing + off_weight;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/profiler.h"
 #include "core/threading.h"
 
 namespace qforge {
@@ -89,6 +90,7 @@ Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, co
   QF_CHECK(!is_training || count > 1 || across != nullptr,
            "batch_norm: training needs more than one value per channel, got input ", x.shape());
 
+  const ProfileScope profile("forward", "batch_norm", [&] { return shape_to_string(x.shape()); });
   // Per-channel statistics used for normalization: μ and σ⁻¹.
   std::vector<float> mean(channels), inverse_std(channels);
   const float* px = x.data();

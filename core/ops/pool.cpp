@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/profiler.h"
 #include "core/threading.h"
 
 namespace qforge {
@@ -174,6 +175,7 @@ void for_each_adaptive_window(const PoolGeometry& g, Visit visit) {
 // Average pooling forward/backward over any window enumeration.
 template <typename Windows>
 Tensor average_pool(const Tensor& x, const PoolGeometry& g, const char* name, Windows windows) {
+  const ProfileScope profile("forward", name, [&] { return shape_to_string(x.shape()); });
   Tensor y = Tensor::empty({x.size(0), x.size(1), g.out_height, g.out_width});
   const float* px = x.data();
   float* py = y.data();
@@ -211,6 +213,7 @@ Tensor average_pool(const Tensor& x, const PoolGeometry& g, const char* name, Wi
 
 Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
   PoolGeometry g = geometry(x, options, "max_pool2d");
+  const ProfileScope profile("forward", "max_pool2d", [&] { return shape_to_string(x.shape()); });
   Tensor y = Tensor::empty({x.size(0), x.size(1), g.out_height, g.out_width});
   std::vector<int32_t> argmax(y.numel());
   max_pool_forward(y.data(), argmax.data(), x.data(), g, options);

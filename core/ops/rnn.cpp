@@ -15,6 +15,7 @@
 #include "core/autograd.h"
 #include "core/flop_counter.h"
 #include "core/kernels/gemm.h"
+#include "core/profiler.h"
 
 namespace qforge {
 
@@ -74,6 +75,7 @@ Tensor lstm_cell(const Tensor& gates, const Tensor& c_prev) {
                gates.size(1) == 4 * c_prev.size(1),
            "lstm_cell: expected gates (B,4H) and c_prev (B,H), got ", gates.shape(), " and ", c_prev.shape());
   const int64_t batch = c_prev.size(0), hidden = c_prev.size(1);
+  const ProfileScope profile("forward", "lstm_cell");
   Tensor out = Tensor::empty({batch, 2 * hidden});  // [h | c]
   Tensor activations = gates.clone();               // (B,4H): pre-activations, then i, f, g, o
   Tensor tanh_c = Tensor::empty(c_prev.shape());    // (B,H)
@@ -161,6 +163,7 @@ Tensor lstm_layer(const Tensor& projected, const Tensor& weight_hh, const Tensor
            "lstm_layer: expected bias_hh [", 4 * hidden, "] and h0, c0 ", state, ", got ", bias_hh.shape(),
            ", ", h0.shape(), ", ", c0.shape());
   const int64_t g4 = 4 * hidden, row_gates = steps * g4, row_out = steps * 2 * hidden;
+  const ProfileScope profile("forward", "lstm_layer", [&] { return shape_to_string(projected.shape()); });
   Tensor out = Tensor::empty({batch, steps, 2 * hidden});  // [h_t | c_t]
   Tensor activations = projected.clone();                  // (B,T,4H): pre-activations, then i,f,g,o
   Tensor tanh_c = Tensor::empty({steps, batch, hidden});

@@ -31,5 +31,22 @@ expect 0 '' -- import "$tiny" --out "$tmp/tiny" --set data.dataset=idx --set dat
 expect 1 "$tmp/tiny/model.qf exists; import into another folder, or add --force" -- import "$tiny" --out "$tmp/tiny"
 expect 0 '' -- import "$tiny" --out "$tmp/tiny" --force --set data.dataset=idx --set data.path="$tmp"
 expect 1 'model.layers: unknown key|unknown key' -- import "$tiny" --out "$tmp/tiny2" --set model.layerz=1
+# bench's per-op profile (Note [Op profile]): the --json fields and the --profile tables, on
+# jermmy at a token duration (the numbers themselves belong to benchmarks, not tests).
+"$qforge" bench --model jermmy --seconds 0.01 --json > "$tmp/bench.json" 2>&1 &&
+  python3 - "$tmp/bench.json" <<'PY' || { echo "FAILED: bench --json profile: $(cat "$tmp/bench.json")"; failures=$((failures + 1)); }
+import json, sys
+row = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+train = row["fp32_train_profile"]
+keys = {(r["phase"], r["op"]) for r in train}
+assert {("forward", "conv2d"), ("backward-data", "conv2d"), ("backward-weights", "conv2d"),
+        ("optimizer", "step")} <= keys, keys
+assert all(r["ms"] >= 0 and r["calls"] >= 1 for r in train)
+assert 0.5 < sum(r["share"] for r in train) <= 1.0001
+assert any("gflops" in r and r["op"] == "conv2d" for r in row["fp32_infer_profile"])
+assert any(r["op"].startswith("fake_quantize") for r in row["qat_train_profile"])
+PY
+"$qforge" bench --model jermmy --seconds 0.01 --profile 2>&1 | grep -q "fp32 training step, per op:" ||
+  { echo "FAILED: bench --profile prints no table"; failures=$((failures + 1)); }
 ((failures == 0)) && echo "cli: all checks passed"
 exit $((failures > 0))
