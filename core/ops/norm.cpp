@@ -7,6 +7,7 @@
 // channel_affine (y = x·a_c + b_c):  dx = g·a_c   da_c = Σ g·x   db_c = Σ g
 #include "core/ops/norm.h"
 
+#include <array>
 #include <cmath>
 #include <vector>
 
@@ -17,6 +18,34 @@
 namespace qforge {
 
 namespace {
+
+// The per-channel sums of batch norm: Σ over channel c's M = N·S values of terms(i) (each
+// of the K terms in double), kept in kLanes independent partial sums per term so the
+// compiler vectorizes them; one running sum is a chain of dependent double adds, which was
+// most of batch norm's time (Note [Op profile]). The result differs from one running sum
+// only in double's last bits, far below the float it is rounded to.
+constexpr int64_t kLanes = 8;
+template <std::size_t K, typename Terms>
+std::array<double, K> channel_sums(int64_t batch, int64_t channels, int64_t spatial, int64_t c, Terms terms) {
+  std::array<std::array<double, kLanes>, K> lanes{};
+  std::array<double, K> total{};
+  for (int64_t n = 0; n < batch; ++n) {
+    const int64_t base = (n * channels + c) * spatial;
+    int64_t s = 0;
+    for (; s + kLanes <= spatial; s += kLanes)
+      for (int64_t j = 0; j < kLanes; ++j) {
+        const std::array<double, K> t = terms(base + s + j);
+        for (std::size_t k = 0; k < K; ++k) lanes[k][j] += t[k];
+      }
+    for (; s < spatial; ++s) {
+      const std::array<double, K> t = terms(base + s);
+      for (std::size_t k = 0; k < K; ++k) total[k] += t[k];
+    }
+  }
+  for (std::size_t k = 0; k < K; ++k)
+    for (const double lane : lanes[k]) total[k] += lane;
+  return total;
+}
 
 // batch_norm's backward (the table above), one channel per iteration:
 //   out: dx (N,C,S), dgamma (C), dbeta (C) — each skipped when null
@@ -31,15 +60,10 @@ void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* g,
   std::vector<double> sums(static_cast<std::size_t>(2 * channels));
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < channels; ++c) {
-    double sum_g = 0, sum_g_xhat = 0;
-    for (int64_t n = 0; n < batch; ++n) {
-      const float* grow = g + (n * channels + c) * spatial;
-      const float* xrow = x + (n * channels + c) * spatial;
-      for (int64_t s = 0; s < spatial; ++s) {
-        sum_g += grow[s];
-        sum_g_xhat += grow[s] * (xrow[s] - mean[c]) * inverse_std[c];
-      }
-    }
+    const float mu = mean[c], inverse = inverse_std[c];
+    const auto [sum_g, sum_g_xhat] = channel_sums<2>(batch, channels, spatial, c, [&](int64_t i) {
+      return std::array<double, 2>{g[i], g[i] * (x[i] - mu) * inverse};
+    });
     if (dgamma) dgamma[c] = static_cast<float>(sum_g_xhat);  // this process's part
     if (dbeta) dbeta[c] = static_cast<float>(sum_g);
     sums[c] = sum_g, sums[channels + c] = sum_g_xhat;
@@ -103,12 +127,8 @@ Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, co
         squares(static_cast<std::size_t>(channels));
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < channels; ++c) {
-      double total = 0;
-      for (int64_t n = 0; n < batch; ++n) {
-        const float* row = px + (n * channels + c) * spatial;
-        for (int64_t s = 0; s < spatial; ++s) total += row[s];
-      }
-      totals[c] = total;
+      totals[c] = channel_sums<1>(batch, channels, spatial, c,
+                                  [&](int64_t i) { return std::array<double, 1>{px[i]}; })[0];
     }
     double whole = static_cast<double>(count);  // the whole batch's M
     if (across != nullptr) across->sum(totals.data(), channels), across->sum(&whole, 1);
@@ -116,12 +136,9 @@ Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, co
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < channels; ++c) {
       const double mu = totals[c] / whole;
-      double total_squares = 0;
-      for (int64_t n = 0; n < batch; ++n) {
-        const float* row = px + (n * channels + c) * spatial;
-        for (int64_t s = 0; s < spatial; ++s) total_squares += (row[s] - mu) * (row[s] - mu);
-      }
-      squares[c] = total_squares;
+      squares[c] = channel_sums<1>(batch, channels, spatial, c, [&](int64_t i) {
+        return std::array<double, 1>{(px[i] - mu) * (px[i] - mu)};
+      })[0];
     }
     if (across != nullptr) across->sum(squares.data(), channels);
     for (int64_t c = 0; c < channels; ++c) {
