@@ -47,44 +47,65 @@ PoolGeometry geometry(const Tensor& x, const Pool2dOptions& o, const char* op) {
 // Fast path for windows that tile the input (kernel = stride, no padding or dilation):
 // no bounds checks. The winner is chosen with selects, not branches: on real
 // activations it is unpredictable, and mispredictions cost more than the pooling.
-// The 2×2 window as independent selects per output, which the compiler vectorizes.
-// Ties go to the earlier element in scan order (a, b, c, d), as PyTorch's `val > max`;
-// a NaN in the window wins, the last of several (the rare fix-up branch), as in PyTorch.
-void max_pool_2x2(float* out, int32_t* arg, const float* plane, const PoolGeometry& g) {
-  const int32_t width = static_cast<int32_t>(g.width);
+//
+// The 2×2 window in two vectorized passes, because the rows of these nets are short
+// (14 or 7 outputs: one row is less than one AVX-512 vector, and a loop over it ran as
+// scalar code — most of lenet's inference time went to pooling, Note [Op profile]):
+// first the larger of each vertical pair, row by row, into `pairs` (OH rows of 2·OW),
+// then the larger of each horizontal pair of that, one loop over the whole plane. The
+// winner is PyTorch's: the first maximum in scan order (a, b, c, d) — in the second pass a
+// tie goes to the smaller input index, which is the earlier in scan order. A NaN in the
+// window wins, the last of several, as in PyTorch (the rare fix-up branch, taken only for
+// a plane whose windows hold a NaN, found by the first pass).
+//   pairs, pair_index: scratch of OH·2·OW
+void max_pool_2x2(float* out, int32_t* arg, const float* plane, const PoolGeometry& g, float* pairs,
+                  int32_t* pair_index) {
+  const int64_t row = 2 * g.out_width;
+  int32_t unordered = 0;
   for (int64_t oh = 0; oh < g.out_height; ++oh) {
-    const float* r0 = plane + 2 * oh * g.width;
-    const float* r1 = r0 + g.width;
-    float* o = out + oh * g.out_width;
-    int32_t* i = arg + oh * g.out_width;
-    const int32_t base = static_cast<int32_t>(2 * oh * g.width);
-    for (int64_t ow = 0; ow < g.out_width; ++ow) {
-      const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
-      const int32_t column = base + static_cast<int32_t>(2 * ow);
-      const float top = b > a ? b : a, bottom = d > c ? d : c;
-      const int32_t top_index = b > a ? column + 1 : column,
-                    bottom_index = d > c ? column + width + 1 : column + width;
-      o[ow] = bottom > top ? bottom : top;
-      i[ow] = bottom > top ? bottom_index : top_index;
-    }
-    for (int64_t ow = 0; ow < g.out_width; ++ow) {
-      if (!std::isnan(o[ow]) && !std::isnan(r0[2 * ow] + r0[2 * ow + 1] + r1[2 * ow] + r1[2 * ow + 1]))
-        continue;
-      const int32_t column = base + static_cast<int32_t>(2 * ow);
-      for (int32_t at : {column, column + 1, column + width, column + width + 1})
-        if (std::isnan(plane[at])) o[ow] = plane[at], i[ow] = at;  // the last NaN, as PyTorch
+    const int32_t top = static_cast<int32_t>(2 * oh * g.width), bottom = top + static_cast<int32_t>(g.width);
+    const float* r0 = plane + top;
+    const float* r1 = plane + bottom;
+    float* v = pairs + oh * row;
+    int32_t* vi = pair_index + oh * row;
+    for (int64_t w = 0; w < row; ++w) {
+      const float a = r0[w], c = r1[w];
+      unordered |= static_cast<int32_t>(a != a) | static_cast<int32_t>(c != c);
+      v[w] = c > a ? c : a;
+      vi[w] = c > a ? bottom + static_cast<int32_t>(w) : top + static_cast<int32_t>(w);
     }
   }
+  const int64_t outputs = g.out_height * g.out_width;
+  for (int64_t o = 0; o < outputs; ++o) {
+    const float left = pairs[2 * o], right = pairs[2 * o + 1];
+    const int32_t left_index = pair_index[2 * o], right_index = pair_index[2 * o + 1];
+    const bool take_right = (right > left) | ((right == left) & (right_index < left_index));
+    out[o] = take_right ? right : left;
+    arg[o] = take_right ? right_index : left_index;
+  }
+  if (unordered == 0) return;
+  const int32_t width = static_cast<int32_t>(g.width);
+  for (int64_t oh = 0; oh < g.out_height; ++oh)
+    for (int64_t ow = 0; ow < g.out_width; ++ow) {
+      const int32_t column = static_cast<int32_t>(2 * oh * g.width + 2 * ow);
+      for (int32_t at : {column, column + 1, column + width, column + width + 1})
+        if (std::isnan(plane[at])) out[oh * g.out_width + ow] = plane[at], arg[oh * g.out_width + ow] = at;
+    }
 }
 
 void max_pool_tiled(float* y, int32_t* argmax, const float* x, const PoolGeometry& g,
                     const Pool2dOptions& o) {
   const int64_t kh_count = o.kernel_height, kw_count = o.kernel_width;
   if (kh_count == 2 && kw_count == 2) {
-#pragma omp parallel for schedule(static) if (g.planes * g.height * g.width >= kParallelGrain)
-    for (int64_t p = 0; p < g.planes; ++p)
-      max_pool_2x2(y + p * g.out_height * g.out_width, argmax + p * g.out_height * g.out_width,
-                   x + p * g.height * g.width, g);
+#pragma omp parallel if (g.planes * g.height * g.width >= kParallelGrain)
+    {
+      std::vector<float> pairs(static_cast<std::size_t>(2 * g.out_height * g.out_width));
+      std::vector<int32_t> pair_index(pairs.size());
+#pragma omp for schedule(static)
+      for (int64_t p = 0; p < g.planes; ++p)
+        max_pool_2x2(y + p * g.out_height * g.out_width, argmax + p * g.out_height * g.out_width,
+                     x + p * g.height * g.width, g, pairs.data(), pair_index.data());
+    }
     return;
   }
 #pragma omp parallel for schedule(static) if (g.planes * g.height * g.width >= kParallelGrain)
@@ -215,24 +236,24 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
   PoolGeometry g = geometry(x, options, "max_pool2d");
   const ProfileScope profile("forward", "max_pool2d", [&] { return shape_to_string(x.shape()); });
   Tensor y = Tensor::empty({x.size(0), x.size(1), g.out_height, g.out_width});
-  std::vector<int32_t> argmax(y.numel());
-  max_pool_forward(y.data(), argmax.data(), x.data(), g, options);
+  Tensor argmax = Tensor::empty(y.shape(), DType::s32);  // every element written
+  max_pool_forward(y.data(), argmax.data_as<int32_t>(), x.data(), g, options);
   if (!any_requires_grad({&x})) return y;
   const Shape& input_shape = x.shape();
-  return record(y, "max_pool2d", {x},
-                [input_shape, g, argmax = std::move(argmax)](const Tensor& grad, const Node&) {
-                  Tensor dx = Tensor::zeros(input_shape);
-                  const float* pg = grad.data();
-                  float* pdx = dx.data();
-                  const int64_t per_plane = g.out_height * g.out_width;
+  return record(y, "max_pool2d", {x}, [input_shape, g, argmax](const Tensor& grad, const Node&) {
+    Tensor dx = Tensor::zeros(input_shape);
+    const float* pg = grad.data();
+    float* pdx = dx.data();
+    const int64_t per_plane = g.out_height * g.out_width;
+    const int32_t* arg = argmax.data_as<int32_t>();
 #pragma omp parallel for schedule(static)
-                  for (int64_t p = 0; p < g.planes; ++p)
-                    for (int64_t i = 0; i < per_plane; ++i) {
-                      int64_t at = p * per_plane + i;
-                      if (argmax[at] >= 0) pdx[p * g.height * g.width + argmax[at]] += pg[at];
-                    }
-                  return std::vector<Tensor>{dx};
-                });
+    for (int64_t p = 0; p < g.planes; ++p)
+      for (int64_t i = 0; i < per_plane; ++i) {
+        int64_t at = p * per_plane + i;
+        if (arg[at] >= 0) pdx[p * g.height * g.width + arg[at]] += pg[at];
+      }
+    return std::vector<Tensor>{dx};
+  });
 }
 
 Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options, bool count_include_pad) {
