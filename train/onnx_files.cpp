@@ -14,11 +14,13 @@
 
 namespace qforge::train {
 
-std::string export_onnx_file(const RunConfig& config, const std::string& checkpoint, const std::string& out) {
+std::string export_onnx_file(const RunConfig& config, const std::string& checkpoint, const std::string& out,
+                             const quant::onnx_io::IntegerExportOptions& options) {
   TensorFile saved = load_tensor_file(checkpoint);
   if (file_kind(saved, checkpoint) == "integer_model") {
     quant::onnx_io::write_onnx(
-        quant::onnx_io::export_integer_onnx(quant::int8::IntegerModel::from_file(saved, checkpoint)), out);
+        quant::onnx_io::export_integer_onnx(quant::int8::IntegerModel::from_file(saved, checkpoint), options),
+        out);
     return "QDQ ONNX of the integer model";
   }
   nn::ModulePtr model = load_saved_model(config, checkpoint);
@@ -26,7 +28,8 @@ std::string export_onnx_file(const RunConfig& config, const std::string& checkpo
   const Shape sample =
       sample_shape(data::load_idx_folder(config.data.path, data::Split::test, config.data.normalization, 1));
   if (auto* prepared = dynamic_cast<quant::QatModel*>(model.get())) {
-    quant::onnx_io::write_onnx(quant::onnx_io::export_integer_onnx(quant::convert(*prepared, sample)), out);
+    quant::onnx_io::write_onnx(
+        quant::onnx_io::export_integer_onnx(quant::convert(*prepared, sample), options), out);
     return "QDQ ONNX of the integer model converted from the fake-quant model";
   }
   quant::onnx_io::write_onnx(quant::onnx_io::export_float_onnx(*model, sample), out);

@@ -10,14 +10,17 @@
 #include <string>
 #include <vector>
 
+#include "quant/onnx/onnx_export.h"
 #include "train/config.h"
 
 namespace qforge::train {
 
 // `qforge export`: a QAT/PTQ model (.qf, converted first) or an integer model (.qfm) as QDQ
 // ONNX, a float model (.qf) as plain ONNX. Returns what it wrote ("QDQ ONNX of the integer
-// model", ...); an error names the layer it cannot express, and nothing is written.
-std::string export_onnx_file(const RunConfig& config, const std::string& checkpoint, const std::string& out);
+// model", ...); an error names the layer it cannot express, and nothing is written. `options`
+// apply to the QDQ exports.
+std::string export_onnx_file(const RunConfig& config, const std::string& checkpoint, const std::string& out,
+                             const quant::onnx_io::IntegerExportOptions& options = {});
 
 struct ImportResult {
   std::string model_file, config_file;  // DIR/model.qf, DIR/config.json

@@ -2,8 +2,9 @@
 // onnx::checker) — the way a model leaves qforge for ONNX Runtime, TensorRT or OpenVINO.
 //   export_integer_onnx  an integer model (quant/int8/integer_model.h) as QDQ ONNX: uint8
 //                        per-tensor activations as QuantizeLinear/DequantizeLinear pairs at
-//                        exactly the places the integer model quantizes, int8 weights behind a
-//                        per-channel DequantizeLinear (axis 0, zero point 0), int32 biases with
+//                        exactly the places the integer model quantizes, the integer weights
+//                        behind a per-channel DequantizeLinear (axis 0; uint8 with zero point
+//                        128 by default, Note [Weight codes in ONNX]), int32 biases with
 //                        scale s_x·s_w[c], then Conv / Gemm / Relu / MaxPool / AveragePool /
 //                        GlobalAveragePool / Add / Flatten — ONNX Runtime's QDQ transformer
 //                        fuses them into integer kernels (QLinearConv, ...). The same scales,
@@ -37,8 +38,19 @@ class ExportError : public Error {
   using Error::Error;
 };
 
+// How the integer weights are stored in the ONNX file (Note [Weight codes in ONNX]): the same
+// values either way, q as int8 with zero point 0, or q + 128 as uint8 with zero point 128.
+enum class WeightCodes { uint8, int8 };
+
+// "uint8" or "int8" (qforge export --onnx-weights); anything else is an Error naming `what`.
+WeightCodes parse_weight_codes(const std::string& name, const std::string& what);
+
+struct IntegerExportOptions {
+  WeightCodes weights = WeightCodes::uint8;
+};
+
 // A serialized ONNX model (the bytes of a ModelProto), checked.
-std::string export_integer_onnx(const int8::IntegerModel& model);
+std::string export_integer_onnx(const int8::IntegerModel& model, const IntegerExportOptions& options = {});
 std::string export_float_onnx(nn::Module& model, const Shape& input_shape);
 
 // Runs the full check (onnx::checker::check_model, then strict shape inference with type

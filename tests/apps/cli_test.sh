@@ -31,6 +31,11 @@ expect 0 '' -- import "$tiny" --out "$tmp/tiny" --set data.dataset=idx --set dat
 expect 1 "$tmp/tiny/model.qf exists; import into another folder, or add --force" -- import "$tiny" --out "$tmp/tiny"
 expect 0 '' -- import "$tiny" --out "$tmp/tiny" --force --set data.dataset=idx --set data.path="$tmp"
 expect 1 'model.layers: unknown key|unknown key' -- import "$tiny" --out "$tmp/tiny2" --set model.layerz=1
+# ONNX export: the weights' type is uint8 or int8 (Note [Weight codes in ONNX]), nothing else,
+# and a refused command writes no file.
+expect 105 '--onnx-weights: s8 not in \{uint8,int8\}' -- export "$source/configs/lenet.json" --checkpoint "$tiny" \
+  --out "$tmp/refused.onnx" --onnx-weights s8
+[[ ! -e $tmp/refused.onnx ]] || { echo "FAILED: a refused export wrote a file"; failures=$((failures + 1)); }
 # bench's per-op profile (Note [Op profile]): the --json fields and the --profile tables, on
 # jermmy at a token duration (the numbers themselves belong to benchmarks, not tests).
 "$qforge" bench --model jermmy --seconds 0.01 --json > "$tmp/bench.json" 2>&1 &&

@@ -87,7 +87,7 @@ int count(const onnx::ModelProto& model, const std::string& op_type) {
 // Every integer conv/linear: its inputs come from DequantizeLinear (activation <- QuantizeLinear,
 // int8 weight, int32 bias) and its output goes (through a Relu) to a QuantizeLinear or is a float
 // output: the node unit ONNX Runtime's QDQ selectors take (qdq_selectors.cc, ConvNodeGroupSelector).
-void check_qdq_units(const onnx::ModelProto& model) {
+void check_qdq_units(const onnx::ModelProto& model, int weight_type = onnx::TensorProto_DataType_UINT8) {
   const Edges edges(model);
   int units = 0;
   for (const onnx::NodeProto& n : model.graph().node()) {
@@ -98,7 +98,7 @@ void check_qdq_units(const onnx::ModelProto& model) {
     CHECK(edges.made_by(n.input(0)) == "DequantizeLinear");
     CHECK(edges.made_by(edges.producer.at(n.input(0))->input(0)) == "QuantizeLinear");
     const onnx::NodeProto& weight_dq = *edges.producer.at(n.input(1));
-    CHECK(initializer(model, weight_dq.input(0)).data_type() == onnx::TensorProto_DataType_INT8);
+    CHECK(initializer(model, weight_dq.input(0)).data_type() == weight_type);
     if (n.input_size() > 2) {
       const onnx::NodeProto& bias_dq = *edges.producer.at(n.input(2));
       CHECK(bias_dq.op_type() == "DequantizeLinear");
@@ -118,46 +118,59 @@ void check_qdq_units(const onnx::ModelProto& model) {
 
 TEST_CASE(
     "ONNX export: the QDQ graph holds the integer model's weights, scales, zero points and bias levels") {
-  for (const char* name : {"lenet", "resnet8", "jermmy"}) {
-    CAPTURE(name);
-    auto prepared = calibrated(name, json::object());
-    const int8::IntegerModel integer = convert(*prepared, {1, 28, 28});
-    const std::string bytes = onnx_io::export_integer_onnx(integer);
-    CHECK_NOTHROW(onnx_io::check_onnx(bytes, name));
-    const onnx::ModelProto model = parse(bytes);
-    CHECK(model.opset_import(0).version() == 13);
-    check_qdq_units(model);
-    int layers = 0;
-    for (const auto& op : integer.ops()) {
-      const int8::LayerQuantization* layer = nullptr;
-      if (auto* conv = dynamic_cast<const int8::ConvOp*>(op.get())) layer = &conv->layer();
-      if (auto* linear = dynamic_cast<const int8::LinearOp*>(op.get())) layer = &linear->layer();
-      if (!layer) continue;
-      CAPTURE(op->name);
-      ++layers;
-      const Tensor& w = layer->weight;
-      CHECK(values_of<int8_t>(initializer(model, op->name + ".weight_quantized")) ==
-            std::vector<int8_t>(w.data_as<int8_t>(), w.data_as<int8_t>() + w.numel()));
-      CHECK(values_of<float>(initializer(model, op->name + ".weight_scale")) == layer->weight_scale);
-      CHECK(values_of<int8_t>(initializer(model, op->name + ".weight_zero_point")) ==
-            std::vector<int8_t>(layer->weight_scale.size(), 0));
-      const std::vector<int32_t> levels = bias_levels(layer->bias, layer->input.scale, layer->weight_scale);
-      CHECK(values_of<int32_t>(initializer(model, op->name + ".bias_quantized")) == levels);
-      // The integer model's bias is exactly these levels times s_x*s_w (convert put it on the grid).
-      for (std::size_t c = 0; c < levels.size(); ++c)
-        CHECK(layer->bias[c] ==
-              static_cast<float>(levels[c]) * bias_scale(layer->input.scale, layer->weight_scale[c]));
-      if (layer->output) {
-        CHECK(values_of<float>(initializer(model, op->name + ".output.scale")) ==
-              std::vector<float>{layer->output->scale});
-        CHECK(values_of<uint8_t>(initializer(model, op->name + ".output.zero_point")) ==
-              std::vector<uint8_t>{static_cast<uint8_t>(layer->output->zero_point)});
+  for (const char* name : {"lenet", "resnet8", "jermmy"})
+    for (const onnx_io::WeightCodes codes : {onnx_io::WeightCodes::uint8, onnx_io::WeightCodes::int8}) {
+      CAPTURE(name);
+      const bool as_int8 = codes == onnx_io::WeightCodes::int8;
+      CAPTURE(as_int8);
+      auto prepared = calibrated(name, json::object());
+      const int8::IntegerModel integer = convert(*prepared, {1, 28, 28});
+      const std::string bytes = onnx_io::export_integer_onnx(integer, {.weights = codes});
+      CHECK_NOTHROW(onnx_io::check_onnx(bytes, name));
+      const onnx::ModelProto model = parse(bytes);
+      CHECK(model.opset_import(0).version() == 13);
+      check_qdq_units(model, as_int8 ? onnx::TensorProto_DataType_INT8 : onnx::TensorProto_DataType_UINT8);
+      int layers = 0;
+      for (const auto& op : integer.ops()) {
+        const int8::LayerQuantization* layer = nullptr;
+        if (auto* conv = dynamic_cast<const int8::ConvOp*>(op.get())) layer = &conv->layer();
+        if (auto* linear = dynamic_cast<const int8::LinearOp*>(op.get())) layer = &linear->layer();
+        if (!layer) continue;
+        CAPTURE(op->name);
+        ++layers;
+        // The same real weights either way (Note [Weight codes in ONNX]): q with zero point 0, or
+        // q + 128 with zero point 128.
+        const Tensor& w = layer->weight;
+        const std::vector<int8_t> q(w.data_as<int8_t>(), w.data_as<int8_t>() + w.numel());
+        if (as_int8) {
+          CHECK(values_of<int8_t>(initializer(model, op->name + ".weight_quantized")) == q);
+          CHECK(values_of<int8_t>(initializer(model, op->name + ".weight_zero_point")) ==
+                std::vector<int8_t>(layer->weight_scale.size(), 0));
+        } else {
+          std::vector<uint8_t> shifted;
+          for (const int8_t v : q) shifted.push_back(static_cast<uint8_t>(int{v} + 128));
+          CHECK(values_of<uint8_t>(initializer(model, op->name + ".weight_quantized")) == shifted);
+          CHECK(values_of<uint8_t>(initializer(model, op->name + ".weight_zero_point")) ==
+                std::vector<uint8_t>(layer->weight_scale.size(), 128));
+        }
+        CHECK(values_of<float>(initializer(model, op->name + ".weight_scale")) == layer->weight_scale);
+        const std::vector<int32_t> levels = bias_levels(layer->bias, layer->input.scale, layer->weight_scale);
+        CHECK(values_of<int32_t>(initializer(model, op->name + ".bias_quantized")) == levels);
+        // The integer model's bias is exactly these levels times s_x*s_w (convert put it on the grid).
+        for (std::size_t c = 0; c < levels.size(); ++c)
+          CHECK(layer->bias[c] ==
+                static_cast<float>(levels[c]) * bias_scale(layer->input.scale, layer->weight_scale[c]));
+        if (layer->output) {
+          CHECK(values_of<float>(initializer(model, op->name + ".output.scale")) ==
+                std::vector<float>{layer->output->scale});
+          CHECK(values_of<uint8_t>(initializer(model, op->name + ".output.zero_point")) ==
+                std::vector<uint8_t>{static_cast<uint8_t>(layer->output->zero_point)});
+        }
       }
+      CHECK(layers == count(model, "Conv") + count(model, "Gemm"));
+      // 8 bits: no clamp beyond QuantizeLinear's own.
+      CHECK(count(model, "Clip") == 0);
     }
-    CHECK(layers == count(model, "Conv") + count(model, "Gemm"));
-    // 8 bits: no clamp beyond QuantizeLinear's own.
-    CHECK(count(model, "Clip") == 0);
-  }
 }
 
 TEST_CASE("ONNX export: 4- and 2-bit activations clamp to their levels before each QuantizeLinear") {
@@ -253,8 +266,20 @@ TEST_CASE("ONNX export: LSTMs in ONNX's gate order — float as LSTM, dynamic in
   CHECK(count(plain, "LSTM") == dynamic_cast<nn::LstmClassifier&>(*model).lstm->num_layers());
   const int8::IntegerModel dynamic =
       convert_dynamic(*model, parse_quant_spec(json::object(), "t.json").defaults.weight, {1, 28, 28});
-  const std::string bytes = onnx_io::export_integer_onnx(dynamic);
+  const std::string bytes = onnx_io::export_integer_onnx(dynamic, {.weights = onnx_io::WeightCodes::int8});
   CHECK_NOTHROW(onnx_io::check_onnx(bytes, "dynamic"));
+  // The default, uint8 codes: the same weights plus 128, zero points 128.
+  const onnx::ModelProto unsigned_proto = parse(onnx_io::export_integer_onnx(dynamic));
+  const std::string w_name = dynamic.ops()[0]->name + ".l0.W";
+  const std::vector<uint8_t> unsigned_codes =
+      values_of<uint8_t>(initializer(unsigned_proto, w_name + "_quantized"));
+  const std::vector<int8_t> signed_codes =
+      values_of<int8_t>(initializer(parse(bytes), w_name + "_quantized"));
+  REQUIRE(unsigned_codes.size() == signed_codes.size());
+  for (std::size_t i = 0; i < signed_codes.size(); ++i)
+    CHECK(int{unsigned_codes[i]} == int{signed_codes[i]} + 128);
+  for (const uint8_t z : values_of<uint8_t>(initializer(unsigned_proto, w_name + "_zero_point")))
+    CHECK(z == 128);
   const onnx::ModelProto model_proto = parse(bytes);
   CHECK(count(model_proto, "DynamicQuantizeLSTM") == 1);
   CHECK(count(model_proto, "MatMulInteger") == 1);  // the classifier's dynamic Linear
@@ -274,4 +299,11 @@ TEST_CASE("ONNX export: LSTMs in ONNX's gate order — float as LSTM, dynamic in
       for (int64_t c : {int64_t{0}, in - 1})
         CHECK(exported[c * gates + onnx_gate_of[g] * hidden + r] ==
               w.data_as<int8_t>()[(g * hidden + r) * in + c]);
+}
+
+TEST_CASE("ONNX export: the weight type is uint8 or int8, and anything else is refused by name") {
+  CHECK(onnx_io::parse_weight_codes("uint8", "--onnx-weights") == onnx_io::WeightCodes::uint8);
+  CHECK(onnx_io::parse_weight_codes("int8", "--onnx-weights") == onnx_io::WeightCodes::int8);
+  CHECK_THROWS_WITH_AS(onnx_io::parse_weight_codes("s8", "--onnx-weights"),
+                       doctest::Contains("--onnx-weights: \"s8\" is not a weight type"), Error);
 }
