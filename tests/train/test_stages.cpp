@@ -150,8 +150,11 @@ TEST_CASE("qat and ptq stages run from a config and record their accuracy") {
     CHECK(reloaded.accuracy == summary[stage]["accuracy"].get<double>());
     CHECK(reloaded.loss == doctest::Approx(summary[stage]["loss"].get<double>()).epsilon(1e-5));
   }
-  // A 2-bit PTQ is measurably worse than fp32 on the same model (the task is easy enough
-  // that accuracy survives, the loss does not): the simulation is real.
+  // A 2-bit PTQ measurably changes the fp32 model's loss where an 8-bit one hardly does (the
+  // task is easy enough that accuracy survives, the loss does not): the simulation is real.
+  // Not "worse": on so small a model the coarse grid can land either side (measured: 2-bit
+  // 0.140 against fp32 0.151 on an AVX2 machine, above 1.2x fp32 on an AVX-512 one; 8-bit
+  // within 0.3%).
   source["quant"]["weight"] = {{"bits", 2}};
   source["quant"]["activation"] = {{"bits", 2}};
   // On overlapping classes (brightness 15 against noise 0..120) the loss is not ~0.
@@ -171,5 +174,6 @@ TEST_CASE("qat and ptq stages run from a config and record their accuracy") {
   const double fp32_loss = eight["fp32"]["loss"], loss8 = eight["ptq"]["loss"], loss2 = two["ptq"]["loss"];
   MESSAGE("fp32 loss ", fp32_loss, ", 8-bit ptq ", loss8, ", 2-bit ptq ", loss2);
   CHECK(std::abs(loss8 - fp32_loss) < 0.1 * fp32_loss);
-  CHECK(loss2 > 1.2 * fp32_loss);
+  CHECK(std::abs(loss2 - fp32_loss) > 0.05 * fp32_loss);
+  CHECK(std::abs(loss2 - fp32_loss) > 10 * std::abs(loss8 - fp32_loss));
 }
