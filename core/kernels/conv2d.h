@@ -1,7 +1,11 @@
 // 2-D convolution kernels, NCHW activations, OIHW weights (O, C/groups, KH, KW).
 // Two backends with one contract (Note [Backends]):
 //   *_reference — im2col + GEMM, written to be read;
-//   *_onednn    — oneDNN primitives, created once per shape and cached.
+//   *_onednn    — oneDNN primitives, created once per shape and cached;
+//   *_grouped   — direct loops for groups of at most 4 channels, stride 1, no dilation
+//                 (conv2d_grouped_applies), where oneDNN runs at 2% of peak.
+// The fast backend is oneDNN, or the grouped kernels where they apply (the weight gradient
+// also for few input channels: the first layer).
 // Tests hold the two to the same outputs. Pure functions: pointers, then sizes.
 #pragma once
 
@@ -52,5 +56,13 @@ void conv2d_forward_onednn(float* y, const float* x, const float* w, const float
 void conv2d_backward_data_onednn(float* dx, const float* dy, const float* w, const Conv2dShape& s);
 void conv2d_backward_weights_onednn(float* dw, float* db, const float* dy, const float* x,
                                     const Conv2dShape& s);
+
+bool conv2d_grouped_applies(const Conv2dShape& s);
+// Only the weight gradient: at most 4 input channels per group (the first layer too).
+bool conv2d_grouped_weights_applies(const Conv2dShape& s);
+void conv2d_forward_grouped(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s);
+void conv2d_backward_data_grouped(float* dx, const float* dy, const float* w, const Conv2dShape& s);
+void conv2d_backward_weights_grouped(float* dw, float* db, const float* dy, const float* x,
+                                     const Conv2dShape& s);
 
 }  // namespace qforge::kernels

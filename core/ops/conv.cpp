@@ -37,12 +37,18 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, con
            "x", options.padding_width);
 
   // The one place a conv backend is chosen.
-  const bool is_fast = backend == Backend::fast;
-  auto forward = is_fast ? kernels::conv2d_forward_onednn : kernels::conv2d_forward_reference;
-  auto backward_data =
-      is_fast ? kernels::conv2d_backward_data_onednn : kernels::conv2d_backward_data_reference;
-  auto backward_weights =
-      is_fast ? kernels::conv2d_backward_weights_onednn : kernels::conv2d_backward_weights_reference;
+  // Fast: oneDNN, or direct loops for groups of few channels (kernels/conv2d.h).
+  const bool is_fast = backend == Backend::fast, is_grouped = is_fast && kernels::conv2d_grouped_applies(s);
+  auto forward = is_grouped ? kernels::conv2d_forward_grouped
+                 : is_fast  ? kernels::conv2d_forward_onednn
+                            : kernels::conv2d_forward_reference;
+  auto backward_data = is_grouped ? kernels::conv2d_backward_data_grouped
+                       : is_fast  ? kernels::conv2d_backward_data_onednn
+                                  : kernels::conv2d_backward_data_reference;
+  auto backward_weights = is_fast && kernels::conv2d_grouped_weights_applies(s)
+                              ? kernels::conv2d_backward_weights_grouped
+                          : is_fast ? kernels::conv2d_backward_weights_onednn
+                                    : kernels::conv2d_backward_weights_reference;
 
   // The key of this conv's time (Note [Op profile]): input, weight, stride, groups.
   auto describe = [input_shape = input.shape(), weight_shape = weight.shape(), s] {
