@@ -11,8 +11,8 @@
 //                         [--onnx-weights uint8|int8]
 //   qforge import MODEL.onnx --out DIR [--config BASE.json] [--set k=v ...] [--force]
 //   qforge inspect FILE   (.qf, .qfm, .onnx or a .json config)
-//   qforge bench [--model NAME ...] [--batch N] [--threads N] [--seconds S] [--json] [--profile] [--onnx DIR]
-//   qforge data mnist-digits [--out DIR]
+//   qforge bench [--model NAME ...] [--batch N] [--infer-batch N] [--threads N] [--seconds S] [--json]
+//   [--profile] [--onnx DIR] qforge data mnist-digits [--out DIR]
 // Every qforge::Error ends the program with one message and exit status 1; so does an
 // unknown command.
 #include <CLI/CLI.hpp>
@@ -233,14 +233,17 @@ void print_profile(const char* title, const nlohmann::json& rows) {
   std::printf("    (%.1f%% of the step in the rows above)\n", 100 * shown);
 }
 
-void run_bench(std::vector<std::string> models, int64_t batch, double seconds, bool as_json, bool profile,
-               const std::string& onnx_dir) {
+void run_bench(std::vector<std::string> models, int64_t batch, int64_t infer_batch, double seconds,
+               bool as_json, bool profile, const std::string& onnx_dir) {
   if (models.empty()) models = nn::zoo_model_names();
   const double peak = kernels::measure_fp32_peak(2048, 0.5).peak_gflops();
   if (!onnx_dir.empty()) std::filesystem::create_directories(onnx_dir);
   for (const std::string& model : models) {
-    nlohmann::json row = train::benchmark_model(
-        model, {.batch = batch, .min_seconds = seconds, .peak_gflops = peak, .onnx_dir = onnx_dir});
+    nlohmann::json row = train::benchmark_model(model, {.batch = batch,
+                                                        .infer_batch = infer_batch,
+                                                        .min_seconds = seconds,
+                                                        .peak_gflops = peak,
+                                                        .onnx_dir = onnx_dir});
     if (as_json) {
       std::cout << row.dump() << std::endl;
     } else {
@@ -403,6 +406,11 @@ int main(int argc, char** argv) {
   auto* bench = app.add_subcommand("bench", "Training and inference throughput on synthetic data");
   bench->add_option("--model", models, "Zoo model(s); default: all");
   bench->add_option("--batch", batch, "Training batch size")->check(CLI::PositiveNumber);
+  int64_t infer_batch = 256;
+  bench
+      ->add_option("--infer-batch", infer_batch,
+                   "Inference batch size (default 256; latency is always batch 1)")
+      ->check(CLI::PositiveNumber);
   bench->add_option("--threads", threads, "Thread count (default: QFORGE_THREADS or all cores)")
       ->check(CLI::PositiveNumber);
   bench->add_option("--seconds", seconds, "Minimum seconds per measurement")->check(CLI::PositiveNumber);
@@ -478,7 +486,7 @@ int main(int argc, char** argv) {
     }
     if (*convert) run_convert(load_run_config(config_path, overrides, ""), checkpoint, out);
     if (*inspect) run_inspect(file);
-    if (*bench) run_bench(models, batch, seconds, as_json, profile, onnx_dir);
+    if (*bench) run_bench(models, batch, infer_batch, seconds, as_json, profile, onnx_dir);
     if (*digits) run_mnist_digits(digits_out);
   } catch (const train::CollectiveError& error) {  // raised alike on every rank: reported once
     if (train::ProcessGroup::world().is_root()) std::fprintf(stderr, "qforge: error: %s\n", error.what());

@@ -37,8 +37,9 @@ expect 105 '--onnx-weights: s8 not in \{uint8,int8\}' -- export "$source/configs
   --out "$tmp/refused.onnx" --onnx-weights s8
 [[ ! -e $tmp/refused.onnx ]] || { echo "FAILED: a refused export wrote a file"; failures=$((failures + 1)); }
 # bench's per-op profile (Note [Op profile]): the --json fields and the --profile tables, on
-# jermmy at a token duration (the numbers themselves belong to benchmarks, not tests).
-"$qforge" bench --model jermmy --seconds 0.01 --json > "$tmp/bench.json" 2>&1 &&
+# jermmy at a token duration and small batches (the numbers themselves belong to benchmarks, not
+# tests; the sanitizer build runs this too).
+"$qforge" bench --model jermmy --seconds 0.01 --batch 8 --infer-batch 8 --json > "$tmp/bench.json" 2>&1 &&
   python3 - "$tmp/bench.json" <<'PY' || { echo "FAILED: bench --json profile: $(cat "$tmp/bench.json")"; failures=$((failures + 1)); }
 import json, sys
 row = json.loads(open(sys.argv[1]).read().splitlines()[-1])
@@ -50,8 +51,9 @@ assert all(r["ms"] >= 0 and r["calls"] >= 1 for r in train)
 assert 0.5 < sum(r["share"] for r in train) <= 1.0001
 assert any("gflops" in r and r["op"] == "conv2d" for r in row["fp32_infer_profile"])
 assert any(r["op"].startswith("fake_quantize") for r in row["qat_train_profile"])
+assert row["batch"] == 8 and row["infer_batch"] == 8, row
 PY
-"$qforge" bench --model jermmy --seconds 0.01 --profile 2>&1 | grep -q "fp32 training step, per op:" ||
+"$qforge" bench --model jermmy --seconds 0.01 --batch 8 --infer-batch 8 --profile 2>&1 | grep -q "fp32 training step, per op:" ||
   { echo "FAILED: bench --profile prints no table"; failures=$((failures + 1)); }
 ((failures == 0)) && echo "cli: all checks passed"
 exit $((failures > 0))
