@@ -53,7 +53,11 @@ assert any("gflops" in r and r["op"] == "conv2d" for r in row["fp32_infer_profil
 assert any(r["op"].startswith("fake_quantize") for r in row["qat_train_profile"])
 assert row["batch"] == 8 and row["infer_batch"] == 8, row
 PY
-"$qforge" bench --model jermmy --seconds 0.01 --batch 8 --infer-batch 8 --profile 2>&1 | grep -q "fp32 training step, per op:" ||
+# The whole output first: grep -q would stop reading at the match, and under pipefail the bench
+# writing its remaining rows into the closed pipe (SIGPIPE) failed the check now and then.
+profile_table=$("$qforge" bench --model jermmy --seconds 0.01 --batch 8 --infer-batch 8 --profile 2>&1) ||
+  { echo "FAILED: bench --profile exited non-zero"; failures=$((failures + 1)); }
+grep -q "fp32 training step, per op:" <<<"$profile_table" ||
   { echo "FAILED: bench --profile prints no table"; failures=$((failures + 1)); }
 ((failures == 0)) && echo "cli: all checks passed"
 exit $((failures > 0))
