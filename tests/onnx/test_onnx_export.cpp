@@ -19,6 +19,7 @@
 #include "quant/convert.h"
 #include "quant/int8/integer_ops.h"
 #include "quant/int8/lstm_ops.h"
+#include "quant/int8/requantize.h"
 #include "quant/onnx/onnx_export.h"
 #include "quant/prepare.h"
 #include "quant/quant_params.h"
@@ -173,13 +174,36 @@ TEST_CASE(
     }
 }
 
-TEST_CASE("ONNX export: 4- and 2-bit activations clamp to their levels before each QuantizeLinear") {
+// Note [Sub-8-bit layers in ONNX]: a conv or linear layer with a sub-8-bit output is its integer
+// arithmetic (ConvInteger / MatMulInteger, then the requantization's float steps); every other
+// quantize of a narrow range clamps to its levels before its QuantizeLinear.
+TEST_CASE("ONNX export: 4- and 2-bit layers are exported as integer arithmetic, clamped to their levels") {
   for (int bits : {4, 2}) {
     CAPTURE(bits);
     auto prepared = calibrated("lenet", {{"weight", {{"bits", bits}}}, {"activation", {{"bits", bits}}}});
     const int8::IntegerModel integer = convert(*prepared, {1, 28, 28});
     const onnx::ModelProto model = parse(onnx_io::export_integer_onnx(integer));
-    CHECK(count(model, "Clip") > 0);
+    CHECK_NOTHROW(onnx_io::check_onnx(onnx_io::export_integer_onnx(integer), "lenet"));
+    int narrow = 0, wide = 0;
+    for (const auto& op : integer.ops()) {
+      const int8::LayerQuantization* layer = nullptr;
+      if (auto* conv = dynamic_cast<const int8::ConvOp*>(op.get())) layer = &conv->layer();
+      if (auto* linear = dynamic_cast<const int8::LinearOp*>(op.get())) layer = &linear->layer();
+      if (!layer) continue;
+      const bool is_narrow = layer->output && layer->output->quant_max - layer->output->quant_min < 255;
+      (is_narrow ? narrow : wide)++;
+      if (!is_narrow) continue;
+      // The requantization's constants are the integer model's own (make_requantization).
+      const int8::OutputStage stage = int8::make_requantization(layer->input, layer->weight_scale,
+                                                                layer->bias, *layer->output, layer->has_relu);
+      CAPTURE(op->name);
+      CHECK(values_of<float>(initializer(model, op->name + ".multiplier")) == stage.multiplier);
+      CHECK(values_of<float>(initializer(model, op->name + ".requantize_bias")) == stage.bias);
+    }
+    CHECK(narrow > 0);
+    CHECK(count(model, "ConvInteger") + count(model, "MatMulInteger") == narrow);
+    CHECK(count(model, "Conv") + count(model, "Gemm") == wide);
+    CHECK(count(model, "Round") == narrow);
     const Edges edges(model);
     // Every QuantizeLinear clamps first, unless it re-quantizes a pool's or flatten's output on its input's
     // grid.
@@ -191,12 +215,18 @@ TEST_CASE("ONNX export: 4- and 2-bit activations clamp to their levels before ea
       }
     for (const onnx::NodeProto& n : model.graph().node()) {
       if (n.op_type() != "Clip") continue;
-      // [ (qmin - z)·s, (qmax - z)·s ]: the clamp spans exactly 2^bits levels of the next quantize.
+      CAPTURE(n.name());
       const float lo = values_of<float>(initializer(model, n.input(1)))[0];
       const float hi = values_of<float>(initializer(model, n.input(2)))[0];
-      const onnx::NodeProto& q = *edges.consumers.at(n.output(0)).at(0);
-      REQUIRE(q.op_type() == "QuantizeLinear");
-      const float scale = values_of<float>(initializer(model, q.input(1)))[0];
+      const onnx::NodeProto& next = *edges.consumers.at(n.output(0)).at(0);
+      if (next.op_type() == "Cast") {  // an integer layer's rounded levels: [qmin, qmax] itself
+        CHECK(edges.made_by(n.input(0)) == "Round");
+        CHECK(hi - lo == static_cast<float>((1 << bits) - 1));
+        continue;
+      }
+      // [ (qmin - z)·s, (qmax - z)·s ]: the clamp spans exactly 2^bits levels of the next quantize.
+      REQUIRE(next.op_type() == "QuantizeLinear");
+      const float scale = values_of<float>(initializer(model, next.input(1)))[0];
       CHECK((hi - lo) / scale == doctest::Approx((1 << bits) - 1).epsilon(1e-4));
     }
   }
