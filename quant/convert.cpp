@@ -498,4 +498,11 @@ int8::IntegerModel convert_dynamic(nn::Module& model, const QuantizerSpec& weigh
   return integer;
 }
 
+int8::LayerQuantization deployed_layer(const FakeQuantize& weight_quant, const Tensor& weight,
+                                       const Tensor& bias, const FakeQuantize& input_quant,
+                                       FakeQuantize* output_quant, bool has_relu, const std::string& where) {
+  return quantize_layer(true, weight_quant, weight, bias, activation_of(input_quant, where + " (input)"),
+                        output_quant, has_relu, where);
+}
+
 }  // namespace qforge::quant

@@ -39,6 +39,8 @@ class FakeQuantize : public nn::Module {
   void set_statistics_reducer(const StatisticsReducer* reducer);
   bool can_reduce_statistics() const;
   bool is_fake_quantizing() const { return is_fake_quantizing_; }
+  // Whether the next forward updates the observer (training, or calibration in eval).
+  bool is_observing_now() const { return is_observing_ && (is_training() || is_observing_in_eval_); }
   QuantParams qparams() const;  // the current scale and zero point
   // Whether the parameters come from data (an observer saw some, or LSQ was initialized).
   bool is_calibrated() const;

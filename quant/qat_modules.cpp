@@ -1,6 +1,9 @@
 #include "quant/qat_modules.h"
 
 #include <algorithm>
+#include <cmath>
+#include <functional>
+#include <optional>
 #include <utility>
 
 #include "core/autograd.h"
@@ -10,8 +13,11 @@
 #include "nn/linear.h"
 #include "nn/simple_layers.h"
 #include "quant/bn_folding.h"
+#include "quant/convert.h"
 #include "quant/fake_quantize.h"
+#include "quant/int8/integer_ops.h"
 #include "quant/int8/kernels.h"
+#include "quant/int8/requantize.h"
 
 namespace qforge::quant {
 
@@ -50,6 +56,109 @@ Tensor deployed_bias(const Tensor& bias, const FakeQuantize& input_quant, const 
       quantize_bias(bias.to_vector(), input_quant.qparams().scale[0], weight_quant.qparams().scale);
   return Tensor::from_vector({static_cast<int64_t>(rounded.size())}, rounded);
 }
+
+// Note [The simulation runs the deployed arithmetic]
+// Evaluated without gradients, a calibrated conv or linear layer computes its output as the
+// integer runtime does (Note [Requantization], quant/int8/requantize.h), on float tensors in
+// the simulation's layout: the input's levels q − z recovered from its fake-quantized values
+// (f32((q − z)·s)·f32(1/s) lies within 1e-4 of the integer q − z for |q − z| <= 255), the weights'
+// int8 codes as convert makes them (deployed_layer), the accumulator Σ (q − z)·w as a float
+// convolution of those integers — exact, because every partial sum is an integer of
+// magnitude at most max|q − z|·max_j Σ|w_j| < 2^24 (checked per call; above it the float
+// formula runs) — then the requantization's float operations on the accumulator, element
+// by element. PyTorch's simulation instead rounds a float sum of dequantized products: for
+// values within a float ulp of a rounding tie it lands on the other side than the integer
+// accumulator, and where images have constant regions (Fashion-MNIST's black background)
+// the same near-tie value recurs at every such position of every image — at 4 bits resnet20's
+// integer model agreed with that simulation on 97.7% of test images, and here on all of
+// them. Training, calibration (an observer watching the output), learned-rounding passes
+// and anything that needs gradients keep the float formula: the gradient is the float
+// layer's, and the two formulas differ only at ties.
+struct Deployed {
+  int8::LayerQuantization layer;
+  int8::OutputStage stage;
+};
+
+std::optional<Deployed> deployed_arithmetic(const nn::Module& module, const FakeQuantize* weight_quant,
+                                            const FakeQuantize* input_quant, FakeQuantize* output_quant,
+                                            const Tensor& weight, const Tensor& bias, bool has_relu,
+                                            std::initializer_list<const Tensor*> inputs) {
+  if (!runs_as_deployed(module, weight_quant, input_quant) || any_requires_grad(inputs)) return std::nullopt;
+  if (output_quant && (!output_quant->is_fake_quantizing() || output_quant->is_observing_now() ||
+                       !output_quant->is_calibrated()))
+    return std::nullopt;
+  Deployed d;
+  try {
+    d.layer = deployed_layer(*weight_quant, weight, bias, *input_quant, output_quant, has_relu, "simulation");
+  } catch (const ConvertError&) {  // not runnable as integers: the simulation's float formula
+    return std::nullopt;
+  }
+  const int8::LayerQuantization& q = d.layer;
+  d.stage = q.output ? int8::make_requantization(q.input, q.weight_scale, q.bias, *q.output, q.has_relu)
+                     : int8::make_dequantization(q.input, q.weight_scale, q.bias, q.has_relu);
+  return d;
+}
+
+// The deployed layer on `input` (fake-quantized values on the input quantizer's grid):
+// `op` is the float conv or linear of the levels with the codes; nullopt when an
+// accumulator could leave float's exact integers.
+std::optional<Tensor> run_deployed(const Deployed& d, const Tensor& input,
+                                   const std::function<Tensor(const Tensor&, const Tensor&)>& op) {
+  const int8::LayerQuantization& q = d.layer;
+  const int64_t out_channels = q.weight.size(0), per_channel = q.weight.numel() / out_channels;
+  Tensor weight = Tensor::empty(q.weight.shape());
+  const int8_t* codes = q.weight.data_as<int8_t>();
+  double widest = 0;  // max_j Σ|w_j|
+  for (int64_t j = 0; j < out_channels; ++j) {
+    double sum = 0;
+    for (int64_t k = 0; k < per_channel; ++k) {
+      const int8_t w = codes[j * per_channel + k];
+      weight.data()[j * per_channel + k] = static_cast<float>(w);
+      sum += std::abs(static_cast<int>(w));
+    }
+    widest = std::max(widest, sum);
+  }
+  const Tensor& x = input;
+  Tensor levels = Tensor::empty(x.shape());
+  const float inverse_scale = 1.0f / q.input.scale;  // x·(1/s) is within 1e-4 of q − z: rint is exact
+  float largest = 0;
+  int64_t non_finite = 0;  // a NaN or Inf input: the float formula says what it does
+  const int64_t count = x.numel();
+  const float* in = x.data();
+  float* out_levels = levels.data();
+#pragma omp parallel for reduction(max : largest) reduction(+ : non_finite) schedule(static) if (count >= (1 << 16))
+  for (int64_t i = 0; i < count; ++i) {
+    const float level = std::nearbyint(in[i] * inverse_scale);
+    out_levels[i] = level;
+    const float magnitude = std::fabs(level);
+    non_finite += !(magnitude <= 3.0e38f);
+    largest = std::max(largest, magnitude <= 3.0e38f ? magnitude : 0.0f);
+  }
+  if (non_finite > 0 || !(static_cast<double>(largest) * widest < 16777216.0)) return std::nullopt;
+  const Tensor acc = op(levels, weight);
+  // acc is (N, O) or (N, O, H, W): rows of `inner` values per (image, channel j).
+  const int64_t inner = acc.numel() / (acc.size(0) * out_channels), rows = acc.numel() / inner;
+  Tensor y = Tensor::empty(acc.shape());
+  const int8::OutputStage& s = d.stage;
+  const float out_scale = q.output ? q.output->scale : 0.0f;
+  const float* sums = acc.data();
+  float* out = y.data();
+#pragma omp parallel for schedule(static) if (acc.numel() >= (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t j = r % out_channels;
+    const float multiplier = s.multiplier[j], bias = s.bias[j];
+    for (int64_t i = r * inner; i < (r + 1) * inner; ++i) {
+      const auto a = static_cast<int32_t>(sums[i]);
+      if (s.is_float_output) {
+        out[i] = int8::dequantize_accumulator(a, multiplier, bias, s.has_relu);
+      } else {
+        const uint8_t level = int8::requantize_one(a, multiplier, bias, s);
+        out[i] = static_cast<float>(static_cast<int32_t>(level) - s.zero_point) * out_scale;
+      }
+    }
+  }
+  return y;
+}
 }  // namespace
 
 Tensor QatConv2d::forward(const Tensor& input) {
@@ -59,6 +168,13 @@ Tensor QatConv2d::forward(const Tensor& input) {
   if (runs_as_deployed(*this, weight_quant.get(), input_quant.get())) {
     // As convert deploys it: the folded conv, fake-quantized weights, the bias on its int32 grid.
     auto [weight, bias] = folded_weight_and_bias();
+    if (auto deployed = deployed_arithmetic(*this, weight_quant.get(), input_quant.get(), output_quant.get(),
+                                            weight, bias, has_relu, {&input, &weight, &bias})) {
+      auto exact = run_deployed(*deployed, input, [&](const Tensor& levels, const Tensor& codes) {
+        return conv2d(levels, codes, Tensor(), conv->options);
+      });
+      if (exact) return *exact;
+    }
     y = conv2d(input, quantized(weight), deployed_bias(bias, *input_quant, *weight_quant), conv->options);
   } else if (bn) {
     const Tensor factor = bn_folding_factor(*bn);
@@ -97,6 +213,13 @@ Tensor QatLinear::forward(const Tensor& input) {
   if (input_probe) input_probe(input);
   const Tensor weight = weight_quant ? weight_quant->forward(linear->weight) : linear->weight;
   Tensor bias = linear->bias;
+  if (auto deployed = deployed_arithmetic(*this, weight_quant.get(), input_quant.get(), output_quant.get(),
+                                          linear->weight, bias, has_relu, {&input, &linear->weight, &bias})) {
+    auto exact = run_deployed(*deployed, input, [](const Tensor& levels, const Tensor& codes) {
+      return qforge::linear(levels, codes);
+    });
+    if (exact) return *exact;
+  }
   if (bias.defined() && runs_as_deployed(*this, weight_quant.get(), input_quant.get()))
     bias = deployed_bias(linear->bias.detach(), *input_quant, *weight_quant);
   Tensor y = qforge::linear(input, weight, bias);

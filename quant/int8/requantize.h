@@ -21,10 +21,11 @@
 // ulp of a .5 tie, or an exact tie with an odd zy, rounds the other way, so the two
 // formulas differ by 1 on about 1e-5 of outputs (and on many outputs when the scales are
 // powers of two and ties are exact).
-// The fake-quant simulation (quant/fake_quantize.h) rounds x·(1/sy) then adds zy, on a
-// float sum taken in another order: it can differ from either formula by 1 on outputs
-// within a float ulp of a tie, which is why simulation and deployment agree on ≥ 99.8 %
-// of predictions rather than on every logit.
+// Fake quantization (quant/fake_quantize.h) rounds x·(1/sy) then adds zy, on a float sum
+// of dequantized products: it can differ from either formula by 1 on outputs within a float
+// ulp of a tie. So an evaluated conv or linear layer of the simulation runs this very
+// formula on an exact accumulator instead (Note [The simulation runs the deployed
+// arithmetic], quant/qat_modules.cpp), and simulation and deployment give the same logits.
 // Sub-8-bit layers use the same kernels with their own clamps (quant_min, quant_max).
 #pragma once
 
