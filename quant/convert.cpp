@@ -500,9 +500,10 @@ int8::IntegerModel convert_dynamic(nn::Module& model, const QuantizerSpec& weigh
 
 int8::LayerQuantization deployed_layer(const FakeQuantize& weight_quant, const Tensor& weight,
                                        const Tensor& bias, const FakeQuantize& input_quant,
-                                       FakeQuantize* output_quant, bool has_relu, const std::string& where) {
-  return quantize_layer(true, weight_quant, weight, bias, activation_of(input_quant, where + " (input)"),
-                        output_quant, has_relu, where);
+                                       FakeQuantize* output_quant, bool has_relu, const std::string& where,
+                                       bool round_bias) {
+  return quantize_layer(round_bias, weight_quant, weight, bias,
+                        activation_of(input_quant, where + " (input)"), output_quant, has_relu, where);
 }
 
 }  // namespace qforge::quant

@@ -25,13 +25,15 @@ class ConvertError : public Error {
   using Error::Error;
 };
 
-// How convert deploys one conv or linear layer (the simulation's eval mode runs it so: Note
+// How convert deploys one conv or linear layer, or an LSTM's gate product (round_bias false:
+// its bias stays float) (the simulation's eval mode runs it so: Note
 // [The simulation runs the deployed arithmetic], qat_modules.cpp): the int8 weight codes and
 // scales, the bias on the accumulator's grid, and the input and output quantization. Throws
 // ConvertError, naming `where`, for what the runtime cannot run.
 int8::LayerQuantization deployed_layer(const FakeQuantize& weight_quant, const Tensor& weight,
                                        const Tensor& bias, const FakeQuantize& input_quant,
-                                       FakeQuantize* output_quant, bool has_relu, const std::string& where);
+                                       FakeQuantize* output_quant, bool has_relu, const std::string& where,
+                                       bool round_bias = true);
 
 // input_shape: one sample's shape as the float model takes it, e.g. (1,28,28).
 int8::IntegerModel convert(QatModel& model, const Shape& input_shape);

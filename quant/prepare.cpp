@@ -92,6 +92,7 @@ void rewrite(nn::Module& parent, const std::string& prefix, Walk& walk) {
         continue;
       }
       auto quantized = std::make_shared<QatLSTM>(lstm, q);
+      quantized->input_quant = walk.current;
       parent.replace_child(i - 1, quantized);
       walk.current = quantized->hidden_quant.back();
       continue;

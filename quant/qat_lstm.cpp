@@ -1,6 +1,10 @@
 #include "quant/qat_lstm.h"
 
+#include <optional>
+
+#include "core/autograd.h"
 #include "core/ops.h"
+#include "quant/qat_modules.h"
 
 namespace qforge::quant {
 
@@ -30,14 +34,38 @@ nn::LstmOutput QatLSTM::forward_sequence(const Tensor& x, const Tensor& h0, cons
   for (int64_t layer = 0; layer < num_layers(); ++layer) {
     const Tensor w_ih = weight_ih_quant[layer]->forward(lstm->weight_ih[layer]);  // (4H,in)
     const Tensor w_hh = weight_hh_quant[layer]->forward(lstm->weight_hh[layer]);  // (4H,H)
+    // Evaluated, the two gate products as the integer LSTM computes them (float biases, as
+    // convert deploys them) when the quantizers they read hold still for the whole sequence.
+    FakeQuantize* reads = layer == 0 ? input_quant.get() : hidden_quant[layer - 1].get();
+    auto settled = [](const FakeQuantize* q) {
+      return q && q->is_fake_quantizing() && q->is_calibrated() && !q->is_observing_now();
+    };
+    std::optional<Deployed> input_product, hidden_product;
+    if (settled(reads) && settled(gates_quant[layer].get()) && settled(hidden_quant[layer].get())) {
+      input_product = deployed_arithmetic(*this, weight_ih_quant[layer].get(), reads, nullptr,
+                                          lstm->weight_ih[layer], lstm->bias_ih[layer], false,
+                                          {&x, &lstm->weight_ih[layer], &lstm->bias_ih[layer]}, false);
+      hidden_product = deployed_arithmetic(*this, weight_hh_quant[layer].get(), hidden_quant[layer].get(),
+                                           nullptr, lstm->weight_hh[layer], lstm->bias_hh[layer], false,
+                                           {&h0, &lstm->weight_hh[layer], &lstm->bias_hh[layer]}, false);
+    }
+    auto product = [](const std::optional<Deployed>& deployed, const Tensor& input, const Tensor& weight,
+                      const Tensor& bias) {
+      if (deployed)
+        if (auto exact = run_deployed(*deployed, input, [](const Tensor& levels, const Tensor& codes) {
+              return linear(levels, codes);
+            }))
+          return *exact;
+      return linear(input, weight, bias);
+    };
     auto [h, c] = lstm->initial_state(h0, c0, layer, batch);
     const int64_t features = layer_input.size(2);
     std::vector<Tensor> outputs;
     for (int64_t t = 0; t < steps; ++t) {
       Tensor x_t = reshape(slice(layer_input, 1, t, t + 1), {batch, features});
-      Tensor gates =
-          add(linear(x_t, w_ih, lstm->bias_ih[layer]), linear(h, w_hh, lstm->bias_hh[layer]));  // (B,4H)
-      Tensor hc = lstm_cell(gates_quant[layer]->forward(gates), c);                             // (B,2H)
+      Tensor gates = add(product(input_product, x_t, w_ih, lstm->bias_ih[layer]),
+                         product(hidden_product, h, w_hh, lstm->bias_hh[layer]));  // (B,4H)
+      Tensor hc = lstm_cell(gates_quant[layer]->forward(gates), c);                // (B,2H)
       h = hidden_quant[layer]->forward(slice(hc, 1, 0, hidden));
       c = slice(hc, 1, hidden, 2 * hidden);
       outputs.push_back(reshape(h, {batch, 1, hidden}));

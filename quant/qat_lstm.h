@@ -26,6 +26,10 @@ class QatLSTM : public nn::RecurrentLayer {
 
   std::shared_ptr<nn::LSTM> lstm;
   std::vector<std::shared_ptr<FakeQuantize>> weight_ih_quant, weight_hh_quant, gates_quant, hidden_quant;
+  // The quantizer that produced the input (the layer before's: not a child); null when the
+  // input is float. Evaluated, the gate products then run as deployed (Note [The simulation
+  // runs the deployed arithmetic], qat_modules.cpp).
+  std::shared_ptr<FakeQuantize> input_quant;
 };
 
 }  // namespace qforge::quant

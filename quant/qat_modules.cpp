@@ -57,13 +57,15 @@ Tensor deployed_bias(const Tensor& bias, const FakeQuantize& input_quant, const 
   return Tensor::from_vector({static_cast<int64_t>(rounded.size())}, rounded);
 }
 
+}  // namespace
+
 // Note [The simulation runs the deployed arithmetic]
-// Evaluated without gradients, a calibrated conv or linear layer computes its output as the
-// integer runtime does (Note [Requantization], quant/int8/requantize.h), on float tensors in
-// the simulation's layout: the input's levels q − z recovered from its fake-quantized values
-// (f32((q − z)·s)·f32(1/s) lies within 1e-4 of the integer q − z for |q − z| <= 255), the weights'
-// int8 codes as convert makes them (deployed_layer), the accumulator Σ (q − z)·w as a float
-// convolution of those integers — exact, because every partial sum is an integer of
+// Evaluated without gradients, a calibrated conv or linear layer (and each gate product of
+// the static LSTM, quant/qat_lstm.cpp) computes its output as the integer runtime does (Note
+// [Requantization], quant/int8/requantize.h), on float tensors in the simulation's layout: the input's levels
+// q − z recovered from its fake-quantized values (f32((q − z)·s)·f32(1/s) lies within 1e-4 of the integer q −
+// z for |q − z| <= 255), the weights' int8 codes as convert makes them (deployed_layer), the accumulator Σ (q
+// − z)·w as a float convolution of those integers — exact, because every partial sum is an integer of
 // magnitude at most max|q − z|·max_j Σ|w_j| < 2^24 (checked per call; above it the float
 // formula runs) — then the requantization's float operations on the accumulator, element
 // by element. PyTorch's simulation instead rounds a float sum of dequantized products: for
@@ -74,22 +76,18 @@ Tensor deployed_bias(const Tensor& bias, const FakeQuantize& input_quant, const 
 // them. Training, calibration (an observer watching the output), learned-rounding passes
 // and anything that needs gradients keep the float formula: the gradient is the float
 // layer's, and the two formulas differ only at ties.
-struct Deployed {
-  int8::LayerQuantization layer;
-  int8::OutputStage stage;
-};
-
 std::optional<Deployed> deployed_arithmetic(const nn::Module& module, const FakeQuantize* weight_quant,
                                             const FakeQuantize* input_quant, FakeQuantize* output_quant,
                                             const Tensor& weight, const Tensor& bias, bool has_relu,
-                                            std::initializer_list<const Tensor*> inputs) {
+                                            std::initializer_list<const Tensor*> inputs, bool round_bias) {
   if (!runs_as_deployed(module, weight_quant, input_quant) || any_requires_grad(inputs)) return std::nullopt;
   if (output_quant && (!output_quant->is_fake_quantizing() || output_quant->is_observing_now() ||
                        !output_quant->is_calibrated()))
     return std::nullopt;
   Deployed d;
   try {
-    d.layer = deployed_layer(*weight_quant, weight, bias, *input_quant, output_quant, has_relu, "simulation");
+    d.layer = deployed_layer(*weight_quant, weight, bias, *input_quant, output_quant, has_relu, "simulation",
+                             round_bias);
   } catch (const ConvertError&) {  // not runnable as integers: the simulation's float formula
     return std::nullopt;
   }
@@ -159,7 +157,6 @@ std::optional<Tensor> run_deployed(const Deployed& d, const Tensor& input,
   }
   return y;
 }
-}  // namespace
 
 Tensor QatConv2d::forward(const Tensor& input) {
   if (input_probe) input_probe(input);

@@ -12,11 +12,15 @@
 #pragma once
 
 #include <functional>
+#include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "nn/module.h"
 #include "quant/fake_quantize_module.h"
+#include "quant/int8/integer_ops.h"
+#include "quant/int8/requantize.h"
 #include "quant/qconfig.h"
 
 namespace qforge::nn {
@@ -90,6 +94,30 @@ class QatAvgPool2d : public nn::Module {
   nn::ModulePtr pool;  // AvgPool2d or AdaptiveAvgPool2d
   std::shared_ptr<FakeQuantize> source;
 };
+
+// A conv, linear or LSTM product as the integer runtime computes it (Note [The simulation
+// runs the deployed arithmetic], qat_modules.cpp): the layer's deployed quantization, and its
+// output stage.
+struct Deployed {
+  int8::LayerQuantization layer;
+  int8::OutputStage stage;
+};
+
+// `module`'s product as deployed, or nullopt when it must run the float formula: in
+// training, with gradients wanted for any of `inputs`, an uncalibrated or observing
+// quantizer, or what convert refuses. round_bias: the bias on the accumulator's grid (conv
+// and linear) or float (the LSTM's gate products), as convert deploys it.
+std::optional<Deployed> deployed_arithmetic(const nn::Module& module, const FakeQuantize* weight_quant,
+                                            const FakeQuantize* input_quant, FakeQuantize* output_quant,
+                                            const Tensor& weight, const Tensor& bias, bool has_relu,
+                                            std::initializer_list<const Tensor*> inputs,
+                                            bool round_bias = true);
+
+// The deployed product on `input` (fake-quantized values on the input quantizer's grid): `op`
+// is the float conv or linear of the levels with the codes; nullopt when an accumulator could
+// leave float's exact integers.
+std::optional<Tensor> run_deployed(const Deployed& deployed, const Tensor& input,
+                                   const std::function<Tensor(const Tensor&, const Tensor&)>& op);
 
 // The prepared model: input quantization, then the (rewritten) float model.
 class QatModel : public nn::Module {

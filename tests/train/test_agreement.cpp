@@ -1,7 +1,6 @@
 // The simulation is the deployment — for every configuration a user can write. For every
 // zoo model and two layer-list models, on real Fashion-MNIST test images: the integer model
-// converted from the fake-quant model must give the same prediction on every image (>= 99%
-// for the static LSTM, whose simulation sums its gates in float), or
+// converted from the fake-quant model must give the same prediction on every image, or
 // the conversion must be refused with a ConvertError naming the layer. The configurations
 // are generated from the model's own layer list (quant::overridable_layers): each layer kept
 // in float in turn, the input and output overrides; 8/4/2-bit weights and activations,
@@ -362,11 +361,9 @@ TEST_CASE(
       const Agreement agreement =
           compare_models([&](const Tensor& x) { return integer.forward(x); },
                          [&](const Tensor& x) { return prepared->forward(x); }, datasets.test, 300);
-      // Conv and linear layers simulate the deployed arithmetic (Note [The simulation runs the
-      // deployed arithmetic], quant/qat_modules.cpp): every prediction is the integer model's.
-      // The static LSTM's simulation still sums its gates in float (>= 99%).
-      const double bar = model_case.name == "lstm" ? 0.99 : 1.0;
-      CHECK_MESSAGE(agreement.identical_predictions >= bar, "identical predictions ",
+      // Conv, linear and LSTM layers simulate the deployed arithmetic (Note [The simulation runs
+      // the deployed arithmetic], quant/qat_modules.cpp): every prediction is the integer model's.
+      CHECK_MESSAGE(agreement.identical_predictions == 1.0, "identical predictions ",
                     agreement.identical_predictions, ", fake quant ", agreement.b.accuracy, ", int8 ",
                     agreement.a.accuracy, ", largest logit difference ", agreement.max_logit_difference);
       ++outcome.converted;
