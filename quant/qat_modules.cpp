@@ -61,21 +61,24 @@ Tensor deployed_bias(const Tensor& bias, const FakeQuantize& input_quant, const 
 
 // Note [The simulation runs the deployed arithmetic]
 // Evaluated without gradients, a calibrated conv or linear layer (and each gate product of
-// the static LSTM, quant/qat_lstm.cpp) computes its output as the integer runtime does (Note
-// [Requantization], quant/int8/requantize.h), on float tensors in the simulation's layout: the input's levels
-// q − z recovered from its fake-quantized values (f32((q − z)·s)·f32(1/s) lies within 1e-4 of the integer q −
-// z for |q − z| <= 255), the weights' int8 codes as convert makes them (deployed_layer), the accumulator Σ (q
-// − z)·w as a float convolution of those integers — exact, because every partial sum is an integer of
-// magnitude at most max|q − z|·max_j Σ|w_j| < 2^24 (checked per call; above it the float
-// formula runs) — then the requantization's float operations on the accumulator, element
-// by element. PyTorch's simulation instead rounds a float sum of dequantized products: for
-// values within a float ulp of a rounding tie it lands on the other side than the integer
-// accumulator, and where images have constant regions (Fashion-MNIST's black background)
-// the same near-tie value recurs at every such position of every image — at 4 bits resnet20's
-// integer model agreed with that simulation on 97.7% of test images, and here on all of
-// them. Training, calibration (an observer watching the output), learned-rounding passes
-// and anything that needs gradients keep the float formula: the gradient is the float
-// layer's, and the two formulas differ only at ties.
+// the static LSTM, quant/qat_lstm.cpp) computes its output as the integer runtime does
+// (Note [Requantization], quant/int8/requantize.h), on float tensors in the simulation's
+// layout:
+//   - the input's levels q − z, recovered from its fake-quantized values (f32((q − z)·s)
+//     times f32(1/s) lies within 1e-4 of the integer for |q − z| <= 255);
+//   - the weights' int8 codes as convert makes them (deployed_layer);
+//   - the accumulator Σ (q − z)·w as a float convolution of those integers, exact because
+//     every partial sum is an integer of magnitude at most max|q − z|·max_j Σ|w_j| < 2^24
+//     (checked per call; above it the float formula runs);
+//   - the requantization's float operations on the accumulator, element by element.
+// PyTorch's simulation instead rounds a float sum of dequantized products: for values within
+// a float ulp of a rounding tie it lands on the other side than the integer accumulator, and
+// where images have constant regions (Fashion-MNIST's black background) the same near-tie
+// value recurs at every such position of every image — at 4 bits resnet20's integer model
+// agreed with that simulation on 97.7% of test images, and here on all of them. Training,
+// calibration (an observer watching the output), learned-rounding passes and anything that
+// needs gradients keep the float formula: the gradient is the float layer's, and the two
+// formulas differ only at ties.
 std::optional<Deployed> deployed_arithmetic(const nn::Module& module, const FakeQuantize* weight_quant,
                                             const FakeQuantize* input_quant, FakeQuantize* output_quant,
                                             const Tensor& weight, const Tensor& bias, bool has_relu,
@@ -134,6 +137,7 @@ std::optional<Tensor> run_deployed(const Deployed& d, const Tensor& input,
   }
   if (non_finite > 0 || !(static_cast<double>(largest) * widest < 16777216.0)) return std::nullopt;
   const Tensor acc = op(levels, weight);
+  if (acc.numel() == 0) return acc;  // an empty batch
   // acc is (N, O) or (N, O, H, W): rows of `inner` values per (image, channel j).
   const int64_t inner = acc.numel() / (acc.size(0) * out_channels), rows = acc.numel() / inner;
   Tensor y = Tensor::empty(acc.shape());
