@@ -97,6 +97,20 @@ std::optional<Deployed> deployed_arithmetic(const nn::Module& module, const Fake
   const int8::LayerQuantization& q = d.layer;
   d.stage = q.output ? int8::make_requantization(q.input, q.weight_scale, q.bias, *q.output, q.has_relu)
                      : int8::make_dequantization(q.input, q.weight_scale, q.bias, q.has_relu);
+  // The codes as float once, not on every call (the LSTM runs its products at every time step).
+  const int64_t out_channels = q.weight.size(0), per_channel = q.weight.numel() / out_channels;
+  d.codes = Tensor::empty(q.weight.shape());
+  const int8_t* codes = q.weight.data_as<int8_t>();
+  float* as_float = d.codes.data();
+  for (int64_t j = 0; j < out_channels; ++j) {
+    double sum = 0;
+    for (int64_t k = 0; k < per_channel; ++k) {
+      const int8_t w = codes[j * per_channel + k];
+      as_float[j * per_channel + k] = static_cast<float>(w);
+      sum += std::abs(static_cast<int>(w));
+    }
+    d.widest = std::max(d.widest, sum);
+  }
   return d;
 }
 
@@ -106,19 +120,7 @@ std::optional<Deployed> deployed_arithmetic(const nn::Module& module, const Fake
 std::optional<Tensor> run_deployed(const Deployed& d, const Tensor& input,
                                    const std::function<Tensor(const Tensor&, const Tensor&)>& op) {
   const int8::LayerQuantization& q = d.layer;
-  const int64_t out_channels = q.weight.size(0), per_channel = q.weight.numel() / out_channels;
-  Tensor weight = Tensor::empty(q.weight.shape());
-  const int8_t* codes = q.weight.data_as<int8_t>();
-  double widest = 0;  // max_j Σ|w_j|
-  for (int64_t j = 0; j < out_channels; ++j) {
-    double sum = 0;
-    for (int64_t k = 0; k < per_channel; ++k) {
-      const int8_t w = codes[j * per_channel + k];
-      weight.data()[j * per_channel + k] = static_cast<float>(w);
-      sum += std::abs(static_cast<int>(w));
-    }
-    widest = std::max(widest, sum);
-  }
+  const int64_t out_channels = q.weight.size(0);
   const Tensor& x = input;
   Tensor levels = Tensor::empty(x.shape());
   const float inverse_scale = 1.0f / q.input.scale;  // x·(1/s) is within 1e-4 of q − z: rint is exact
@@ -135,8 +137,8 @@ std::optional<Tensor> run_deployed(const Deployed& d, const Tensor& input,
     non_finite += !(magnitude <= 3.0e38f);
     largest = std::max(largest, magnitude <= 3.0e38f ? magnitude : 0.0f);
   }
-  if (non_finite > 0 || !(static_cast<double>(largest) * widest < 16777216.0)) return std::nullopt;
-  const Tensor acc = op(levels, weight);
+  if (non_finite > 0 || !(static_cast<double>(largest) * d.widest < 16777216.0)) return std::nullopt;
+  const Tensor acc = op(levels, d.codes);
   if (acc.numel() == 0) return acc;  // an empty batch
   // acc is (N, O) or (N, O, H, W): rows of `inner` values per (image, channel j).
   const int64_t inner = acc.numel() / (acc.size(0) * out_channels), rows = acc.numel() / inner;

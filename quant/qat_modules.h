@@ -101,6 +101,8 @@ class QatAvgPool2d : public nn::Module {
 struct Deployed {
   int8::LayerQuantization layer;
   int8::OutputStage stage;
+  Tensor codes;       // layer.weight's codes as float, what run_deployed convolves with
+  double widest = 0;  // max_j Σ|w_j| over the output channels: the accumulators' bound
 };
 
 // `module`'s product as deployed, or nullopt when it must run the float formula: in
