@@ -143,13 +143,27 @@ class IntegerExport {
     return out;
   }
 
+  // int8 codes as uint8 with zero point 128: q + 128, the same real values.
+  static std::vector<uint8_t> shifted_to_uint8(const std::vector<int8_t>& codes) {
+    std::vector<uint8_t> shifted(codes.size());
+    for (std::size_t i = 0; i < codes.size(); ++i) shifted[i] = static_cast<uint8_t>(codes[i] + 128);
+    return shifted;
+  }
+
+  // A linear layer's int8 (N, K) weights as the (K, N) matrix MatMulInteger multiplies by.
+  static std::vector<int8_t> transposed_codes(const Tensor& w) {
+    const int64_t n = w.size(0), k = w.size(1);
+    std::vector<int8_t> transposed(static_cast<std::size_t>(n * k));
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < k; ++j) transposed[j * n + i] = w.data_as<int8_t>()[i * k + j];
+    return transposed;
+  }
+
   // Integer weights as the chosen codes (Note [Weight codes in ONNX]) and their zero points.
   std::string weight_codes(const std::string& name, const std::vector<int8_t>& codes,
                            const std::vector<int64_t>& dims) {
     if (options_.weights == WeightCodes::int8) return g_.int8s(name, codes, dims);
-    std::vector<uint8_t> shifted(codes.size());
-    for (std::size_t i = 0; i < codes.size(); ++i) shifted[i] = static_cast<uint8_t>(codes[i] + 128);
-    return g_.uint8s(name, shifted, dims);
+    return g_.uint8s(name, shifted_to_uint8(codes), dims);
   }
   std::string weight_zero_points(const std::string& name, int64_t count, const std::vector<int64_t>& dims) {
     const auto n = static_cast<std::size_t>(count);
@@ -215,9 +229,7 @@ class IntegerExport {
                         const std::vector<int64_t>& weight_dims, const std::vector<int8_t>& weight_codes,
                         const std::vector<int64_t>& channel_dims, const std::string& name,
                         Accumulate accumulate) {
-    std::vector<uint8_t> shifted(weight_codes.size());
-    for (std::size_t i = 0; i < shifted.size(); ++i) shifted[i] = static_cast<uint8_t>(weight_codes[i] + 128);
-    const std::string w = g_.uint8s(name + ".weight_codes", shifted, weight_dims);
+    const std::string w = g_.uint8s(name + ".weight_codes", shifted_to_uint8(weight_codes), weight_dims);
     const std::string wz = g_.uint8s(name + ".weight_codes_zero_point", {128}, {});
     accumulate(input(op).codes, w, input(op).zero_point, wz);
     const int8::OutputStage stage =
@@ -280,13 +292,9 @@ class IntegerExport {
       refuse("a linear layer on ", int8::describe(input_type(op)), " (not (N,K))");
     const int8::LayerQuantization& layer = op.layer();
     if (has_narrow_output(layer)) {
-      const Tensor& w = layer.weight;  // (O, K): MatMulInteger takes (K, O)
-      const int64_t o = w.size(0), k = w.size(1);
-      std::vector<int8_t> transposed(static_cast<std::size_t>(o * k));
-      for (int64_t i = 0; i < o; ++i)
-        for (int64_t j = 0; j < k; ++j) transposed[j * o + i] = w.data_as<int8_t>()[i * k + j];
+      const int64_t o = layer.weight.size(0), k = layer.weight.size(1);
       return exact_layer(
-          op, layer, {k, o}, transposed, {o}, name,
+          op, layer, {k, o}, transposed_codes(layer.weight), {o}, name,
           [&](const std::string& x, const std::string& codes, const std::string& xz, const std::string& wz) {
             g_.node("MatMulInteger", {x, codes, xz, wz}, name + ".matmul_integer", name);
           });
@@ -497,15 +505,12 @@ class IntegerExport {
                              const std::string& name) {
     const Tensor& w = linear.weight();  // int8 (N,K)
     const int64_t n = w.size(0), k = w.size(1);
-    std::vector<int8_t> transposed(static_cast<std::size_t>(n * k));
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < k; ++j) transposed[j * n + i] = w.data_as<int8_t>()[i * k + j];
     onnx::NodeProto& q =
         g_.node_with_outputs("DynamicQuantizeLinear", {x},
                              {name + ".x_quantized", name + ".x_scale", name + ".x_zero_point"}, name);
     const std::string xq = q.output(0), xs = q.output(1), xz = q.output(2);
     g_.node("MatMulInteger",
-            {xq, weight_codes(name + ".weight_quantized", transposed, {k, n}), xz,
+            {xq, weight_codes(name + ".weight_quantized", transposed_codes(w), {k, n}), xz,
              weight_zero_points(name + ".weight_zero_point", n, {n})},
             name + ".accumulator", name);
     GraphBuilder::set_int(g_.node("Cast", {g_.last_output()}, name + ".accumulator_float", name), "to",
