@@ -9,10 +9,27 @@
 
 namespace qforge::quant {
 
-void AbsHistogram::collect(const Tensor& x, int64_t initial_bins) {
+namespace {
+// The value a histogram part counts for x; negative when the part skips x.
+float part_value(float x, HistogramPart part) {
+  switch (part) {
+    case HistogramPart::positive:
+      return x > 0 ? x : -1.0f;
+    case HistogramPart::negative:
+      return x < 0 ? -x : -1.0f;
+    case HistogramPart::magnitude:
+      break;
+  }
+  return std::fabs(x);
+}
+}  // namespace
+
+void AbsHistogram::collect(const Tensor& x, int64_t initial_bins, HistogramPart part) {
   const float* px = x.data();
   float batch_max = 0;
-  for (int64_t i = 0; i < x.numel(); ++i) batch_max = std::max(batch_max, std::fabs(px[i]));
+  for (int64_t i = 0; i < x.numel(); ++i) batch_max = std::max(batch_max, part_value(px[i], part));
+  // A part this batch has no value of starts no histogram (its top stays 0: nothing to cover).
+  if (part != HistogramPart::magnitude && batch_max == 0) return;
   if (edges.empty()) {  // torch.histc(|x|, bins, 0, max|x|)
     const float top = batch_max > 0 ? batch_max : 1.0f;
     counts.assign(initial_bins, 0.0);
@@ -29,8 +46,8 @@ void AbsHistogram::collect(const Tensor& x, int64_t initial_bins) {
   const int64_t bins = static_cast<int64_t>(counts.size());
   const float top = edges.back();
   for (int64_t i = 0; i < x.numel(); ++i) {
-    const float v = std::fabs(px[i]);
-    if (v > top) continue;
+    const float v = part_value(px[i], part);
+    if (v < 0 || v > top) continue;
     int64_t b = static_cast<int64_t>(v * static_cast<float>(bins) / top);
     counts[std::min(b, bins - 1)] += 1;
   }
@@ -123,6 +140,46 @@ float entropy_amax(const AbsHistogram& h, int bits, bool is_unsigned, int64_t st
   return h.edges[std::min<int64_t>(best_cut, bins)];
 }
 
+AffineRange affine_mse_range(const AbsHistogram& positive, const AbsHistogram& negative, const QuantScheme& scheme,
+                             int64_t candidates, int64_t start) {
+  const float top = std::max(positive.top(), negative.top());
+  QF_CHECK(top > 0, "mse calibrator: no nonzero value collected");
+  QF_CHECK(candidates > 0 && start >= 0 && start <= candidates, "mse calibrator: bad candidate range ", start,
+           "..", candidates);
+  const QuantRange range = scheme.range();
+  const float quant_min = static_cast<float>(range.quant_min), quant_max = static_cast<float>(range.quant_max);
+  struct Centres {
+    std::vector<float> values;  // signed: the negative histogram's centres are negated
+    const std::vector<double>* counts;
+  };
+  auto centres = [](const AbsHistogram& h, float sign) {
+    Centres c{std::vector<float>(h.counts.size()), &h.counts};
+    for (std::size_t b = 0; b < h.counts.size(); ++b) c.values[b] = sign * (h.edges[b] + h.edges[b + 1]) / 2;
+    return c;
+  };
+  const Centres parts[2] = {centres(positive, 1.0f), centres(negative, -1.0f)};
+  AffineRange best_range{-negative.top(), positive.top()};
+  double best = INFINITY;
+  for (int64_t k = std::max<int64_t>(start, 1); k <= candidates; ++k) {
+    const float t = top * static_cast<float>(k) / static_cast<float>(candidates);
+    const AffineRange candidate{-std::min(t, negative.top()), std::min(t, positive.top())};
+    const QuantParams q = qparams_from_min_max({candidate.lo}, {candidate.hi}, scheme);
+    const float scale = q.scale[0], inverse = 1.0f / scale, zero_point = static_cast<float>(q.zero_point[0]);
+    double error = 0;
+    for (const Centres& part : parts) {
+      const std::vector<double>& counts = *part.counts;
+      for (std::size_t b = 0; b < counts.size(); ++b) {
+        const float x = part.values[b];
+        const float level = clamp_level(quantize_unclamped(x, inverse, zero_point), quant_min, quant_max);
+        const double d = dequantize_level(level, scale, zero_point) - x;
+        error += d * d * counts[b];
+      }
+    }
+    if (error < best) best = error, best_range = candidate;  // the first minimum
+  }
+  return best_range;
+}
+
 namespace {
 // Σ (x − x̂)² over one channel's values for symmetric quantization with the given amax.
 double channel_error(const float* x, int64_t outer, int64_t stride, int64_t inner, float amax,
@@ -201,6 +258,12 @@ void CalibratorObserver::observe(const Tensor& x) {
     has_observed_ = true;
     return;
   }
+  if (is_affine()) {  // Note [Affine mse]
+    histogram_.collect(x, bins_, HistogramPart::positive);
+    negative_.collect(x, bins_, HistogramPart::negative);
+    has_observed_ = true;
+    return;
+  }
   if (method_ != ObserverKind::max) {
     histogram_.collect(x, bins_);
     has_observed_ = true;
@@ -230,6 +293,12 @@ std::vector<float> CalibratorObserver::amax() const {
 
 QuantParams CalibratorObserver::calculate_qparams() const {
   if (!has_observed_) return qparams_from_min_max({INFINITY}, {-INFINITY}, scheme_);
+  if (is_affine()) {
+    if (histogram_.top() == 0 && negative_.top() == 0)  // only zeros seen: PyTorch's range [0, 0]
+      return qparams_from_min_max({0.0f}, {0.0f}, scheme_);
+    const AffineRange range = affine_mse_range(histogram_, negative_, scheme_);
+    return qparams_from_min_max({range.lo}, {range.hi}, scheme_);
+  }
   return qparams_from_amax(amax(), scheme_);
 }
 
@@ -237,19 +306,31 @@ TensorMap CalibratorObserver::state() const {
   if (!has_observed_) return {};
   if (method_ == ObserverKind::max || scheme_.axis >= 0)
     return {{"max", Tensor::from_vector({static_cast<int64_t>(max_abs_.size())}, max_abs_)}};
-  std::vector<float> counts(histogram_.counts.begin(), histogram_.counts.end());
-  return {{"histogram", Tensor::from_vector({static_cast<int64_t>(counts.size())}, counts)},
-          {"edges", Tensor::from_vector({static_cast<int64_t>(histogram_.edges.size())}, histogram_.edges)}};
+  auto save = [](TensorMap& state, const AbsHistogram& h, const std::string& prefix) {
+    std::vector<float> counts(h.counts.begin(), h.counts.end());
+    state[prefix + "histogram"] = Tensor::from_vector({static_cast<int64_t>(counts.size())}, counts);
+    state[prefix + "edges"] = Tensor::from_vector({static_cast<int64_t>(h.edges.size())}, h.edges);
+  };
+  TensorMap state;
+  save(state, histogram_, "");
+  if (is_affine()) save(state, negative_, "negative_");
+  return state;
 }
 
 void CalibratorObserver::load_state(const TensorMap& state) {
   has_observed_ = !state.empty();
   if (state.count("max")) max_abs_ = state.at("max").to_vector();
-  if (state.count("histogram")) {
-    std::vector<float> counts = state.at("histogram").to_vector();
-    histogram_.counts.assign(counts.begin(), counts.end());
-    histogram_.edges = state.at("edges").to_vector();
-  }
+  auto load = [&](AbsHistogram& h, const std::string& prefix) {
+    h = {};
+    if (!state.count(prefix + "histogram")) return;
+    std::vector<float> counts = state.at(prefix + "histogram").to_vector();
+    h.counts.assign(counts.begin(), counts.end());
+    h.edges = state.at(prefix + "edges").to_vector();
+    QF_CHECK(h.edges.size() == h.counts.size() + 1 || (h.counts.empty() && h.edges.empty()), "calibrator: ",
+             prefix, "histogram has ", h.counts.size(), " bins and ", h.edges.size(), " edges");
+  };
+  load(histogram_, "");
+  load(negative_, "negative_");
 }
 
 }  // namespace qforge::quant

@@ -108,7 +108,7 @@ enum class ObserverKind { minmax, moving_average, histogram, max, percentile, ms
 struct ObserverKindInfo {
   ObserverKind kind;
   const char* name;         // as written in configs and saved specs
-  bool is_calibrator;       // NVIDIA's amax convention: symmetric parameters only
+  bool is_calibrator;       // NVIDIA's amax convention: symmetric (mse also affine: Note [Affine mse])
   bool keeps_histogram;     // a per-tensor histogram in the observer state
   bool allows_per_channel;  // weights per channel
 };

@@ -151,3 +151,125 @@ TEST_CASE("per-channel mse: each channel's amax is the brute-force minimum of th
   restored->load_state(observer->state());
   CHECK(restored->calculate_qparams().scale == params.scale);
 }
+
+namespace {
+// Σ count·(c − fq(c))² over the bin centres of both histograms with PyTorch's affine
+// parameters for [lo, hi], computed through fake_quantize (the library's tensor path), for
+// the hand check of the affine search.
+double affine_histogram_error(const AbsHistogram& positive, const AbsHistogram& negative, float lo, float hi,
+                              const QuantScheme& scheme) {
+  const QuantParams params = qparams_from_min_max({lo}, {hi}, scheme);
+  double error = 0;
+  for (const auto& [h, sign] : {std::pair{&positive, 1.0f}, std::pair{&negative, -1.0f}}) {
+    if (h->counts.empty()) continue;
+    std::vector<float> centres(h->counts.size());
+    for (std::size_t b = 0; b < centres.size(); ++b) centres[b] = sign * (h->edges[b] + h->edges[b + 1]) / 2;
+    const Tensor x = Tensor::from_vector({static_cast<int64_t>(centres.size())}, centres);
+    const std::vector<float> y = fake_quantize(x, params, scheme.range()).to_vector();
+    for (std::size_t b = 0; b < centres.size(); ++b)
+      error += static_cast<double>(y[b] - centres[b]) * (y[b] - centres[b]) * h->counts[b];
+  }
+  return error;
+}
+}  // namespace
+
+TEST_CASE("affine mse: two histograms, the least-error clip over every candidate, by hand") {
+  // Skewed data: mostly in [-1, 3], a few outliers to 9 on the positive side only.
+  std::vector<float> values(6000);
+  for (int i = 0; i < 6000; ++i)
+    values[i] = static_cast<float>(2 * std::sin(0.37 * i) + 1 + (i % 997 == 0 ? 8 : 0));
+  const Tensor x = Tensor::from_vector({6000}, values);
+  AbsHistogram positive, negative;
+  positive.collect(x, 2048, HistogramPart::positive);
+  negative.collect(x, 2048, HistogramPart::negative);
+  double positives = 0, negatives = 0;
+  for (double c : positive.counts) positives += c;
+  for (double c : negative.counts) negatives += c;
+  int64_t below = 0, above = 0;
+  for (float v : values) below += v < 0, above += v > 0;
+  CHECK(positives == above);
+  CHECK(negatives == below);
+  CHECK(negative.top() == doctest::Approx(1.0f).epsilon(1e-3));  // the most negative value, -1
+  for (const bool is_signed : {false, true}) {
+    CAPTURE(is_signed);
+    const QuantScheme scheme{.bits = 4, .is_signed = is_signed};
+    const AffineRange found = affine_mse_range(positive, negative, scheme);
+    // Every candidate the search may take: t = M·k/2048 for k = 128..2048, both sides clipped at t.
+    const float top = positive.top();
+    double best = INFINITY;
+    float best_t = 0;
+    for (int k = 128; k <= 2048; ++k) {
+      const float t = top * static_cast<float>(k) / 2048;
+      const double e = affine_histogram_error(positive, negative, -std::min(t, negative.top()),
+                                              std::min(t, positive.top()), scheme);
+      if (e < best) best = e, best_t = t;
+    }
+    CHECK(found.hi == doctest::Approx(best_t).epsilon(1e-6));
+    CHECK(found.lo == doctest::Approx(-std::min(best_t, negative.top())).epsilon(1e-6));
+    CHECK(affine_histogram_error(positive, negative, found.lo, found.hi, scheme) ==
+          doctest::Approx(best).epsilon(1e-9));
+    // The outliers are clipped, the negative side is not: an asymmetric range.
+    CHECK(found.hi < 0.75f * positive.top());
+    CHECK(found.lo == doctest::Approx(-negative.top()));
+  }
+}
+
+TEST_CASE("affine mse as an observer: a ReLU output gets every level, a signed tensor a zero point inside") {
+  // |x| of the calibrator batches: no negative value, as after a ReLU.
+  const QuantScheme affine{.bits = 4};
+  auto relu_output = make_observer("mse", affine);
+  std::vector<Tensor> relu_batches;
+  for (int b = 0; b < 3; ++b) {
+    Tensor x = batch(b);
+    for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = std::fabs(x.data()[i]);
+    relu_batches.push_back(x);
+  }
+  for (const Tensor& x : relu_batches) relu_output->observe(x);
+  const QuantParams p = relu_output->calculate_qparams();
+  CHECK(p.zero_point[0] == 0);  // [0, hi]: levels 0..15 all on the data's side
+  // The same data through the symmetric signed mse, which keeps 8 levels for values it never
+  // sees: the affine parameters lose less (the point of Note [Affine mse]).
+  Tensor all = Tensor::empty({12000});
+  for (int b = 0; b < 3; ++b) std::copy_n(relu_batches[b].data(), 4000, all.data() + b * 4000);
+  auto error_of = [&](const QuantParams& params, const QuantRange& range) {
+    return mse_loss(fake_quantize(all, params, range), all).item();
+  };
+  auto signed_mse = make_observer("mse", {.bits = 4, .is_signed = true, .symmetric = true});
+  signed_mse->observe(all);
+  const float signed_error = error_of(signed_mse->calculate_qparams(), quant_range(4, true));
+  const float affine_error = error_of(p, affine.range());
+  CHECK(affine_error < 0.5f * signed_error);
+  // ... and less than minmax's affine range, which keeps the outliers.
+  auto minmax = make_observer("minmax", affine);
+  minmax->observe(all);
+  CHECK(affine_error < error_of(minmax->calculate_qparams(), affine.range()));
+
+  // A tensor with both signs: the zero point lies strictly inside the range.
+  auto both = make_observer("mse", affine);
+  for (int b = 0; b < 3; ++b) both->observe(batch(b));
+  const QuantParams q = both->calculate_qparams();
+  CHECK(q.zero_point[0] > 0);
+  CHECK(q.zero_point[0] < 15);
+  // Its state (both histograms) round-trips.
+  auto restored = make_observer("mse", affine);
+  restored->load_state(both->state());
+  CHECK(restored->calculate_qparams().scale == q.scale);
+  CHECK(restored->calculate_qparams().zero_point == q.zero_point);
+  // Only zeros seen: PyTorch's range [0, 0] (scale 1, zero point 0), not an error.
+  auto zeros = make_observer("mse", affine);
+  zeros->observe(Tensor::zeros({16}));
+  CHECK(zeros->calculate_qparams().zero_point[0] == 0);
+}
+
+TEST_CASE("the config: mse may be affine per tensor; the other calibrators, and mse per channel, may not") {
+  CHECK(parse_quant_spec(nlohmann::json{{"activation", {{"observer", "mse"}, {"bits", 4}}}}, "t.json")
+            .defaults.activation.observer.kind == ObserverKind::mse);
+  CHECK_THROWS_WITH_AS(
+      parse_quant_spec(nlohmann::json{{"activation", {{"observer", "entropy"}}}}, "t.json"),
+      doctest::Contains("quant.activation.observer: calibrators max, percentile and entropy give symmetric"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      parse_quant_spec(nlohmann::json{{"weight", {{"observer", "mse"}, {"symmetric", false}, {"per_channel", true}}}},
+                       "t.json"),
+      doctest::Contains("quant.weight.observer: mse searches affine ranges per tensor"), Error);
+}

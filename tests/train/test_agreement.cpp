@@ -127,6 +127,14 @@ std::vector<Variant> variants(nn::Module& float_model) {
       }
   out.push_back({"W8A8 symmetric unsigned reduce_range", "ptq",
                  with_method(scheme(8, true, "symmetric_unsigned_reduced"), "ptq"), ""});
+  // Calibrated 4-bit activations: mse's affine search (Note [Affine mse]) and its symmetric one.
+  for (const char* activation : {"affine", "symmetric"}) {
+    json quant = scheme(4, true, activation);
+    quant["activation"]["observer"] = "mse";
+    std::string label = "W4A4 per-channel, ";  // appended: GCC 12's -Wstringop-overflow misfires on +
+    label.append(activation).append(" mse activations");
+    out.push_back({label, "ptq", with_method(quant, "ptq"), ""});
+  }
   // Binary weights (Note [Binary weights]) with 8-bit and with 1-bit activations; α per channel
   // from the weights (PTQ, QAT), learned (LSQ), and per tensor.
   for (int activation_bits : {8, 1})
