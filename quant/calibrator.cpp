@@ -140,14 +140,15 @@ float entropy_amax(const AbsHistogram& h, int bits, bool is_unsigned, int64_t st
   return h.edges[std::min<int64_t>(best_cut, bins)];
 }
 
-AffineRange affine_mse_range(const AbsHistogram& positive, const AbsHistogram& negative, const QuantScheme& scheme,
-                             int64_t candidates, int64_t start) {
+AffineRange affine_mse_range(const AbsHistogram& positive, const AbsHistogram& negative,
+                             const QuantScheme& scheme, int64_t candidates, int64_t start) {
   const float top = std::max(positive.top(), negative.top());
   QF_CHECK(top > 0, "mse calibrator: no nonzero value collected");
   QF_CHECK(candidates > 0 && start >= 0 && start <= candidates, "mse calibrator: bad candidate range ", start,
            "..", candidates);
   const QuantRange range = scheme.range();
-  const float quant_min = static_cast<float>(range.quant_min), quant_max = static_cast<float>(range.quant_max);
+  const float quant_min = static_cast<float>(range.quant_min),
+              quant_max = static_cast<float>(range.quant_max);
   struct Centres {
     std::vector<float> values;  // signed: the negative histogram's centres are negated
     const std::vector<double>* counts;
@@ -326,8 +327,9 @@ void CalibratorObserver::load_state(const TensorMap& state) {
     std::vector<float> counts = state.at(prefix + "histogram").to_vector();
     h.counts.assign(counts.begin(), counts.end());
     h.edges = state.at(prefix + "edges").to_vector();
-    QF_CHECK(h.edges.size() == h.counts.size() + 1 || (h.counts.empty() && h.edges.empty()), "calibrator: ",
-             prefix, "histogram has ", h.counts.size(), " bins and ", h.edges.size(), " edges");
+    QF_CHECK(h.edges.size() == h.counts.size() + 1 || (h.counts.empty() && h.edges.empty()),
+             "calibrator: ", prefix, "histogram has ", h.counts.size(), " bins and ", h.edges.size(),
+             " edges");
   };
   load(histogram_, "");
   load(negative_, "negative_");

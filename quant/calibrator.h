@@ -58,8 +58,8 @@ float entropy_amax(const AbsHistogram& histogram, int bits, bool is_unsigned, in
 struct AffineRange {
   float lo = 0, hi = 0;
 };
-AffineRange affine_mse_range(const AbsHistogram& positive, const AbsHistogram& negative, const QuantScheme& scheme,
-                             int64_t candidates = 2048, int64_t start = 128);
+AffineRange affine_mse_range(const AbsHistogram& positive, const AbsHistogram& negative,
+                             const QuantScheme& scheme, int64_t candidates = 2048, int64_t start = 128);
 // Per channel of `axis`: the amax in (0, max|x|] minimizing the squared error of symmetric
 // quantization with scale amax/qmax over `range` — a grid of 64 candidates from max|x|/64
 // to max|x|, then 32 finer ones around the best.

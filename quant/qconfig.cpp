@@ -22,11 +22,13 @@ QuantizerSpec parse_quantizer(ConfigReader reader, QuantizerSpec spec, bool is_w
   if (per_channel && !info.allows_per_channel) reader.fail("observer", name + " calibration is per tensor");
   if (info.is_calibrator && !spec.scheme.symmetric) {  // Note [Affine mse]: mse also searches affine ranges
     if (spec.observer.kind != ObserverKind::mse)
-      reader.fail("observer",
-                  "calibrators max, percentile and entropy give symmetric parameters; set \"symmetric\": true "
-                  "(mse also searches affine ranges, per tensor)");
+      reader.fail(
+          "observer",
+          "calibrators max, percentile and entropy give symmetric parameters; set \"symmetric\": true "
+          "(mse also searches affine ranges, per tensor)");
     if (per_channel)
-      reader.fail("observer", "mse searches affine ranges per tensor; set \"symmetric\": true for mse per channel");
+      reader.fail("observer",
+                  "mse searches affine ranges per tensor; set \"symmetric\": true for mse per channel");
   }
   if (spec.observer.kind == ObserverKind::percentile) {
     spec.observer.percentile = reader.number("percentile", spec.observer.percentile);

@@ -186,7 +186,10 @@ TEST_CASE("affine mse: two histograms, the least-error clip over every candidate
   for (double c : positive.counts) positives += c;
   for (double c : negative.counts) negatives += c;
   int64_t below = 0, above = 0;
-  for (float v : values) below += v < 0, above += v > 0;
+  for (float v : values) {
+    below += v < 0 ? 1 : 0;
+    above += v > 0 ? 1 : 0;
+  }
   CHECK(positives == above);
   CHECK(negatives == below);
   CHECK(negative.top() == doctest::Approx(1.0f).epsilon(1e-3));  // the most negative value, -1
@@ -269,7 +272,8 @@ TEST_CASE("the config: mse may be affine per tensor; the other calibrators, and 
       doctest::Contains("quant.activation.observer: calibrators max, percentile and entropy give symmetric"),
       Error);
   CHECK_THROWS_WITH_AS(
-      parse_quant_spec(nlohmann::json{{"weight", {{"observer", "mse"}, {"symmetric", false}, {"per_channel", true}}}},
-                       "t.json"),
+      parse_quant_spec(
+          nlohmann::json{{"weight", {{"observer", "mse"}, {"symmetric", false}, {"per_channel", true}}}},
+          "t.json"),
       doctest::Contains("quant.weight.observer: mse searches affine ranges per tensor"), Error);
 }
