@@ -44,6 +44,9 @@ class FakeQuantize : public nn::Module {
   QuantParams qparams() const;  // the current scale and zero point
   // Whether the parameters come from data (an observer saw some, or LSQ was initialized).
   bool is_calibrated() const;
+  // Fake-quantizing with calibrated parameters no observer is moving: the simulation may run
+  // the deployed arithmetic against it (Note [The simulation runs the deployed arithmetic]).
+  bool is_settled() const { return is_fake_quantizing() && is_calibrated() && !is_observing_now(); }
   const QuantizerSpec& spec() const { return spec_; }
   // Where it sits in the prepared model ("model.3.output_quant"), for messages; prepare_qat sets it.
   void set_path(std::string path) { path_ = std::move(path); }

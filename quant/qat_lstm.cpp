@@ -37,11 +37,9 @@ nn::LstmOutput QatLSTM::forward_sequence(const Tensor& x, const Tensor& h0, cons
     // Evaluated, the two gate products as the integer LSTM computes them (float biases, as
     // convert deploys them) when the quantizers they read hold still for the whole sequence.
     FakeQuantize* reads = layer == 0 ? input_quant.get() : hidden_quant[layer - 1].get();
-    auto settled = [](const FakeQuantize* q) {
-      return q && q->is_fake_quantizing() && q->is_calibrated() && !q->is_observing_now();
-    };
     std::optional<Deployed> input_product, hidden_product;
-    if (settled(reads) && settled(gates_quant[layer].get()) && settled(hidden_quant[layer].get())) {
+    if (reads && reads->is_settled() && gates_quant[layer]->is_settled() &&
+        hidden_quant[layer]->is_settled()) {
       input_product = deployed_arithmetic(*this, weight_ih_quant[layer].get(), reads, nullptr,
                                           lstm->weight_ih[layer], lstm->bias_ih[layer], false,
                                           {&x, &lstm->weight_ih[layer], &lstm->bias_ih[layer]}, false);

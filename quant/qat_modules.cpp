@@ -84,9 +84,7 @@ std::optional<Deployed> deployed_arithmetic(const nn::Module& module, const Fake
                                             const Tensor& weight, const Tensor& bias, bool has_relu,
                                             std::initializer_list<const Tensor*> inputs, bool round_bias) {
   if (!runs_as_deployed(module, weight_quant, input_quant) || any_requires_grad(inputs)) return std::nullopt;
-  if (output_quant && (!output_quant->is_fake_quantizing() || output_quant->is_observing_now() ||
-                       !output_quant->is_calibrated()))
-    return std::nullopt;
+  if (output_quant && !output_quant->is_settled()) return std::nullopt;
   Deployed d;
   try {
     d.layer = deployed_layer(*weight_quant, weight, bias, *input_quant, output_quant, has_relu, "simulation",
