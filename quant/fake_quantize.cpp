@@ -80,35 +80,82 @@ Tensor straight_through_gradient(const Tensor& g, const std::vector<uint8_t>& ma
   return dx;
 }
 
-// fake_quantize_learnable's backward (the table at the top; LSQ when grad_factor is
-// lsq_gradient_scale), one channel per iteration:
+// fake_quantize_learnable's backward over one contiguous run of n elements sharing
+// (scale, zero point): writes dx = g where the level is in range, 0 elsewhere, and returns
+// the run's contributions to d_scale and d_zero (the table at the top, before grad_factor).
+// zero is the backward's zero point (rounded half up), as a float. Two passes per tile of
+// kTile elements, each a loop the compiler vectorizes: the elementwise terms (selects, no
+// branches), then their sums in 16 float lanes (element i adds to lane i mod 16); the lanes
+// are added in double at the end.
+struct LearnableSums {
+  double scale = 0, zero = 0;
+};
+
+void learnable_backward_terms(float* dx, float* scale_terms, float* zero_terms, const float* g,
+                              const float* x, int64_t n, float scale, float zero, float lo, float hi) {
+  const float inverse = 1.0f / scale;
+  for (int64_t i = 0; i < n; ++i) {
+    const float level = std::nearbyint(zero + x[i] * inverse);  // PyTorch's order: z added before rounding
+    const bool inside = (level >= lo) & (level <= hi);
+    dx[i] = inside ? g[i] : 0.0f;
+    const float outside_term = g[i] * ((level < lo ? lo : hi) - zero);
+    const float inside_term = g[i] * (dequantize_level(level, scale, zero) - x[i]) * inverse;
+    scale_terms[i] = inside ? inside_term : outside_term;
+    zero_terms[i] = inside ? 0.0f : -g[i] * scale;
+  }
+}
+
+LearnableSums learnable_backward_run(float* dx, const float* g, const float* x, int64_t n, float scale,
+                                     float zero, float lo, float hi) {
+  constexpr int kLanes = 16;
+  constexpr int64_t kTile = 512;  // a multiple of kLanes: an element's lane is its index in the run mod 16
+  float scale_terms[kTile], zero_terms[kTile];
+  float sum_scale[kLanes] = {}, sum_zero[kLanes] = {};
+  for (int64_t start = 0; start < n; start += kTile) {
+    const int64_t m = std::min(kTile, n - start);
+    learnable_backward_terms(dx + start, scale_terms, zero_terms, g + start, x + start, m, scale, zero, lo,
+                             hi);
+    const int64_t whole = m - m % kLanes;
+    for (int64_t i = 0; i < whole; i += kLanes)
+      for (int j = 0; j < kLanes; ++j) sum_scale[j] += scale_terms[i + j], sum_zero[j] += zero_terms[i + j];
+    for (int64_t i = whole; i < m; ++i)
+      sum_scale[i - whole] += scale_terms[i], sum_zero[i - whole] += zero_terms[i];
+  }
+  LearnableSums sums;
+  for (int j = 0; j < kLanes; ++j) sums.scale += sum_scale[j], sums.zero += sum_zero[j];
+  return sums;
+}
+
+// fake_quantize_learnable's backward (LSQ when grad_factor is lsq_gradient_scale):
 //   out: dx (outer, C, inner), d_scale (C), d_zero (C)
 //   in:  g (outer, C, inner) = dL/dy, x (outer, C, inner), scale (C), zero (C) rounded half up
+// Each (channel, outer) run is cut into blocks of kLearnableBlock elements; the blocks run in
+// parallel, each returning its partial sums, and a channel's partial sums are added in block
+// order. The blocks and their order do not depend on the thread count, so neither does the
+// result (the reference twin, fake_quantize_learnable_backward_reference, sums in index order
+// in double; the two agree to rounding).
+constexpr int64_t kLearnableBlock = 8192;
+
 void fake_quantize_learnable_backward(float* dx, float* d_scale, float* d_zero, const float* g,
                                       const float* x, const float* scale, const int64_t* zero,
                                       const QuantRange& range, const AxisSplit& s, float grad_factor) {
   const float lo = static_cast<float>(range.quant_min), hi = static_cast<float>(range.quant_max);
+  const int64_t blocks = std::max<int64_t>(1, (s.inner + kLearnableBlock - 1) / kLearnableBlock);
+  const int64_t per_channel = s.outer * blocks, chunks = s.extent * per_channel;
+  std::vector<LearnableSums> partial(static_cast<std::size_t>(chunks));
+#pragma omp parallel for schedule(static) if (s.outer * s.extent * s.inner >= kParallelGrain)
+  for (int64_t k = 0; k < chunks; ++k) {
+    const int64_t c = k / per_channel, o = k % per_channel / blocks, b = k % blocks;
+    const int64_t begin = b * kLearnableBlock, count = std::min(kLearnableBlock, s.inner - begin);
+    if (count <= 0) continue;
+    const int64_t base = (o * s.extent + c) * s.inner + begin;
+    partial[k] = learnable_backward_run(dx + base, g + base, x + base, count, scale[c],
+                                        static_cast<float>(zero[c]), lo, hi);
+  }
   for (int64_t c = 0; c < s.extent; ++c) {
-    const float sc = scale[c], inverse = 1.0f / sc;
-    const int64_t z = zero[c];
-    const float below = lo - static_cast<float>(z), above = hi - static_cast<float>(z);
     double sum_scale = 0, sum_zero = 0;
-    for (int64_t o = 0; o < s.outer; ++o) {
-      const int64_t base = (o * s.extent + c) * s.inner;
-      for (int64_t i = 0; i < s.inner; ++i) {
-        const float xv = x[base + i], dy = g[base + i];
-        const int64_t level = static_cast<int64_t>(std::nearbyint(static_cast<float>(z) + xv * inverse));
-        const bool inside = level >= range.quant_min && level <= range.quant_max;
-        dx[base + i] = inside ? dy : 0.0f;
-        if (inside) {
-          const float fake = dequantize_level(static_cast<float>(level), sc, static_cast<float>(z));
-          sum_scale += dy * (fake - xv) * inverse;
-        } else {
-          sum_scale += dy * (level < range.quant_min ? below : above);
-          sum_zero += -dy * sc;
-        }
-      }
-    }
+    for (int64_t k = c * per_channel; k < (c + 1) * per_channel; ++k)
+      sum_scale += partial[k].scale, sum_zero += partial[k].zero;
     d_scale[c] = static_cast<float>(sum_scale * grad_factor);
     d_zero[c] = static_cast<float>(sum_zero * grad_factor);
   }
@@ -134,6 +181,39 @@ void fake_quantize_reference(float* y, uint8_t* mask, const float* x, const Shap
         std::min(std::max(level, static_cast<float>(range.quant_min)), static_cast<float>(range.quant_max));
     y[i] = (clamped - zero) * scale;
     mask[i] = inside ? 1 : 0;
+  }
+}
+
+void fake_quantize_learnable_backward_reference(float* dx, float* d_scale, float* d_zero, const float* g,
+                                                const float* x, const Shape& shape, int64_t axis,
+                                                const float* scale, const int64_t* zero,
+                                                const QuantRange& range, float grad_factor) {
+  int64_t numel = 1, inner = 1;
+  for (std::size_t d = 0; d < shape.size(); ++d) {
+    numel *= shape[d];
+    if (axis >= 0 && static_cast<int64_t>(d) > axis) inner *= shape[d];
+  }
+  const int64_t extent = axis >= 0 ? shape[axis] : 1;
+  std::vector<double> sum_scale(extent), sum_zero(extent);
+  for (int64_t i = 0; i < numel; ++i) {
+    const int64_t c = axis >= 0 ? i / inner % extent : 0;
+    const float sc = scale[c];
+    const int64_t level =
+        static_cast<int64_t>(std::nearbyint(static_cast<float>(zero[c]) + x[i] * (1.0f / sc)));
+    const bool inside = level >= range.quant_min && level <= range.quant_max;
+    dx[i] = inside ? g[i] : 0.0f;
+    if (inside) {
+      const float fake = (static_cast<float>(level) - static_cast<float>(zero[c])) * sc;
+      sum_scale[c] += g[i] * (fake - x[i]) * (1.0f / sc);
+    } else {
+      sum_scale[c] +=
+          g[i] * static_cast<float>((level < range.quant_min ? range.quant_min : range.quant_max) - zero[c]);
+      sum_zero[c] += -g[i] * sc;
+    }
+  }
+  for (int64_t c = 0; c < extent; ++c) {
+    d_scale[c] = static_cast<float>(sum_scale[c] * grad_factor);
+    d_zero[c] = static_cast<float>(sum_zero[c] * grad_factor);
   }
 }
 

@@ -35,6 +35,15 @@ Tensor fake_quantize_learnable(const Tensor& x, const Tensor& scale, const Tenso
 void fake_quantize_reference(float* y, uint8_t* mask, const float* x, const Shape& shape,
                              const QuantParams& params, const QuantRange& range);
 
+// The reference twin of fake_quantize_learnable's backward: one element at a time in index
+// order, d_scale and d_zero summed per channel in double — dx = g where the level (zero +
+// nearbyint(x·(1/s)), zero rounded half up) is in range; the sums as in the table at the top
+// of fake_quantize.cpp, times grad_factor. axis < 0: per tensor.
+void fake_quantize_learnable_backward_reference(float* dx, float* d_scale, float* d_zero, const float* g,
+                                                const float* x, const Shape& shape, int64_t axis,
+                                                const float* scale, const int64_t* zero,
+                                                const QuantRange& range, float grad_factor);
+
 // LSQ's gradient scale for a learned step size (Esser et al. 2020, §2.2): 1/√(N·Q_P), N
 // the elements sharing the scale and Q_P the largest level — it keeps the step size's
 // updates on the scale of the weights' own, whatever the tensor size and bit width.
