@@ -13,6 +13,27 @@ namespace qforge::quant {
 
 // ---- MinMax / moving average, per tensor or per channel ------------------------
 
+namespace {
+
+// lo = min(lo, x[0..n)), hi = max(hi, x[0..n)), in 16 lanes so the compiler vectorizes it
+// (a float min/max reduction does not vectorize without fast-math). A NaN is skipped, as
+// std::min(lo, x) skips it. The minimum and maximum are exact, so the lanes change nothing.
+void min_max_run(const float* x, int64_t n, float& lo, float& hi) {
+  constexpr int kLanes = 16;
+  float lane_lo[kLanes], lane_hi[kLanes];
+  for (int j = 0; j < kLanes; ++j) lane_lo[j] = lo, lane_hi[j] = hi;
+  const int64_t whole = n - n % kLanes;
+  for (int64_t i = 0; i < whole; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) {
+      lane_lo[j] = x[i + j] < lane_lo[j] ? x[i + j] : lane_lo[j];
+      lane_hi[j] = x[i + j] > lane_hi[j] ? x[i + j] : lane_hi[j];
+    }
+  for (int64_t i = whole; i < n; ++i) lo = std::min(lo, x[i]), hi = std::max(hi, x[i]);
+  for (int j = 0; j < kLanes; ++j) lo = std::min(lo, lane_lo[j]), hi = std::max(hi, lane_hi[j]);
+}
+
+}  // namespace
+
 MinMaxObserver::MinMaxObserver(QuantScheme scheme, float averaging_constant)
     : Observer(scheme), averaging_constant_(averaging_constant) {
   QF_CHECK(averaging_constant >= 0 && averaging_constant <= 1,
@@ -37,17 +58,16 @@ void MinMaxObserver::observe(const Tensor& x) {
   const float* px = x.data();
   if (s.outer * s.extent == 1) {  // per tensor: one reduction, split across threads
     float lo = batch_min[0], hi = batch_max[0];
-    const int64_t n = s.inner;
+    const int64_t n = s.inner, block = 1 << 14;
 #pragma omp parallel for reduction(min : lo) reduction(max : hi) schedule(static) if (n >= kParallelGrain)
-    for (int64_t i = 0; i < n; ++i) lo = std::min(lo, px[i]), hi = std::max(hi, px[i]);
+    for (int64_t start = 0; start < n; start += block)
+      min_max_run(px + start, std::min(block, n - start), lo, hi);
     batch_min[0] = lo, batch_max[0] = hi;
   } else {
     for (int64_t o = 0; o < s.outer; ++o)
       for (int64_t c = 0; c < s.extent; ++c) {
         const float* row = px + (o * s.extent + c) * s.inner;
-        float lo = batch_min[c], hi = batch_max[c];
-        for (int64_t i = 0; i < s.inner; ++i) lo = std::min(lo, row[i]), hi = std::max(hi, row[i]);
-        batch_min[c] = lo, batch_max[c] = hi;
+        min_max_run(row, s.inner, batch_min[c], batch_max[c]);
       }
   }
   if (reducer_ != nullptr) reducer_->min(batch_min), reducer_->max(batch_max);

@@ -144,3 +144,33 @@ TEST_CASE("a symmetric unsigned reduced range centres its zero point inside the 
   scheme.reduce_range = false;  // the 8-bit default keeps PyTorch's 128
   CHECK(qparams_from_min_max({-1.0f}, {2.0f}, scheme).zero_point[0] == 128);
 }
+
+TEST_CASE("minmax observer: the lane-split reduction finds the exact extremes past every block and tail") {
+  // Per tensor the input is split into 16K blocks across threads and each block into 16
+  // lanes; per channel each row into lanes. Lengths below, at and past those, extremes
+  // placed in the tails, and a NaN, which is skipped as std::min/std::max skip it.
+  for (const int64_t n :
+       {int64_t{1}, int64_t{15}, int64_t{17}, int64_t{16384}, int64_t{16400}, int64_t{100003}}) {
+    CAPTURE(n);
+    std::vector<float> values(static_cast<std::size_t>(n));
+    for (int64_t i = 0; i < n; ++i) values[i] = std::sin(static_cast<float>(i) * 0.37f);
+    values[n - 1] = -7.5f;             // the last element: in a tail
+    if (n > 2) values[n / 2] = 9.25f;  // inside a block
+    if (n > 3) values[1] = std::nanf("");
+    MinMaxObserver per_tensor(QuantScheme{});
+    per_tensor.observe(Tensor::from_vector({n}, values));
+    CHECK(per_tensor.min_values()[0] == -7.5f);
+    CHECK(per_tensor.max_values()[0] == (n > 2 ? 9.25f : values[0]));
+
+    QuantScheme channel_scheme;
+    channel_scheme.axis = 0;
+    MinMaxObserver per_channel(channel_scheme);
+    std::vector<float> rows(values);
+    rows.insert(rows.end(), values.rbegin(), values.rend());  // row 1: reversed, the extremes move
+    per_channel.observe(Tensor::from_vector({2, n}, rows));
+    for (int c = 0; c < 2; ++c) {
+      CHECK(per_channel.min_values()[c] == -7.5f);
+      CHECK(per_channel.max_values()[c] == (n > 2 ? 9.25f : values[0]));
+    }
+  }
+}
