@@ -145,34 +145,53 @@ void conv2d_forward_grouped(float* y, const float* x, const float* w, const floa
 }
 
 void conv2d_backward_data_grouped(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
+  // Gathered: padded-plane position q receives weight(o, tap)·g_o[q − offset(tap)] for every
+  // output channel o of its group and every tap, in (o, kh, kw) order. Each gradient plane
+  // sits at the padded width behind `front` zeros, so q − offset never leaves it, and a
+  // position whose term falls outside the output adds w·0, which changes no sum: the same
+  // sums, in the same order, as scattering each term into the plane.
   const Planes p = padded(s);
-  const std::unique_ptr<float[]> dyw = widen_gradient(dy, s, p);
   const int64_t in_per_group = s.in_channels / s.groups, out_per_group = s.out_channels / s.groups;
-  const int64_t oh_count = s.out_height(), flat = oh_count * p.width;
-  const int64_t taps = s.kernel_height * s.kernel_width;
+  const int64_t oh_count = s.out_height(), ow_count = s.out_width();
+  const int64_t taps = s.kernel_height * s.kernel_width, terms = out_per_group * taps;
+  const int64_t front = (s.kernel_height - 1) * p.width + s.kernel_width - 1;
+  // The rows holding the input (the padding rows are never read), rounded up to whole vectors.
+  const int64_t first = s.padding_height * p.width, count = s.in_height * p.width;
+  const int64_t rounded = (count + kLanes - 1) / kLanes * kLanes;
+  const int64_t plane_size = front + first + rounded;
+  std::unique_ptr<float[]> gradient(
+      new float[static_cast<std::size_t>(s.batch * s.out_channels * plane_size)]);
+#pragma omp parallel for schedule(static)
+  for (int64_t plane = 0; plane < s.batch * s.out_channels; ++plane) {
+    float* out = gradient.get() + plane * plane_size;
+    std::fill_n(out, plane_size, 0.0f);
+    for (int64_t oh = 0; oh < oh_count; ++oh)
+      std::memcpy(out + front + oh * p.width, dy + (plane * oh_count + oh) * ow_count,
+                  sizeof(float) * ow_count);
+  }
+  // Term k = (output channel in the group, tap): where it reads, relative to q.
+  std::vector<int64_t> offsets(static_cast<std::size_t>(terms));
+  for (int64_t k = 0; k < terms; ++k)
+    offsets[k] = k / taps * plane_size + front - (k % taps / s.kernel_width * p.width + k % s.kernel_width);
 #pragma omp parallel
   {
-    std::vector<float> padded_dx(static_cast<std::size_t>(p.size));
+    std::vector<float> rows(static_cast<std::size_t>(rounded)), weights(static_cast<std::size_t>(terms));
 #pragma omp for collapse(2) schedule(static)
     for (int64_t n = 0; n < s.batch; ++n)
       for (int64_t c = 0; c < s.in_channels; ++c) {
-        float* acc = padded_dx.data();
-        std::fill_n(acc, p.size, 0.0f);
         const int64_t group = c / in_per_group, ci = c % in_per_group;
-        for (int64_t oi = 0; oi < out_per_group; ++oi) {
-          const int64_t o = group * out_per_group + oi;
-          const float* g = dyw.get() + (n * s.out_channels + o) * flat;
-          const float* weights = w + (o * in_per_group + ci) * taps;
-          for (int64_t kh = 0; kh < s.kernel_height; ++kh)
-            for (int64_t kw = 0; kw < s.kernel_width; ++kw) {
-              const float weight = weights[kh * s.kernel_width + kw];
-              float* out = acc + kh * p.width + kw;
-              for (int64_t j = 0; j < flat; ++j) out[j] += weight * g[j];
-            }
+        for (int64_t k = 0; k < terms; ++k)
+          weights[k] = w[((group * out_per_group + k / taps) * in_per_group + ci) * taps + k % taps];
+        const float* planes =
+            gradient.get() + (n * s.out_channels + group * out_per_group) * plane_size + first;
+        for (int64_t j = 0; j < rounded; j += kLanes) {
+          Floats16 sum{};
+          for (int64_t k = 0; k < terms; ++k) sum += weights[k] * load16(planes + offsets[k] + j);
+          store16(rows.data() + j, sum);
         }
         float* plane = dx + (n * s.in_channels + c) * s.in_height * s.in_width;
         for (int64_t h = 0; h < s.in_height; ++h)
-          std::memcpy(plane + h * s.in_width, acc + (h + s.padding_height) * p.width + s.padding_width,
+          std::memcpy(plane + h * s.in_width, rows.data() + h * p.width + s.padding_width,
                       sizeof(float) * s.in_width);
       }
   }
