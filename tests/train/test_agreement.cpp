@@ -11,6 +11,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -300,6 +301,7 @@ TEST_CASE(
   std::string lowest_label = "every one identical";
   int64_t absorbed_channels = 0;  // by the high-bias variants
   for (const ModelCase& model_case : model_cases()) {
+    const auto started = std::chrono::steady_clock::now();
     json source = model_case.source;
     source["data"]["train_limit"] = 4096;
     source["data"]["test_limit"] = 600;
@@ -381,7 +383,8 @@ TEST_CASE(
     }
     MESSAGE(model_case.name, ": ", all.size(), " configurations, ", outcome.converted, " converted, ",
             outcome.refused, " refused by name; lowest agreement ", 100 * outcome.lowest, "% (",
-            outcome.lowest_label, ")");
+            outcome.lowest_label, "); ",
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), " s");
     total_converted += outcome.converted, total_refused += outcome.refused;
     if (outcome.lowest < lowest) lowest = outcome.lowest, lowest_label = outcome.lowest_label;
   }
