@@ -14,14 +14,18 @@
 using namespace qforge;
 using namespace qforge::quant;
 
+namespace {
+// A tensor to fake-quantize: its shape, the axis of its channels, the grid.
+struct Case {
+  Shape shape;
+  int64_t axis;  // -1: per tensor
+  int bits;
+  bool is_signed;
+};
+}  // namespace
+
 TEST_CASE(
     "fake_quantize: the parallel kernel equals the reference twin past every block, per tensor and channel") {
-  struct Case {
-    Shape shape;
-    int64_t axis;  // -1: per tensor
-    int bits;
-    bool is_signed;
-  };
   const Case cases[] = {
       {{100003}, -1, 8, false},         // 7 blocks of 16K and a tail, past the grain
       {{64, 16, 28, 28}, -1, 4, true},  // 800K
@@ -64,12 +68,6 @@ TEST_CASE(
 TEST_CASE(
     "fake_quantize_learnable backward: the blocked parallel kernel against the reference twin, any thread "
     "count") {
-  struct Case {
-    Shape shape;
-    int64_t axis;  // -1: per tensor
-    int bits;
-    bool is_signed;
-  };
   const Case cases[] = {
       {{100003}, -1, 8, false},         // 13 blocks of 8K and a tail, past the grain
       {{64, 16, 28, 28}, -1, 4, true},  // 800K in one scale
