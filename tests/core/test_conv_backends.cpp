@@ -2,6 +2,9 @@
 // forward and every gradient, to 1e-4 relative (Note [Backends]).
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <vector>
+
 #include "core/kernels/conv2d.h"
 #include "core/ops.h"
 #include "tests/gradcheck.h"
@@ -62,4 +65,137 @@ TEST_CASE("conv2d: oneDNN equals the reference, forward and backward") {
   }
   CHECK(grouped == 5);       // jermmy's and the four above took the direct kernels
   CHECK(first_layers == 1);  // lenet conv1's weight gradient
+}
+
+namespace {
+// The grouped kernels' reference twins: plain loops, one output at a time, adding the terms
+// in the order the kernels add them (conv2d_grouped.cpp), so outputs must be identical.
+// Forward: bias, then every (channel, kh, kw) term, padding terms as w·0.
+void forward_twin(std::vector<float>& y, const std::vector<float>& x, const std::vector<float>& w,
+                  const std::vector<float>& b, const kernels::Conv2dShape& s) {
+  const int64_t ipg = s.in_channels / s.groups, opg = s.out_channels / s.groups;
+  const int64_t oh_count = s.out_height(), ow_count = s.out_width();
+  for (int64_t n = 0; n < s.batch; ++n)
+    for (int64_t o = 0; o < s.out_channels; ++o)
+      for (int64_t oh = 0; oh < oh_count; ++oh)
+        for (int64_t ow = 0; ow < ow_count; ++ow) {
+          float sum = 0.0f + b[o];
+          for (int64_t ci = 0; ci < ipg; ++ci)
+            for (int64_t kh = 0; kh < s.kernel_height; ++kh)
+              for (int64_t kw = 0; kw < s.kernel_width; ++kw) {
+                const int64_t h = oh + kh - s.padding_height, v = ow + kw - s.padding_width;
+                const int64_t c = o / opg * ipg + ci;
+                const float input = h >= 0 && h < s.in_height && v >= 0 && v < s.in_width
+                                        ? x[((n * s.in_channels + c) * s.in_height + h) * s.in_width + v]
+                                        : 0.0f;
+                sum += w[((o * ipg + ci) * s.kernel_height + kh) * s.kernel_width + kw] * input;
+              }
+          y[((n * s.out_channels + o) * oh_count + oh) * ow_count + ow] = sum;
+        }
+}
+
+// Backward-data: from 0, every (output channel of the group, kh, kw) term, outside ones as w·0.
+void backward_data_twin(std::vector<float>& dx, const std::vector<float>& dy, const std::vector<float>& w,
+                        const kernels::Conv2dShape& s) {
+  const int64_t ipg = s.in_channels / s.groups, opg = s.out_channels / s.groups;
+  const int64_t oh_count = s.out_height(), ow_count = s.out_width();
+  for (int64_t n = 0; n < s.batch; ++n)
+    for (int64_t c = 0; c < s.in_channels; ++c)
+      for (int64_t h = 0; h < s.in_height; ++h)
+        for (int64_t v = 0; v < s.in_width; ++v) {
+          float sum = 0.0f;
+          for (int64_t oi = 0; oi < opg; ++oi)
+            for (int64_t kh = 0; kh < s.kernel_height; ++kh)
+              for (int64_t kw = 0; kw < s.kernel_width; ++kw) {
+                const int64_t o = c / ipg * opg + oi;
+                const int64_t oh = h + s.padding_height - kh, ow = v + s.padding_width - kw;
+                const float g = oh >= 0 && oh < oh_count && ow >= 0 && ow < ow_count
+                                    ? dy[((n * s.out_channels + o) * oh_count + oh) * ow_count + ow]
+                                    : 0.0f;
+                sum += w[((o * ipg + c % ipg) * s.kernel_height + kh) * s.kernel_width + kw] * g;
+              }
+          dx[((n * s.in_channels + c) * s.in_height + h) * s.in_width + v] = sum;
+        }
+}
+
+// Backward-weights: over the padded plane's flat positions j = oh·Wp + column (columns past
+// the output's width carry a zero gradient and read the next row's input, as the kernel does),
+// element j adds to float lane j mod 16 per image; each image's lanes add into double lanes,
+// and the lanes into the weight.
+void backward_weights_twin(std::vector<float>& dw, const std::vector<float>& dy, const std::vector<float>& x,
+                           const kernels::Conv2dShape& s) {
+  const int64_t ipg = s.in_channels / s.groups, opg = s.out_channels / s.groups;
+  const int64_t oh_count = s.out_height(), ow_count = s.out_width();
+  const int64_t height = s.in_height + 2 * s.padding_height, width = s.in_width + 2 * s.padding_width;
+  auto padded = [&](int64_t n, int64_t c, int64_t at) {  // flat position in the padded plane
+    const int64_t h = at / width - s.padding_height, v = at % width - s.padding_width;
+    if (at >= height * width || h < 0 || h >= s.in_height || v < 0 || v >= s.in_width) return 0.0f;
+    return x[((n * s.in_channels + c) * s.in_height + h) * s.in_width + v];
+  };
+  for (int64_t o = 0; o < s.out_channels; ++o)
+    for (int64_t ci = 0; ci < ipg; ++ci)
+      for (int64_t kh = 0; kh < s.kernel_height; ++kh)
+        for (int64_t kw = 0; kw < s.kernel_width; ++kw) {
+          double lanes[16] = {};
+          for (int64_t n = 0; n < s.batch; ++n) {
+            float image[16] = {};
+            for (int64_t j = 0; j < oh_count * width; ++j) {
+              const int64_t oh = j / width, column = j % width;
+              const float g = column < ow_count
+                                  ? dy[((n * s.out_channels + o) * oh_count + oh) * ow_count + column]
+                                  : 0.0f;
+              image[j % 16] += g * padded(n, o / opg * ipg + ci, j + kh * width + kw);
+            }
+            for (int l = 0; l < 16; ++l) lanes[l] += image[l];
+          }
+          double total = 0;
+          for (const double lane : lanes) total += lane;
+          dw[((o * ipg + ci) * s.kernel_height + kh) * s.kernel_width + kw] = static_cast<float>(total);
+        }
+}
+}  // namespace
+
+TEST_CASE("grouped conv kernels equal their plain-loop twins bit for bit") {
+  using S = kernels::Conv2dShape;
+  // Planes of 9 to 32 columns (flat lengths below, at and past 16, with tails), 4 to 25 taps
+  // (passes of 9 and a remainder), 1 to 4 channels per group, padding, the first-layer shape.
+  const S shapes[] = {
+      S{3, 40, 13, 13, 40, 3, 3, 1, 1, 0, 0, 1, 1, 20},  // jermmy conv2
+      S{2, 1, 28, 28, 8, 3, 3},                          // jermmy conv1's shape (weights only)
+      S{2, 8, 28, 28, 16, 5, 5, 1, 1, 2, 2, 1, 1, 4},    // 25 taps, padding 2
+      S{2, 12, 9, 7, 8, 3, 2, 1, 1, 1, 1, 1, 1, 4},      // uneven kernel, 3 in / 2 out per group
+      S{1, 6, 3, 4, 9, 2, 2, 1, 1, 0, 0, 1, 1, 3},       // planes shorter than a vector
+      S{2, 1, 28, 28, 4, 5, 5, 1, 1, 2, 2},              // lenet conv1's shape (weights only)
+  };
+  for (const S& s : shapes) {
+    CAPTURE(s.in_channels);
+    CAPTURE(s.kernel_height);
+    const int64_t ipg = s.in_channels / s.groups;
+    const int64_t x_size = s.batch * s.in_channels * s.in_height * s.in_width;
+    const int64_t y_size = s.batch * s.out_channels * s.out_height() * s.out_width();
+    const int64_t w_size = s.out_channels * ipg * s.kernel_height * s.kernel_width;
+    Generator generator(21);
+    auto values = [&](int64_t n, float range) {  // full range of the sign, magnitudes over 2^±8
+      std::vector<float> v(static_cast<std::size_t>(n));
+      for (float& e : v)
+        e = (generator.uniform() < 0.5 ? -range : range) *
+            std::ldexp(generator.uniform(), -8 + static_cast<int>(16 * generator.uniform()));
+      return v;
+    };
+    const std::vector<float> x = values(x_size, 1), w = values(w_size, 1), b = values(s.out_channels, 1),
+                             dy = values(y_size, 1);
+    std::vector<float> dw(w_size), db(s.out_channels), dw_twin(w_size);
+    REQUIRE(kernels::conv2d_grouped_weights_applies(s));
+    kernels::conv2d_backward_weights_grouped(dw.data(), db.data(), dy.data(), x.data(), s);
+    backward_weights_twin(dw_twin, dy, x, s);
+    CHECK(dw == dw_twin);
+    if (!kernels::conv2d_grouped_applies(s)) continue;  // first layers: only the weight gradient
+    std::vector<float> y(y_size), y_twin(y_size), dx(x_size), dx_twin(x_size);
+    kernels::conv2d_forward_grouped(y.data(), x.data(), w.data(), b.data(), s);
+    forward_twin(y_twin, x, w, b, s);
+    CHECK(y == y_twin);
+    kernels::conv2d_backward_data_grouped(dx.data(), dy.data(), w.data(), s);
+    backward_data_twin(dx_twin, dy, w, s);
+    CHECK(dx == dx_twin);
+  }
 }
