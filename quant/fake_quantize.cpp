@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "core/autograd.h"
@@ -31,46 +32,75 @@ AxisSplit channel_split(const Tensor& x, int64_t axis, const char* op) {
   return split_at_axis(x.shape(), axis);
 }
 
+// Note [ReLU in the quantizer]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// A conv or linear layer with a ReLU quantizes relu(y). Run as two ops, the ReLU reads and
+// writes the whole activation forward and backward, and was ~7% of a QAT step. Fused
+// (relu = true), the quantizer reads max(y, 0) as it loads y — the relu op's own formula,
+// `v > 0 ? v : 0` — and its gradient is the product of the two ops' gradients, g where the
+// level of relu(y) is in range and y > 0, else 0. Every value is the one the two ops give,
+// bit for bit (tested against relu then fake_quantize, forward and backward): only the
+// passes over memory go.
+inline float relu_of(float v) { return v > 0.0f ? v : 0.0f; }
+
 // One contiguous run of elements sharing (scale, zero point), through the mapping of
-// quant_params.h (inlined, and vectorized by the compiler).
+// quant_params.h (inlined, and vectorized by the compiler). kMask: write the in-range flags
+// (the straight-through gradient's); kRelu: quantize relu(x), and flag only x > 0.
+template <bool kMask, bool kRelu>
 void fake_quantize_run(float* y, uint8_t* mask, const float* x, int64_t count, float scale, float zero_point,
                        float lo, float hi) {
   const float inverse = 1.0f / scale;
   for (int64_t i = 0; i < count; ++i) {
-    const float u = quantize_unclamped(x[i], inverse, zero_point);
+    const float v = kRelu ? relu_of(x[i]) : x[i];
+    const float u = quantize_unclamped(v, inverse, zero_point);
     y[i] = dequantize_level(clamp_level(u, lo, hi), scale, zero_point);
-    mask[i] = (u >= lo) & (u <= hi);
+    if constexpr (kMask) mask[i] = (u >= lo) & (u <= hi) & (!kRelu || x[i] > 0.0f);
   }
 }
 
-// y = fake-quantized x and mask = in-range flags. Per tensor, the flat array is split
-// across threads; per channel, the (outer, channel) runs are.
-void fake_quantize_kernel(float* y, uint8_t* mask, const float* x, const float* scale,
-                          const int64_t* zero_point, const QuantRange& range, const AxisSplit& s) {
+// y = fake-quantized x (of relu(x) when kRelu) and, when mask is not null, the in-range
+// flags. Per tensor, the flat array is split across threads; per channel, the (outer,
+// channel) runs are.
+template <bool kMask, bool kRelu>
+void fake_quantize_split(float* y, uint8_t* mask, const float* x, const float* scale,
+                         const int64_t* zero_point, const QuantRange& range, const AxisSplit& s) {
   const float lo = static_cast<float>(range.quant_min), hi = static_cast<float>(range.quant_max);
   const int64_t total = s.outer * s.extent * s.inner;
   if (s.outer * s.extent == 1) {
     const int64_t block = 1 << 14;
 #pragma omp parallel for schedule(static) if (total >= kParallelGrain)
     for (int64_t start = 0; start < total; start += block)
-      fake_quantize_run(y + start, mask + start, x + start, std::min(block, total - start), scale[0],
-                        static_cast<float>(zero_point[0]), lo, hi);
+      fake_quantize_run<kMask, kRelu>(y + start, mask + start, x + start, std::min(block, total - start),
+                                      scale[0], static_cast<float>(zero_point[0]), lo, hi);
     return;
   }
 #pragma omp parallel for collapse(2) schedule(static) if (total >= kParallelGrain)
   for (int64_t o = 0; o < s.outer; ++o)
     for (int64_t c = 0; c < s.extent; ++c) {
       const int64_t base = (o * s.extent + c) * s.inner;
-      fake_quantize_run(y + base, mask + base, x + base, s.inner, scale[c], static_cast<float>(zero_point[c]),
-                        lo, hi);
+      fake_quantize_run<kMask, kRelu>(y + base, mask + base, x + base, s.inner, scale[c],
+                                      static_cast<float>(zero_point[c]), lo, hi);
     }
 }
+
+void fake_quantize_kernel(float* y, uint8_t* mask, const float* x, const float* scale,
+                          const int64_t* zero_point, const QuantRange& range, const AxisSplit& s, bool relu) {
+  if (mask != nullptr)
+    return relu ? fake_quantize_split<true, true>(y, mask, x, scale, zero_point, range, s)
+                : fake_quantize_split<true, false>(y, mask, x, scale, zero_point, range, s);
+  return relu ? fake_quantize_split<false, true>(y, mask, x, scale, zero_point, range, s)
+              : fake_quantize_split<false, false>(y, mask, x, scale, zero_point, range, s);
+}
+
+// The in-range flags, one byte per element, left uninitialized: the kernel writes each.
+using Mask = std::shared_ptr<uint8_t[]>;
+Mask new_mask(int64_t n) { return Mask(new uint8_t[static_cast<std::size_t>(std::max<int64_t>(n, 1))]); }
 
 // The straight-through estimator (Bengio et al. 2013; PyTorch's fake-quant backward):
 // round() has zero gradient almost everywhere, so backward treats fake quantization as
 // the identity where the value was inside the integer range and as a constant (gradient
 // 0) where it was clamped. `mask` holds the in-range flags the forward recorded.
-Tensor straight_through_gradient(const Tensor& g, const std::vector<uint8_t>& mask) {
+Tensor straight_through_gradient(const Tensor& g, const uint8_t* mask) {
   Tensor dx = Tensor::empty(g.shape());
   const float* pg = g.data();
   float* out = dx.data();
@@ -91,20 +121,25 @@ struct LearnableSums {
   double scale = 0, zero = 0;
 };
 
+// kRelu: of relu(x) (Note [ReLU in the quantizer]): the terms of max(x, 0), and dx also 0
+// where x <= 0.
+template <bool kRelu>
 void learnable_backward_terms(float* dx, float* scale_terms, float* zero_terms, const float* g,
                               const float* x, int64_t n, float scale, float zero, float lo, float hi) {
   const float inverse = 1.0f / scale;
   for (int64_t i = 0; i < n; ++i) {
-    const float level = std::nearbyint(zero + x[i] * inverse);  // PyTorch's order: z added before rounding
+    const float v = kRelu ? relu_of(x[i]) : x[i];
+    const float level = std::nearbyint(zero + v * inverse);  // PyTorch's order: z added before rounding
     const bool inside = (level >= lo) & (level <= hi);
-    dx[i] = inside ? g[i] : 0.0f;
+    dx[i] = inside & (!kRelu || x[i] > 0.0f) ? g[i] : 0.0f;
     const float outside_term = g[i] * ((level < lo ? lo : hi) - zero);
-    const float inside_term = g[i] * (dequantize_level(level, scale, zero) - x[i]) * inverse;
+    const float inside_term = g[i] * (dequantize_level(level, scale, zero) - v) * inverse;
     scale_terms[i] = inside ? inside_term : outside_term;
     zero_terms[i] = inside ? 0.0f : -g[i] * scale;
   }
 }
 
+template <bool kRelu>
 LearnableSums learnable_backward_run(float* dx, const float* g, const float* x, int64_t n, float scale,
                                      float zero, float lo, float hi) {
   constexpr int kLanes = 16;
@@ -113,8 +148,8 @@ LearnableSums learnable_backward_run(float* dx, const float* g, const float* x, 
   float sum_scale[kLanes] = {}, sum_zero[kLanes] = {};
   for (int64_t start = 0; start < n; start += kTile) {
     const int64_t m = std::min(kTile, n - start);
-    learnable_backward_terms(dx + start, scale_terms, zero_terms, g + start, x + start, m, scale, zero, lo,
-                             hi);
+    learnable_backward_terms<kRelu>(dx + start, scale_terms, zero_terms, g + start, x + start, m, scale, zero,
+                                    lo, hi);
     const int64_t whole = m - m % kLanes;
     for (int64_t i = 0; i < whole; i += kLanes)
       for (int j = 0; j < kLanes; ++j) sum_scale[j] += scale_terms[i + j], sum_zero[j] += zero_terms[i + j];
@@ -138,7 +173,8 @@ constexpr int64_t kLearnableBlock = 8192;
 
 void fake_quantize_learnable_backward(float* dx, float* d_scale, float* d_zero, const float* g,
                                       const float* x, const float* scale, const int64_t* zero,
-                                      const QuantRange& range, const AxisSplit& s, float grad_factor) {
+                                      const QuantRange& range, const AxisSplit& s, float grad_factor,
+                                      bool relu) {
   const float lo = static_cast<float>(range.quant_min), hi = static_cast<float>(range.quant_max);
   const int64_t blocks = std::max<int64_t>(1, (s.inner + kLearnableBlock - 1) / kLearnableBlock);
   const int64_t per_channel = s.outer * blocks, chunks = s.extent * per_channel;
@@ -149,8 +185,10 @@ void fake_quantize_learnable_backward(float* dx, float* d_scale, float* d_zero, 
     const int64_t begin = b * kLearnableBlock, count = std::min(kLearnableBlock, s.inner - begin);
     if (count <= 0) continue;
     const int64_t base = (o * s.extent + c) * s.inner + begin;
-    partial[k] = learnable_backward_run(dx + base, g + base, x + base, count, scale[c],
-                                        static_cast<float>(zero[c]), lo, hi);
+    partial[k] = relu ? learnable_backward_run<true>(dx + base, g + base, x + base, count, scale[c],
+                                                     static_cast<float>(zero[c]), lo, hi)
+                      : learnable_backward_run<false>(dx + base, g + base, x + base, count, scale[c],
+                                                      static_cast<float>(zero[c]), lo, hi);
   }
   for (int64_t c = 0; c < s.extent; ++c) {
     double sum_scale = 0, sum_zero = 0;
@@ -217,7 +255,7 @@ void fake_quantize_learnable_backward_reference(float* dx, float* d_scale, float
   }
 }
 
-Tensor fake_quantize(const Tensor& x, const QuantParams& params, const QuantRange& range) {
+Tensor fake_quantize(const Tensor& x, const QuantParams& params, const QuantRange& range, bool relu) {
   AxisSplit s = channel_split(x, params.axis, "fake_quantize");
   QF_CHECK(static_cast<int64_t>(params.scale.size()) == s.extent &&
                static_cast<int64_t>(params.zero_point.size()) == s.extent,
@@ -227,17 +265,19 @@ Tensor fake_quantize(const Tensor& x, const QuantParams& params, const QuantRang
     QF_CHECK(params.scale[c] > 0 && std::isfinite(params.scale[c]), "fake_quantize: scale ", c, " is ",
              params.scale[c], ", expected a positive finite number");
   Tensor y = Tensor::empty(x.shape());
-  std::vector<uint8_t> mask(x.numel());
-  fake_quantize_kernel(y.data(), mask.data(), x.data(), params.scale.data(), params.zero_point.data(), range,
-                       s);
-  if (!any_requires_grad({&x})) return y;
-  return record(y, "fake_quantize", {x}, [mask = std::move(mask)](const Tensor& g, const Node&) {
-    return std::vector<Tensor>{straight_through_gradient(g, mask)};
-  });
+  const bool wants_grad = any_requires_grad({&x});
+  Mask mask = wants_grad ? new_mask(x.numel()) : nullptr;
+  fake_quantize_kernel(y.data(), mask.get(), x.data(), params.scale.data(), params.zero_point.data(), range,
+                       s, relu);
+  if (!wants_grad) return y;
+  return record(y, relu ? "relu_fake_quantize" : "fake_quantize", {x},
+                [mask = std::move(mask)](const Tensor& g, const Node&) {
+                  return std::vector<Tensor>{straight_through_gradient(g, mask.get())};
+                });
 }
 
 Tensor fake_quantize_learnable(const Tensor& x, const Tensor& scale, const Tensor& zero_point, int64_t axis,
-                               const QuantRange& range, float grad_factor) {
+                               const QuantRange& range, float grad_factor, bool relu) {
   AxisSplit s = channel_split(x, axis, "fake_quantize_learnable");
   QF_CHECK(scale.shape() == Shape{s.extent} && zero_point.shape() == Shape{s.extent},
            "fake_quantize_learnable: expected scale and zero_point of shape [", s.extent, "], got ",
@@ -256,17 +296,18 @@ Tensor fake_quantize_learnable(const Tensor& x, const Tensor& scale, const Tenso
     backward_zero[c] = static_cast<int64_t>(std::fmin(std::fmax(z + 0.5f, lo), hi));
   }
   Tensor y = Tensor::empty(x.shape());
-  std::vector<uint8_t> mask(x.numel());
-  fake_quantize_kernel(y.data(), mask.data(), x.data(), scales.data(), forward_zero.data(), range, s);
+  // No mask: the backward recomputes the levels from x.
+  fake_quantize_kernel(y.data(), nullptr, x.data(), scales.data(), forward_zero.data(), range, s, relu);
   if (!any_requires_grad({&x, &scale, &zero_point})) return y;
 
   // Saved for backward: x (outer, C, inner), scales and backward_zero (C).
   Tensor saved_x = x.detach();
-  return record(y, "fake_quantize_learnable", {x, scale, zero_point}, [=](const Tensor& g, const Node& node) {
+  const char* name = relu ? "relu_fake_quantize_learnable" : "fake_quantize_learnable";
+  return record(y, name, {x, scale, zero_point}, [=](const Tensor& g, const Node& node) {
     Tensor dx = Tensor::empty(saved_x.shape());
     Tensor d_scale = Tensor::empty({s.extent}), d_zero = Tensor::empty({s.extent});
     fake_quantize_learnable_backward(dx.data(), d_scale.data(), d_zero.data(), g.data(), saved_x.data(),
-                                     scales.data(), backward_zero.data(), range, s, grad_factor);
+                                     scales.data(), backward_zero.data(), range, s, grad_factor, relu);
     return std::vector<Tensor>{node.needs_grad(0) ? dx : Tensor(), node.needs_grad(1) ? d_scale : Tensor(),
                                node.needs_grad(2) ? d_zero : Tensor()};
   });
@@ -335,7 +376,7 @@ AmaxQuantized fake_quantize_amax(const Tensor& x, float amax, int bits, bool is_
   }
   result.fake =
       record(result.fake, "fake_quantize_amax", {x}, [mask = std::move(mask)](const Tensor& g, const Node&) {
-        return std::vector<Tensor>{straight_through_gradient(g, mask)};
+        return std::vector<Tensor>{straight_through_gradient(g, mask.data())};
       });
   return result;
 }

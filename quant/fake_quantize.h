@@ -19,15 +19,18 @@
 
 namespace qforge::quant {
 
-// Per tensor (params.axis < 0) or per channel along params.axis.
-Tensor fake_quantize(const Tensor& x, const QuantParams& params, const QuantRange& range);
+// Per tensor (params.axis < 0) or per channel along params.axis. relu: quantize relu(x)
+// in the same pass, values and gradient exactly relu's then fake_quantize's (Note [ReLU in
+// the quantizer], fake_quantize.cpp).
+Tensor fake_quantize(const Tensor& x, const QuantParams& params, const QuantRange& range, bool relu = false);
 
 // Learnable scale and zero point, as PyTorch's _fake_quantize_learnable_per_{tensor,channel}_affine:
 //   scale, zero_point: (1) for per tensor (axis < 0), (C) for per channel along axis;
 //   zero_point is a float tensor, rounded (forward) and clamped to the range.
-// grad_factor scales both parameter gradients (LSQ: lsq_gradient_scale).
+// grad_factor scales both parameter gradients (LSQ: lsq_gradient_scale). relu: of relu(x),
+// fused, as fake_quantize's.
 Tensor fake_quantize_learnable(const Tensor& x, const Tensor& scale, const Tensor& zero_point, int64_t axis,
-                               const QuantRange& range, float grad_factor = 1.0f);
+                               const QuantRange& range, float grad_factor = 1.0f, bool relu = false);
 
 // The reference twin of fake_quantize's kernel (Note [Backends]): one element at a time
 // in index order, its channel found by division, no parallel split and no shared helper —

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/autograd.h"
+#include "core/ops/elementwise.h"
 #include "core/profiler.h"
 #include "quant/fake_quantize.h"
 #include "quant/observer_factory.h"
@@ -89,8 +90,20 @@ bool FakeQuantize::is_calibrated() const {
 Tensor FakeQuantize::forward(const Tensor& input) {
   const ProfileScope profile("forward", "fake_quantize (observer and rounding)");
   try {
-    return observe_and_quantize(input);
+    return observe_and_quantize(input, false);
   } catch (const Error& error) {  // name the quantizer: a diverged range says where it diverged
+    QF_FAIL(path_, ": ", error.what());
+  }
+}
+
+Tensor FakeQuantize::forward_relu(const Tensor& input) {
+  // A binary quantizer quantizes weights, which no ReLU precedes; fake quantization off
+  // leaves the relu op itself.
+  if (spec_.scheme.binary || !is_fake_quantizing_) return forward(relu(input));
+  const ProfileScope profile("forward", "fake_quantize (observer and rounding)");
+  try {
+    return observe_and_quantize(input, true);
+  } catch (const Error& error) {
     QF_FAIL(path_, ": ", error.what());
   }
 }
@@ -118,7 +131,8 @@ Tensor FakeQuantize::binary_quantize(const Tensor& weight) {
                               lsq_gradient_scale(weight.numel() / channels_, spec_.scheme.range()));
 }
 
-Tensor FakeQuantize::observe_and_quantize(const Tensor& input) {
+// relu: of relu(input) (forward_relu); the observer sees relu(input) too.
+Tensor FakeQuantize::observe_and_quantize(const Tensor& input, bool relu) {
   if (spec_.scheme.binary) return binary_quantize(input);
   // In training, a learnable quantizer takes the observer's parameters once, then trains
   // them; its observer stops there (PyTorch's _LearnableFakeQuantize in param-learning
@@ -126,7 +140,10 @@ Tensor FakeQuantize::observe_and_quantize(const Tensor& input) {
   // calibration (observing in eval, as PTQ does) follows the observer over every batch.
   const bool has_learned = spec_.is_learnable && is_initialized_.data()[0] != 0.0f && !is_observing_in_eval_;
   if (is_observing_ && (is_training() || is_observing_in_eval_) && !has_learned) {
-    observer_->observe(input.detach());
+    if (relu)
+      observer_->observe_relu(input.detach());
+    else
+      observer_->observe(input.detach());
     sync_buffers_from_observer();
     QuantParams params = observer_->calculate_qparams();
     QF_CHECK(static_cast<int64_t>(params.scale.size()) == channels_, "FakeQuantize: observer produced ",
@@ -140,15 +157,15 @@ Tensor FakeQuantize::observe_and_quantize(const Tensor& input) {
     }
     if (spec_.is_learnable) is_initialized_.data()[0] = 1.0f;
   }
-  if (!is_fake_quantizing_) return input;
+  if (!is_fake_quantizing_) return relu ? qforge::relu(input) : input;
   const QuantRange range = spec_.scheme.range();
   if (spec_.is_learnable) {
     for (int64_t c = 0; c < channels_; ++c)  // as PyTorch's _LearnableFakeQuantize: scale >= eps
       scale_.data()[c] = std::max(scale_.data()[c], std::numeric_limits<float>::epsilon());
     return fake_quantize_learnable(input, scale_, zero_point_, spec_.scheme.axis, range,
-                                   lsq_gradient_scale(input.numel() / channels_, range));
+                                   lsq_gradient_scale(input.numel() / channels_, range), relu);
   }
-  return fake_quantize(input, qparams(), range);
+  return fake_quantize(input, qparams(), range, relu);
 }
 
 bool FakeQuantize::can_reduce_statistics() const { return observer_->can_reduce(); }

@@ -19,6 +19,10 @@ class FakeQuantize : public nn::Module {
   // channels: the extent of the quantization axis (1 for per tensor).
   FakeQuantize(const QuantizerSpec& spec, int64_t channels);
   Tensor forward(const Tensor& input) override;
+  // forward(relu(input)), in one pass over the activation where it can (Note [ReLU in the
+  // quantizer], fake_quantize.cpp): the values, gradients, observer statistics and learned
+  // parameters are those of the relu op followed by forward.
+  Tensor forward_relu(const Tensor& input);
   std::string type_name() const override { return "FakeQuantize"; }
   void state_loaded() override;
   // Before it has seen data an observer's min is +inf and its max −inf (a max calibrator
@@ -54,7 +58,7 @@ class FakeQuantize : public nn::Module {
 
  private:
   void sync_buffers_from_observer();
-  Tensor observe_and_quantize(const Tensor& input);
+  Tensor observe_and_quantize(const Tensor& input, bool relu);
   Tensor binary_quantize(const Tensor& weight);  // Note [Binary weights]
   QuantizerSpec spec_;
   std::string path_ = "FakeQuantize";

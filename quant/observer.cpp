@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <limits>
 
+#include "core/ops/elementwise.h"
 #include "core/ops/reduce.h"
 #include "core/threading.h"
 
@@ -18,17 +19,21 @@ namespace {
 // lo = min(lo, x[0..n)), hi = max(hi, x[0..n)), in 16 lanes so the compiler vectorizes it
 // (a float min/max reduction does not vectorize without fast-math). A NaN is skipped, as
 // std::min(lo, x) skips it. The minimum and maximum are exact, so the lanes change nothing.
+// kRelu: of relu(x), each element read as the relu op computes it (v > 0 ? v : 0).
+template <bool kRelu>
 void min_max_run(const float* x, int64_t n, float& lo, float& hi) {
   constexpr int kLanes = 16;
+  auto value = [x](int64_t i) { return kRelu ? (x[i] > 0.0f ? x[i] : 0.0f) : x[i]; };
   float lane_lo[kLanes], lane_hi[kLanes];
   for (int j = 0; j < kLanes; ++j) lane_lo[j] = lo, lane_hi[j] = hi;
   const int64_t whole = n - n % kLanes;
   for (int64_t i = 0; i < whole; i += kLanes)
     for (int j = 0; j < kLanes; ++j) {
-      lane_lo[j] = x[i + j] < lane_lo[j] ? x[i + j] : lane_lo[j];
-      lane_hi[j] = x[i + j] > lane_hi[j] ? x[i + j] : lane_hi[j];
+      const float v = value(i + j);
+      lane_lo[j] = v < lane_lo[j] ? v : lane_lo[j];
+      lane_hi[j] = v > lane_hi[j] ? v : lane_hi[j];
     }
-  for (int64_t i = whole; i < n; ++i) lo = std::min(lo, x[i]), hi = std::max(hi, x[i]);
+  for (int64_t i = whole; i < n; ++i) lo = std::min(lo, value(i)), hi = std::max(hi, value(i));
   for (int j = 0; j < kLanes; ++j) lo = std::min(lo, lane_lo[j]), hi = std::max(hi, lane_hi[j]);
 }
 
@@ -45,7 +50,14 @@ std::string MinMaxObserver::name() const {
          (scheme_.axis >= 0 ? "_per_channel" : "");
 }
 
-void MinMaxObserver::observe(const Tensor& x) {
+void Observer::observe_relu(const Tensor& x) { observe(relu(x.detach())); }
+
+void MinMaxObserver::observe(const Tensor& x) { observe_values<false>(x); }
+
+void MinMaxObserver::observe_relu(const Tensor& x) { observe_values<true>(x); }
+
+template <bool kRelu>
+void MinMaxObserver::observe_values(const Tensor& x) {
   if (x.numel() == 0) return;
   AxisSplit s{1, 1, x.numel()};
   if (scheme_.axis >= 0) {
@@ -61,13 +73,13 @@ void MinMaxObserver::observe(const Tensor& x) {
     const int64_t n = s.inner, block = 1 << 14;
 #pragma omp parallel for reduction(min : lo) reduction(max : hi) schedule(static) if (n >= kParallelGrain)
     for (int64_t start = 0; start < n; start += block)
-      min_max_run(px + start, std::min(block, n - start), lo, hi);
+      min_max_run<kRelu>(px + start, std::min(block, n - start), lo, hi);
     batch_min[0] = lo, batch_max[0] = hi;
   } else {
     for (int64_t o = 0; o < s.outer; ++o)
       for (int64_t c = 0; c < s.extent; ++c) {
         const float* row = px + (o * s.extent + c) * s.inner;
-        min_max_run(row, s.inner, batch_min[c], batch_max[c]);
+        min_max_run<kRelu>(row, s.inner, batch_min[c], batch_max[c]);
       }
   }
   if (reducer_ != nullptr) reducer_->min(batch_min), reducer_->max(batch_max);

@@ -47,6 +47,10 @@ class Observer {
   explicit Observer(QuantScheme scheme) : scheme_(scheme) {}
   virtual ~Observer() = default;
   virtual void observe(const Tensor& x) = 0;
+  // observe(relu(x)): what a quantizer with the ReLU fused in observes (FakeQuantize::
+  // forward_relu). By default through a relu'd copy; an observer that can apply it on the
+  // fly, exactly, overrides it.
+  virtual void observe_relu(const Tensor& x);
   virtual QuantParams calculate_qparams() const = 0;
   virtual std::string name() const = 0;
   // State for checkpoints (min/max, histogram) and its restoration.
@@ -72,6 +76,7 @@ class MinMaxObserver : public Observer {
   // averaging_constant 0: plain running min/max; > 0: moving average.
   MinMaxObserver(QuantScheme scheme, float averaging_constant = 0.0f);
   void observe(const Tensor& x) override;
+  void observe_relu(const Tensor& x) override;  // relu applied as each element is read
   QuantParams calculate_qparams() const override;
   std::string name() const override;
   TensorMap state() const override;
@@ -80,6 +85,8 @@ class MinMaxObserver : public Observer {
   const std::vector<float>& max_values() const { return max_; }
 
  private:
+  template <bool kRelu>
+  void observe_values(const Tensor& x);
   float averaging_constant_;
   std::vector<float> min_, max_;
 };

@@ -162,6 +162,15 @@ std::optional<Tensor> run_deployed(const Deployed& d, const Tensor& input,
   return y;
 }
 
+namespace {
+// The layer's ReLU and output quantizer, fused into one pass when it has both (Note [ReLU
+// in the quantizer], fake_quantize.cpp).
+Tensor output_activation(const Tensor& y, bool has_relu, FakeQuantize* output_quant) {
+  if (output_quant) return has_relu ? output_quant->forward_relu(y) : output_quant->forward(y);
+  return has_relu ? relu(y) : y;
+}
+}  // namespace
+
 Tensor QatConv2d::forward(const Tensor& input) {
   if (input_probe) input_probe(input);
   auto quantized = [&](const Tensor& w) { return weight_quant ? weight_quant->forward(w) : w; };
@@ -184,8 +193,7 @@ Tensor QatConv2d::forward(const Tensor& input) {
   } else {
     y = conv2d(input, quantized(conv->weight), conv->bias, conv->options);
   }
-  if (has_relu) y = relu(y);
-  return output_quant ? output_quant->forward(y) : y;
+  return output_activation(y, has_relu, output_quant.get());
 }
 
 std::pair<Tensor, Tensor> QatConv2d::folded_weight_and_bias() const {
@@ -224,8 +232,7 @@ Tensor QatLinear::forward(const Tensor& input) {
   if (bias.defined() && runs_as_deployed(*this, weight_quant.get(), input_quant.get()))
     bias = deployed_bias(linear->bias.detach(), *input_quant, *weight_quant);
   Tensor y = qforge::linear(input, weight, bias);
-  if (has_relu) y = relu(y);
-  return output_quant ? output_quant->forward(y) : y;
+  return output_activation(y, has_relu, output_quant.get());
 }
 
 void with_input_probe(std::function<void(const Tensor&)>& slot, std::function<void(const Tensor&)> probe,
