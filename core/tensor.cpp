@@ -10,6 +10,7 @@
 
 #include "core/autograd.h"
 #include "core/random.h"
+#include "core/threading.h"
 
 namespace qforge {
 
@@ -41,6 +42,10 @@ void tune_allocator_once() {
   }();
   (void)tuned;
 }
+
+// QFORGE_THREADS, applied as the program starts (core/threading.h): every program that makes
+// a tensor links this file, so none can open a parallel region before the variable is read.
+[[maybe_unused]] const bool threads_read_at_start = (read_threads_at_start(), true);
 }  // namespace
 
 Storage::Storage(std::size_t size_bytes) : size_bytes_(size_bytes) {

@@ -44,6 +44,13 @@ void set_num_threads(int count) {
   apply(count);
 }
 
+void read_threads_at_start() noexcept {
+  try {
+    initialize_from_environment();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): the first num_threads() reports it again
+  }
+}
+
 int num_threads() {
   initialize_from_environment();
   return thread_count;

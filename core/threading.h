@@ -12,6 +12,12 @@ namespace qforge {
 
 void set_num_threads(int count);
 int num_threads();
+// Applies QFORGE_THREADS (or every core) now. core/tensor.cpp calls it from a static
+// initializer, so any program linking qforge gets the variable before anything can open a
+// parallel region — its own loops, OpenMP's or oneDNN's — even if it never calls
+// num_threads(). A malformed value cannot be reported from there: the first num_threads()
+// or set_num_threads() reports it.
+void read_threads_at_start() noexcept;
 
 // Below this many elements a loop runs on one thread: forking costs more.
 inline constexpr int64_t kParallelGrain = 1 << 15;
