@@ -16,6 +16,7 @@
 #include "core/flop_counter.h"
 #include "core/kernels/gemm.h"
 #include "core/profiler.h"
+#include "core/threading.h"
 
 namespace qforge {
 
@@ -35,8 +36,15 @@ void cell_forward_row(float* __restrict a, const float* __restrict c_prev, float
 
 // One cell's pointwise forward for `batch` rows: gates (stride gate_stride) hold the
 // pre-activations and receive the activations i,f,g,o; h/c rows have stride state_stride.
+// The rows are independent, so they run in parallel with results equal to one thread's. A
+// unit costs five transcendentals: worth a fork from a quarter of the elementwise grain on.
+inline bool cell_is_parallel(int64_t batch, int64_t hidden) {
+  return batch > 1 && 4 * batch * hidden >= kParallelGrain;
+}
+
 void cell_forward(float* gates, int64_t gate_stride, const float* c_prev, int64_t c_prev_stride, float* h,
                   float* c, int64_t state_stride, float* tanh_c, int64_t batch, int64_t hidden) {
+#pragma omp parallel for schedule(static) if (cell_is_parallel(batch, hidden))
   for (int64_t b = 0; b < batch; ++b)
     cell_forward_row(gates + b * gate_stride, c_prev + b * c_prev_stride, h + b * state_stride,
                      c + b * state_stride, tanh_c + b * hidden, hidden);
@@ -63,6 +71,7 @@ void cell_backward_row(float* __restrict da, float* __restrict dc_prev, const fl
 void cell_backward(float* d_gates, int64_t d_gate_stride, float* dc_prev, const float* act,
                    int64_t act_stride, const float* tanh_c, const float* c_prev, int64_t c_prev_stride,
                    const float* dh, const float* dc, int64_t grad_stride, int64_t batch, int64_t hidden) {
+#pragma omp parallel for schedule(static) if (cell_is_parallel(batch, hidden))
   for (int64_t b = 0; b < batch; ++b)
     cell_backward_row(d_gates + b * d_gate_stride, dc_prev + b * hidden, act + b * act_stride,
                       tanh_c + b * hidden, c_prev + b * c_prev_stride, dh + b * grad_stride,
@@ -173,6 +182,7 @@ Tensor lstm_layer(const Tensor& projected, const Tensor& weight_hh, const Tensor
   const float* bias = bias_hh.data();
   for (int64_t t = 0; t < steps; ++t) {
     float* gates = act + t * g4;  // rows b at stride row_gates
+#pragma omp parallel for schedule(static) if (cell_is_parallel(batch, hidden))
     for (int64_t b = 0; b < batch; ++b)
       for (int64_t k = 0; k < g4; ++k) gates[b * row_gates + k] += bias[k];
     const float* h_prev = t == 0 ? h0.data() : y + (t - 1) * 2 * hidden;
