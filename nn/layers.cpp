@@ -1,10 +1,14 @@
-// The parameterized layers' constructors and forwards: thin calls into core ops.
+// The parameterized layers' constructors and forwards: thin calls into core ops; and
+// Sequential's forward.
 #include <cmath>
 
+#include "core/autograd.h"
 #include "core/ops.h"
 #include "nn/batch_norm.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "nn/sequential.h"
+#include "nn/simple_layers.h"
 
 namespace qforge::nn {
 
@@ -44,6 +48,21 @@ BatchNorm2d::BatchNorm2d(int64_t channels, float eps, float momentum)
 
 Tensor BatchNorm2d::forward(const Tensor& input) {
   return batch_norm(input, running_mean, running_var, weight, bias, is_training(), momentum, eps, sync);
+}
+
+Tensor Sequential::forward(const Tensor& input) {
+  Tensor x = input;
+  const auto& layers = children();
+  for (std::size_t k = 0; k < layers.size(); ++k) {
+    if (k + 1 < layers.size() && !any_requires_grad({&x}) && dynamic_cast<ReLU*>(layers[k].second.get()))
+      if (auto* pool = dynamic_cast<MaxPool2d*>(layers[k + 1].second.get())) {
+        x = relu_max_pool2d(x, pool->options);
+        ++k;
+        continue;
+      }
+    x = layers[k].second->forward(x);
+  }
+  return x;
 }
 
 }  // namespace qforge::nn

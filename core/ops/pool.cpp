@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/ops/elementwise.h"
 #include "core/profiler.h"
 #include "core/threading.h"
 
@@ -58,10 +59,13 @@ PoolGeometry geometry(const Tensor& x, const Pool2dOptions& o, const char* op) {
 // window wins, the last of several, as in PyTorch (the rare fix-up branch, taken only for
 // a plane whose windows hold a NaN, found by the first pass).
 //   pairs, pair_index: scratch of OH·2·OW
+// kRelu: of relu(plane), each value loaded as the relu op computes it (relu_max_pool2d).
+template <bool kRelu = false>
 void max_pool_2x2(float* out, int32_t* arg, const float* plane, const PoolGeometry& g, float* pairs,
                   int32_t* pair_index) {
   const int64_t row = 2 * g.out_width;
   int32_t unordered = 0;
+  auto load = [](float v) { return kRelu ? (v > 0.0f ? v : 0.0f) : v; };
   for (int64_t oh = 0; oh < g.out_height; ++oh) {
     const int32_t top = static_cast<int32_t>(2 * oh * g.width), bottom = top + static_cast<int32_t>(g.width);
     const float* r0 = plane + top;
@@ -69,7 +73,7 @@ void max_pool_2x2(float* out, int32_t* arg, const float* plane, const PoolGeomet
     float* v = pairs + oh * row;
     int32_t* vi = pair_index + oh * row;
     for (int64_t w = 0; w < row; ++w) {
-      const float a = r0[w], c = r1[w];
+      const float a = load(r0[w]), c = load(r1[w]);
       unordered |= static_cast<int32_t>(a != a) | static_cast<int32_t>(c != c);
       v[w] = c > a ? c : a;
       vi[w] = c > a ? bottom + static_cast<int32_t>(w) : top + static_cast<int32_t>(w);
@@ -83,7 +87,7 @@ void max_pool_2x2(float* out, int32_t* arg, const float* plane, const PoolGeomet
     out[o] = take_right ? right : left;
     arg[o] = take_right ? right_index : left_index;
   }
-  if (unordered == 0) return;
+  if (kRelu || unordered == 0) return;  // relu leaves no NaN
   const int32_t width = static_cast<int32_t>(g.width);
   for (int64_t oh = 0; oh < g.out_height; ++oh)
     for (int64_t ow = 0; ow < g.out_width; ++ow) {
@@ -259,6 +263,30 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
     }
     return std::vector<Tensor>{dx};
   });
+}
+
+Tensor relu_max_pool2d(const Tensor& x, const Pool2dOptions& o) {
+  const bool fused = !any_requires_grad({&x}) && x.dim() == 4 && o.kernel_height == 2 &&
+                     o.kernel_width == 2 && o.stride_height == 2 && o.stride_width == 2 &&
+                     o.padding_height == 0 && o.padding_width == 0 && o.dilation_height == 1 &&
+                     o.dilation_width == 1;
+  if (!fused) return max_pool2d(relu(x), o);
+  PoolGeometry g = geometry(x, o, "max_pool2d");
+  const ProfileScope profile("forward", "relu_max_pool2d", [&] { return shape_to_string(x.shape()); });
+  Tensor y = Tensor::empty({x.size(0), x.size(1), g.out_height, g.out_width});
+  float* py = y.data();
+  const float* px = x.data();
+#pragma omp parallel if (g.planes * g.height * g.width >= kParallelGrain)
+  {
+    const std::size_t per_plane = static_cast<std::size_t>(g.out_height * g.out_width);
+    std::vector<float> pairs(2 * per_plane);
+    std::vector<int32_t> pair_index(pairs.size()), argmax(per_plane);  // the winners: not kept
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < g.planes; ++p)
+      max_pool_2x2<true>(py + p * g.out_height * g.out_width, argmax.data(), px + p * g.height * g.width, g,
+                         pairs.data(), pair_index.data());
+  }
+  return y;
 }
 
 Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options, bool count_include_pad) {

@@ -20,6 +20,11 @@ struct Pool2dOptions {
 };
 
 Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options);
+// max_pool2d(relu(x)), equal to the two ops bit for bit (NaN included: relu makes it 0 first).
+// Without gradients and with 2×2 windows of stride 2 it is one pass, the ReLU applied as
+// each value is loaded (inference: Conv → ReLU → MaxPool reads the activation once, not
+// three times); otherwise it is the two ops.
+Tensor relu_max_pool2d(const Tensor& x, const Pool2dOptions& options);
 Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options, bool count_include_pad = true);
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_height, int64_t out_width);
 

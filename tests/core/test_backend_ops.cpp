@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -78,6 +79,43 @@ TEST_CASE("max_pool2d: every fast path (2x2, tiled, general) equals the referenc
     const int64_t plane = c.input[2] * c.input[3], out_plane = out_height * out_width;
     for (int64_t i = 0; i < y.numel(); ++i) dx[i / out_plane * plane + argmax[i]] += g.data()[i];
     CHECK(same_floats(x.grad().data(), dx.data(), x.numel()));
+  }
+}
+
+TEST_CASE(
+    "relu_max_pool2d: the fused inference pass equals relu then max_pool2d, bit for bit; NaNs and -0 too") {
+  struct Case {
+    Shape input;
+    Pool2dOptions options;
+    int64_t nan_every;
+  };
+  const Case cases[] = {
+      {{8, 40, 26, 26}, Pool2dOptions::square(2), 0},  // jermmy's first pool, past the grain: fused
+      {{8, 40, 26, 26}, Pool2dOptions::square(2), 7},  // NaNs: relu makes them 0 before the max
+      {{3, 5, 11, 11}, Pool2dOptions::square(2), 3},   // odd sizes: the last row and column dropped
+      {{2, 4, 9, 9}, Pool2dOptions::square(3), 5},     // not 2x2: the two ops
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.input);
+    Tensor x = grid_leaf(c.input, 4, c.nan_every);
+    for (int64_t i = 0; i < x.numel(); i += 13) x.data()[i] = -0.0f;  // relu(-0) is +0 in both
+    Tensor expected = max_pool2d(relu(x.detach()), c.options);
+    {
+      NoGradGuard no_grad;
+      Tensor fused = relu_max_pool2d(x, c.options);
+      REQUIRE(fused.shape() == expected.shape());
+      int64_t different = 0;  // as bits: +0 and -0 differ
+      for (int64_t i = 0; i < fused.numel(); ++i)
+        different += std::memcmp(fused.data() + i, expected.data() + i, sizeof(float)) != 0;
+      CHECK(different == 0);
+    }
+    // With gradients wanted it is the two ops, gradient included.
+    Tensor y = relu_max_pool2d(x, c.options);
+    CHECK(same_floats(y.data(), expected.data(), y.numel()));
+    y.backward(Tensor::ones(y.shape()));
+    Tensor x2 = x.detach().clone().set_requires_grad(true);
+    max_pool2d(relu(x2), c.options).backward(Tensor::ones(y.shape()));
+    CHECK(same_floats(x.grad().data(), x2.grad().data(), x.numel()));
   }
 }
 
