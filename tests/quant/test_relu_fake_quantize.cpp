@@ -148,9 +148,9 @@ TEST_CASE("FakeQuantize::forward_relu equals forward(relu(x)) over training step
       CHECK(values_of(fused_x.grad()) == values_of(plain_x.grad()));
       const auto fused_state = fused.state_dict(), plain_state = plain.state_dict();
       REQUIRE(fused_state.size() == plain_state.size());
-      for (const auto& [name, tensor] : plain_state) {
-        CAPTURE(name);
-        CHECK(values_of(fused_state.at(name)) == values_of(tensor));
+      for (const auto& entry : plain_state) {  // not a structured binding: CAPTURE's lambda reads it
+        CAPTURE(entry.first);
+        CHECK(values_of(fused_state.at(entry.first)) == values_of(entry.second));
       }
       const auto fused_parameters = fused.parameters(), plain_parameters = plain.parameters();
       for (std::size_t k = 0; k < plain_parameters.size(); ++k)
