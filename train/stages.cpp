@@ -21,8 +21,8 @@ namespace {
 
 // The fp32 starting point: loaded from quant.fp32_checkpoint, or trained now. Fills the
 // result's fp32 fields.
-nn::ModulePtr fp32_model(const RunConfig& config, const Datasets& datasets, bool resume,
-                         StageResult& result) {
+nn::ModulePtr fp32_model(const RunConfig& config, const Datasets& datasets, bool resume, StageResult& result,
+                         const SharedInputs& shared) {
   nn::ModulePtr model = build_model(config, config.train.seed);
   const std::string& checkpoint = config.quant.fp32_checkpoint;
   if (checkpoint.empty()) {
@@ -36,11 +36,15 @@ nn::ModulePtr fp32_model(const RunConfig& config, const Datasets& datasets, bool
            " model prepared for quantization; give the fp32 model (model.qf) it started from");
   check_model_spec(saved.metadata, config, false, checkpoint);
   model->load_state_dict(saved.state, checkpoint);
-  const EvalResult eval = evaluate(*model, datasets.test, config.train.eval_batch_size);
-  result.fp32 = {"fp32", eval.accuracy, eval.loss, 0, 0, 0, {{"checkpoint", checkpoint}}};
+  if (shared.fp32 && shared.fp32_checkpoint == checkpoint) {
+    result.fp32 = *shared.fp32;
+  } else {
+    const EvalResult eval = evaluate(*model, datasets.test, config.train.eval_batch_size);
+    result.fp32 = {"fp32", eval.accuracy, eval.loss, 0, 0, 0, {{"checkpoint", checkpoint}}};
+  }
   result.fp32_file = checkpoint;
   if (ProcessGroup::current().is_root()) record_stage(config.output_dir, result.fp32);
-  std::printf("fp32 (from %s): test accuracy %.2f%%\n", checkpoint.c_str(), 100 * eval.accuracy);
+  std::printf("fp32 (from %s): test accuracy %.2f%%\n", checkpoint.c_str(), 100 * result.fp32.accuracy);
   return model;
 }
 
@@ -250,7 +254,7 @@ StageResult run_fp32(const RunConfig& config, bool resume) {
   return result;
 }
 
-StageResult run_qat(const RunConfig& config, bool resume) {
+StageResult run_qat(const RunConfig& config, bool resume, const SharedInputs& shared) {
   QF_CHECK(
       config.quant.spec.mode == "static", config.file,
       ": quant.mode: dynamic quantization trains nothing; `qforge ptq` converts the fp32 model dynamically");
@@ -259,9 +263,9 @@ StageResult run_qat(const RunConfig& config, bool resume) {
            "quant.qat.calibration_batches (AdaRound needs calibrated weight scales)");
   std::vector<std::string> finished{"model_qat.qf"};
   if (config.quant.fp32_checkpoint.empty()) finished.push_back("model.qf");
-  StartedRun run = start_run(config, finished, resume, {config.quant.fp32_checkpoint});
+  StartedRun run = start_run(config, finished, resume, {config.quant.fp32_checkpoint}, shared.datasets);
   StageResult result;
-  nn::ModulePtr model = fp32_model(config, run.datasets, resume, result);
+  nn::ModulePtr model = fp32_model(config, run.datasets, resume, result, shared);
   result.fp32_model = copy_of(config, *model);
   LossFunction loss;
   if (config.quant.qat.distillation_weight > 0) loss = distillation(config, result.fp32_model);
@@ -291,13 +295,13 @@ StageResult run_qat(const RunConfig& config, bool resume) {
   return result;
 }
 
-StageResult run_ptq(const RunConfig& config) {
+StageResult run_ptq(const RunConfig& config, const SharedInputs& shared) {
   const bool is_dynamic = config.quant.spec.mode == "dynamic";
   std::vector<std::string> finished{is_dynamic ? "model_dynamic.qfm" : "model_ptq.qf"};
   if (config.quant.fp32_checkpoint.empty()) finished.push_back("model.qf");
-  StartedRun run = start_run(config, finished, false, {config.quant.fp32_checkpoint});
+  StartedRun run = start_run(config, finished, false, {config.quant.fp32_checkpoint}, shared.datasets);
   StageResult result;
-  nn::ModulePtr model = fp32_model(config, run.datasets, false, result);
+  nn::ModulePtr model = fp32_model(config, run.datasets, false, result, shared);
   result.fp32_model = copy_of(config, *model);
   // Under mpirun the fp32 model was trained on every rank, and every rank calibrates its
   // part of each batch; the rest is rank 0's, alone.

@@ -40,9 +40,19 @@ struct StageResult {
   std::string model_file;                     // model_qat.qf / model_ptq.qf ("" for fp32 and dynamic)
 };
 
+// What a study's runs share instead of each redoing it (all optional): the datasets of
+// config.data, loaded once, and the test-set result of the fp32 checkpoint `fp32_checkpoint`
+// (what a run starting from it reports as its fp32 stage), evaluated once. The study gives
+// them only to runs whose data, model and eval batch size are its own.
+struct SharedInputs {
+  const Datasets* datasets = nullptr;
+  std::string fp32_checkpoint;
+  std::optional<StageSummary> fp32;
+};
+
 StageResult run_fp32(const RunConfig& config, bool resume);
-StageResult run_qat(const RunConfig& config, bool resume);
-StageResult run_ptq(const RunConfig& config);
+StageResult run_qat(const RunConfig& config, bool resume, const SharedInputs& shared = {});
+StageResult run_ptq(const RunConfig& config, const SharedInputs& shared = {});
 
 // Calibration (PTQ, and QAT's optional first step): eval mode (running BN statistics, no
 // dropout), observers on, fake quant off, over `batches` shuffled batches of `dataset`;

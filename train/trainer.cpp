@@ -127,8 +127,8 @@ void remove_stale_temporaries(const std::string& dir) {
 }  // namespace
 
 StartedRun start_run(const RunConfig& config, const std::vector<std::string>& finished_files, bool resume,
-                     const std::vector<std::string>& inputs) {
-  Datasets datasets = load_datasets(config.data);
+                     const std::vector<std::string>& inputs, const Datasets* loaded) {
+  Datasets datasets = loaded ? *loaded : load_datasets(config.data);
   const Shape sample(datasets.test.images.shape().begin() + 1, datasets.test.images.shape().end());
   check_layer_shapes(config, sample);
   const int64_t classes = classes_of_model(config, sample);

@@ -35,8 +35,10 @@ struct StartedRun {
 // config.force or resuming — with --force it first clears what the earlier run wrote,
 // except `inputs` (an fp32 checkpoint in the same folder) —, removes temporary files that
 // killed runs left (*.tmp.<pid> of processes that are gone), and only then writes config.json.
+// `loaded`: config.data's datasets, already loaded (a study's runs share one load); checked
+// against the model like freshly loaded ones.
 StartedRun start_run(const RunConfig& config, const std::vector<std::string>& finished_files, bool resume,
-                     const std::vector<std::string>& inputs = {});
+                     const std::vector<std::string>& inputs = {}, const Datasets* loaded = nullptr);
 
 struct EvalResult {
   double loss = 0, accuracy = 0, images_per_second = 0, seconds = 0;

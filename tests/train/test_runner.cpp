@@ -83,3 +83,59 @@ TEST_CASE("sweep --resume reuses a run only with the config it would run now; an
   CHECK(std::filesystem::exists(marker));
   CHECK(again[0].error.empty());
 }
+
+TEST_CASE(
+    "run_one: runs given the study's datasets and fp32 result record what a run alone records; a run "
+    "with other data gets neither") {
+  const std::string data = temp_folder("shared_data"), out = temp_folder("shared_out");
+  write_separable_dataset(data, 256, 64);
+  json source = small_config(data, out);
+  source["train"]["epochs"] = 1;
+  source["quant"] = {{"ptq", {{"calibration_batches", 2}}}, {"qat", {{"epochs", 1}}}};
+  source["sweep"] = {{"bits", {4}}, {"seeds", 1}, {"methods", {"ptq"}}};
+  const RunConfig config = parse_config(source, "sweep.json");
+  run_sweep(config, false);  // trains the fp32 model the runs start from
+  const std::string fp32_file = out + "/fp32/model.qf";
+  REQUIRE(std::filesystem::exists(fp32_file));
+  const Datasets datasets = load_datasets(config.data);
+  for (const StageKind kind : {StageKind::ptq, StageKind::qat}) {
+    const std::string name = kind == StageKind::ptq ? "ptq" : "qat";
+    CAPTURE(name);
+    const PlannedRun run{{.name = name, .kind = kind}, 4, 4, 5};
+    const SweepRecord alone = run_one(config, run, fp32_file, out + "/alone_" + name).record;
+    SharedInputs shared{.datasets = &datasets};
+    const SweepRecord first = run_one(config, run, fp32_file, out + "/first_" + name, &shared).record;
+    REQUIRE(shared.fp32.has_value());  // kept from the first run, for the next
+    CHECK(shared.fp32_checkpoint == fp32_file);
+    const SweepRecord second = run_one(config, run, fp32_file, out + "/second_" + name, &shared).record;
+    const json alone_summary = json::parse(read_file(out + "/alone_" + name + "/summary.json"));
+    for (const std::string& folder : {"first_" + name, "second_" + name}) {
+      CAPTURE(folder);
+      const json summary = json::parse(read_file(out + "/" + folder + "/summary.json"));
+      CHECK(summary["fp32"] == alone_summary["fp32"]);
+      for (const char* key : {"accuracy", "loss"}) CHECK(summary[name][key] == alone_summary[name][key]);
+      CHECK(summary["int8" + std::string(kind == StageKind::ptq ? "_ptq" : "")]["accuracy"] ==
+            alone_summary["int8" + std::string(kind == StageKind::ptq ? "_ptq" : "")]["accuracy"]);
+    }
+    for (const SweepRecord* r : {&first, &second}) {
+      CHECK(r->error.empty());
+      CHECK(r->accuracy == alone.accuracy);
+      CHECK(r->int8_accuracy == alone.int8_accuracy);
+      CHECK(r->fp32_accuracy == alone.fp32_accuracy);
+    }
+  }
+  // A planted fp32 result shows through where the run shares (so the test above could fail),
+  // and never where a method changes the data.
+  const SharedInputs planted{.datasets = &datasets,
+                             .fp32_checkpoint = fp32_file,
+                             .fp32 = StageSummary{"fp32", 0.125, 1.0, 0, 0, 0, {{"checkpoint", fp32_file}}}};
+  SharedInputs given = planted;
+  const PlannedRun same{{.name = "ptq", .kind = StageKind::ptq}, 4, 4, 5};
+  CHECK(run_one(config, same, fp32_file, out + "/planted", &given).record.fp32_accuracy == 0.125);
+  given = planted;
+  const PlannedRun other_data{
+      {.name = "ptq", .kind = StageKind::ptq, .set = {{"data.normalize.mean", 0.4}}}, 4, 4, 5};
+  const SweepRecord own = run_one(config, other_data, fp32_file, out + "/other_data", &given).record;
+  CHECK(own.error.empty());
+  CHECK(own.fp32_accuracy != 0.125);
+}

@@ -185,16 +185,26 @@ RunConfig run_config(const RunConfig& study, const PlannedRun& p, const std::str
 }
 
 RunOutcome run_one(const RunConfig& study, const PlannedRun& p, const std::string& fp32_file,
-                   const std::string& run_dir) {
+                   const std::string& run_dir, SharedInputs* shared) {
   std::filesystem::remove_all(run_dir);
   std::filesystem::create_directories(run_dir);
   const RunConfig run = run_config(study, p, fp32_file, run_dir);
+  // A method's "set" may change the data or the model: such a run loads and evaluates its own.
+  const bool shares =
+      shared != nullptr &&
+      run.source.value("data", nlohmann::json()) == study.source.value("data", nlohmann::json()) &&
+      run.source.value("model", nlohmann::json()) == study.source.value("model", nlohmann::json()) &&
+      run.train.eval_batch_size == study.train.eval_batch_size && !run.quant.fp32_checkpoint.empty();
+  const SharedInputs given = shares ? *shared : SharedInputs{};
   const Clock::time_point start = Clock::now();
   RunOutcome outcome{{p.method.name, p.weight_bits, p.activation_bits, p.seed}, nullptr};
   SweepRecord& record = outcome.record;
   try {
     StdoutTo log(run_dir + "/log.txt");
-    const StageResult result = p.method.kind == StageKind::ptq ? run_ptq(run) : run_qat(run, false);
+    const StageResult result =
+        p.method.kind == StageKind::ptq ? run_ptq(run, given) : run_qat(run, false, given);
+    if (shares && !shared->fp32)
+      shared->fp32 = result.fp32, shared->fp32_checkpoint = run.quant.fp32_checkpoint;
     record.accuracy = result.quantized ? result.quantized->accuracy : 0.0;
     record.int8_accuracy = result.integer ? result.integer->summary.accuracy : -1.0;
     record.fp32_accuracy = result.fp32.accuracy;
@@ -217,14 +227,14 @@ RunOutcome run_one(const RunConfig& study, const PlannedRun& p, const std::strin
 namespace {
 // The plan's run `i`: reused from an earlier study (--resume), or run now, on this process.
 RunOutcome run_or_reuse(const RunConfig& config, const PlannedRun& run, const std::string& fp32_file,
-                        bool resume, bool& reused) {
+                        bool resume, bool& reused, SharedInputs& shared) {
   const std::string run_dir = config.output_dir + "/runs/" + run.name();
   const std::optional<SweepRecord> earlier =
       resume ? finished_run(run_dir + "/sweep_run.json", run_config(config, run, fp32_file, run_dir))
              : std::nullopt;
   reused = earlier.has_value();
   if (earlier) return {*earlier, nullptr};
-  return run_one(config, run, fp32_file, run_dir);
+  return run_one(config, run, fp32_file, run_dir, &shared);
 }
 }  // namespace
 
@@ -248,6 +258,9 @@ PlanResult execute_plan(const RunConfig& config, const std::vector<PlannedRun>& 
   result.fp32_file = fp32_checkpoint(config, resume);
   group.allgather("");  // rank 0 has written the fp32 model before any rank reads it
   const UseGroup alone(ProcessGroup::solo());
+  // The data loaded once for all the runs, and the fp32 checkpoint's result kept from the first.
+  const Datasets datasets = load_datasets(config.data);
+  SharedInputs shared{.datasets = &datasets};
   const auto ranks = static_cast<std::size_t>(group.size()), rank = static_cast<std::size_t>(group.rank());
   double run_seconds = 0;
   int64_t ran = 0;
@@ -256,7 +269,7 @@ PlanResult execute_plan(const RunConfig& config, const std::vector<PlannedRun>& 
     RunOutcome outcome;
     if (round + rank < plan.size()) {
       bool reused = false;
-      outcome = run_or_reuse(config, plan[round + rank], result.fp32_file, resume, reused);
+      outcome = run_or_reuse(config, plan[round + rank], result.fp32_file, resume, reused, shared);
       mine = to_json(outcome.record);
       mine["fp32_accuracy"] = outcome.record.fp32_accuracy;
       mine["reused"] = reused;

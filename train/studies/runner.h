@@ -17,6 +17,7 @@
 
 #include "quant/qat_modules.h"
 #include "train/config.h"
+#include "train/stages.h"
 
 namespace qforge::train {
 
@@ -49,9 +50,11 @@ struct RunOutcome {
   std::shared_ptr<quant::QatModel> prepared;  // the run's fake-quant model (null when it failed)
 };
 // Runs one planned run into run_dir, as `qforge ptq` / `qforge qat` would (stdout into its
-// log.txt), and writes its record.
+// log.txt), and writes its record. `shared` (may be null): the study's datasets and fp32
+// result, used when the run's data, model and eval batch size are the study's; the first
+// such run's fp32 result is kept there for the next.
 RunOutcome run_one(const RunConfig& study, const PlannedRun& run, const std::string& fp32_file,
-                   const std::string& run_dir);
+                   const std::string& run_dir, SharedInputs* shared = nullptr);
 
 struct PlanResult {
   std::vector<SweepRecord> records;  // in plan order
