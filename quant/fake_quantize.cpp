@@ -59,8 +59,8 @@ void fake_quantize_run(float* y, uint8_t* mask, const float* x, int64_t count, f
 }
 
 // y = fake-quantized x (of relu(x) when kRelu) and, when mask is not null, the in-range
-// flags. Per tensor, the flat array is split across threads; per channel, the (outer,
-// channel) runs are.
+// flags (no offset is ever added to a null mask: that is undefined, and UBSan says so). Per tensor, the flat
+// array is split across threads; per channel, the (outer, channel) runs are.
 template <bool kMask, bool kRelu>
 void fake_quantize_split(float* y, uint8_t* mask, const float* x, const float* scale,
                          const int64_t* zero_point, const QuantRange& range, const AxisSplit& s) {
@@ -70,15 +70,16 @@ void fake_quantize_split(float* y, uint8_t* mask, const float* x, const float* s
     const int64_t block = 1 << 14;
 #pragma omp parallel for schedule(static) if (total >= kParallelGrain)
     for (int64_t start = 0; start < total; start += block)
-      fake_quantize_run<kMask, kRelu>(y + start, mask + start, x + start, std::min(block, total - start),
-                                      scale[0], static_cast<float>(zero_point[0]), lo, hi);
+      fake_quantize_run<kMask, kRelu>(y + start, kMask ? mask + start : nullptr, x + start,
+                                      std::min(block, total - start), scale[0],
+                                      static_cast<float>(zero_point[0]), lo, hi);
     return;
   }
 #pragma omp parallel for collapse(2) schedule(static) if (total >= kParallelGrain)
   for (int64_t o = 0; o < s.outer; ++o)
     for (int64_t c = 0; c < s.extent; ++c) {
       const int64_t base = (o * s.extent + c) * s.inner;
-      fake_quantize_run<kMask, kRelu>(y + base, mask + base, x + base, s.inner, scale[c],
+      fake_quantize_run<kMask, kRelu>(y + base, kMask ? mask + base : nullptr, x + base, s.inner, scale[c],
                                       static_cast<float>(zero_point[c]), lo, hi);
     }
 }
