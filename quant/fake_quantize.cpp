@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/ops/elementwise.h"
 #include "core/ops/reduce.h"
 #include "core/threading.h"
 
@@ -37,11 +38,10 @@ AxisSplit channel_split(const Tensor& x, int64_t axis, const char* op) {
 // A conv or linear layer with a ReLU quantizes relu(y). Run as two ops, the ReLU reads and
 // writes the whole activation forward and backward, and was ~7% of a QAT step. Fused
 // (relu = true), the quantizer reads max(y, 0) as it loads y — the relu op's own formula,
-// `v > 0 ? v : 0` — and its gradient is the product of the two ops' gradients, g where the
-// level of relu(y) is in range and y > 0, else 0. Every value is the one the two ops give,
-// bit for bit (tested against relu then fake_quantize, forward and backward): only the
-// passes over memory go.
-inline float relu_of(float v) { return v > 0.0f ? v : 0.0f; }
+// relu_value (core/ops/elementwise.h) — and its gradient is the product of the two ops'
+// gradients, g where the level of relu(y) is in range and y > 0, else 0. Every value is the
+// one the two ops give, bit for bit (tested against relu then fake_quantize, forward and
+// backward): only the passes over memory go.
 
 // One contiguous run of elements sharing (scale, zero point), through the mapping of
 // quant_params.h (inlined, and vectorized by the compiler). kMask: write the in-range flags
@@ -51,7 +51,7 @@ void fake_quantize_run(float* y, uint8_t* mask, const float* x, int64_t count, f
                        float lo, float hi) {
   const float inverse = 1.0f / scale;
   for (int64_t i = 0; i < count; ++i) {
-    const float v = kRelu ? relu_of(x[i]) : x[i];
+    const float v = kRelu ? relu_value(x[i]) : x[i];
     const float u = quantize_unclamped(v, inverse, zero_point);
     y[i] = dequantize_level(clamp_level(u, lo, hi), scale, zero_point);
     if constexpr (kMask) mask[i] = (u >= lo) & (u <= hi) & (!kRelu || x[i] > 0.0f);
@@ -129,7 +129,7 @@ void learnable_backward_terms(float* dx, float* scale_terms, float* zero_terms, 
                               const float* x, int64_t n, float scale, float zero, float lo, float hi) {
   const float inverse = 1.0f / scale;
   for (int64_t i = 0; i < n; ++i) {
-    const float v = kRelu ? relu_of(x[i]) : x[i];
+    const float v = kRelu ? relu_value(x[i]) : x[i];
     const float level = std::nearbyint(zero + v * inverse);  // PyTorch's order: z added before rounding
     const bool inside = (level >= lo) & (level <= hi);
     dx[i] = inside & (!kRelu || x[i] > 0.0f) ? g[i] : 0.0f;

@@ -19,11 +19,11 @@ namespace {
 // lo = min(lo, x[0..n)), hi = max(hi, x[0..n)), in 16 lanes so the compiler vectorizes it
 // (a float min/max reduction does not vectorize without fast-math). A NaN is skipped, as
 // std::min(lo, x) skips it. The minimum and maximum are exact, so the lanes change nothing.
-// kRelu: of relu(x), each element read as the relu op computes it (v > 0 ? v : 0).
+// kRelu: of relu(x), each element read as the relu op computes it (relu_value).
 template <bool kRelu>
 void min_max_run(const float* x, int64_t n, float& lo, float& hi) {
   constexpr int kLanes = 16;
-  auto value = [x](int64_t i) { return kRelu ? (x[i] > 0.0f ? x[i] : 0.0f) : x[i]; };
+  auto value = [x](int64_t i) { return kRelu ? relu_value(x[i]) : x[i]; };
   float lane_lo[kLanes], lane_hi[kLanes];
   for (int j = 0; j < kLanes; ++j) lane_lo[j] = lo, lane_hi[j] = hi;
   const int64_t whole = n - n % kLanes;

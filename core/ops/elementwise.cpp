@@ -172,7 +172,7 @@ Tensor clamp(const Tensor& x, float min_value, float max_value) {
 
 Tensor relu(const Tensor& x) {
   return unary(
-      x, "relu", [](float v) { return v > 0.0f ? v : 0.0f; },
+      x, "relu", [](float v) { return relu_value(v); },
       [](float v, float, float g) { return v > 0.0f ? g : 0.0f; });
 }
 

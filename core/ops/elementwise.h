@@ -21,6 +21,10 @@ Tensor pow(const Tensor& x, float exponent);
 Tensor sqrt(const Tensor& x);
 Tensor clamp(const Tensor& x, float min_value, float max_value);
 Tensor relu(const Tensor& x);
+// relu's formula on one value, for the kernels that apply it as they load (the fused pool,
+// quantizer and observer): one definition, so every fused path is the op bit for bit.
+// (-0 and NaN give +0, as the op gives them.)
+inline float relu_value(float v) { return v > 0.0f ? v : 0.0f; }
 Tensor sigmoid(const Tensor& x);
 Tensor tanh(const Tensor& x);
 
