@@ -5,7 +5,11 @@
 #include "core/ops/norm.h"
 #include "nn/module.h"
 
+#include <utility>
+
 namespace qforge::nn {
+
+class Conv2d;
 
 class BatchNorm2d : public Module {
  public:
@@ -21,5 +25,12 @@ class BatchNorm2d : public Module {
   // null: this process's rows alone. Set by data-parallel training (train.sync_batchnorm).
   const SumAcrossProcesses* sync = nullptr;
 };
+
+// Note [BN folding] (quant/bn_folding.h): a conv followed by this BN in evaluation is one
+// conv with weights W·f and bias β + (b − μ)·f, f = γ/√(running_var + ε) — what convert
+// deploys, and what Sequential runs for inference (no gradient, BN in evaluation): one pass
+// over the activation instead of two. No gradient is recorded.
+Tensor folding_factor(const BatchNorm2d& bn);  // f, (C)
+std::pair<Tensor, Tensor> fold_batch_norm(const Conv2d& conv, const BatchNorm2d& bn);
 
 }  // namespace qforge::nn

@@ -50,12 +50,42 @@ Tensor BatchNorm2d::forward(const Tensor& input) {
   return batch_norm(input, running_mean, running_var, weight, bias, is_training(), momentum, eps, sync);
 }
 
+Tensor folding_factor(const BatchNorm2d& bn) {
+  return div(bn.weight, sqrt(add(bn.running_var.detach(), bn.eps)));
+}
+
+std::pair<Tensor, Tensor> fold_batch_norm(const Conv2d& conv, const BatchNorm2d& bn) {
+  NoGradGuard no_grad;
+  const Tensor bias = conv.bias.defined() ? conv.bias.detach() : Tensor::zeros({conv.out_channels});
+  const Tensor factor = folding_factor(bn);
+  return {mul(conv.weight, reshape(factor, {conv.out_channels, 1, 1, 1})),
+          add(bn.bias, mul(sub(bias, bn.running_mean), factor))};
+}
+
 Tensor Sequential::forward(const Tensor& input) {
   Tensor x = input;
   const auto& layers = children();
+  auto layer = [&](std::size_t k) { return k < layers.size() ? layers[k].second.get() : nullptr; };
   for (std::size_t k = 0; k < layers.size(); ++k) {
-    if (k + 1 < layers.size() && !any_requires_grad({&x}) && dynamic_cast<ReLU*>(layers[k].second.get()))
-      if (auto* pool = dynamic_cast<MaxPool2d*>(layers[k + 1].second.get())) {
+    if (auto* conv = dynamic_cast<Conv2d*>(layer(k));
+        conv && !any_requires_grad({&x, &conv->weight, &conv->bias})) {
+      // Conv2d [→ BatchNorm2d in evaluation] [→ ReLU]: one conv, BN folded, ReLU as it writes.
+      auto* bn = dynamic_cast<BatchNorm2d*>(layer(k + 1));
+      if (bn && bn->is_training()) bn = nullptr;
+      const auto [weight, bias] = bn ? fold_batch_norm(*conv, *bn) : std::pair(conv->weight, conv->bias);
+      std::size_t next = bn ? k + 2 : k + 1;
+      // A ReLU before a MaxPool2d stays for relu_max_pool2d below (the grouped convs have no post-op).
+      if (dynamic_cast<ReLU*>(layer(next)) && !dynamic_cast<MaxPool2d*>(layer(next + 1))) {
+        x = conv2d_relu(x, weight, bias, conv->options);
+        ++next;
+      } else {
+        x = conv2d(x, weight, bias, conv->options);
+      }
+      k = next - 1;
+      continue;
+    }
+    if (layer(k + 1) && !any_requires_grad({&x}) && dynamic_cast<ReLU*>(layer(k)))
+      if (auto* pool = dynamic_cast<MaxPool2d*>(layer(k + 1))) {
         x = relu_max_pool2d(x, pool->options);
         ++k;
         continue;

@@ -6,9 +6,7 @@
 
 namespace qforge::quant {
 
-Tensor bn_folding_factor(const nn::BatchNorm2d& bn) {
-  return div(bn.weight, sqrt(add(bn.running_var.detach(), bn.eps)));
-}
+Tensor bn_folding_factor(const nn::BatchNorm2d& bn) { return nn::folding_factor(bn); }
 
 Tensor fold_weight(const nn::Conv2d& conv, const Tensor& factor) {
   return mul(conv.weight, reshape(factor, {conv.out_channels, 1, 1, 1}));
@@ -31,12 +29,12 @@ Tensor conv_bn_folded_forward(const Tensor& x, const Tensor& folded_weight, cons
 
 std::pair<Tensor, Tensor> folded_weight_and_bias(const nn::Conv2d& conv, const nn::BatchNorm2d* bn) {
   NoGradGuard no_grad;
-  const Tensor bias = conv.bias.defined() ? conv.bias.detach() : Tensor::zeros({conv.out_channels});
-  if (!bn) return {conv.weight.detach(), bias};
-  // The same float operations as the training-time forward, so the weights convert
-  // quantizes are bit for bit the ones the weight quantizer last saw.
-  const Tensor factor = bn_folding_factor(*bn);
-  return {fold_weight(conv, factor), add(bn->bias, mul(sub(bias, bn->running_mean), factor))};
+  if (!bn)
+    return {conv.weight.detach(),
+            conv.bias.defined() ? conv.bias.detach() : Tensor::zeros({conv.out_channels})};
+  // The same float operations as the training-time forward (fold_weight), so the weights
+  // convert quantizes are bit for bit the ones the weight quantizer last saw.
+  return nn::fold_batch_norm(conv, *bn);
 }
 
 }  // namespace qforge::quant

@@ -53,6 +53,10 @@ void conv2d_backward_weights_reference(float* dw, float* db, const float* dy, co
                                        const Conv2dShape& s);
 
 void conv2d_forward_onednn(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s);
+// Inference: y = max(conv(x, w) + b, 0), the ReLU applied as the conv writes y (a oneDNN
+// post-op; a NaN stays NaN). Its own cached primitive.
+void conv2d_forward_relu_onednn(float* y, const float* x, const float* w, const float* b,
+                                const Conv2dShape& s);
 void conv2d_backward_data_onednn(float* dx, const float* dy, const float* w, const Conv2dShape& s);
 void conv2d_backward_weights_onednn(float* dw, float* db, const float* dy, const float* x,
                                     const Conv2dShape& s);

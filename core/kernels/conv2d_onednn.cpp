@@ -128,10 +128,12 @@ memory::desc any_like(const memory::desc& desc) { return memory::desc(desc.dims(
 
 std::mutex cache_mutex;
 
-ConvPrimitives& primitives_for(const Conv2dShape& s, bool has_bias) {
-  static std::map<std::pair<decltype(s.key()), bool>, std::unique_ptr<ConvPrimitives>> cache;
+// relu: the inference primitive with a ReLU post-op (conv2d_forward_relu_onednn), which has
+// no backward; otherwise the training one, whose forward_pd hints the backward primitives.
+ConvPrimitives& primitives_for(const Conv2dShape& s, bool has_bias, bool relu = false) {
+  static std::map<std::tuple<decltype(s.key()), bool, bool>, std::unique_ptr<ConvPrimitives>> cache;
   std::lock_guard lock(cache_mutex);
-  auto& slot = cache[{s.key(), has_bias}];
+  auto& slot = cache[{s.key(), has_bias, relu}];
   if (slot) return *slot;
 
   auto p = std::make_unique<ConvPrimitives>();
@@ -152,7 +154,11 @@ ConvPrimitives& primitives_for(const Conv2dShape& s, bool has_bias) {
                                                dnnl::algorithm::convolution_direct, any_like(p->src),
                                                any_like(p->weights), p->bias, any_like(p->dst), p->strides,
                                                p->dilates, p->padding_left, p->padding_right);
-  p->forward_pd = dnnl::convolution_forward::primitive_desc(forward_desc, onednn_engine());
+  dnnl::post_ops post_ops;
+  if (relu) post_ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+  dnnl::primitive_attr attributes;
+  attributes.set_post_ops(post_ops);
+  p->forward_pd = dnnl::convolution_forward::primitive_desc(forward_desc, attributes, onednn_engine());
   p->forward = dnnl::convolution_forward(p->forward_pd);
   p->forward_src = LayoutBridge(p->src, p->forward_pd.src_desc(), 0);
   p->forward_weights = LayoutBridge(p->weights, p->forward_pd.weights_desc(), 1);
@@ -163,8 +169,10 @@ ConvPrimitives& primitives_for(const Conv2dShape& s, bool has_bias) {
 
 }  // namespace
 
-void conv2d_forward_onednn(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s) {
-  ConvPrimitives& p = primitives_for(s, b != nullptr);
+namespace {
+
+void forward(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s, bool relu) {
+  ConvPrimitives& p = primitives_for(s, b != nullptr, relu);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, p.forward_src.input(x)},
                                        {DNNL_ARG_WEIGHTS, p.forward_weights.input(w)},
                                        {DNNL_ARG_DST, p.forward_dst.output(y)}};
@@ -172,6 +180,17 @@ void conv2d_forward_onednn(float* y, const float* x, const float* w, const float
   p.forward.execute(onednn_stream(), args);
   p.forward_dst.finish(y);
   onednn_stream().wait();
+}
+
+}  // namespace
+
+void conv2d_forward_onednn(float* y, const float* x, const float* w, const float* b, const Conv2dShape& s) {
+  forward(y, x, w, b, s, false);
+}
+
+void conv2d_forward_relu_onednn(float* y, const float* x, const float* w, const float* b,
+                                const Conv2dShape& s) {
+  forward(y, x, w, b, s, true);
 }
 
 void conv2d_backward_data_onednn(float* dx, const float* dy, const float* w, const Conv2dShape& s) {

@@ -7,12 +7,16 @@
 #include "core/autograd.h"
 #include "core/flop_counter.h"
 #include "core/kernels/conv2d.h"
+#include "core/ops/elementwise.h"
 #include "core/profiler.h"
 
 namespace qforge {
 
-Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options,
-              Backend backend) {
+namespace {
+
+// The checked kernel shape of conv2d(input, weight, bias, options).
+kernels::Conv2dShape checked_shape(const Tensor& input, const Tensor& weight, const Tensor& bias,
+                                   const Conv2dOptions& options) {
   QF_CHECK(input.dim() == 4, "conv2d: expected 4-D input (N,C,H,W), got ", input.shape());
   QF_CHECK(weight.dim() == 4, "conv2d: expected 4-D weight (O,C/groups,KH,KW), got ", weight.shape());
   const int64_t groups = options.groups;
@@ -35,7 +39,24 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, con
   QF_CHECK(s.out_height() >= 1 && s.out_width() >= 1, "conv2d: input ", input.shape(),
            " is smaller than the (dilated) kernel ", weight.shape(), " with padding ", options.padding_height,
            "x", options.padding_width);
+  return s;
+}
 
+// The key of a conv's time (Note [Op profile]): input, weight, stride, groups.
+auto describe_conv(const Tensor& input, const Tensor& weight, const kernels::Conv2dShape& s) {
+  return [input_shape = input.shape(), weight_shape = weight.shape(), s] {
+    std::string key = shape_to_string(input_shape) + " w" + shape_to_string(weight_shape);
+    if (s.stride_height > 1 || s.stride_width > 1) key += " s" + std::to_string(s.stride_height);
+    if (s.groups > 1) key += " g" + std::to_string(s.groups);
+    return key;
+  };
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options,
+              Backend backend) {
+  const kernels::Conv2dShape s = checked_shape(input, weight, bias, options);
   // The one place a conv backend is chosen.
   // Fast: oneDNN, or direct loops for groups of few channels (kernels/conv2d.h).
   const bool is_fast = backend == Backend::fast, is_grouped = is_fast && kernels::conv2d_grouped_applies(s);
@@ -50,13 +71,7 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, con
                           : is_fast ? kernels::conv2d_backward_weights_onednn
                                     : kernels::conv2d_backward_weights_reference;
 
-  // The key of this conv's time (Note [Op profile]): input, weight, stride, groups.
-  auto describe = [input_shape = input.shape(), weight_shape = weight.shape(), s] {
-    std::string key = shape_to_string(input_shape) + " w" + shape_to_string(weight_shape);
-    if (s.stride_height > 1 || s.stride_width > 1) key += " s" + std::to_string(s.stride_height);
-    if (s.groups > 1) key += " g" + std::to_string(s.groups);
-    return key;
-  };
+  const auto describe = describe_conv(input, weight, s);
   const ProfileScope profile("forward", "conv2d", describe);
   Tensor y = Tensor::empty({s.batch, s.out_channels, s.out_height(), s.out_width()});
   forward(y.data(), input.data(), weight.data(), bias.defined() ? bias.data() : nullptr, s);
@@ -82,6 +97,20 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, con
     }
     return std::vector<Tensor>{dx, dw, db};
   });
+}
+
+Tensor conv2d_relu(const Tensor& input, const Tensor& weight, const Tensor& bias,
+                   const Conv2dOptions& options, Backend backend) {
+  const kernels::Conv2dShape s = checked_shape(input, weight, bias, options);
+  if (backend != Backend::fast || kernels::conv2d_grouped_applies(s) ||
+      any_requires_grad({&input, &weight, &bias}))
+    return relu(conv2d(input, weight, bias, options, backend));
+  const ProfileScope profile("forward", "conv2d_relu", describe_conv(input, weight, s));
+  Tensor y = Tensor::empty({s.batch, s.out_channels, s.out_height(), s.out_width()});
+  kernels::conv2d_forward_relu_onednn(y.data(), input.data(), weight.data(),
+                                      bias.defined() ? bias.data() : nullptr, s);
+  count_multiply_adds(s.macs());
+  return y;
 }
 
 }  // namespace qforge

@@ -22,4 +22,11 @@ struct Conv2dOptions {
 Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor(),
               const Conv2dOptions& options = {}, Backend backend = Backend::fast);
 
+// relu(conv2d(...)) for inference. With no gradient wanted, on the oneDNN path, the ReLU is
+// applied as the conv writes its output (a post-op: no pass of its own); the values are
+// relu(conv2d(...))'s, except that a NaN stays NaN (PyTorch's relu) where the relu op gives 0.
+// Otherwise (gradients, the grouped direct kernels, the reference backend) the two ops.
+Tensor conv2d_relu(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor(),
+                   const Conv2dOptions& options = {}, Backend backend = Backend::fast);
+
 }  // namespace qforge

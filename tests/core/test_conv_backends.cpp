@@ -199,3 +199,46 @@ TEST_CASE("grouped conv kernels equal their plain-loop twins bit for bit") {
     CHECK(dx == dx_twin);
   }
 }
+
+TEST_CASE("conv2d_relu: the ReLU post-op gives relu(conv2d(...)); with gradients, the two ops") {
+  struct Case {
+    Shape input, weight;
+    Conv2dOptions options;
+    bool has_bias;
+  };
+  const Case cases[] = {
+      {{8, 16, 16, 16}, {16, 16, 3, 3}, Conv2dOptions::square(1, 1), false},  // resnet's 16-channel stage
+      {{4, 16, 16, 16}, {32, 16, 3, 3}, Conv2dOptions::square(2, 1), true},   // downsample, with bias
+      {{4, 16, 16, 16}, {32, 16, 1, 1}, Conv2dOptions::square(2, 0), false},  // projection shortcut
+      {{3, 1, 28, 28}, {6, 1, 5, 5}, Conv2dOptions::square(1, 2), true},      // a first layer
+      {{2, 12, 9, 7}, {8, 3, 3, 2}, {1, 1, 1, 1, 1, 1, 4}, true},             // grouped kernels: two ops
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.input);
+    CAPTURE(c.weight);
+    Tensor x = random_leaf(c.input, 21), w = random_leaf(c.weight, 22);
+    Tensor b = c.has_bias ? random_leaf({c.weight[0]}, 23) : Tensor();
+    Tensor expected = relu(conv2d(x, w, b, c.options)).detach();
+    Tensor fused;
+    {
+      NoGradGuard no_grad;
+      fused = conv2d_relu(x, w, b, c.options);
+    }
+    REQUIRE(fused.shape() == expected.shape());
+    int64_t different = 0, zeros = 0;  // as values: the post-op may leave -0 where relu gives +0
+    for (int64_t i = 0; i < fused.numel(); ++i) {
+      different += fused.data()[i] != expected.data()[i];
+      zeros += expected.data()[i] == 0.0f;
+    }
+    CHECK(different == 0);
+    CHECK(zeros > fused.numel() / 4);  // the ReLU did cut: about half the outputs
+    // With gradients wanted: relu(conv2d), gradient included.
+    Tensor y = conv2d_relu(x, w, b, c.options);
+    CHECK(all_close(y, expected, 0, 0));
+    y.backward(Tensor::ones(y.shape()));
+    Tensor x2 = x.detach().clone().set_requires_grad(true);
+    relu(conv2d(x2, w.detach(), c.has_bias ? b.detach() : Tensor(), c.options))
+        .backward(Tensor::ones(y.shape()));
+    CHECK(all_close(x.grad(), x2.grad(), 0, 0));
+  }
+}

@@ -6,7 +6,11 @@
 
 #include "core/file_io.h"
 #include "core/ops.h"
+#include "nn/batch_norm.h"
+#include "nn/conv2d.h"
 #include "nn/lstm.h"
+#include "nn/sequential.h"
+#include "nn/simple_layers.h"
 #include "nn/zoo.h"
 #include "tests/gradcheck.h"
 
@@ -127,4 +131,80 @@ TEST_CASE("LSTM matches PyTorch 1.13 nn.LSTM on a fixed input") {
   LstmOutput out = lstm.forward_sequence(x);
   const std::vector<float> expected_h{-0.1814985f, -0.0685784f, -0.2176893f, -0.0518089f};
   for (int i = 0; i < 4; ++i) CHECK(out.h.data()[i] == doctest::Approx(expected_h[i]).epsilon(1e-4));
+}
+
+TEST_CASE("Sequential inference runs Conv2d-BatchNorm2d-ReLU as one conv: the layers' values, to rounding") {
+  Generator generator(31);
+  auto conv = std::make_shared<Conv2d>(8, 16, 3, Conv2dOptions::square(1, 1), true, generator);
+  auto bn = std::make_shared<BatchNorm2d>(16);
+  for (int64_t c = 0; c < 16; ++c) {  // statistics and affine parameters a trained BN has; one γ = 0
+    bn->running_mean.data()[c] = 0.3f * static_cast<float>(c % 5) - 0.6f;
+    bn->running_var.data()[c] = 0.25f + 0.2f * static_cast<float>(c % 7);
+    bn->weight.data()[c] = c == 3 ? 0.0f : 1.5f - 0.2f * static_cast<float>(c);
+    bn->bias.data()[c] = 0.1f * static_cast<float>(c % 4) - 0.15f;
+  }
+  auto relu = std::make_shared<ReLU>();
+  auto pool = std::make_shared<MaxPool2d>(Pool2dOptions::square(2));
+  const Tensor x = Tensor::randn({4, 8, 12, 12}, generator);
+  struct Case {
+    const char* name;
+    std::vector<ModulePtr> layers;
+    bool folds;  // BN folded: equal to rounding; otherwise the same operations, bit for bit
+  };
+  const Case cases[] = {{"conv-bn-relu", {conv, bn, relu}, true},
+                        {"conv-bn", {conv, bn}, true},
+                        {"conv-relu", {conv, relu}, false},
+                        {"conv-relu-maxpool", {conv, relu, pool}, false},
+                        {"bn-relu (no conv first)", {std::make_shared<BatchNorm2d>(8), relu}, false}};
+  for (const Case& c : cases) {
+    const std::string name = c.name;
+    CAPTURE(name);
+    Sequential sequence(c.layers);
+    for (bool training : {false, true}) {
+      CAPTURE(training);
+      sequence.train(training);
+      const TensorMap before = sequence.state_dict();
+      TensorMap saved;
+      for (const auto& [name, tensor] : before) saved[name] = tensor.clone();
+      Tensor expected = x;  // each layer on its own, gradients on: no layer fused
+      for (const ModulePtr& layer : c.layers) expected = layer->forward(expected);
+      expected = expected.detach();
+      sequence.load_state_dict(saved, "the saved state");  // training BN moved its running statistics
+      Tensor got;
+      {
+        NoGradGuard no_grad;
+        got = sequence.forward(x);
+      }
+      // Folded only in evaluation: in training BN normalizes with the batch's statistics.
+      if (c.folds && !training)
+        CHECK(qforge::testing::all_close(got, expected, 1e-5, 1e-5));
+      else
+        CHECK(qforge::testing::all_close(got, expected, 0, 0));
+      sequence.load_state_dict(saved, "the saved state");
+    }
+  }
+}
+
+TEST_CASE("resnet8 in evaluation: inference with folded BNs predicts what the layers one by one predict") {
+  Generator generator(32);
+  ModulePtr model = build_zoo_model("resnet8", generator);
+  // Statistics a trained network has: a few training-mode batches move the running ones.
+  for (int step = 0; step < 3; ++step) {
+    NoGradGuard no_grad;
+    model->forward(Tensor::randn({16, 1, 28, 28}, generator));
+  }
+  model->eval();
+  const Tensor x = Tensor::randn({32, 1, 28, 28}, generator);
+  const Tensor layers = model->forward(x).detach();  // gradients on: no layer fused
+  Tensor folded;
+  {
+    NoGradGuard no_grad;
+    folded = model->forward(x);
+  }
+  CHECK(qforge::testing::all_close(folded, layers, 1e-4, 1e-4));
+  const Tensor folded_top = argmax(folded, 1), layers_top = argmax(layers, 1);
+  int64_t same = 0;
+  for (int64_t i = 0; i < folded_top.numel(); ++i)
+    same += folded_top.data_as<int32_t>()[i] == layers_top.data_as<int32_t>()[i];
+  CHECK(same == folded_top.numel());
 }
