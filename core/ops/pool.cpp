@@ -57,35 +57,29 @@ PoolGeometry geometry(const Tensor& x, const Pool2dOptions& o, const char* op) {
 // winner is PyTorch's: the first maximum in scan order (a, b, c, d) — in the second pass a
 // tie goes to the smaller input index, which is the earlier in scan order. A NaN in the
 // window wins, the last of several, as in PyTorch (the rare fix-up branch, taken only for
-// planes whose windows hold a NaN, found by the first pass).
-//
-// `count` planes at once, back to back: the second pass runs over all of them as one loop.
-// Small planes (lenet's 10×10 and 28×28) cost more in per-plane loop overhead than in
-// pooling when passed one at a time. Indices stay within each plane, as the backward reads.
-//   out, arg: count·OH·OW; pairs, pair_index: scratch of count·OH·2·OW
+// a plane whose windows hold a NaN, found by the first pass).
+//   pairs, pair_index: scratch of OH·2·OW
 // kRelu: of relu(plane), each value loaded as the relu op computes it (relu_max_pool2d).
 template <bool kRelu = false>
-void max_pool_2x2(float* out, int32_t* arg, const float* planes, int64_t count, const PoolGeometry& g,
-                  float* pairs, int32_t* pair_index) {
-  const int64_t row = 2 * g.out_width, plane_size = g.height * g.width;
+void max_pool_2x2(float* out, int32_t* arg, const float* plane, const PoolGeometry& g, float* pairs,
+                  int32_t* pair_index) {
+  const int64_t row = 2 * g.out_width;
   int32_t unordered = 0;
   auto load = [](float v) { return kRelu ? relu_value(v) : v; };
-  for (int64_t p = 0; p < count; ++p)
-    for (int64_t oh = 0; oh < g.out_height; ++oh) {
-      const int32_t top = static_cast<int32_t>(2 * oh * g.width),
-                    bottom = top + static_cast<int32_t>(g.width);
-      const float* r0 = planes + p * plane_size + top;
-      const float* r1 = planes + p * plane_size + bottom;
-      float* v = pairs + (p * g.out_height + oh) * row;
-      int32_t* vi = pair_index + (p * g.out_height + oh) * row;
-      for (int64_t w = 0; w < row; ++w) {
-        const float a = load(r0[w]), c = load(r1[w]);
-        unordered |= static_cast<int32_t>(a != a) | static_cast<int32_t>(c != c);
-        v[w] = c > a ? c : a;
-        vi[w] = c > a ? bottom + static_cast<int32_t>(w) : top + static_cast<int32_t>(w);
-      }
+  for (int64_t oh = 0; oh < g.out_height; ++oh) {
+    const int32_t top = static_cast<int32_t>(2 * oh * g.width), bottom = top + static_cast<int32_t>(g.width);
+    const float* r0 = plane + top;
+    const float* r1 = plane + bottom;
+    float* v = pairs + oh * row;
+    int32_t* vi = pair_index + oh * row;
+    for (int64_t w = 0; w < row; ++w) {
+      const float a = load(r0[w]), c = load(r1[w]);
+      unordered |= static_cast<int32_t>(a != a) | static_cast<int32_t>(c != c);
+      v[w] = c > a ? c : a;
+      vi[w] = c > a ? bottom + static_cast<int32_t>(w) : top + static_cast<int32_t>(w);
     }
-  const int64_t outputs = count * g.out_height * g.out_width;
+  }
+  const int64_t outputs = g.out_height * g.out_width;
   for (int64_t o = 0; o < outputs; ++o) {
     const float left = pairs[2 * o], right = pairs[2 * o + 1];
     const int32_t left_index = pair_index[2 * o], right_index = pair_index[2 * o + 1];
@@ -95,39 +89,27 @@ void max_pool_2x2(float* out, int32_t* arg, const float* planes, int64_t count, 
   }
   if (kRelu || unordered == 0) return;  // relu leaves no NaN
   const int32_t width = static_cast<int32_t>(g.width);
-  for (int64_t p = 0; p < count; ++p) {
-    const float* plane = planes + p * plane_size;
-    const int64_t first = p * g.out_height * g.out_width;
-    for (int64_t oh = 0; oh < g.out_height; ++oh)
-      for (int64_t ow = 0; ow < g.out_width; ++ow) {
-        const int32_t column = static_cast<int32_t>(2 * oh * g.width + 2 * ow);
-        const int64_t at_out = first + oh * g.out_width + ow;
-        for (int32_t at : {column, column + 1, column + width, column + width + 1})
-          if (std::isnan(plane[at])) out[at_out] = plane[at], arg[at_out] = at;
-      }
-  }
+  for (int64_t oh = 0; oh < g.out_height; ++oh)
+    for (int64_t ow = 0; ow < g.out_width; ++ow) {
+      const int32_t column = static_cast<int32_t>(2 * oh * g.width + 2 * ow);
+      for (int32_t at : {column, column + 1, column + width, column + width + 1})
+        if (std::isnan(plane[at])) out[oh * g.out_width + ow] = plane[at], arg[oh * g.out_width + ow] = at;
+    }
 }
 
-// Every plane through max_pool_2x2, in parallel, in runs of planes of about kRunOutputs
-// outputs, each thread with its own scratch. argmax null: the winners are not kept
-// (relu_max_pool2d, which records no backward).
+// Every plane through max_pool_2x2, in parallel, each thread with its own scratch. argmax
+// null: the winners are not kept (relu_max_pool2d, which records no backward).
 template <bool kRelu>
 void max_pool_2x2_planes(float* y, int32_t* argmax, const float* x, const PoolGeometry& g) {
-  constexpr int64_t kRunOutputs = 1024;
   const int64_t per_plane = g.out_height * g.out_width;
-  const int64_t run = std::clamp<int64_t>(kRunOutputs / std::max<int64_t>(per_plane, 1), 1, g.planes);
-  const int64_t runs = (g.planes + run - 1) / run;
 #pragma omp parallel if (g.planes * g.height * g.width >= kParallelGrain)
   {
-    std::vector<float> pairs(static_cast<std::size_t>(2 * run * per_plane));
-    std::vector<int32_t> pair_index(pairs.size()),
-        winners(argmax ? 0 : static_cast<std::size_t>(run * per_plane));
+    std::vector<float> pairs(static_cast<std::size_t>(2 * per_plane));
+    std::vector<int32_t> pair_index(pairs.size()), winners(argmax ? 0 : static_cast<std::size_t>(per_plane));
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < runs; ++r) {
-      const int64_t first = r * run, count = std::min(run, g.planes - first);
-      max_pool_2x2<kRelu>(y + first * per_plane, argmax ? argmax + first * per_plane : winners.data(),
-                          x + first * g.height * g.width, count, g, pairs.data(), pair_index.data());
-    }
+    for (int64_t p = 0; p < g.planes; ++p)
+      max_pool_2x2<kRelu>(y + p * per_plane, argmax ? argmax + p * per_plane : winners.data(),
+                          x + p * g.height * g.width, g, pairs.data(), pair_index.data());
   }
 }
 

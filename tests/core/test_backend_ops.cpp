@@ -53,7 +53,7 @@ TEST_CASE("max_pool2d: every fast path (2x2, tiled, general) equals the referenc
       {{2, 8, 28, 28}, Pool2dOptions::square(2), 2},    // two NaNs per window: the last wins
       {{2, 8, 27, 27}, Pool2dOptions::square(3), 3},
       {{3, 5, 9, 11}, Pool2dOptions::square(2), 0},          // odd sizes: the last row/column dropped
-      {{7, 33, 10, 10}, Pool2dOptions::square(2), 41},       // runs of 40 small planes, a short last run
+      {{7, 33, 10, 10}, Pool2dOptions::square(2), 41},       // many small planes, NaNs among them
       {{4, 40, 27, 27}, Pool2dOptions::square(3), 29},       // tiled 3x3 past the grain
       {{2, 3, 12, 10}, {3, 2, 3, 2, 0, 0, 1, 1}, 5},         // tiled, not square
       {{4, 16, 28, 28}, Pool2dOptions::square(3, 2, 1), 0},  // general: stride 2, padding 1
@@ -94,7 +94,7 @@ TEST_CASE(
       {{8, 40, 26, 26}, Pool2dOptions::square(2), 0},   // jermmy's first pool, past the grain: fused
       {{8, 40, 26, 26}, Pool2dOptions::square(2), 7},   // NaNs: relu makes them 0 before the max
       {{3, 5, 11, 11}, Pool2dOptions::square(2), 3},    // odd sizes: the last row and column dropped
-      {{16, 67, 10, 10}, Pool2dOptions::square(2), 9},  // lenet's second pool: runs of small planes
+      {{16, 67, 10, 10}, Pool2dOptions::square(2), 9},  // lenet's second pool: small planes
       {{2, 4, 9, 9}, Pool2dOptions::square(3), 5},      // not 2x2: the two ops
   };
   for (const Case& c : cases) {
