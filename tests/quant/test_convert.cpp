@@ -61,7 +61,7 @@ std::shared_ptr<QatModel> calibrated(const std::string& name, const QuantSpec& c
   auto prepared = prepare_qat(nn::build_zoo_model(name, generator), config);
   prepared->train();
   NoGradGuard no_grad;
-  for (int i = 0; i < 4; ++i) prepared->forward(Tensor::randn({32, 1, 28, 28}, generator));
+  for (int i = 0; i < 2; ++i) prepared->forward(Tensor::randn({32, 1, 28, 28}, generator));
   prepared->eval();
   return prepared;
 }
@@ -164,7 +164,7 @@ TEST_CASE(
     INFO(label);
     auto prepared = calibrated(c.model, parse_quant_spec(json::parse(c.quant), "t.json"), generator);
     IntegerModel model = convert(*prepared, {1, 28, 28});
-    const Tensor images = Tensor::randn({64, 1, 28, 28}, generator);
+    const Tensor images = Tensor::randn({32, 1, 28, 28}, generator);
     Tensor simulated;
     {
       NoGradGuard no_grad;
@@ -173,16 +173,16 @@ TEST_CASE(
     const Tensor deployed = model.forward(images);
     REQUIRE(deployed.shape() == simulated.shape());
     int64_t same_prediction = 0;
-    for (int64_t i = 0; i < 64; ++i)
+    for (int64_t i = 0; i < 32; ++i)
       same_prediction +=
           argmax_row(deployed.data() + i * 10, 10) == argmax_row(simulated.data() + i * 10, 10);
-    CHECK(same_prediction == 64);
+    CHECK(same_prediction == 32);
     // Bit for bit: the simulation's layers compute the deployed arithmetic (Note [The simulation
     // runs the deployed arithmetic], quant/qat_modules.cpp).
     CHECK(deployed.to_vector() == simulated.to_vector());
-    // The reference backend gives the same bytes (on 8 images: plain loops are slow under
+    // The reference backend gives the same bytes (on 4 images: plain loops are slow under
     // the sanitizers; tests/quant/test_int8_backends.cpp covers every op's shapes).
-    const Tensor few = slice(images, 0, 0, 8);
+    const Tensor few = slice(images, 0, 0, 4);
     CHECK(model.forward(few, Backend::reference).to_vector() == model.forward(few).to_vector());
     // A saved and reloaded model computes the same.
     model.save(folder + "/m.qfm");
