@@ -45,7 +45,7 @@ float largest_difference(const Tensor& a, const Tensor& b) {
 
 std::string tiny_torch() { return read_file(QFORGE_SOURCE_DIR "/tests/fuzz/corpus/onnx/tiny_torch.onnx"); }
 
-onnx::ModelProto parse(const std::string& bytes) {
+onnx::ModelProto parse_model(const std::string& bytes) {
   onnx::ModelProto model;
   REQUIRE(model.ParseFromString(bytes));
   return model;
@@ -263,7 +263,7 @@ TEST_CASE("ONNX import: wrong, hostile and unsupported files are one error namin
   for (const Case& c : cases) {
     const std::string what = c.what;
     CAPTURE(what);
-    onnx::ModelProto model = parse(tiny_torch());
+    onnx::ModelProto model = parse_model(tiny_torch());
     c.edit(model);
     std::string message;
     try {

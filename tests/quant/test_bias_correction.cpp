@@ -19,7 +19,7 @@ using nlohmann::json;
 
 namespace {
 
-void calibrate(nn::Module& prepared, const std::vector<Tensor>& batches) {
+void calibrate_on(nn::Module& prepared, const std::vector<Tensor>& batches) {
   NoGradGuard no_grad;
   prepared.eval();
   set_fake_quant(prepared, false);
@@ -43,7 +43,7 @@ TEST_CASE("bias correction by hand: b += mean over inputs of (W − Ŵ)·x") {
                   parse_quant_spec(json{{"weight", {{"bits", 2}, {"per_channel", false}}}}, "t.json"));
   // Inputs 0 and 1 (on the input quantizer's grid [0, 1]): x1 and x2 are each 1 in two of four rows.
   const Tensor batch = Tensor::from_vector({4, 2}, {1, 0, 0, 1, 1, 1, 0, 0});
-  calibrate(*prepared, {batch});
+  calibrate_on(*prepared, {batch});
   int passes = 0;
   const BiasCorrectionReport report = correct_bias(*prepared, [&] {
     ++passes;
@@ -72,7 +72,7 @@ TEST_CASE("bias correction lowers the quantized network's mean output error on t
         copy, parse_quant_spec(json{{"weight", {{"bits", 3}, {"per_channel", false}}}}, "t.json"));
     std::vector<Tensor> batches;
     for (int i = 0; i < 4; ++i) batches.push_back(relu(Tensor::randn({16, 1, 28, 28}, generator)));
-    calibrate(*prepared, batches);
+    calibrate_on(*prepared, batches);
     // Mean over the logits of |E[quantized − float]| over the calibration images.
     auto mean_error = [&] {
       NoGradGuard no_grad;
