@@ -143,6 +143,13 @@ TEST_CASE("Sequential inference runs Conv2d-BatchNorm2d-ReLU as one conv: the la
     bn->weight.data()[c] = c == 3 ? 0.0f : 1.5f - 0.2f * static_cast<float>(c);
     bn->bias.data()[c] = 0.1f * static_cast<float>(c % 4) - 0.15f;
   }
+  {  // The fold's loop is the formula's tensor ops (quant's training-time fold), bit for bit.
+    NoGradGuard no_grad;
+    const auto [weight, bias] = fold_batch_norm(*conv, *bn);
+    const Tensor factor = folding_factor(*bn);
+    CHECK(weight.to_vector() == mul(conv->weight, reshape(factor, {16, 1, 1, 1})).to_vector());
+    CHECK(bias.to_vector() == add(bn->bias, mul(sub(conv->bias, bn->running_mean), factor)).to_vector());
+  }
   auto relu = std::make_shared<ReLU>();
   auto pool = std::make_shared<MaxPool2d>(Pool2dOptions::square(2));
   const Tensor x = Tensor::randn({4, 8, 12, 12}, generator);
