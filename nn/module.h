@@ -96,4 +96,9 @@ using ModulePtr = std::shared_ptr<Module>;
 // nan at index 3"; empty when every value is finite.
 std::string first_non_finite(const Module& model);
 
+// The dotted name of child `name` under `prefix` ("" is the root): "layers.2" + "conv1".
+inline std::string child_path(const std::string& prefix, const std::string& name) {
+  return prefix.empty() ? name : prefix + "." + name;
+}
+
 }  // namespace qforge::nn

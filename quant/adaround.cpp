@@ -57,7 +57,7 @@ namespace {
 
 // One layer to round: its weights as a matrix (out channels × K per group), and how an input
 // becomes im2col rows (one row per image and output position, K columns per group).
-struct Layer {
+struct RoundedLayer {
   std::string name;
   QatConv2d* conv = nullptr;
   QatLinear* linear = nullptr;
@@ -86,7 +86,7 @@ struct Inputs {
   int64_t image_size() const { return values.size() / std::max<int64_t>(1, images); }
 };
 
-Inputs collect_inputs(const Layer& layer, const std::function<void()>& run_images, int64_t limit) {
+Inputs collect_inputs(const RoundedLayer& layer, const std::function<void()>& run_images, int64_t limit) {
   Inputs inputs;
   with_input_probe(
       layer.probe(),
@@ -108,7 +108,7 @@ Inputs collect_inputs(const Layer& layer, const std::function<void()>& run_image
 }
 
 // Output positions per image of a conv (1 for a linear layer).
-int64_t positions(const Layer& layer, const Shape& image_shape, int64_t* out_height = nullptr,
+int64_t positions(const RoundedLayer& layer, const Shape& image_shape, int64_t* out_height = nullptr,
                   int64_t* out_width = nullptr) {
   if (!layer.conv) return 1;
   const Conv2dOptions& o = layer.conv->conv->options;
@@ -126,7 +126,8 @@ int64_t positions(const Layer& layer, const Shape& image_shape, int64_t* out_hei
 
 // The im2col rows of images [first, first + count) of `inputs` for group g: (count·P) × K,
 // columns in the weight's (channel, kernel row, kernel column) order.
-void im2col(const Layer& layer, const Inputs& inputs, int64_t first, int64_t count, int64_t g, float* out) {
+void im2col(const RoundedLayer& layer, const Inputs& inputs, int64_t first, int64_t count, int64_t g,
+            float* out) {
   const int64_t k = layer.k(), size = inputs.image_size();
   if (!layer.conv) {
     std::copy_n(inputs.values.data() + first * size, count * size, out);
@@ -166,8 +167,8 @@ struct Problem {
 };
 
 // y = f(X·Wᵀ + b) for rows [first image, + count) into out (count·P × out channels).
-void layer_output(const Layer& layer, const Problem& problem, const float* const* columns, int64_t count,
-                  const float* weight, const float* bias, float* out) {
+void layer_output(const RoundedLayer& layer, const Problem& problem, const float* const* columns,
+                  int64_t count, const float* weight, const float* bias, float* out) {
   const int64_t m = count * problem.positions, per_group = problem.out_channels / problem.groups;
   for (int64_t g = 0; g < problem.groups; ++g)
     kernels::gemm(false, true, m, per_group, problem.k, 1.0f, columns[g], problem.k,
@@ -182,7 +183,7 @@ void layer_output(const Layer& layer, const Problem& problem, const float* const
   }
 }
 
-Problem build_problem(const Layer& layer, const Inputs& quantized, const Inputs& floating,
+Problem build_problem(const RoundedLayer& layer, const Inputs& quantized, const Inputs& floating,
                       const Tensor& weight, const Tensor& bias) {
   Problem problem;
   problem.images = std::min(quantized.images, floating.images);
@@ -214,7 +215,7 @@ Problem build_problem(const Layer& layer, const Inputs& quantized, const Inputs&
 }
 
 // Σ over channels of the squared error, averaged over images and positions, over the whole cache.
-double reconstruction_loss(const Layer& layer, const Problem& problem, const float* weight,
+double reconstruction_loss(const RoundedLayer& layer, const Problem& problem, const float* weight,
                            const float* bias) {
   constexpr int64_t kChunk = 64;
   std::vector<float> out(static_cast<std::size_t>(kChunk * problem.positions * problem.out_channels));
@@ -247,7 +248,7 @@ struct Grid {
   }
 };
 
-Grid grid_of(const Layer& layer, const Tensor& weight) {
+Grid grid_of(const RoundedLayer& layer, const Tensor& weight) {
   const QuantParams p = layer.quantizer->qparams();
   const QuantRange range = layer.quantizer->spec().scheme.range();
   Grid grid;
@@ -290,7 +291,7 @@ struct Adam {
 };
 
 // The learned levels of one layer (hard rounding at the end).
-std::vector<float> learn_levels(const Layer& layer, const Problem& problem, const Grid& grid,
+std::vector<float> learn_levels(const RoundedLayer& layer, const Problem& problem, const Grid& grid,
                                 const Tensor& weight, const Tensor& bias, const AdaRoundOptions& options,
                                 uint64_t seed) {
   const int64_t n = weight.numel(), batch = std::min(options.batch, problem.images);
@@ -366,7 +367,7 @@ std::vector<float> learn_levels(const Layer& layer, const Problem& problem, cons
 // with their original weights back; restored when it goes out of scope.
 class FloatModel {
  public:
-  FloatModel(nn::Module& model, const std::vector<Layer>& layers, std::vector<Tensor>& originals)
+  FloatModel(nn::Module& model, const std::vector<RoundedLayer>& layers, std::vector<Tensor>& originals)
       : layers_(layers), originals_(originals) {
     for (const auto& [name, module] : model.named_modules())
       if (auto* quantizer = dynamic_cast<FakeQuantize*>(module)) {
@@ -389,14 +390,14 @@ class FloatModel {
       std::swap_ranges(weight.data(), weight.data() + weight.numel(), originals_[i].data());
     }
   }
-  const std::vector<Layer>& layers_;
+  const std::vector<RoundedLayer>& layers_;
   std::vector<Tensor>& originals_;
   std::vector<std::pair<FakeQuantize*, bool>> states_;
 };
 
 // Writes the levels into the model as weights on the grid, s·(q − z), unfolded where a batch
 // norm folds in (a channel the batch norm zeroes keeps its weights: they fold to 0 anyway).
-void store(const Layer& layer, const Grid& grid, const std::vector<float>& levels) {
+void store(const RoundedLayer& layer, const Grid& grid, const std::vector<float>& levels) {
   Tensor& weight = layer.stored_weight();
   std::vector<float> factor;
   if (layer.conv && layer.conv->bn) factor = bn_folding_factor(*layer.conv->bn).to_vector();
@@ -419,9 +420,9 @@ AdaRoundReport adaround(nn::Module& model, const AdaRoundOptions& options,
   QF_CHECK(options.iterations >= 1 && options.images >= 1 && options.batch >= 1 && options.lr > 0,
            "adaround: iterations, images, batch and lr must be positive");
   AdaRoundReport report;
-  std::vector<Layer> layers;
+  std::vector<RoundedLayer> layers;
   for (const auto& [name, module] : model.named_modules()) {
-    Layer layer{.name = name};
+    RoundedLayer layer{.name = name};
     if (auto* conv = dynamic_cast<QatConv2d*>(module)) {
       layer.conv = conv;
       layer.quantizer = conv->weight_quant.get();
@@ -441,7 +442,7 @@ AdaRoundReport adaround(nn::Module& model, const AdaRoundOptions& options,
   NoGradGuard no_grad;
   std::vector<Tensor> originals;  // the float weights of the layers rounded so far
   for (std::size_t index = 0; index < layers.size(); ++index) {
-    const Layer& layer = layers[index];
+    const RoundedLayer& layer = layers[index];
     const auto start = std::chrono::steady_clock::now();
     const Inputs quantized = collect_inputs(layer, run_images, options.images);
     Inputs floating;

@@ -11,6 +11,7 @@
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/lstm.h"
+#include "nn/module.h"
 #include "nn/resnet.h"
 #include "nn/sequential.h"
 #include "nn/simple_layers.h"
@@ -49,10 +50,6 @@ struct Stream {
   // after a dequantize, float: a dequantize keeps the order of flat features.
   Shape flattened_from;
 };
-
-std::string join(const std::string& prefix, const std::string& name) {
-  return prefix.empty() ? name : prefix + "." + name;
-}
 
 ActivationQuant activation_of(const FakeQuantize& q, const std::string& where) {
   check_convertible(q.is_calibrated(), "convert: ", where,
@@ -296,8 +293,8 @@ Stream Lowering::pool(nn::Module& module, const std::string& path, const Stream&
 
 Stream Lowering::block(nn::Module& module, const std::string& path, const Stream& in) {
   auto& block = static_cast<nn::BasicBlock&>(module);
-  Stream residual = lower(*block.residual, join(path, "residual"), in);
-  Stream shortcut = block.shortcut ? lower(*block.shortcut, join(path, "shortcut"), in) : in;
+  Stream residual = lower(*block.residual, nn::child_path(path, "residual"), in);
+  Stream shortcut = block.shortcut ? lower(*block.shortcut, nn::child_path(path, "shortcut"), in) : in;
   // prepare made the block's relu Sequential(ReLU or Identity, FakeQuantize): add [+ ReLU] + requantize.
   auto* relu = dynamic_cast<nn::Sequential*>(block.relu.get());
   FakeQuantize* output =
@@ -309,18 +306,18 @@ Stream Lowering::block(nn::Module& module, const std::string& path, const Stream
   check_convertible(residual.shape == shortcut.shape, "convert: ", path, ": residual ", residual.shape,
                     " and shortcut ", shortcut.shape, " differ");
   Stream out = residual;
-  out.quant = activation_of(*output, join(path, "relu.1"));
+  out.quant = activation_of(*output, nn::child_path(path, "relu.1"));
   return emit(std::make_unique<int8::AddOp>(*out.quant, has_relu), {residual.value, shortcut.value},
-              join(path, "add"), out);
+              nn::child_path(path, "add"), out);
 }
 
 // The zoo's LstmClassifier: image rows -> QatLSTM -> the last hidden state -> fc.
 Stream Lowering::sequence_classifier(nn::Module& module, const std::string& path, const Stream& in) {
   auto& model = static_cast<nn::LstmClassifier&>(module);
   auto* lstm = dynamic_cast<QatLSTM*>(model.lstm.get());
-  check_convertible(lstm, "convert: ", join(path, "lstm"), " (", model.lstm->type_name(),
+  check_convertible(lstm, "convert: ", nn::child_path(path, "lstm"), " (", model.lstm->type_name(),
                     "): a float LSTM in a static model; keep it quantized, or use quant.mode \"dynamic\"");
-  const std::string where = join(path, "lstm");
+  const std::string where = nn::child_path(path, "lstm");
   ActivationQuant input = need_quantized(in, where, "lstm");
   std::vector<int8::StaticLstmLayer> layers;
   const nn::LSTM& float_lstm = *lstm->lstm;
@@ -338,7 +335,7 @@ Stream Lowering::sequence_classifier(nn::Module& module, const std::string& path
   }
   Stream out{0, input, {lstm->hidden_size()}, {}};
   out = emit(std::make_unique<int8::StaticLstmOp>(std::move(layers)), {in.value}, where, out);
-  return lower(*model.fc, join(path, "fc"), out);
+  return lower(*model.fc, nn::child_path(path, "fc"), out);
 }
 
 Stream Lowering::lower(nn::Module& module, const std::string& path, const Stream& in) {
@@ -353,18 +350,19 @@ Stream Lowering::lower(nn::Module& module, const std::string& path, const Stream
 
 Stream Lowering::sequence(nn::Module& module, const std::string& path, const Stream& in) {
   Stream out = in;
-  for (const auto& [name, child] : module.children()) out = lower(*child, join(path, name), out);
+  for (const auto& [name, child] : module.children()) out = lower(*child, nn::child_path(path, name), out);
   return out;
 }
 
 Stream Lowering::resnet(nn::Module& module, const std::string& path, const Stream& in) {
   auto& net = static_cast<nn::ResNet&>(module);
-  const Stream stem = lower(*net.stem, join(path, "stem"), in);
-  return lower(*net.head, join(path, "head"), lower(*net.layers, join(path, "layers"), stem));
+  const Stream stem = lower(*net.stem, nn::child_path(path, "stem"), in);
+  return lower(*net.head, nn::child_path(path, "head"),
+               lower(*net.layers, nn::child_path(path, "layers"), stem));
 }
 
 Stream Lowering::average_pool(nn::Module& module, const std::string& path, const Stream& in) {
-  return pool(*static_cast<QatAvgPool2d&>(module).pool, join(path, "pool"), in);
+  return pool(*static_cast<QatAvgPool2d&>(module).pool, nn::child_path(path, "pool"), in);
 }
 
 Stream Lowering::relu(nn::Module&, const std::string& path, const Stream& in) {
@@ -446,22 +444,22 @@ int lower_dynamic(IntegerModel& integer, nn::Module& module, const std::string& 
                   const QuantizerSpec& weight) {
   if (auto* classifier = dynamic_cast<nn::LstmClassifier*>(&module)) {
     auto* lstm = dynamic_cast<nn::LSTM*>(classifier->lstm.get());
-    check_convertible(lstm, "convert (dynamic): ", join(path, "lstm"), " is not a float LSTM");
+    check_convertible(lstm, "convert (dynamic): ", nn::child_path(path, "lstm"), " is not a float LSTM");
     std::vector<int8::DynamicLstmLayer> layers;
     for (int64_t l = 0; l < lstm->num_layers(); ++l) {
-      const std::string where = join(path, "lstm.l" + std::to_string(l));
+      const std::string where = nn::child_path(path, "lstm.l" + std::to_string(l));
       layers.push_back(
           {dynamic_product(lstm->weight_ih[l], lstm->bias_ih[l], weight, false, where + ".weight_ih"),
            dynamic_product(lstm->weight_hh[l], lstm->bias_hh[l], weight, false, where + ".weight_hh")});
     }
-    value =
-        integer.add(std::make_unique<int8::DynamicLstmOp>(std::move(layers)), {value}, join(path, "lstm"));
-    return lower_dynamic(integer, *classifier->fc, join(path, "fc"), value, weight);
+    value = integer.add(std::make_unique<int8::DynamicLstmOp>(std::move(layers)), {value},
+                        nn::child_path(path, "lstm"));
+    return lower_dynamic(integer, *classifier->fc, nn::child_path(path, "fc"), value, weight);
   }
   if (auto* sequential = dynamic_cast<nn::Sequential*>(&module)) {
     const auto& children = sequential->children();
     for (std::size_t i = 0; i < children.size();) {
-      const std::string child_path = join(path, children[i].first);
+      const std::string child_path = nn::child_path(path, children[i].first);
       if (auto run = match_fusion(children, i); run && run->linear) {
         value = integer.add(std::make_unique<int8::DynamicLinearOp>(dynamic_product(
                                 run->linear->weight, run->linear->bias, weight, run->has_relu, child_path)),

@@ -9,6 +9,7 @@
 #include "nn/batch_norm.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "nn/module.h"
 #include "nn/sequential.h"
 #include "nn/simple_layers.h"
 
@@ -17,7 +18,7 @@ namespace qforge::quant {
 namespace {
 
 // A conv or linear layer and the batch norm folded into it (when one follows it directly).
-struct Layer {
+struct EqualizedLayer {
   std::string name;
   nn::Conv2d* conv = nullptr;
   nn::Linear* linear = nullptr;
@@ -42,7 +43,7 @@ struct Pair {
 };
 
 struct Graph {
-  std::vector<Layer> layers;
+  std::vector<EqualizedLayer> layers;
   std::vector<Pair> pairs;
 };
 
@@ -50,10 +51,6 @@ bool is_homogeneous(const nn::Module& m) {
   const std::string type = m.type_name();
   return type == "ReLU" || type == "MaxPool2d" || type == "AvgPool2d" || type == "AdaptiveAvgPool2d" ||
          type == "Dropout" || type == "Identity";
-}
-
-std::string join(const std::string& prefix, const std::string& name) {
-  return prefix.empty() ? name : prefix + "." + name;
 }
 
 void walk(nn::Module& module, const std::string& prefix, Graph& graph);
@@ -64,7 +61,7 @@ void walk_sequential(nn::Sequential& sequential, const std::string& prefix, Grap
   std::ptrdiff_t pending = -1;  // index of the layer whose output flows here, or -1
   bool flattened = false, adjacent = false, relu = false;
   for (const auto& [name, child] : sequential.children()) {
-    const std::string full = join(prefix, name);
+    const std::string full = nn::child_path(prefix, name);
     auto* conv = dynamic_cast<nn::Conv2d*>(child.get());
     auto* linear = dynamic_cast<nn::Linear*>(child.get());
     if (conv || linear) {
@@ -85,7 +82,7 @@ void walk_sequential(nn::Sequential& sequential, const std::string& prefix, Grap
       continue;
     }
     if (auto* bn = dynamic_cast<nn::BatchNorm2d*>(child.get())) {
-      Layer* owner = pending >= 0 ? &graph.layers[static_cast<std::size_t>(pending)] : nullptr;
+      EqualizedLayer* owner = pending >= 0 ? &graph.layers[static_cast<std::size_t>(pending)] : nullptr;
       if (owner && adjacent && owner->conv && !owner->bn && bn->channels == owner->out_channels()) {
         owner->bn = bn;
       } else {
@@ -110,7 +107,7 @@ void walk(nn::Module& module, const std::string& prefix, Graph& graph) {
     walk_sequential(*sequential, prefix, graph);
     return;
   }
-  for (const auto& [name, child] : module.children()) walk(*child, join(prefix, name), graph);
+  for (const auto& [name, child] : module.children()) walk(*child, nn::child_path(prefix, name), graph);
 }
 
 Graph graph_of(nn::Module& model) {
@@ -124,7 +121,7 @@ Graph graph_of(nn::Module& model) {
 }
 
 // r1: the first layer's output channel ranges, its batch norm folded.
-std::vector<float> output_ranges(const Layer& layer) {
+std::vector<float> output_ranges(const EqualizedLayer& layer) {
   const Tensor& w = layer.weight();
   const int64_t rows = layer.out_channels(), row = w.numel() / rows;
   std::vector<float> r(static_cast<std::size_t>(rows), 0.0f);
@@ -138,7 +135,7 @@ std::vector<float> output_ranges(const Layer& layer) {
 
 // Visits every weight of `layer` that reads input channel c: f(output channel, flat index).
 template <typename F>
-void for_input_channel(const Layer& layer, int64_t c, int64_t features_per_channel, F&& f) {
+void for_input_channel(const EqualizedLayer& layer, int64_t c, int64_t features_per_channel, F&& f) {
   if (layer.linear) {
     const int64_t in = layer.linear->in_features;
     for (int64_t o = 0; o < layer.linear->out_features; ++o)
@@ -155,7 +152,7 @@ void for_input_channel(const Layer& layer, int64_t c, int64_t features_per_chann
 }
 
 // r2: the second layer's input channel ranges (its own batch norm folded).
-std::vector<float> input_ranges(const Layer& layer, int64_t channels, int64_t features_per_channel) {
+std::vector<float> input_ranges(const EqualizedLayer& layer, int64_t channels, int64_t features_per_channel) {
   std::vector<float> r(static_cast<std::size_t>(channels), 0.0f);
   const float* w = layer.weight().data();
   for (int64_t c = 0; c < channels; ++c) {
@@ -168,7 +165,8 @@ std::vector<float> input_ranges(const Layer& layer, int64_t channels, int64_t fe
 }
 
 // Output channel c of the first layer divided by s, input channel c of the second times s.
-void rescale(const Layer& first, const Layer& second, int64_t c, int64_t features_per_channel, float s) {
+void rescale(const EqualizedLayer& first, const EqualizedLayer& second, int64_t c,
+             int64_t features_per_channel, float s) {
   if (first.bn) {
     first.bn->weight.data()[c] /= s;
     first.bn->bias.data()[c] /= s;
@@ -195,7 +193,7 @@ EqualizeReport equalize(nn::Module& model) {
   do {
     report.largest_change = 0;
     for (const Pair& p : graph.pairs) {
-      const Layer &first = graph.layers[p.first], &second = graph.layers[p.second];
+      const EqualizedLayer &first = graph.layers[p.first], &second = graph.layers[p.second];
       const std::vector<float> r1 = output_ranges(first);
       const std::vector<float> r2 =
           input_ranges(second, static_cast<int64_t>(r1.size()), p.features_per_channel);
@@ -217,7 +215,7 @@ HighBiasReport absorb_high_bias(nn::Module& model) {
   const Graph graph = graph_of(model);
   HighBiasReport report;
   for (const Pair& p : graph.pairs) {
-    const Layer &first = graph.layers[p.first], &second = graph.layers[p.second];
+    const EqualizedLayer &first = graph.layers[p.first], &second = graph.layers[p.second];
     // Statistics to bound the pre-activation with, a ReLU to gain from, somewhere to put K.
     if (!first.bn || !p.through_relu || (!second.bn && !second.bias().defined())) continue;
     AbsorbedPair absorbed{first.name, second.name, 0, 0};
@@ -254,7 +252,7 @@ std::vector<PairRanges> pair_ranges(nn::Module& model) {
   const Graph graph = graph_of(model);
   std::vector<PairRanges> out;
   for (const Pair& p : graph.pairs) {
-    const Layer &first = graph.layers[p.first], &second = graph.layers[p.second];
+    const EqualizedLayer &first = graph.layers[p.first], &second = graph.layers[p.second];
     PairRanges r{output_ranges(first), {}};
     r.second = input_ranges(second, static_cast<int64_t>(r.first.size()), p.features_per_channel);
     out.push_back(std::move(r));

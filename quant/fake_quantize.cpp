@@ -132,7 +132,7 @@ void learnable_backward_terms(float* dx, float* scale_terms, float* zero_terms, 
     const float v = kRelu ? relu_value(x[i]) : x[i];
     const float level = std::nearbyint(zero + v * inverse);  // PyTorch's order: z added before rounding
     const bool inside = (level >= lo) & (level <= hi);
-    dx[i] = inside & (!kRelu || x[i] > 0.0f) ? g[i] : 0.0f;
+    dx[i] = (inside & (!kRelu || x[i] > 0.0f)) ? g[i] : 0.0f;
     const float outside_term = g[i] * ((level < lo ? lo : hi) - zero);
     const float inside_term = g[i] * (dequantize_level(level, scale, zero) - v) * inverse;
     scale_terms[i] = inside ? inside_term : outside_term;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "nn/lstm.h"
+#include "nn/module.h"
 #include "nn/resnet.h"
 #include "nn/sequential.h"
 #include "nn/simple_layers.h"
@@ -12,10 +13,6 @@
 namespace qforge::quant {
 
 namespace {
-
-std::string join(const std::string& prefix, const std::string& name) {
-  return prefix.empty() ? name : prefix + "." + name;
-}
 
 template <typename T>
 std::shared_ptr<T> as(const nn::ModulePtr& module) {
@@ -57,7 +54,7 @@ void rewrite_block(nn::BasicBlock& block, const std::string& path, Walk& walk) {
   for (const auto& [name, child] : block.children())
     if (name != "relu") {
       walk.current = block_input;
-      rewrite(*child, join(path, name), walk);
+      rewrite(*child, nn::child_path(path, name), walk);
     }
   const QConfig q = walk.config.for_module(path, "BasicBlock");
   walk.current = nullptr;
@@ -79,7 +76,7 @@ void rewrite(nn::Module& parent, const std::string& prefix, Walk& walk) {
   auto& children = parent.children();
   for (std::size_t i = 0; i < children.size();) {
     const auto [name, child] = children[i];
-    const std::string path = join(prefix, name);
+    const std::string path = nn::child_path(prefix, name);
     if (auto run = match_fusion(children, i)) {
       i += fuse_at(parent, i, path, *run, walk);
       continue;

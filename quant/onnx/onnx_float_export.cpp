@@ -9,6 +9,7 @@
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/lstm.h"
+#include "nn/module.h"
 #include "nn/resnet.h"
 #include "nn/sequential.h"
 #include "nn/simple_layers.h"
@@ -32,14 +33,16 @@ class FloatExport {
       return y;
     }
     if (auto* net = dynamic_cast<nn::ResNet*>(&module)) {
-      const std::string stem = lower(*net->stem, join(path, "stem"), x);
-      return lower(*net->head, join(path, "head"), lower(*net->layers, join(path, "layers"), stem));
+      const std::string stem = lower(*net->stem, nn::child_path(path, "stem"), x);
+      return lower(*net->head, nn::child_path(path, "head"),
+                   lower(*net->layers, nn::child_path(path, "layers"), stem));
     }
     if (auto* block = dynamic_cast<nn::BasicBlock*>(&module)) {
-      const std::string residual = lower(*block->residual, join(path, "residual"), x);
-      const std::string shortcut = block->shortcut ? lower(*block->shortcut, join(path, "shortcut"), x) : x;
+      const std::string residual = lower(*block->residual, nn::child_path(path, "residual"), x);
+      const std::string shortcut =
+          block->shortcut ? lower(*block->shortcut, nn::child_path(path, "shortcut"), x) : x;
       g_.node("Add", {residual, shortcut}, name + ".sum", name);
-      return lower(*block->relu, join(path, "relu"), g_.last_output());
+      return lower(*block->relu, nn::child_path(path, "relu"), g_.last_output());
     }
     if (auto* classifier = dynamic_cast<nn::LstmClassifier*>(&module))
       return lstm_classifier(*classifier, name, x);
@@ -73,9 +76,6 @@ class FloatExport {
   }
 
  private:
-  static std::string join(const std::string& prefix, const std::string& name) {
-    return prefix.empty() ? name : prefix + "." + name;
-  }
   std::string floats(const std::string& name, const Tensor& t) {
     return g_.floats(name, t.detach().to_vector(), std::vector<int64_t>(t.shape().begin(), t.shape().end()));
   }
