@@ -83,20 +83,18 @@ Tensor Sequential::forward(const Tensor& input) {
   for (std::size_t k = 0; k < layers.size(); ++k) {
     if (auto* conv = dynamic_cast<Conv2d*>(layer(k));
         conv && !any_requires_grad({&x, &conv->weight, &conv->bias})) {
-      // Conv2d [→ BatchNorm2d in evaluation] [→ ReLU]: one conv, BN folded, ReLU as it writes.
+      // Conv2d → BatchNorm2d in evaluation [→ ReLU], or Conv2d → ReLU: one conv, BN folded,
+      // ReLU as it writes. A ReLU before a MaxPool2d stays for relu_max_pool2d below.
       auto* bn = dynamic_cast<BatchNorm2d*>(layer(k + 1));
       if (bn && bn->is_training()) bn = nullptr;
-      const auto [weight, bias] = bn ? fold_batch_norm(*conv, *bn) : std::pair(conv->weight, conv->bias);
-      std::size_t next = bn ? k + 2 : k + 1;
-      // A ReLU before a MaxPool2d stays for relu_max_pool2d below (the grouped convs have no post-op).
-      if (dynamic_cast<ReLU*>(layer(next)) && !dynamic_cast<MaxPool2d*>(layer(next + 1))) {
-        x = conv2d_relu(x, weight, bias, conv->options);
-        ++next;
-      } else {
-        x = conv2d(x, weight, bias, conv->options);
+      const std::size_t after = bn ? k + 2 : k + 1;
+      const bool relu = dynamic_cast<ReLU*>(layer(after)) && !dynamic_cast<MaxPool2d*>(layer(after + 1));
+      if (bn || relu) {
+        const auto [weight, bias] = bn ? fold_batch_norm(*conv, *bn) : std::pair(conv->weight, conv->bias);
+        x = relu ? conv2d_relu(x, weight, bias, conv->options) : conv2d(x, weight, bias, conv->options);
+        k = relu ? after : after - 1;
+        continue;
       }
-      k = next - 1;
-      continue;
     }
     if (layer(k + 1) && !any_requires_grad({&x}) && dynamic_cast<ReLU*>(layer(k)))
       if (auto* pool = dynamic_cast<MaxPool2d*>(layer(k + 1))) {

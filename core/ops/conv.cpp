@@ -101,10 +101,10 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, con
 
 Tensor conv2d_relu(const Tensor& input, const Tensor& weight, const Tensor& bias,
                    const Conv2dOptions& options, Backend backend) {
-  const kernels::Conv2dShape s = checked_shape(input, weight, bias, options);
-  if (backend != Backend::fast || kernels::conv2d_grouped_applies(s) ||
-      any_requires_grad({&input, &weight, &bias}))
+  if (backend != Backend::fast || any_requires_grad({&input, &weight, &bias}))
     return relu(conv2d(input, weight, bias, options, backend));
+  const kernels::Conv2dShape s = checked_shape(input, weight, bias, options);
+  if (kernels::conv2d_grouped_applies(s)) return relu(conv2d(input, weight, bias, options, backend));
   const ProfileScope profile("forward", "conv2d_relu", describe_conv(input, weight, s));
   Tensor y = Tensor::empty({s.batch, s.out_channels, s.out_height(), s.out_width()});
   kernels::conv2d_forward_relu_onednn(y.data(), input.data(), weight.data(),
