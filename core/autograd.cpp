@@ -36,6 +36,8 @@ OnGradientReady::~OnGradientReady() { ready_hook = previous_; }
 NoGradGuard::NoGradGuard() : previous_(grad_enabled) { grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { grad_enabled = previous_; }
 
+bool grad_mode_enabled() { return grad_enabled; }
+
 bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
   if (!grad_enabled) return false;
   for (const Tensor* input : inputs)

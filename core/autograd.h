@@ -41,6 +41,9 @@ class NoGradGuard {
   bool previous_;
 };
 
+// True outside every NoGradGuard (PyTorch's torch.is_grad_enabled()).
+bool grad_mode_enabled();
+
 // True when grad mode is on and any input requires grad: then the op must record.
 bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
 

@@ -1,11 +1,12 @@
 // The parameterized layers' constructors and forwards: thin calls into core ops; and
-// Sequential's forward.
+// Sequential's forward (nn/inference.h without gradients).
 #include <cmath>
 
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "nn/batch_norm.h"
 #include "nn/conv2d.h"
+#include "nn/inference.h"
 #include "nn/linear.h"
 #include "nn/sequential.h"
 #include "nn/simple_layers.h"
@@ -77,33 +78,9 @@ std::pair<Tensor, Tensor> fold_batch_norm(const Conv2d& conv, const BatchNorm2d&
 }
 
 Tensor Sequential::forward(const Tensor& input) {
+  if (!grad_mode_enabled()) return inference_forward(*this, input);
   Tensor x = input;
-  const auto& layers = children();
-  auto layer = [&](std::size_t k) { return k < layers.size() ? layers[k].second.get() : nullptr; };
-  for (std::size_t k = 0; k < layers.size(); ++k) {
-    if (auto* conv = dynamic_cast<Conv2d*>(layer(k));
-        conv && !any_requires_grad({&x, &conv->weight, &conv->bias})) {
-      // Conv2d → BatchNorm2d in evaluation [→ ReLU], or Conv2d → ReLU: one conv, BN folded,
-      // ReLU as it writes. A ReLU before a MaxPool2d stays for relu_max_pool2d below.
-      auto* bn = dynamic_cast<BatchNorm2d*>(layer(k + 1));
-      if (bn && bn->is_training()) bn = nullptr;
-      const std::size_t after = bn ? k + 2 : k + 1;
-      const bool relu = dynamic_cast<ReLU*>(layer(after)) && !dynamic_cast<MaxPool2d*>(layer(after + 1));
-      if (bn || relu) {
-        const auto [weight, bias] = bn ? fold_batch_norm(*conv, *bn) : std::pair(conv->weight, conv->bias);
-        x = relu ? conv2d_relu(x, weight, bias, conv->options) : conv2d(x, weight, bias, conv->options);
-        k = relu ? after : after - 1;
-        continue;
-      }
-    }
-    if (layer(k + 1) && !any_requires_grad({&x}) && dynamic_cast<ReLU*>(layer(k)))
-      if (auto* pool = dynamic_cast<MaxPool2d*>(layer(k + 1))) {
-        x = relu_max_pool2d(x, pool->options);
-        ++k;
-        continue;
-      }
-    x = layers[k].second->forward(x);
-  }
+  for (const auto& [name, layer] : children()) x = layer->forward(x);
   return x;
 }
 

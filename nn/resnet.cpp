@@ -1,8 +1,10 @@
 #include "nn/resnet.h"
 
+#include "core/autograd.h"
 #include "core/ops.h"
 #include "nn/batch_norm.h"
 #include "nn/conv2d.h"
+#include "nn/inference.h"
 #include "nn/linear.h"
 #include "nn/sequential.h"
 #include "nn/simple_layers.h"
@@ -38,6 +40,7 @@ BasicBlock::BasicBlock(ModulePtr residual_layers, ModulePtr shortcut_layers, boo
 }
 
 Tensor BasicBlock::forward(const Tensor& input) {
+  if (!grad_mode_enabled()) return inference_forward(*this, input);
   Tensor y = residual->forward(input);
   return relu->forward(add(y, shortcut ? shortcut->forward(input) : input));
 }
@@ -62,7 +65,10 @@ ResNet::ResNet(int64_t blocks_per_stage, int64_t in_channels, int64_t num_classe
                                      std::make_shared<Linear>(64, num_classes, true, generator)}));
 }
 
-Tensor ResNet::forward(const Tensor& input) { return head->forward(layers->forward(stem->forward(input))); }
+Tensor ResNet::forward(const Tensor& input) {
+  if (!grad_mode_enabled()) return inference_forward(*this, input);
+  return head->forward(layers->forward(stem->forward(input)));
+}
 
 void BasicBlock::child_replaced(const std::string& name, const ModulePtr& module) {
   if (name == "residual") residual = module;

@@ -12,10 +12,8 @@ class Sequential : public Module {
     for (auto& layer : layers) append(std::move(layer));
   }
   void append(ModulePtr layer) { register_module(std::to_string(children().size()), std::move(layer)); }
-  // Inference (no gradient wanted) runs runs of layers as one op: a ReLU followed by a
-  // MaxPool2d as relu_max_pool2d (the same values in one pass instead of three); a Conv2d
-  // followed by a BatchNorm2d in evaluation as one conv with the BN folded in
-  // (nn::fold_batch_norm: equal to rounding), and a ReLU after it as conv2d_relu's post-op.
+  // The layers in order; with grad mode off, nn::inference_forward (nn/inference.h): BN
+  // folded, ReLUs fused, activations kept in the blocked layout between convs.
   Tensor forward(const Tensor& input) override;
   std::string type_name() const override { return "Sequential"; }
   std::size_t size() const { return children().size(); }

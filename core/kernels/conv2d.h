@@ -58,6 +58,30 @@ void conv2d_forward_onednn(float* y, const float* x, const float* w, const float
 void conv2d_forward_relu_onednn(float* y, const float* x, const float* w, const float* b,
                                 const Conv2dShape& s);
 void conv2d_backward_data_onednn(float* dx, const float* dy, const float* w, const Conv2dShape& s);
+
+// Note [Blocked inference]
+// ~~~~~~~~~~~~~~~~~~~~~~~~
+// oneDNN's direct convolutions read and write channel-blocked activations, nChw{B}c: the
+// tensor [N, C/B, H, W, B], B channels contiguous (B = 16 with AVX-512, 8 with AVX2). Run
+// from NCHW, each conv reorders its input and its output, two passes over each activation:
+// in a ResNet's inference those reorders took 43% of the time (12.4 of 28.5 ms per 256
+// images, ONEDNN_VERBOSE). Inference (nn/blocked_inference.h) keeps the activations blocked
+// from one conv to the next, and reorders once on the way in (not at all from a 1-channel
+// image: the first conv reads NCHW) and once on the way out.
+//
+// The channel block of this machine's oneDNN kernels; 0 when it has none (before AVX2): then
+// nothing runs blocked.
+int64_t onednn_channel_block();
+// y (blocked [N, O/B, OH, OW, B]) = conv(x, w) + b [+ y] [then max(·, 0)]: x blocked
+// ([N, C/B, H, W, B]) or, when !x_blocked, NCHW; `accumulate` adds the conv to what y holds
+// (oneDNN's sum post-op: a residual add), `relu` applies max(·, 0) last, as the conv writes.
+// Needs groups == 1, O a multiple of B, and C a multiple of B when x is blocked.
+void conv2d_forward_blocked_onednn(float* y, const float* x, bool x_blocked, const float* w, const float* b,
+                                   const Conv2dShape& s, bool accumulate, bool relu);
+// NCHW <-> blocked (C a multiple of B): plain loops, the same floats moved.
+void to_channel_blocked(float* blocked, const float* nchw, int64_t n, int64_t c, int64_t hw, int64_t block);
+void from_channel_blocked(float* nchw, const float* blocked, int64_t n, int64_t c, int64_t hw, int64_t block);
+
 void conv2d_backward_weights_onednn(float* dw, float* db, const float* dy, const float* x,
                                     const Conv2dShape& s);
 

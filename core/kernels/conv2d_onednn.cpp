@@ -194,6 +194,111 @@ void conv2d_forward_relu_onednn(float* y, const float* x, const float* w, const 
   forward(y, x, w, b, s, true);
 }
 
+int64_t onednn_channel_block() {
+  static const int64_t block = [] {
+    using dnnl::cpu_isa;
+    switch (dnnl::get_effective_cpu_isa()) {
+      case cpu_isa::avx512_core:
+      case cpu_isa::avx512_core_vnni:
+      case cpu_isa::avx512_core_bf16:
+      case cpu_isa::avx512_core_amx:
+        return int64_t{16};
+      case cpu_isa::avx2:
+      case cpu_isa::avx2_vnni:
+        return int64_t{8};
+      default:
+        return int64_t{0};
+    }
+  }();
+  return block;
+}
+
+namespace {
+
+struct BlockedConv {
+  memory::desc src, weights, bias, dst;
+  dnnl::convolution_forward primitive;
+  LayoutBridge weights_bridge;
+};
+
+// Cached per (shape, bias, input blocked, accumulate, relu), as primitives_for's.
+BlockedConv& blocked_primitive_for(const Conv2dShape& s, bool has_bias, bool x_blocked, bool accumulate,
+                                   bool relu) {
+  static std::map<std::tuple<decltype(s.key()), bool, bool, bool, bool>, std::unique_ptr<BlockedConv>> cache;
+  std::lock_guard lock(cache_mutex);
+  auto& slot = cache[{s.key(), has_bias, x_blocked, accumulate, relu}];
+  if (slot) return *slot;
+  const int64_t block = onednn_channel_block();
+  QF_CHECK(
+      block > 0 && s.groups == 1 && s.out_channels % block == 0 && (!x_blocked || s.in_channels % block == 0),
+      "conv2d (blocked): needs groups 1 and channels in multiples of ", block);
+  const Tag blocked = block == 16 ? Tag::nChw16c : Tag::nChw8c;
+  auto p = std::make_unique<BlockedConv>();
+  const int64_t oh = s.out_height(), ow = s.out_width();
+  p->src = memory::desc({s.batch, s.in_channels, s.in_height, s.in_width}, DataType::f32,
+                        x_blocked ? blocked : Tag::nchw);
+  p->weights = weights_desc(s, Tag::oihw);
+  p->bias = has_bias ? memory::desc({s.out_channels}, DataType::f32, Tag::x) : memory::desc();
+  p->dst = memory::desc({s.batch, s.out_channels, oh, ow}, DataType::f32, blocked);
+  const memory::dims padding_right = {
+      (oh - 1) * s.stride_height + (s.kernel_height - 1) * s.dilation_height + 1 - s.in_height -
+          s.padding_height,
+      (ow - 1) * s.stride_width + (s.kernel_width - 1) * s.dilation_width + 1 - s.in_width - s.padding_width};
+  // forward_training, as primitives_for (its comment says why).
+  dnnl::convolution_forward::desc desc(
+      dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, p->src, any_like(p->weights),
+      p->bias, p->dst, {s.stride_height, s.stride_width}, {s.dilation_height - 1, s.dilation_width - 1},
+      {s.padding_height, s.padding_width}, padding_right);
+  dnnl::post_ops post_ops;
+  if (accumulate) post_ops.append_sum(1.0f);
+  if (relu) post_ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+  dnnl::primitive_attr attributes;
+  attributes.set_post_ops(post_ops);
+  const dnnl::convolution_forward::primitive_desc pd(desc, attributes, onednn_engine());
+  p->primitive = dnnl::convolution_forward(pd);
+  p->weights_bridge = LayoutBridge(p->weights, pd.weights_desc(), 1);
+  slot = std::move(p);
+  return *slot;
+}
+
+}  // namespace
+
+void conv2d_forward_blocked_onednn(float* y, const float* x, bool x_blocked, const float* w, const float* b,
+                                   const Conv2dShape& s, bool accumulate, bool relu) {
+  BlockedConv& p = blocked_primitive_for(s, b != nullptr, x_blocked, accumulate, relu);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(p.src, onednn_engine(), const_cast<float*>(x))},
+                                       {DNNL_ARG_WEIGHTS, p.weights_bridge.input(w)},
+                                       {DNNL_ARG_DST, memory(p.dst, onednn_engine(), y)}};
+  if (b) args.emplace(DNNL_ARG_BIAS, memory(p.bias, onednn_engine(), const_cast<float*>(b)));
+  p.primitive.execute(onednn_stream(), args);
+  onednn_stream().wait();
+}
+
+void to_channel_blocked(float* blocked, const float* nchw, int64_t n, int64_t c, int64_t hw, int64_t block) {
+  const int64_t groups = c / block;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t g = 0; g < groups; ++g) {
+      const float* from = nchw + (i * c + g * block) * hw;
+      float* to = blocked + (i * groups + g) * hw * block;
+      for (int64_t p = 0; p < hw; ++p)
+        for (int64_t k = 0; k < block; ++k) to[p * block + k] = from[k * hw + p];
+    }
+}
+
+void from_channel_blocked(float* nchw, const float* blocked, int64_t n, int64_t c, int64_t hw,
+                          int64_t block) {
+  const int64_t groups = c / block;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t g = 0; g < groups; ++g) {
+      const float* from = blocked + (i * groups + g) * hw * block;
+      float* to = nchw + (i * c + g * block) * hw;
+      for (int64_t k = 0; k < block; ++k)
+        for (int64_t p = 0; p < hw; ++p) to[k * hw + p] = from[p * block + k];
+    }
+}
+
 void conv2d_backward_data_onednn(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
   ConvPrimitives& p = primitives_for(s, false);
   {

@@ -29,4 +29,23 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias = Te
 Tensor conv2d_relu(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor(),
                    const Conv2dOptions& options = {}, Backend backend = Backend::fast);
 
+// Inference with activations in oneDNN's channel-blocked layout (Note [Blocked inference] in
+// core/kernels/conv2d.h; nn/blocked_inference.h runs models so). A blocked activation is a
+// 5-D tensor [N, C/B, H, W, B]: channel c of pixel (h, w) at [n, c/B, h, w, c%B]. No gradients.
+//
+// This machine's channel block B; 0 when its oneDNN has no blocked kernels.
+int64_t channel_block();
+// [N,C,H,W] -> [N,C/B,H,W,B] and back (C a multiple of B); the same floats, moved.
+Tensor to_channel_blocked(const Tensor& nchw);
+Tensor from_channel_blocked(const Tensor& blocked);
+// True when conv2d_blocked takes this conv: a block exists, groups 1, output channels a
+// multiple of B, and the input blocked with this B or NCHW.
+bool conv2d_blocked_applies(const Tensor& input, const Tensor& weight, const Conv2dOptions& options);
+// conv2d of a blocked or NCHW input (NCHW with C a multiple of B is blocked first; with other C
+// the conv reads it as it is, as a first layer), written blocked: max(conv + bias + residual, 0)
+// with `relu`, conv + bias + residual without; `residual` (blocked, the output's shape) may be
+// undefined. Equal to the NCHW ops to rounding (the sum's order is oneDNN's).
+Tensor conv2d_blocked(const Tensor& input, const Tensor& weight, const Tensor& bias,
+                      const Conv2dOptions& options, bool relu, const Tensor& residual = Tensor());
+
 }  // namespace qforge

@@ -6,7 +6,9 @@
 #include "core/ops/pool.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -23,15 +25,15 @@ struct PoolGeometry {
   int64_t planes, height, width, out_height, out_width;
 };
 
-PoolGeometry geometry(const Tensor& x, const Pool2dOptions& o, const char* op) {
-  QF_CHECK(x.dim() == 4, op, ": expected 4-D input (N,C,H,W), got ", x.shape());
+PoolGeometry geometry(const Shape& x, const Pool2dOptions& o, const char* op) {
+  QF_CHECK(x.size() == 4, op, ": expected 4-D input (N,C,H,W), got ", x);
   QF_CHECK(o.kernel_height >= 1 && o.kernel_width >= 1 && o.stride_height >= 1 && o.stride_width >= 1, op,
            ": kernel and stride must be >= 1");
   QF_CHECK(o.padding_height >= 0 && 2 * o.padding_height <= o.kernel_height && o.padding_width >= 0 &&
                2 * o.padding_width <= o.kernel_width,
            op, ": padding must be at most half the kernel, got ", o.padding_height, "x", o.padding_width,
            " for kernel ", o.kernel_height, "x", o.kernel_width);
-  PoolGeometry g{x.size(0) * x.size(1), x.size(2), x.size(3), 0, 0};
+  PoolGeometry g{x[0] * x[1], x[2], x[3], 0, 0};
   // A window larger than the padded input leaves a negative span: no output (C++'s
   // division truncates toward zero, so dividing first would report one output).
   auto extent = [](int64_t in, int64_t padding, int64_t dilation, int64_t kernel, int64_t stride) -> int64_t {
@@ -40,7 +42,7 @@ PoolGeometry geometry(const Tensor& x, const Pool2dOptions& o, const char* op) {
   };
   g.out_height = extent(g.height, o.padding_height, o.dilation_height, o.kernel_height, o.stride_height);
   g.out_width = extent(g.width, o.padding_width, o.dilation_width, o.kernel_width, o.stride_width);
-  QF_CHECK(g.out_height >= 1 && g.out_width >= 1, op, ": input ", x.shape(), " is smaller than the kernel ",
+  QF_CHECK(g.out_height >= 1 && g.out_width >= 1, op, ": input ", x, " is smaller than the kernel ",
            o.kernel_height, "x", o.kernel_width);
   return g;
 }
@@ -242,7 +244,7 @@ Tensor average_pool(const Tensor& x, const PoolGeometry& g, const char* name, Wi
 }  // namespace
 
 Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
-  PoolGeometry g = geometry(x, options, "max_pool2d");
+  PoolGeometry g = geometry(x.shape(), options, "max_pool2d");
   const ProfileScope profile("forward", "max_pool2d", [&] { return shape_to_string(x.shape()); });
   Tensor y = Tensor::empty({x.size(0), x.size(1), g.out_height, g.out_width});
   Tensor argmax = Tensor::empty(y.shape(), DType::s32);  // every element written
@@ -276,7 +278,7 @@ Tensor relu_max_pool2d(const Tensor& x, const Pool2dOptions& o) {
                      o.padding_height == 0 && o.padding_width == 0 && o.dilation_height == 1 &&
                      o.dilation_width == 1;
   if (!fused) return max_pool2d(relu(x), o);
-  PoolGeometry g = geometry(x, o, "max_pool2d");
+  PoolGeometry g = geometry(x.shape(), o, "max_pool2d");
   const ProfileScope profile("forward", "relu_max_pool2d", [&] { return shape_to_string(x.shape()); });
   Tensor y = Tensor::empty({x.size(0), x.size(1), g.out_height, g.out_width});
   max_pool_2x2_planes<true>(y.data(), nullptr, x.data(), g);
@@ -286,7 +288,7 @@ Tensor relu_max_pool2d(const Tensor& x, const Pool2dOptions& o) {
 Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options, bool count_include_pad) {
   QF_CHECK(options.dilation_height == 1 && options.dilation_width == 1,
            "avg_pool2d: dilation is not supported");
-  PoolGeometry g = geometry(x, options, "avg_pool2d");
+  PoolGeometry g = geometry(x.shape(), options, "avg_pool2d");
   return average_pool(x, g, "avg_pool2d", [g, options, count_include_pad](auto&& visit) {
     for_each_avg_window(g, options, count_include_pad, visit);
   });
@@ -298,6 +300,95 @@ Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_height, int64_t out_widt
            out_height, "x", out_width);
   PoolGeometry g{x.size(0) * x.size(1), x.size(2), x.size(3), out_height, out_width};
   return average_pool(x, g, "adaptive_avg_pool2d", [g](auto&& visit) { for_each_adaptive_window(g, visit); });
+}
+
+namespace {
+
+bool tiles(const Pool2dOptions& o) {
+  return o.kernel_height == o.stride_height && o.kernel_width == o.stride_width && o.padding_height == 0 &&
+         o.padding_width == 0 && o.dilation_height == 1 && o.dilation_width == 1;
+}
+
+// Windows that tile the input, B channels per step as one vector (GCC/clang vector types:
+// the compiler emits this machine's instructions, which auto-vectorization did not for the
+// select below). The scan order and rule of the general loop below, lane by lane.
+using Floats16 = float __attribute__((vector_size(64)));
+using Mask16 = int32_t __attribute__((vector_size(64)));
+using Floats8 = float __attribute__((vector_size(32)));
+using Mask8 = int32_t __attribute__((vector_size(32)));
+
+template <typename Floats, typename Mask>
+void max_pool_blocked_tiled(float* out, const float* in, int64_t planes, const PoolGeometry& g,
+                            const Pool2dOptions& o) {
+  constexpr int64_t B = sizeof(Floats) / sizeof(float);
+#pragma omp parallel for schedule(static) if (planes * g.height * g.width * B >= kParallelGrain)
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* plane = in + p * g.height * g.width * B;
+    for (int64_t oh = 0; oh < g.out_height; ++oh)
+      for (int64_t ow = 0; ow < g.out_width; ++ow) {
+        const float* corner = plane + (oh * o.stride_height * g.width + ow * o.stride_width) * B;
+        Floats best;
+        std::memcpy(&best, corner, sizeof best);
+        for (int64_t kh = 0; kh < o.kernel_height; ++kh)
+          for (int64_t kw = kh == 0 ? 1 : 0; kw < o.kernel_width; ++kw) {
+            Floats v;
+            std::memcpy(&v, corner + (kh * g.width + kw) * B, sizeof v);
+            const Mask take = (v > best) | (v != v);  // v != v: a NaN
+            best =
+                std::bit_cast<Floats>((std::bit_cast<Mask>(v) & take) | (std::bit_cast<Mask>(best) & ~take));
+          }
+        std::memcpy(out + ((p * g.out_height + oh) * g.out_width + ow) * B, &best, sizeof best);
+      }
+  }
+}
+
+}  // namespace
+
+Tensor max_pool2d_blocked(const Tensor& x, const Pool2dOptions& o) {
+  QF_CHECK(x.dim() == 5, "max_pool2d (blocked): expected (N,C/B,H,W,B), got ", x.shape());
+  QF_CHECK(!any_requires_grad({&x}), "max_pool2d (blocked): inference only (no gradient)");
+  const int64_t block = x.size(4);
+  const PoolGeometry g = geometry({x.size(0), x.size(1) * block, x.size(2), x.size(3)}, o, "max_pool2d");
+  const ProfileScope profile("forward", "max_pool2d_blocked", [&] { return shape_to_string(x.shape()); });
+  Tensor y = Tensor::empty({x.size(0), x.size(1), g.out_height, g.out_width, block});
+  const float* in = x.data();
+  float* out = y.data();
+  const int64_t planes = x.size(0) * x.size(1);
+  if (block == 16 && tiles(o)) {
+    max_pool_blocked_tiled<Floats16, Mask16>(out, in, planes, g, o);
+    return y;
+  }
+  if (block == 8 && tiles(o)) {
+    max_pool_blocked_tiled<Floats8, Mask8>(out, in, planes, g, o);
+    return y;
+  }
+  // Each window is max_pool_forward's, over B channels at once: the same scan order, the
+  // same rule (the first maximum; a NaN wins, the last of several), so the same values.
+#pragma omp parallel for schedule(static) if (planes * g.height * g.width * block >= kParallelGrain)
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* plane = in + p * g.height * g.width * block;
+    for (int64_t oh = 0; oh < g.out_height; ++oh)
+      for (int64_t ow = 0; ow < g.out_width; ++ow) {
+        float* best = out + ((p * g.out_height + oh) * g.out_width + ow) * block;
+        bool first = true;
+        for (int64_t kh = 0; kh < o.kernel_height; ++kh) {
+          const int64_t ih = oh * o.stride_height - o.padding_height + kh * o.dilation_height;
+          if (ih < 0 || ih >= g.height) continue;
+          for (int64_t kw = 0; kw < o.kernel_width; ++kw) {
+            const int64_t iw = ow * o.stride_width - o.padding_width + kw * o.dilation_width;
+            if (iw < 0 || iw >= g.width) continue;
+            const float* v = plane + (ih * g.width + iw) * block;
+            if (first) {
+              std::copy_n(v, block, best);
+              first = false;
+              continue;
+            }
+            for (int64_t k = 0; k < block; ++k) best[k] = v[k] > best[k] || std::isnan(v[k]) ? v[k] : best[k];
+          }
+        }
+      }
+  }
+  return y;
 }
 
 }  // namespace qforge

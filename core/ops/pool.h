@@ -25,6 +25,9 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options);
 // each value is loaded (inference: Conv → ReLU → MaxPool reads the activation once, not
 // three times); otherwise it is the two ops.
 Tensor relu_max_pool2d(const Tensor& x, const Pool2dOptions& options);
+// max_pool2d of a channel-blocked activation [N, C/B, H, W, B] (Note [Blocked inference] in
+// core/kernels/conv2d.h), written blocked: max_pool2d's values, NaN included. No gradient.
+Tensor max_pool2d_blocked(const Tensor& x, const Pool2dOptions& options);
 Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options, bool count_include_pad = true);
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_height, int64_t out_width);
 

@@ -121,6 +121,54 @@ TEST_CASE(
   }
 }
 
+TEST_CASE(
+    "max_pool2d_blocked: the reference's values on the blocked layout, bit for bit; ties, -0 and NaNs") {
+  const int64_t block = channel_block();
+  if (block == 0) {
+    MESSAGE("this machine's oneDNN has no blocked layout: nothing pools blocked");
+    return;
+  }
+  struct Case {
+    Shape input;
+    Pool2dOptions options;
+    int64_t nan_every;
+  };
+  const int64_t c2 = 2 * block;
+  const Case cases[] = {
+      {{8, c2, 28, 28}, Pool2dOptions::square(2), 0},           // lenet's first pool: tiled, vector path
+      {{8, c2, 28, 28}, Pool2dOptions::square(2), 37},          // with NaNs
+      {{2, block, 28, 28}, Pool2dOptions::square(2), 2},        // two NaNs per window: the last wins
+      {{3, c2, 9, 11}, Pool2dOptions::square(2), 5},            // odd sizes: the last row/column dropped
+      {{2, block, 27, 27}, Pool2dOptions::square(3), 29},       // tiled 3x3
+      {{2, c2, 12, 10}, {3, 2, 3, 2, 0, 0, 1, 1}, 5},           // tiled, not square
+      {{4, block, 28, 28}, Pool2dOptions::square(3, 2, 1), 7},  // general: stride 2, padding 1
+      {{2, c2, 13, 17}, {3, 3, 2, 1, 1, 1, 2, 1}, 11},          // general: dilation
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.input);
+    NoGradGuard no_grad;
+    Tensor x = grid_leaf(c.input, 5, c.nan_every);
+    for (int64_t i = 0; i < x.numel(); i += 13) x.data()[i] = -0.0f;  // ties of -0 and +0: the first wins
+    const Pool2dOptions& o = c.options;
+    const Tensor pooled = from_channel_blocked(max_pool2d_blocked(to_channel_blocked(x), o));
+    const int64_t planes = c.input[0] * c.input[1], out_height = pooled.size(2), out_width = pooled.size(3);
+    std::vector<float> expected(pooled.numel());
+    std::vector<int32_t> argmax(pooled.numel());
+    reference::max_pool2d(expected.data(), argmax.data(), x.data(), planes, c.input[2], c.input[3],
+                          out_height, out_width,
+                          {o.kernel_height, o.kernel_width, o.stride_height, o.stride_width, o.padding_height,
+                           o.padding_width, o.dilation_height, o.dilation_width});
+    REQUIRE(static_cast<std::size_t>(pooled.numel()) == expected.size());
+    int64_t different = 0;  // as bits: +0 and -0 differ
+    for (int64_t i = 0; i < pooled.numel(); ++i)
+      different += std::memcmp(pooled.data() + i, expected.data() + i, sizeof(float)) != 0;
+    CHECK(different == 0);
+  }
+  NoGradGuard no_grad;
+  CHECK_THROWS_WITH(max_pool2d_blocked(Tensor::zeros({2, block, 8, 8}), Pool2dOptions::square(2)),
+                    doctest::Contains("expected (N,C/B,H,W,B)"));
+}
+
 TEST_CASE("batch_norm: forward and backward equal the double-precision reference, training and eval") {
   struct Case {
     Shape input;

@@ -242,3 +242,76 @@ TEST_CASE("conv2d_relu: the ReLU post-op gives relu(conv2d(...)); with gradients
     CHECK(all_close(x.grad(), x2.grad(), 0, 0));
   }
 }
+
+TEST_CASE("conv2d_blocked: the blocked layout, and conv [+ residual] [relu] equal to the NCHW ops") {
+  const int64_t block = channel_block();
+  if (block == 0) {
+    MESSAGE("this machine's oneDNN has no blocked layout: nothing runs blocked");
+    return;
+  }
+  Generator generator(41);
+  // The layout: channel c of pixel (h, w) at [n, c/B, h, w, c%B]; and back, the same floats.
+  const Tensor image = Tensor::randn({2, 2 * block, 3, 5}, generator);
+  const Tensor blocked = to_channel_blocked(image);
+  REQUIRE(blocked.shape() == Shape{2, 2, 3, 5, block});
+  int64_t misplaced = 0;
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t c = 0; c < 2 * block; ++c)
+      for (int64_t p = 0; p < 15; ++p)
+        misplaced += blocked.data()[(((n * 2 + c / block) * 15) + p) * block + c % block] !=
+                     image.data()[(n * 2 * block + c) * 15 + p];
+  CHECK(misplaced == 0);
+  CHECK(all_close(from_channel_blocked(blocked), image, 0, 0));
+
+  struct Case {
+    Shape input, weight;
+    Conv2dOptions options;
+    bool has_bias, blocked_input, residual, relu;
+  };
+  const int64_t b = block, b2 = 2 * block;
+  const Case cases[] = {
+      {{4, b, 14, 14}, {b, b, 3, 3}, Conv2dOptions::square(1, 1), false, true, false, true},  // a stage's
+                                                                                              // conv
+      {{4, b, 14, 14}, {b, b, 3, 3}, Conv2dOptions::square(1, 1), false, true, true, true},   // + add + relu
+      {{4, b, 14, 14}, {b2, b, 3, 3}, Conv2dOptions::square(2, 1), true, true, false, true},  // downsample
+      {{4, b, 14, 14}, {b2, b, 1, 1}, Conv2dOptions::square(2, 0), false, true, false, false},  // shortcut
+      {{3, b2, 7, 9}, {b, b2, 3, 3}, Conv2dOptions::square(1, 1), true, true, true, false},  // + add, no relu
+      {{3, 1, 28, 28}, {b, 1, 5, 5}, Conv2dOptions::square(1, 2), true, false, false, true},  // a first layer
+      {{2, b, 9, 7}, {b, b, 3, 3}, Conv2dOptions::square(1, 1), true, false, false, false},   // NCHW in
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.input);
+    CAPTURE(c.weight);
+    CAPTURE(c.residual);
+    NoGradGuard no_grad;
+    const Tensor x = Tensor::randn(c.input, generator), w = Tensor::randn(c.weight, generator);
+    const Tensor bias = c.has_bias ? Tensor::randn({c.weight[0]}, generator) : Tensor();
+    Tensor expected = conv2d(x, w, bias, c.options, Backend::reference);  // the plain loops
+    const Tensor residual = c.residual ? Tensor::randn(expected.shape(), generator) : Tensor();
+    if (c.residual) expected = add(expected, residual);
+    if (c.relu) expected = relu(expected);
+    const Tensor input = c.blocked_input ? to_channel_blocked(x) : x;
+    REQUIRE(conv2d_blocked_applies(input, w, c.options));
+    const Tensor got = conv2d_blocked(input, w, bias, c.options, c.relu,
+                                      c.residual ? to_channel_blocked(residual) : Tensor());
+    REQUIRE(got.dim() == 5);
+    CHECK(all_close(from_channel_blocked(got), expected, 1e-4, 1e-4));
+    // The fast NCHW path, as inference ran it before: the same kernel, to rounding.
+    Tensor nchw = c.relu ? conv2d_relu(x, w, bias, c.options) : conv2d(x, w, bias, c.options);
+    if (c.residual) nchw = c.relu ? relu(add(conv2d(x, w, bias, c.options), residual)) : add(nchw, residual);
+    CHECK(all_close(from_channel_blocked(got), nchw, 1e-5, 1e-5));
+  }
+
+  NoGradGuard no_grad;
+  const Tensor x = to_channel_blocked(Tensor::randn({2, b, 6, 6}, generator)),
+               w = Tensor::randn({b, b, 3, 3}, generator);
+  CHECK_FALSE(
+      conv2d_blocked_applies(x, Tensor::randn({b, 1, 3, 3}, generator), Conv2dOptions::square(1, 1, 1, b)));
+  CHECK_FALSE(conv2d_blocked_applies(x, Tensor::randn({b + 1, b, 3, 3}, generator), {}));
+  CHECK_THROWS_WITH(
+      conv2d_blocked(x, w, Tensor(), Conv2dOptions::square(1, 1), false, Tensor::zeros({2, 1, 5, 5, b})),
+      doctest::Contains("residual"));
+  CHECK_THROWS_WITH(from_channel_blocked(Tensor::zeros({2, b, 6, 6})),
+                    doctest::Contains("expected (N,C/B,H,W,B)"));
+  CHECK_THROWS_WITH(to_channel_blocked(Tensor::zeros({2, b + 1, 6, 6})), doctest::Contains("multiple of"));
+}

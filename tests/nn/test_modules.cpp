@@ -9,6 +9,7 @@
 #include "nn/batch_norm.h"
 #include "nn/conv2d.h"
 #include "nn/lstm.h"
+#include "nn/resnet.h"
 #include "nn/sequential.h"
 #include "nn/simple_layers.h"
 #include "nn/zoo.h"
@@ -152,17 +153,21 @@ TEST_CASE("Sequential inference runs Conv2d-BatchNorm2d-ReLU as one conv: the la
   }
   auto relu = std::make_shared<ReLU>();
   auto pool = std::make_shared<MaxPool2d>(Pool2dOptions::square(2));
+  auto conv16 = std::make_shared<Conv2d>(16, 16, 3, Conv2dOptions::square(1, 1), false, generator);
   const Tensor x = Tensor::randn({4, 8, 12, 12}, generator);
   struct Case {
     const char* name;
     std::vector<ModulePtr> layers;
     bool folds;  // BN folded: equal to rounding; otherwise the same operations, bit for bit
   };
-  const Case cases[] = {{"conv-bn-relu", {conv, bn, relu}, true},
-                        {"conv-bn", {conv, bn}, true},
-                        {"conv-relu", {conv, relu}, false},
-                        {"conv-relu-maxpool", {conv, relu, pool}, false},
-                        {"bn-relu (no conv first)", {std::make_shared<BatchNorm2d>(8), relu}, false}};
+  const Case cases[] = {
+      {"conv-bn-relu", {conv, bn, relu}, true},
+      {"conv-bn", {conv, bn}, true},
+      {"conv-relu", {conv, relu}, false},
+      {"conv-relu-maxpool", {conv, relu, pool}, false},
+      {"bn-relu (no conv first)", {std::make_shared<BatchNorm2d>(8), relu}, false},
+      // a conv of blocked input (Note [Blocked inference]), then a pool on NCHW
+      {"conv-bn-relu-conv-bn-relu-maxpool", {conv, bn, relu, conv16, bn, relu, pool}, true}};
   for (const Case& c : cases) {
     const std::string name = c.name;
     CAPTURE(name);
@@ -214,4 +219,57 @@ TEST_CASE("resnet8 in evaluation: inference with folded BNs predicts what the la
   for (int64_t i = 0; i < folded_top.numel(); ++i)
     same += folded_top.data_as<int32_t>()[i] == layers_top.data_as<int32_t>()[i];
   CHECK(same == folded_top.numel());
+}
+
+TEST_CASE("BasicBlock inference: the add and ReLU as the last conv's post-ops equal the block's ops") {
+  Generator generator(33);
+  auto conv = [&](int64_t in, int64_t out, int64_t k, int64_t stride) {
+    return std::make_shared<Conv2d>(in, out, k, Conv2dOptions::square(stride, k / 2), false, generator);
+  };
+  auto bn = [&](int64_t channels) {
+    auto b = std::make_shared<BatchNorm2d>(channels);
+    for (int64_t c = 0; c < channels; ++c) {
+      b->running_mean.data()[c] = 0.2f * static_cast<float>(c % 3) - 0.2f;
+      b->running_var.data()[c] = 0.5f + 0.1f * static_cast<float>(c % 5);
+      b->weight.data()[c] = 1.2f - 0.05f * static_cast<float>(c);
+      b->bias.data()[c] = 0.05f * static_cast<float>(c % 4);
+    }
+    return b;
+  };
+  auto residual = [&](int64_t in, int64_t out, int64_t stride) {
+    return std::make_shared<Sequential>(std::vector<ModulePtr>{
+        conv(in, out, 3, stride), bn(out), std::make_shared<ReLU>(), conv(out, out, 3, 1), bn(out)});
+  };
+  struct Case {
+    const char* name;
+    ModulePtr block;
+    int64_t channels;
+  };
+  const Case cases[] = {
+      {"identity shortcut, relu", std::make_shared<BasicBlock>(residual(16, 16, 1), nullptr, true), 16},
+      {"identity shortcut, no relu", std::make_shared<BasicBlock>(residual(16, 16, 1), nullptr, false), 16},
+      {"1x1 shortcut, relu",
+       std::make_shared<BasicBlock>(
+           residual(16, 32, 2),
+           std::make_shared<Sequential>(std::vector<ModulePtr>{conv(16, 32, 1, 2), bn(32)}), true),
+       16},
+      {"odd channels: NCHW throughout", std::make_shared<BasicBlock>(residual(12, 12, 1), nullptr, true), 12},
+  };
+  for (const Case& c : cases) {
+    const std::string name = c.name;
+    CAPTURE(name);
+    c.block->eval();
+    const Tensor x = Tensor::randn({3, c.channels, 10, 10}, generator);
+    const Tensor expected = c.block->forward(x).detach();  // gradients on: the ops one by one
+    Tensor got;
+    {
+      NoGradGuard no_grad;
+      got = c.block->forward(x);
+    }
+    REQUIRE(got.shape() == expected.shape());
+    CHECK(qforge::testing::all_close(got, expected, 1e-4, 1e-4));
+    int64_t negative = 0;
+    for (float v : got.to_vector()) negative += v < 0.0f;
+    CHECK((negative > 0) == (name.find("no relu") != std::string::npos));
+  }
 }

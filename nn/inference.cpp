@@ -1,0 +1,105 @@
+#include "nn/inference.h"
+
+#include "core/autograd.h"
+#include "core/ops.h"
+#include "nn/batch_norm.h"
+#include "nn/conv2d.h"
+#include "nn/resnet.h"
+#include "nn/sequential.h"
+#include "nn/simple_layers.h"
+
+namespace qforge::nn {
+
+namespace {
+
+// An activation on its way through: blocked ([N, C/B, H, W, B]) or NCHW.
+Tensor plain(const Tensor& x) { return x.dim() == 5 ? from_channel_blocked(x) : x; }
+
+// What a residual block asks of its residual sequence's last conv: add `shortcut` (blocked,
+// the conv's output shape) and apply the block's ReLU (or not) as it writes.
+struct Tail {
+  Tensor shortcut;
+  bool relu = false;
+  bool fused = false;  // set when the last conv took it
+};
+
+Tensor run(Module& module, const Tensor& x);
+
+Tensor run_sequence(const Sequential& sequence, Tensor x, Tail* tail) {
+  const auto& layers = sequence.children();
+  auto layer = [&](std::size_t k) { return k < layers.size() ? layers[k].second.get() : nullptr; };
+  for (std::size_t k = 0; k < layers.size(); ++k) {
+    if (auto* conv = dynamic_cast<Conv2d*>(layer(k))) {
+      // Conv2d [→ BatchNorm2d in evaluation] [→ ReLU]: one conv.
+      auto* bn = dynamic_cast<BatchNorm2d*>(layer(k + 1));
+      if (bn && bn->is_training()) bn = nullptr;
+      const std::size_t after = bn ? k + 2 : k + 1;
+      const bool relu = dynamic_cast<ReLU*>(layer(after)) != nullptr;
+      const auto [weight, bias] = bn ? fold_batch_norm(*conv, *bn) : std::pair(conv->weight, conv->bias);
+      const bool blocked = conv2d_blocked_applies(x, weight, conv->options);
+      if (tail && !relu && after == layers.size() && blocked && tail->shortcut.dim() == 5) {
+        x = conv2d_blocked(x, weight, bias, conv->options, tail->relu, tail->shortcut);
+        tail->fused = true;
+        return x;
+      }
+      // A ReLU before a MaxPool2d on NCHW stays for relu_max_pool2d below.
+      const bool post_relu = relu && (blocked || !dynamic_cast<MaxPool2d*>(layer(after + 1)));
+      if (blocked)
+        x = conv2d_blocked(x, weight, bias, conv->options, post_relu);
+      else
+        x = post_relu ? conv2d_relu(plain(x), weight, bias, conv->options)
+                      : conv2d(plain(x), weight, bias, conv->options);
+      k = post_relu ? after : after - 1;
+      continue;
+    }
+    Module* child = layer(k);
+    auto* next_pool = dynamic_cast<MaxPool2d*>(layer(k + 1));
+    if (dynamic_cast<ReLU*>(child) && next_pool && x.dim() == 4) {
+      x = relu_max_pool2d(x, next_pool->options);
+      ++k;
+      continue;
+    }
+    if (dynamic_cast<ReLU*>(child) || dynamic_cast<Identity*>(child)) {
+      x = child->forward(x);  // elementwise: the same on either layout
+      continue;
+    }
+    if (auto* pool = dynamic_cast<MaxPool2d*>(child); pool && x.dim() == 5) {
+      x = max_pool2d_blocked(x, pool->options);
+      continue;
+    }
+    x = run(*child, x);
+  }
+  return x;
+}
+
+Tensor run_block(const BasicBlock& block, const Tensor& x) {
+  const Tensor shortcut = block.shortcut ? run(*block.shortcut, x) : x;
+  const bool relu = dynamic_cast<ReLU*>(block.relu.get()) != nullptr;
+  const bool identity = dynamic_cast<Identity*>(block.relu.get()) != nullptr;
+  auto* residual = dynamic_cast<Sequential*>(block.residual.get());
+  if (residual && (relu || identity)) {
+    Tail tail{.shortcut = shortcut, .relu = relu};
+    Tensor y = run_sequence(*residual, x, &tail);
+    if (tail.fused) return y;
+    return block.relu->forward(add(plain(y), plain(shortcut)));
+  }
+  const Tensor y = run(*block.residual, x);
+  return block.relu->forward(add(plain(y), plain(shortcut)));
+}
+
+Tensor run(Module& module, const Tensor& x) {
+  if (auto* sequence = dynamic_cast<Sequential*>(&module)) return run_sequence(*sequence, x, nullptr);
+  if (auto* block = dynamic_cast<BasicBlock*>(&module)) return run_block(*block, x);
+  if (auto* net = dynamic_cast<ResNet*>(&module))
+    return run(*net->head, run(*net->layers, run(*net->stem, x)));
+  return module.forward(plain(x));
+}
+
+}  // namespace
+
+Tensor inference_forward(Module& module, const Tensor& input) {
+  QF_CHECK(!grad_mode_enabled(), module.type_name(), ": inference_forward runs under a NoGradGuard only");
+  return plain(run(module, input));
+}
+
+}  // namespace qforge::nn
