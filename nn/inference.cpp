@@ -38,7 +38,14 @@ Tensor run_sequence(const Sequential& sequence, Tensor x, Tail* tail) {
       const auto [weight, bias] = bn ? fold_batch_norm(*conv, *bn) : std::pair(conv->weight, conv->bias);
       const bool blocked = conv2d_blocked_applies(x, weight, conv->options);
       if (tail && !relu && after == layers.size() && blocked && tail->shortcut.dim() == 5) {
-        x = conv2d_blocked(x, weight, bias, conv->options, tail->relu, tail->shortcut);
+        // The shortcut's activation is this walk's own (a blocked one) and read by no one
+        // after the block: the conv adds onto it in place, unless it is the conv's input.
+        if (tail->shortcut.data() == x.data()) {
+          x = conv2d_blocked(x, weight, bias, conv->options, tail->relu, tail->shortcut);
+        } else {
+          conv2d_blocked_onto(tail->shortcut, x, weight, bias, conv->options, tail->relu);
+          x = tail->shortcut;
+        }
         tail->fused = true;
         return x;
       }
@@ -99,6 +106,10 @@ Tensor run(Module& module, const Tensor& x) {
 
 Tensor inference_forward(Module& module, const Tensor& input) {
   QF_CHECK(!grad_mode_enabled(), module.type_name(), ": inference_forward runs under a NoGradGuard only");
+  // Blocked activations are 5-D, and a block's shortcut is written in place: a 5-D input
+  // would be taken for one of this walk's own.
+  QF_CHECK(input.dim() != 5, module.type_name(), ": inference takes (N,C,H,W) or flat inputs, got ",
+           input.shape());
   return plain(run(module, input));
 }
 

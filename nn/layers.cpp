@@ -78,7 +78,7 @@ std::pair<Tensor, Tensor> fold_batch_norm(const Conv2d& conv, const BatchNorm2d&
 }
 
 Tensor Sequential::forward(const Tensor& input) {
-  if (!grad_mode_enabled()) return inference_forward(*this, input);
+  if (!grad_mode_enabled() && input.dim() != 5) return inference_forward(*this, input);
   Tensor x = input;
   for (const auto& [name, layer] : children()) x = layer->forward(x);
   return x;

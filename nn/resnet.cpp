@@ -40,7 +40,7 @@ BasicBlock::BasicBlock(ModulePtr residual_layers, ModulePtr shortcut_layers, boo
 }
 
 Tensor BasicBlock::forward(const Tensor& input) {
-  if (!grad_mode_enabled()) return inference_forward(*this, input);
+  if (!grad_mode_enabled() && input.dim() != 5) return inference_forward(*this, input);
   Tensor y = residual->forward(input);
   return relu->forward(add(y, shortcut ? shortcut->forward(input) : input));
 }
@@ -66,7 +66,7 @@ ResNet::ResNet(int64_t blocks_per_stage, int64_t in_channels, int64_t num_classe
 }
 
 Tensor ResNet::forward(const Tensor& input) {
-  if (!grad_mode_enabled()) return inference_forward(*this, input);
+  if (!grad_mode_enabled() && input.dim() != 5) return inference_forward(*this, input);
   return head->forward(layers->forward(stem->forward(input)));
 }
 

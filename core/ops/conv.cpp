@@ -158,12 +158,15 @@ bool conv2d_blocked_applies(const Tensor& input, const Tensor& weight, const Con
   return input.dim() == 4 || (input.dim() == 5 && input.size(4) == block);
 }
 
-Tensor conv2d_blocked(const Tensor& input, const Tensor& weight, const Tensor& bias,
-                      const Conv2dOptions& options, bool relu, const Tensor& residual) {
+namespace {
+
+// conv2d_blocked's work: into a new tensor, or, with `onto`, adding the conv to what it holds.
+Tensor blocked_conv(const Tensor& input, const Tensor& weight, const Tensor& bias,
+                    const Conv2dOptions& options, bool relu, const Tensor* onto) {
   QF_CHECK(conv2d_blocked_applies(input, weight, options), "conv2d_blocked: input ", input.shape(),
            " weight ", weight.shape(), " groups ", options.groups,
            ": not a blocked conv on this machine (block ", channel_block(), ")");
-  QF_CHECK(!any_requires_grad({&input, &weight, &bias, &residual}),
+  QF_CHECK(!any_requires_grad({&input, &weight, &bias}) && (!onto || !any_requires_grad({onto})),
            "conv2d_blocked: inference only (no gradient)");
   const int64_t block = channel_block();
   Tensor x = input;
@@ -174,20 +177,33 @@ Tensor conv2d_blocked(const Tensor& input, const Tensor& weight, const Tensor& b
   const kernels::Conv2dShape s = checked_shape(logical, weight, bias, options);
   const Shape out{s.batch, s.out_channels / block, s.out_height(), s.out_width(), block};
   Tensor y;
-  if (residual.defined()) {
-    QF_CHECK(residual.shape() == out, "conv2d_blocked: residual ", residual.shape(), " is not the output's ",
-             out);
-    y = residual.clone();
+  if (onto) {
+    QF_CHECK(onto->shape() == out, "conv2d_blocked: residual ", onto->shape(), " is not the output's ", out);
+    QF_CHECK(onto->data() != x.data(), "conv2d_blocked: the residual to add onto is the conv's own input");
+    y = *onto;
   } else {
     y = Tensor::empty(out);
   }
   const ProfileScope profile("forward", relu ? "conv2d_blocked_relu" : "conv2d_blocked",
                              describe_conv(logical, weight, s));
-  const Tensor w = weight;
-  kernels::conv2d_forward_blocked_onednn(y.data(), x.data(), x_blocked, w.data(),
-                                         bias.defined() ? bias.data() : nullptr, s, residual.defined(), relu);
+  kernels::conv2d_forward_blocked_onednn(y.data(), x.data(), x_blocked, weight.data(),
+                                         bias.defined() ? bias.data() : nullptr, s, onto != nullptr, relu);
   count_multiply_adds(s.macs());
   return y;
+}
+
+}  // namespace
+
+Tensor conv2d_blocked(const Tensor& input, const Tensor& weight, const Tensor& bias,
+                      const Conv2dOptions& options, bool relu, const Tensor& residual) {
+  if (!residual.defined()) return blocked_conv(input, weight, bias, options, relu, nullptr);
+  const Tensor onto = residual.clone();
+  return blocked_conv(input, weight, bias, options, relu, &onto);
+}
+
+void conv2d_blocked_onto(Tensor& residual, const Tensor& input, const Tensor& weight, const Tensor& bias,
+                         const Conv2dOptions& options, bool relu) {
+  blocked_conv(input, weight, bias, options, relu, &residual);
 }
 
 }  // namespace qforge

@@ -47,5 +47,9 @@ bool conv2d_blocked_applies(const Tensor& input, const Tensor& weight, const Con
 // undefined. Equal to the NCHW ops to rounding (the sum's order is oneDNN's).
 Tensor conv2d_blocked(const Tensor& input, const Tensor& weight, const Tensor& bias,
                       const Conv2dOptions& options, bool relu, const Tensor& residual = Tensor());
+// The same with the residual added in place: `residual` becomes the output (no copy of it);
+// it must not be the input. For activations no one reads again (a block's shortcut).
+void conv2d_blocked_onto(Tensor& residual, const Tensor& input, const Tensor& weight, const Tensor& bias,
+                         const Conv2dOptions& options, bool relu);
 
 }  // namespace qforge

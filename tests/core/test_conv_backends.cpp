@@ -300,6 +300,13 @@ TEST_CASE("conv2d_blocked: the blocked layout, and conv [+ residual] [relu] equa
     Tensor nchw = c.relu ? conv2d_relu(x, w, bias, c.options) : conv2d(x, w, bias, c.options);
     if (c.residual) nchw = c.relu ? relu(add(conv2d(x, w, bias, c.options), residual)) : add(nchw, residual);
     CHECK(all_close(from_channel_blocked(got), nchw, 1e-5, 1e-5));
+    if (c.residual) {  // in place onto the residual: the same floats, and no copy
+      Tensor onto = to_channel_blocked(residual);
+      const float* storage = onto.data();
+      conv2d_blocked_onto(onto, input, w, bias, c.options, c.relu);
+      CHECK(onto.data() == storage);
+      CHECK(all_close(onto, got, 0, 0));
+    }
   }
 
   NoGradGuard no_grad;
@@ -311,6 +318,9 @@ TEST_CASE("conv2d_blocked: the blocked layout, and conv [+ residual] [relu] equa
   CHECK_THROWS_WITH(
       conv2d_blocked(x, w, Tensor(), Conv2dOptions::square(1, 1), false, Tensor::zeros({2, 1, 5, 5, b})),
       doctest::Contains("residual"));
+  Tensor same = x;  // adding onto its own input would overwrite what the conv reads
+  CHECK_THROWS_WITH(conv2d_blocked_onto(same, x, w, Tensor(), Conv2dOptions::square(1, 1), false),
+                    doctest::Contains("the conv's own input"));
   CHECK_THROWS_WITH(from_channel_blocked(Tensor::zeros({2, b, 6, 6})),
                     doctest::Contains("expected (N,C/B,H,W,B)"));
   CHECK_THROWS_WITH(to_channel_blocked(Tensor::zeros({2, b + 1, 6, 6})), doctest::Contains("multiple of"));
