@@ -74,6 +74,10 @@ Tensor run_sequence(const Sequential& sequence, Tensor x, Tail* tail) {
       x = max_pool2d_blocked(x, pool->options);
       continue;
     }
+    if (auto* pool = dynamic_cast<AdaptiveAvgPool2d*>(child); pool && x.dim() == 5) {
+      x = adaptive_avg_pool2d_blocked(x, pool->out_height, pool->out_width);
+      continue;
+    }
     x = run(*child, x);
   }
   return x;

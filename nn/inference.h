@@ -8,7 +8,8 @@
 //   [Blocked inference] in core/kernels/conv2d.h): no reorder per conv. A residual block's add
 //   and ReLU are its last conv's post-ops: that conv writes onto the shortcut's output.
 // - A MaxPool2d of a blocked activation pools it blocked (max_pool2d_blocked); on NCHW, a
-//   ReLU before a MaxPool2d runs as relu_max_pool2d (one pass).
+//   ReLU before a MaxPool2d runs as relu_max_pool2d (one pass). An AdaptiveAvgPool2d reads
+//   the blocked activation and writes NCHW (adaptive_avg_pool2d_blocked).
 // Anything else runs its own forward on NCHW; the result is always NCHW. A 5-D input (the
 // shape of a blocked activation, whose shortcuts this walk writes in place) is refused: the
 // modules run their layers one by one for it.

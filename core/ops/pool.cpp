@@ -391,4 +391,36 @@ Tensor max_pool2d_blocked(const Tensor& x, const Pool2dOptions& o) {
   return y;
 }
 
+Tensor adaptive_avg_pool2d_blocked(const Tensor& x, int64_t out_height, int64_t out_width) {
+  QF_CHECK(x.dim() == 5, "adaptive_avg_pool2d (blocked): expected (N,C/B,H,W,B), got ", x.shape());
+  QF_CHECK(out_height >= 1 && out_width >= 1, "adaptive_avg_pool2d: output size must be >= 1, got ",
+           out_height, "x", out_width);
+  QF_CHECK(!any_requires_grad({&x}), "adaptive_avg_pool2d (blocked): inference only (no gradient)");
+  const int64_t block = x.size(4), groups = x.size(1), channels = groups * block;
+  const PoolGeometry g{x.size(0) * groups, x.size(2), x.size(3), out_height, out_width};
+  const ProfileScope profile("forward", "adaptive_avg_pool2d_blocked",
+                             [&] { return shape_to_string(x.shape()); });
+  Tensor y = Tensor::empty({x.size(0), channels, out_height, out_width});
+  const float* in = x.data();
+  float* out = y.data();
+  // average_pool's sums, each channel's in the same order (rows, then columns), B at a time.
+#pragma omp parallel for schedule(static) if (g.planes * g.height * g.width * block >= kParallelGrain)
+  for (int64_t p = 0; p < g.planes; ++p) {
+    const float* plane = in + p * g.height * g.width * block;
+    float* first_channel = out + p * block * out_height * out_width;  // planes are (n, group): C = groups·B
+    std::vector<float> total(static_cast<std::size_t>(block));
+    for_each_adaptive_window(g,
+                             [&](int64_t o, int64_t h0, int64_t h1, int64_t w0, int64_t w1, float divisor) {
+                               std::fill(total.begin(), total.end(), 0.0f);
+                               for (int64_t h = h0; h < h1; ++h)
+                                 for (int64_t w = w0; w < w1; ++w)
+                                   for (int64_t k = 0; k < block; ++k)
+                                     total[k] += plane[(h * g.width + w) * block + k];
+                               for (int64_t k = 0; k < block; ++k)
+                                 first_channel[k * out_height * out_width + o] = total[k] / divisor;
+                             });
+  }
+  return y;
+}
+
 }  // namespace qforge

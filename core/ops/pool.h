@@ -30,5 +30,8 @@ Tensor relu_max_pool2d(const Tensor& x, const Pool2dOptions& options);
 Tensor max_pool2d_blocked(const Tensor& x, const Pool2dOptions& options);
 Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options, bool count_include_pad = true);
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_height, int64_t out_width);
+// adaptive_avg_pool2d of a channel-blocked activation, written NCHW (its output is small: the
+// global pool before a classifier): adaptive_avg_pool2d's values bit for bit. No gradient.
+Tensor adaptive_avg_pool2d_blocked(const Tensor& x, int64_t out_height, int64_t out_width);
 
 }  // namespace qforge

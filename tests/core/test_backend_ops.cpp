@@ -169,6 +169,34 @@ TEST_CASE(
                     doctest::Contains("expected (N,C/B,H,W,B)"));
 }
 
+TEST_CASE("adaptive_avg_pool2d_blocked: adaptive_avg_pool2d's values from the blocked layout, bit for bit") {
+  const int64_t block = channel_block();
+  if (block == 0) {
+    MESSAGE("this machine's oneDNN has no blocked layout: nothing pools blocked");
+    return;
+  }
+  struct Case {
+    Shape input;
+    int64_t out_height, out_width;
+  };
+  const Case cases[] = {
+      {{8, 4 * block, 7, 7}, 1, 1},  // the ResNets' global pool, past the grain
+      {{3, block, 9, 11}, 2, 3},     // uneven, overlapping windows
+      {{2, 2 * block, 5, 5}, 5, 5},  // one value per window
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.input);
+    NoGradGuard no_grad;
+    Generator generator(6);
+    const Tensor x = Tensor::randn(c.input, generator);  // not a grid: every rounding of the sums counts
+    const Tensor expected = adaptive_avg_pool2d(x, c.out_height, c.out_width);
+    const Tensor got = adaptive_avg_pool2d_blocked(to_channel_blocked(x), c.out_height, c.out_width);
+    REQUIRE(got.shape() == expected.shape());
+    CHECK(std::memcmp(got.data(), expected.data(), sizeof(float) * static_cast<std::size_t>(got.numel())) ==
+          0);
+  }
+}
+
 TEST_CASE("batch_norm: forward and backward equal the double-precision reference, training and eval") {
   struct Case {
     Shape input;
