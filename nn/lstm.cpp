@@ -46,6 +46,15 @@ LstmOutput LSTM::forward_sequence(const Tensor& x, const Tensor& h0, const Tenso
   Tensor layer_input = x;  // (B,T,in)
   std::vector<Tensor> final_h, final_c;
   for (int64_t layer = 0; layer < num_layers_; ++layer) {
+    if (!grad_mode_enabled()) {  // Note [LSTM inference] (core/ops/rnn.cpp)
+      auto [h, c] = initial_state(h0, c0, layer, batch);
+      LstmLayerStates states = lstm_layer_inference(layer_input, weight_ih[layer], weight_hh[layer],
+                                                    bias_ih[layer], bias_hh[layer], h, c);
+      layer_input = states.h;  // (B,T,H)
+      final_h.push_back(reshape(slice(states.h, 1, steps - 1, steps), {1, batch, hidden}));
+      final_c.push_back(reshape(states.c, {1, batch, hidden}));
+      continue;
+    }
     // All steps' input projections in one GEMM: (B,T,4H).
     Tensor projected = linear(layer_input, weight_ih[layer], bias_ih[layer]);
     auto [h, c] = initial_state(h0, c0, layer, batch);

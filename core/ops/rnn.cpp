@@ -12,6 +12,8 @@
 #include <cmath>
 #include <vector>
 
+#include <omp.h>
+
 #include "core/autograd.h"
 #include "core/flop_counter.h"
 #include "core/kernels/gemm.h"
@@ -31,6 +33,22 @@ void cell_forward_row(float* __restrict a, const float* __restrict c_prev, float
     tanh_c[j] = u.tanh_c;
     h[j] = u.h;
     c[j] = u.c;
+  }
+}
+
+// lstm_layer_inference projects all steps' inputs ahead while the buffer stays this small.
+constexpr int64_t kProjectAheadFloats = int64_t{1} << 16;
+
+// One batch row of the cell for inference: gates (4H) hold the GEMMs' sums, bias (4H) the
+// two biases summed; c (H) holds c_{t-1} and receives c_t, h (H) receives h_t.
+void cell_inference_row(const float* __restrict gates, const float* __restrict bias, float* __restrict c,
+                        float* __restrict h, int64_t hidden) {
+  for (int64_t j = 0; j < hidden; ++j) {
+    const LstmUnit u = lstm_unit(gates[j] + bias[j], gates[hidden + j] + bias[hidden + j],
+                                 gates[2 * hidden + j] + bias[2 * hidden + j],
+                                 gates[3 * hidden + j] + bias[3 * hidden + j], c[j]);
+    c[j] = u.c;
+    h[j] = u.h;
   }
 }
 
@@ -211,6 +229,82 @@ Tensor lstm_layer(const Tensor& projected, const Tensor& weight_hh, const Tensor
                                       saved_w.data(), saved_h0.data(), saved_c0.data(), batch, steps, hidden);
                   return std::vector<Tensor>{d_projected, d_weight, d_bias, dh0, dc0};
                 });
+}
+
+// Note [LSTM inference]
+// With nothing to save for backward, a layer needs none of lstm_layer's (B,T,·) buffers:
+// not the projection of all steps (B,T,4H), nor the gates' activations, nor tanh c. What
+// is left is a recurrence whose batch rows never meet: row b's step t reads only row b's
+// h_{t-1} and c_{t-1}. So each thread takes a block of rows for all T steps, and per step
+//   gates = x_t·W_ihᵀ + h_{t-1}·W_hhᵀ            (two GEMMs into the thread's own buffer)
+//   [h_t, c_t] = lstm_unit(gates + b_ih + b_hh, c_{t-1})
+// with no barrier between steps. The GEMMs run inside the parallel region, so oneDNN runs
+// each on its calling thread. The gate buffer (rows × 4H) stays in cache from the GEMMs to
+// the cell; c is updated in place. The cell is lstm_unit's, as everywhere; the sums differ
+// from lstm_layer's in order (bias last, not first), so the two agree to rounding
+// (tests/core/test_rnn.cpp), and a row's floats do not depend on the thread count.
+LstmLayerStates lstm_layer_inference(const Tensor& x, const Tensor& weight_ih, const Tensor& weight_hh,
+                                     const Tensor& bias_ih, const Tensor& bias_hh, const Tensor& h0,
+                                     const Tensor& c0) {
+  QF_CHECK(x.dim() == 3 && weight_ih.dim() == 2 && weight_hh.dim() == 2 &&
+               weight_hh.size(0) == 4 * weight_hh.size(1) && weight_ih.size(0) == weight_hh.size(0) &&
+               weight_ih.size(1) == x.size(2),
+           "lstm_layer_inference: expected x (B,T,in), weight_ih (4H,in) and weight_hh (4H,H), got ",
+           x.shape(), ", ", weight_ih.shape(), " and ", weight_hh.shape());
+  const int64_t batch = x.size(0), steps = x.size(1), in = x.size(2), hidden = weight_hh.size(1),
+                g4 = 4 * hidden;
+  const Shape state{batch, hidden};
+  QF_CHECK(bias_ih.shape() == Shape{g4} && bias_hh.shape() == Shape{g4} && h0.shape() == state &&
+               c0.shape() == state,
+           "lstm_layer_inference: expected bias_ih, bias_hh [", g4, "] and h0, c0 ", state, ", got ",
+           bias_ih.shape(), ", ", bias_hh.shape(), ", ", h0.shape(), ", ", c0.shape());
+  const ProfileScope profile("forward", "lstm_layer",
+                             [&] { return shape_to_string(x.shape()) + " inference"; });
+  Tensor h = Tensor::empty({batch, steps, hidden});
+  Tensor c = c0.clone();
+  std::vector<float> bias(g4);
+  for (int64_t k = 0; k < g4; ++k) bias[k] = bias_ih.data()[k] + bias_hh.data()[k];
+  const float *xs = x.data(), *w_ih = weight_ih.data(), *w_hh = weight_hh.data(), *h_init = h0.data();
+  float *hs = h.data(), *cs = c.data();
+  // A thread per block of rows, each block big enough to be worth one: one thread per
+  // kParallelGrain cell inputs (B·4H) a step, never more threads than rows.
+  const int64_t work = batch * g4 / kParallelGrain;
+  const int threads = static_cast<int>(std::clamp<int64_t>(std::min<int64_t>(work, batch), 1, num_threads()));
+  auto run_rows = [&](int64_t first, int64_t rows) {
+    // Few rows (latency): all steps' input projections in one GEMM first — the buffer is
+    // small — rather than one small GEMM a step. Many rows: per step, into a rows × 4H buffer.
+    const bool project_ahead = rows * steps * g4 <= kProjectAheadFloats;
+    const int64_t gate_stride = project_ahead ? steps * g4 : g4;
+    std::vector<float> gates(project_ahead ? rows * steps * g4 : rows * g4);
+    const float* x_rows = xs + first * steps * in;
+    if (project_ahead)
+      kernels::gemm(false, true, rows * steps, g4, in, 1.0f, x_rows, in, w_ih, in, 0.0f, gates.data(), g4);
+    for (int64_t t = 0; t < steps; ++t) {
+      float* gates_t = project_ahead ? gates.data() + t * g4 : gates.data();
+      if (!project_ahead)
+        kernels::gemm(false, true, rows, g4, in, 1.0f, x_rows + t * in, steps * in, w_ih, in, 0.0f, gates_t,
+                      g4);
+      const float* h_prev = t == 0 ? h_init + first * hidden : hs + (first * steps + t - 1) * hidden;
+      const int64_t h_stride = t == 0 ? hidden : steps * hidden;
+      kernels::gemm(false, true, rows, g4, hidden, 1.0f, h_prev, h_stride, w_hh, hidden, 1.0f, gates_t,
+                    gate_stride);
+      for (int64_t r = 0; r < rows; ++r)
+        cell_inference_row(gates_t + r * gate_stride, bias.data(), cs + (first + r) * hidden,
+                           hs + ((first + r) * steps + t) * hidden, hidden);
+    }
+  };
+  if (threads == 1) {
+    run_rows(0, batch);  // outside any parallel region: oneDNN may thread the GEMMs itself
+  } else {
+#pragma omp parallel num_threads(threads)
+    {
+      const int64_t parts = omp_get_num_threads(), part = omp_get_thread_num();
+      const int64_t first = batch * part / parts, rows = batch * (part + 1) / parts - first;
+      if (rows > 0) run_rows(first, rows);
+    }
+  }
+  count_multiply_adds(static_cast<double>(batch) * steps * g4 * (in + hidden));
+  return {h, c};
 }
 
 }  // namespace qforge

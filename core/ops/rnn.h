@@ -39,4 +39,15 @@ inline LstmUnit lstm_unit(float i_pre, float f_pre, float g_pre, float o_pre, fl
 Tensor lstm_layer(const Tensor& projected, const Tensor& weight_hh, const Tensor& bias_hh, const Tensor& h0,
                   const Tensor& c0);
 
+// lstm_layer_inference: one whole LSTM layer, input projection included, for grad mode off
+// (records nothing). Note [LSTM inference] in rnn.cpp says how it differs from the above.
+//   x (B,T,in), weight_ih (4H,in), weight_hh (4H,H), bias_ih, bias_hh (4H), h0, c0 (B,H)
+//   ->  h (B,T,H) for every step, c (B,H) after the last step
+struct LstmLayerStates {
+  Tensor h, c;
+};
+LstmLayerStates lstm_layer_inference(const Tensor& x, const Tensor& weight_ih, const Tensor& weight_hh,
+                                     const Tensor& bias_ih, const Tensor& bias_hh, const Tensor& h0,
+                                     const Tensor& c0);
+
 }  // namespace qforge

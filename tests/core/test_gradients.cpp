@@ -4,6 +4,7 @@
 
 #include "core/kernels/gemm.h"
 #include "core/ops.h"
+#include "core/threading.h"
 #include "tests/gradcheck.h"
 
 using namespace qforge;
@@ -213,6 +214,41 @@ TEST_CASE("lstm_layer equals lstm_cell applied step by step") {
     h = slice(hc, 1, 0, 2), c = slice(hc, 1, 2, 4);
     CHECK(qforge::testing::all_close(reshape(slice(fused, 1, t, t + 1), {3, 4}), hc, 1e-5, 1e-6));
   }
+}
+
+TEST_CASE(
+    "lstm_layer_inference equals the input projection and lstm_layer, to rounding, on any thread count") {
+  // (B, T, in, H): one row; few rows (inputs projected ahead of the steps); a block of rows
+  // per thread (B·4H at two parallel grains), once with odd sizes.
+  const int64_t shapes[][4] = {{1, 6, 5, 3}, {3, 4, 7, 5}, {256, 3, 9, 64}, {130, 2, 28, 128}};
+  uint64_t seed = 20;
+  const int threads = num_threads();
+  for (const auto& shape : shapes) {
+    const int64_t batch = shape[0], steps = shape[1], in = shape[2], hidden = shape[3];
+    CAPTURE(batch);
+    CAPTURE(hidden);
+    const Tensor x = random_leaf({batch, steps, in}, seed++, -2, 2);
+    const Tensor w_ih = random_leaf({4 * hidden, in}, seed++),
+                 w_hh = random_leaf({4 * hidden, hidden}, seed++);
+    const Tensor b_ih = random_leaf({4 * hidden}, seed++), b_hh = random_leaf({4 * hidden}, seed++);
+    const Tensor h0 = random_leaf({batch, hidden}, seed++), c0 = random_leaf({batch, hidden}, seed++, -3, 3);
+    const Tensor expected = lstm_layer(linear(x, w_ih, b_ih), w_hh, b_hh, h0, c0);  // (B,T,2H) = [h | c]
+    set_num_threads(2);
+    const LstmLayerStates two = lstm_layer_inference(x, w_ih, w_hh, b_ih, b_hh, h0, c0);
+    set_num_threads(1);
+    const LstmLayerStates one = lstm_layer_inference(x, w_ih, w_hh, b_ih, b_hh, h0, c0);
+    set_num_threads(threads);
+    CHECK(qforge::testing::all_close(two.h, slice(expected, 2, 0, hidden), 1e-5, 1e-6));
+    const Tensor last_c =
+        reshape(slice(slice(expected, 1, steps - 1, steps), 2, hidden, 2 * hidden), {batch, hidden});
+    CHECK(qforge::testing::all_close(two.c, last_c, 1e-5, 1e-6));
+    CHECK(one.h.to_vector() == two.h.to_vector());  // a row's floats do not depend on the threads
+    CHECK(one.c.to_vector() == two.c.to_vector());
+  }
+  CHECK_THROWS_WITH(lstm_layer_inference(random_leaf({2, 3, 4}, 1), random_leaf({8, 5}, 2),
+                                         random_leaf({8, 2}, 3), random_leaf({8}, 4), random_leaf({8}, 5),
+                                         random_leaf({2, 2}, 6), random_leaf({2, 2}, 7)),
+                    doctest::Contains("weight_ih (4H,in)"));
 }
 
 TEST_CASE("gradients: channel_affine") {

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "core/file_io.h"
 #include "core/ops.h"
@@ -129,9 +130,30 @@ TEST_CASE("LSTM matches PyTorch 1.13 nn.LSTM on a fixed input") {
   for (int b = 0; b < 2; ++b)
     for (int t = 0; t < 3; ++t)
       for (int f = 0; f < 2; ++f) x.data()[(b * 3 + t) * 2 + f] = 0.1f * (b + 1) * (t + 1) - 0.2f * f;
-  LstmOutput out = lstm.forward_sequence(x);
   const std::vector<float> expected_h{-0.1814985f, -0.0685784f, -0.2176893f, -0.0518089f};
-  for (int i = 0; i < 4; ++i) CHECK(out.h.data()[i] == doctest::Approx(expected_h[i]).epsilon(1e-4));
+  for (const bool grad : {true, false}) {  // recorded (lstm_layer), and inference (lstm_layer_inference)
+    CAPTURE(grad);
+    std::optional<NoGradGuard> no_grad;
+    if (!grad) no_grad.emplace();
+    LstmOutput out = lstm.forward_sequence(x);
+    for (int i = 0; i < 4; ++i) CHECK(out.h.data()[i] == doctest::Approx(expected_h[i]).epsilon(1e-4));
+  }
+}
+
+TEST_CASE("A two-layer LSTM gives the same outputs and states in inference as when recorded, to rounding") {
+  Generator generator(12);
+  LSTM lstm(6, 20, 2, generator);
+  const Tensor x = Tensor::randn({5, 7, 6}, generator);
+  const Tensor h0 = Tensor::randn({2, 5, 20}, generator), c0 = Tensor::randn({2, 5, 20}, generator);
+  const LstmOutput recorded = lstm.forward_sequence(x, h0, c0);
+  NoGradGuard no_grad;
+  const LstmOutput inferred = lstm.forward_sequence(x, h0, c0);
+  CHECK(qforge::testing::all_close(inferred.outputs, recorded.outputs, 1e-5, 1e-6));
+  CHECK(qforge::testing::all_close(inferred.h, recorded.h, 1e-5, 1e-6));
+  CHECK(qforge::testing::all_close(inferred.c, recorded.c, 1e-5, 1e-6));
+  CHECK(inferred.outputs.shape() == Shape{5, 7, 20});
+  CHECK(inferred.h.shape() == Shape{2, 5, 20});
+  CHECK(inferred.c.shape() == Shape{2, 5, 20});
 }
 
 TEST_CASE("Sequential inference runs Conv2d-BatchNorm2d-ReLU as one conv: the layers' values, to rounding") {
