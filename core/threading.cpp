@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -54,6 +55,20 @@ void read_threads_at_start() noexcept {
 int num_threads() {
   initialize_from_environment();
   return thread_count;
+}
+
+void parallel_row_blocks(int64_t rows, int64_t work_per_row,
+                         const std::function<void(int64_t, int64_t)>& block) {
+  if (rows <= 0) return;
+  const int64_t threads =
+      std::clamp<int64_t>(std::min(rows * work_per_row / kParallelGrain, rows), 1, num_threads());
+  if (threads == 1) return block(0, rows);
+#pragma omp parallel num_threads(static_cast <int>(threads))
+  {
+    const int64_t parts = omp_get_num_threads(), part = omp_get_thread_num();
+    const int64_t first = rows * part / parts, count = rows * (part + 1) / parts - first;
+    if (count > 0) block(first, count);
+  }
 }
 
 }  // namespace qforge

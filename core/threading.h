@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 namespace qforge {
 
@@ -21,5 +22,15 @@ void read_threads_at_start() noexcept;
 
 // Below this many elements a loop runs on one thread: forking costs more.
 inline constexpr int64_t kParallelGrain = 1 << 15;
+
+// Runs block(first, count) over disjoint blocks of rows [0, rows) that together cover it,
+// one block per thread, for work that needs no synchronization between rows — a recurrent
+// layer's batch rows through all its steps (Note [LSTM inference], core/ops/rnn.cpp). One
+// thread per kParallelGrain of work (rows × work_per_row), never more threads than rows;
+// with one, block runs on the calling thread outside any parallel region, so what it calls
+// may open its own. Inside a block, called code must not open a region of its own (oneDNN
+// checks by itself; our loops test omp_in_parallel).
+void parallel_row_blocks(int64_t rows, int64_t work_per_row,
+                         const std::function<void(int64_t, int64_t)>& block);
 
 }  // namespace qforge

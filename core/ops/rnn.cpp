@@ -12,8 +12,6 @@
 #include <cmath>
 #include <vector>
 
-#include <omp.h>
-
 #include "core/autograd.h"
 #include "core/flop_counter.h"
 #include "core/kernels/gemm.h"
@@ -266,10 +264,6 @@ LstmLayerStates lstm_layer_inference(const Tensor& x, const Tensor& weight_ih, c
   for (int64_t k = 0; k < g4; ++k) bias[k] = bias_ih.data()[k] + bias_hh.data()[k];
   const float *xs = x.data(), *w_ih = weight_ih.data(), *w_hh = weight_hh.data(), *h_init = h0.data();
   float *hs = h.data(), *cs = c.data();
-  // A thread per block of rows, each block big enough to be worth one: one thread per
-  // kParallelGrain cell inputs (B·4H) a step, never more threads than rows.
-  const int64_t work = batch * g4 / kParallelGrain;
-  const int threads = static_cast<int>(std::clamp<int64_t>(std::min<int64_t>(work, batch), 1, num_threads()));
   auto run_rows = [&](int64_t first, int64_t rows) {
     // Few rows (latency): all steps' input projections in one GEMM first — the buffer is
     // small — rather than one small GEMM a step. Many rows: per step, into a rows × 4H buffer.
@@ -293,16 +287,7 @@ LstmLayerStates lstm_layer_inference(const Tensor& x, const Tensor& weight_ih, c
                            hs + ((first + r) * steps + t) * hidden, hidden);
     }
   };
-  if (threads == 1) {
-    run_rows(0, batch);  // outside any parallel region: oneDNN may thread the GEMMs itself
-  } else {
-#pragma omp parallel num_threads(threads)
-    {
-      const int64_t parts = omp_get_num_threads(), part = omp_get_thread_num();
-      const int64_t first = batch * part / parts, rows = batch * (part + 1) / parts - first;
-      if (rows > 0) run_rows(first, rows);
-    }
-  }
+  parallel_row_blocks(batch, g4, run_rows);
   count_multiply_adds(static_cast<double>(batch) * steps * g4 * (in + hidden));
   return {h, c};
 }

@@ -2,6 +2,8 @@
 // through the implicit GEMM with its fused output stage (gemm.h), split across threads;
 // the elementwise ops and pools as loops over the contiguous channel axis (NHWC), which
 // the compiler vectorizes. Every function returns exactly the reference's bytes.
+#include <omp.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -77,7 +79,8 @@ void LinearLayer::run_rows(Out* y, const uint8_t* x, int64_t m,
   // groups; otherwise a tile is copied (widened for avx2) with room to read past k.
   const bool in_place = packed_.element_size() == 1 && k % 4 == 0;
   const int64_t stride = round_up(k, 4);
-#pragma omp parallel if (tiles > 1 && m * n * k >= (1 << 16))
+  // Not inside a region: a recurrent layer's row blocks (parallel_row_blocks) call this per thread.
+#pragma omp parallel if (tiles > 1 && m * n * k >= (1 << 16) && !omp_in_parallel())
   {
     std::vector<int32_t> acc;
     std::vector<uint8_t> bytes(in_place || packed_.element_size() != 1 ? 0 : kTileRows * stride + kSlack, 0);

@@ -7,6 +7,7 @@
 #include "core/config_reader.h"
 #include "core/ops/rnn.h"
 #include "core/ops/shape.h"
+#include "core/threading.h"
 #include "quant/int8/op_fields.h"
 
 namespace qforge::quant::int8 {
@@ -365,21 +366,22 @@ Value StaticLstmOp::run(const std::vector<const Value*>& inputs, Backend backend
     const StaticLstmLayer& layer = layers_[l];
     const Kernels& k = kernels_[l];
     const int64_t gates = layer.input.weight.size(0), hidden = gates / 4;
+    h.assign(batch * hidden, static_cast<uint8_t>(layer.state.zero_point));  // h0 = 0, exactly representable
+    Tensor c = Tensor::zeros({batch, hidden});
+    std::vector<uint8_t> outputs(batch * steps * hidden);
+    if (backend == Backend::fast) {
+      run_layer_fast(outputs.data(), h.data(), c.data(), sequence.data(), batch, steps, l);
+      sequence = std::move(outputs);
+      continue;
+    }
     std::vector<float> projected(batch * steps * gates), recurrent(batch * gates);
     float_product(projected.data(), sequence.data(), batch * steps, layer.input, *k.input, k.input_stage,
                   backend);
-    h.assign(batch * hidden, static_cast<uint8_t>(layer.state.zero_point));  // h0 = 0, exactly representable
-    Tensor c = Tensor::zeros({batch, hidden});
     Tensor step_gates = Tensor::empty({batch, gates});
-    std::vector<uint8_t> gates_q(batch * gates), outputs(batch * steps * hidden);
+    std::vector<uint8_t> gates_q(batch * gates);
     std::vector<float> h_float(batch * hidden);
     for (int64_t t = 0; t < steps; ++t) {
       float_product(recurrent.data(), h.data(), batch, layer.hidden, *k.hidden, k.hidden_stage, backend);
-      if (backend == Backend::fast) {
-        fused_step(h.data(), c.data(), outputs.data(), projected.data(), recurrent.data(), batch, steps, t,
-                   hidden, l);
-        continue;
-      }
       float* g = step_gates.data();
       for (int64_t b = 0; b < batch; ++b)
         for (int64_t j = 0; j < gates; ++j)
@@ -498,21 +500,44 @@ void static_cell_row(uint8_t* __restrict out, uint8_t* __restrict h, float* __re
 
 }  // namespace
 
-// One step of the fast backend, fused per hidden unit: the four gate pre-activations are
+// The fast backend's layer: Note [LSTM inference]'s schedule (core/ops/rnn.cpp) — with
+// static quantization a batch row's steps read only that row, so each thread takes a block
+// of rows through every step with no barrier: per step the two products into its own
+// rows × 4H buffers, then the cell fused per hidden unit: the four gate pre-activations
 // summed, quantized onto the gate grid, and looked up in tables of σ and tanh over that
-// grid's 256 levels — the very floats lstm_cell computes from the dequantized gates, so
-// the result equals the reference path byte for byte — then c, tanh(c), h and h's level.
-void StaticLstmOp::fused_step(uint8_t* h, float* c, uint8_t* outputs, const float* projected,
-                              const float* recurrent, int64_t batch, int64_t steps, int64_t t, int64_t hidden,
-                              std::size_t layer) const {
+// grid's 256 levels — the very floats lstm_cell computes from the dequantized gates, so the
+// result equals the reference path byte for byte — then c, tanh(c), h and h's level.
+void StaticLstmOp::run_layer_fast(uint8_t* outputs, uint8_t* h, float* c, const uint8_t* x, int64_t batch,
+                                  int64_t steps, std::size_t layer) const {
   const StaticLstmLayer& l = layers_[layer];
   const Kernels& k = kernels_[layer];
-  const int64_t gates = 4 * hidden;
-#pragma omp parallel for schedule(static) if (batch * hidden >= 4096)
-  for (int64_t b = 0; b < batch; ++b)
-    static_cell_row(outputs + (b * steps + t) * hidden, h + b * hidden, c + b * hidden,
-                    projected + (b * steps + t) * gates, recurrent + b * gates, hidden, k.sigmoid.data(),
-                    k.tanh.data(), l);
+  const int64_t gates = l.input.weight.size(0), hidden = gates / 4, in = l.input.weight.size(1);
+  parallel_row_blocks(batch, gates, [&](int64_t first, int64_t rows) {
+    // Few rows: every step's input product in one call ahead; many: per step, on the step's
+    // inputs gathered into a rows × in buffer.
+    const bool project_ahead = rows * steps * gates <= int64_t{1} << 16;
+    const int64_t gate_stride = project_ahead ? steps * gates : gates;
+    std::vector<float> projected(project_ahead ? rows * steps * gates : rows * gates),
+        recurrent(rows * gates);
+    std::vector<uint8_t> step_inputs(project_ahead ? 0 : rows * in);
+    const uint8_t* x_rows = x + first * steps * in;
+    if (project_ahead) k.input->run(projected.data(), x_rows, rows * steps);
+    for (int64_t t = 0; t < steps; ++t) {
+      const float* projected_t = projected.data() + (project_ahead ? t * gates : 0);
+      if (!project_ahead) {
+        for (int64_t r = 0; r < rows; ++r)
+          std::copy_n(x_rows + (r * steps + t) * in, in, step_inputs.data() + r * in);
+        k.input->run(projected.data(), step_inputs.data(), rows);
+      }
+      k.hidden->run(recurrent.data(), h + first * hidden, rows);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t b = first + r;
+        static_cell_row(outputs + (b * steps + t) * hidden, h + b * hidden, c + b * hidden,
+                        projected_t + r * gate_stride, recurrent.data() + r * gates, hidden, k.sigmoid.data(),
+                        k.tanh.data(), l);
+      }
+    }
+  });
 }
 
 int64_t StaticLstmOp::weight_bytes() const {

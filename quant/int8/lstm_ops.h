@@ -114,8 +114,10 @@ class StaticLstmOp : public IntegerOp {
     OutputStage input_stage, hidden_stage;
     std::array<float, 256> sigmoid, tanh;  // over the gate grid's levels
   };
-  void fused_step(uint8_t* h, float* c, uint8_t* outputs, const float* projected, const float* recurrent,
-                  int64_t batch, int64_t steps, int64_t t, int64_t hidden, std::size_t layer) const;
+  // The fast backend's layer: outputs (N,T,H) from x (N,T,in); h (N,H) holds the final levels
+  // on return, c (N,H) starts at zero.
+  void run_layer_fast(uint8_t* outputs, uint8_t* h, float* c, const uint8_t* x, int64_t batch, int64_t steps,
+                      std::size_t layer) const;
   std::vector<StaticLstmLayer> layers_;
   std::vector<Kernels> kernels_;
 };

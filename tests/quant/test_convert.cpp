@@ -12,6 +12,7 @@
 
 #include "core/file_io.h"
 #include "core/ops.h"
+#include "core/threading.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/sequential.h"
@@ -190,6 +191,32 @@ TEST_CASE(
     CHECK(reloaded.forward(images).to_vector() == deployed.to_vector());
     CHECK(reloaded.ops().size() == model.ops().size());
   }
+}
+
+TEST_CASE(
+    "the static integer LSTM on a block of rows per thread: the simulation's bytes on any thread count") {
+  // 130 sequences: two blocks of rows with two threads (Note [LSTM inference]), 65 each, a
+  // size past the products' tiles; one thread runs all 130 at once.
+  Generator generator(15);
+  auto prepared = calibrated("lstm", parse_quant_spec(nullptr, "t.json"), generator);
+  IntegerModel model = convert(*prepared, {1, 28, 28});
+  const Tensor images = Tensor::randn({130, 1, 28, 28}, generator);
+  Tensor simulated;
+  {
+    NoGradGuard no_grad;
+    simulated = prepared->forward(images);
+  }
+  const int threads = num_threads();
+  set_num_threads(2);
+  const Tensor two = model.forward(images);
+  set_num_threads(1);
+  const Tensor one = model.forward(images);
+  set_num_threads(threads);
+  CHECK(two.to_vector() == simulated.to_vector());
+  CHECK(one.to_vector() == two.to_vector());
+  const Tensor few = slice(images, 0, 0, 3);  // few rows: the inputs' products ahead of the steps
+  CHECK(model.forward(few, Backend::reference).to_vector() == model.forward(few).to_vector());
+  CHECK(model.forward(few).to_vector() == slice(two, 0, 0, 3).to_vector());
 }
 
 // Predictions of the integer model that match the simulation, of 64 random images.
