@@ -58,16 +58,16 @@ int num_threads() {
 }
 
 void parallel_row_blocks(int64_t rows, int64_t work_per_row,
-                         const std::function<void(int64_t, int64_t)>& block) {
+                         const std::function<void(const RowBlock&)>& block) {
   if (rows <= 0) return;
   const int64_t threads =
       std::clamp<int64_t>(std::min(rows * work_per_row / kParallelGrain, rows), 1, num_threads());
-  if (threads == 1) return block(0, rows);
+  if (threads == 1) return block({0, rows, 0, 1});
 #pragma omp parallel num_threads(static_cast <int>(threads))
   {
-    const int64_t parts = omp_get_num_threads(), part = omp_get_thread_num();
-    const int64_t first = rows * part / parts, count = rows * (part + 1) / parts - first;
-    if (count > 0) block(first, count);
+    const int parts = omp_get_num_threads(), part = omp_get_thread_num();
+    const int64_t first = rows * part / parts;
+    block({first, rows * (part + 1) / parts - first, part, parts});
   }
 }
 

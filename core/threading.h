@@ -23,14 +23,20 @@ void read_threads_at_start() noexcept;
 // Below this many elements a loop runs on one thread: forking costs more.
 inline constexpr int64_t kParallelGrain = 1 << 15;
 
-// Runs block(first, count) over disjoint blocks of rows [0, rows) that together cover it,
-// one block per thread, for work that needs no synchronization between rows — a recurrent
-// layer's batch rows through all its steps (Note [LSTM inference], core/ops/rnn.cpp). One
-// thread per kParallelGrain of work (rows × work_per_row), never more threads than rows;
-// with one, block runs on the calling thread outside any parallel region, so what it calls
-// may open its own. Inside a block, called code must not open a region of its own (oneDNN
-// checks by itself; our loops test omp_in_parallel).
+// A block of rows [first, first + count) for thread `part` of `parts`.
+struct RowBlock {
+  int64_t first, count;
+  int part, parts;
+};
+// Runs block() over disjoint blocks of rows [0, rows) that together cover it, one block per
+// thread, for work whose rows need no synchronization — a recurrent layer's batch rows
+// through all its steps (Note [LSTM inference], core/ops/rnn.cpp) — or little: a block may
+// meet the others at `#pragma omp barrier`, since every thread of the team gets a block,
+// never an empty one. One thread per kParallelGrain of work (rows × work_per_row), never
+// more threads than rows; with one, block runs on the calling thread outside any parallel
+// region, so what it calls may open its own. Inside a block, called code must not open a
+// region (oneDNN checks by itself; our loops test omp_in_parallel).
 void parallel_row_blocks(int64_t rows, int64_t work_per_row,
-                         const std::function<void(int64_t, int64_t)>& block);
+                         const std::function<void(const RowBlock&)>& block);
 
 }  // namespace qforge

@@ -264,7 +264,8 @@ LstmLayerStates lstm_layer_inference(const Tensor& x, const Tensor& weight_ih, c
   for (int64_t k = 0; k < g4; ++k) bias[k] = bias_ih.data()[k] + bias_hh.data()[k];
   const float *xs = x.data(), *w_ih = weight_ih.data(), *w_hh = weight_hh.data(), *h_init = h0.data();
   float *hs = h.data(), *cs = c.data();
-  auto run_rows = [&](int64_t first, int64_t rows) {
+  auto run_rows = [&](const RowBlock& block) {
+    const int64_t first = block.first, rows = block.count;
     // Few rows (latency): all steps' input projections in one GEMM first — the buffer is
     // small — rather than one small GEMM a step. Many rows: per step, into a rows × 4H buffer.
     const bool project_ahead = rows * steps * g4 <= kProjectAheadFloats;

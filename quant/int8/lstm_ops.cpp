@@ -119,36 +119,62 @@ DynamicLinear::DynamicLinear(Tensor weight, std::vector<float> weight_scale, std
                                           make_dequantization(placeholder, weight_scale_, bias_, has_relu_));
 }
 
-DynamicParams DynamicLinear::choose(const float* x, int64_t count) const {
-  // min and max as plain compares (they vectorize; std::minmax_element does not), and a sum
-  // of x·0 that is NaN exactly when some x is NaN or infinite.
+namespace {
+// The range dynamic quantization reads from x: min and max as plain compares (they
+// vectorize; std::minmax_element does not), and a sum of x·0 that is NaN exactly when some
+// x is NaN or infinite. Ranges of parts of x merge into the range of the whole, exactly.
+struct ValueRange {
   float min = 0, max = 0, poison = 0;
-  if (count > 0) min = max = x[0];
+};
+ValueRange scan_range(const float* x, int64_t count) {
+  ValueRange range;
+  if (count > 0) range.min = range.max = x[0];
   for (int64_t i = 0; i < count; ++i) {
-    min = x[i] < min ? x[i] : min;
-    max = x[i] > max ? x[i] : max;
-    poison += x[i] * 0.0f;
+    range.min = x[i] < range.min ? x[i] : range.min;
+    range.max = x[i] > range.max ? x[i] : range.max;
+    range.poison += x[i] * 0.0f;
   }
-  QF_CHECK(poison == 0.0f, "dynamic quantization: the input holds NaN or infinity");
-  return choose_dynamic_params(min, max);
+  return range;
+}
+ValueRange merge(const ValueRange& a, const ValueRange& b) {
+  return {std::min(a.min, b.min), std::max(a.max, b.max), a.poison + b.poison};
+}
+constexpr const char* kNotFinite = "dynamic quantization: the input holds NaN or infinity";
+
+// q = x quantized with the parameters choose gave: dynamic_input's uint8 grid, through the
+// float reciprocal of the double scale, as PyTorch's quantize_per_tensor.
+void quantize_dynamic(uint8_t* q, const float* x, int64_t count, const DynamicParams& params) {
+  const ActivationQuant input = dynamic_input(params);
+  const float inverse_scale = static_cast<float>(1.0 / params.scale);
+  for (int64_t i = 0; i < count; ++i) q[i] = quantize_one(x[i], inverse_scale, input);
+}
+}  // namespace
+
+ActivationQuant dynamic_input(const DynamicParams& params) {
+  return {static_cast<float>(params.scale), params.zero_point, 0, 255};
+}
+
+DynamicParams DynamicLinear::choose(const float* x, int64_t count) const {
+  const ValueRange range = scan_range(x, count);
+  QF_CHECK(range.poison == 0.0f, kNotFinite);
+  return choose_dynamic_params(range.min, range.max);
 }
 
 void DynamicLinear::run(float* y, const float* x, int64_t m, Backend backend) const {
-  const int64_t n = weight_.size(0), k = weight_.size(1);
-  const DynamicParams params = choose(x, m * k);
-  // x quantized with this call's parameters (the float reciprocal of the double scale,
-  // as PyTorch's quantize_per_tensor), into uint8's full range as its quint8.
-  const ActivationQuant input{static_cast<float>(params.scale), params.zero_point, 0, 255};
-  const float inverse_scale = static_cast<float>(1.0 / params.scale);
+  const int64_t k = weight_.size(1);
+  const DynamicParams params = choose(x, m * k);  // this call's parameters
   std::vector<uint8_t> q(m * k);
-  for (int64_t i = 0; i < m * k; ++i) q[i] = quantize_one(x[i], inverse_scale, input);
+  quantize_dynamic(q.data(), x, m * k, params);
+  run_quantized(y, q.data(), m, dynamic_input(params), backend);
+}
+
+void DynamicLinear::run_quantized(float* y, const uint8_t* q, int64_t m, const ActivationQuant& input,
+                                  Backend backend) const {
+  const int64_t n = weight_.size(0), k = weight_.size(1);
   const OutputStage stage = make_dequantization(input, weight_scale_, bias_, has_relu_);
-  if (backend == Backend::fast) {
-    fast_->run(y, q.data(), m, input.zero_point, stage);
-    return;
-  }
+  if (backend == Backend::fast) return fast_->run(y, q, m, input.zero_point, stage);
   std::vector<int32_t> acc(m * n);
-  reference::linear_accumulate(acc.data(), q.data(), weight_.data_as<int8_t>(), m, n, k, input.zero_point);
+  reference::linear_accumulate(acc.data(), q, weight_.data_as<int8_t>(), m, n, k, input.zero_point);
   reference::dequantize_accumulators(y, acc.data(), m, n, stage);
 }
 
@@ -211,20 +237,59 @@ void dynamic_cell_row(float* __restrict out, float* __restrict h, float* __restr
 
 }  // namespace
 
+// The fast backend keeps the reference's arithmetic — the input products' parameters from
+// the whole sequence, h's from the whole batch at every step — on Note [LSTM inference]'s
+// schedule (core/ops/rnn.cpp): a block of batch rows per thread through every step, where
+// the one thing rows share, h's range, is merged from the blocks' ranges at one barrier a
+// step. The ranges have two slots a block, by step parity: a block writes step t+1's only
+// after the barrier of step t, which every block reaches after merging step t-1's.
 void dynamic_lstm_layer(float* outputs, float* h, float* c, const float* x, int64_t batch, int64_t steps,
                         const DynamicLstmLayer& layer, Backend backend) {
-  const int64_t gates = layer.input.weight().size(0), hidden = gates / 4;
-  // The input projection of every step in one call: one scale for the whole sequence.
-  std::vector<float> projected(batch * steps * gates), recurrent(batch * gates);
-  layer.input.run(projected.data(), x, batch * steps, backend);
-  for (int64_t t = 0; t < steps; ++t) {
-    layer.hidden.run(recurrent.data(), h, batch, backend);  // h re-quantized at every step
-    // The cell, as lstm_cell computes it (gate order i, f, g, o), one batch row at a time.
-#pragma omp parallel for schedule(static) if (batch * hidden >= 4096)
-    for (int64_t b = 0; b < batch; ++b)
-      dynamic_cell_row(outputs + (b * steps + t) * hidden, h + b * hidden, c + b * hidden,
-                       projected.data() + (b * steps + t) * gates, recurrent.data() + b * gates, hidden);
+  const int64_t gates = layer.input.weight().size(0), hidden = gates / 4, in = layer.input.weight().size(1);
+  if (backend == Backend::reference) {
+    // The input projection of every step in one call: one scale for the whole sequence.
+    std::vector<float> projected(batch * steps * gates), recurrent(batch * gates);
+    layer.input.run(projected.data(), x, batch * steps, backend);
+    for (int64_t t = 0; t < steps; ++t) {
+      layer.hidden.run(recurrent.data(), h, batch, backend);  // h re-quantized at every step
+      for (int64_t b = 0; b < batch; ++b)                     // the cell, as lstm_cell computes it
+        dynamic_cell_row(outputs + (b * steps + t) * hidden, h + b * hidden, c + b * hidden,
+                         projected.data() + (b * steps + t) * gates, recurrent.data() + b * gates, hidden);
+    }
+    return;
   }
+  const DynamicParams x_params = layer.input.choose(x, batch * steps * in);
+  const ActivationQuant x_input = dynamic_input(x_params);
+  std::vector<ValueRange> ranges(2 * static_cast<std::size_t>(num_threads()));
+  bool finite = true;
+  parallel_row_blocks(batch, gates, [&](const RowBlock& block) {
+    const int64_t first = block.first, rows = block.count;
+    std::vector<float> projected(rows * gates), recurrent(rows * gates);
+    std::vector<uint8_t> step_x(rows * in), step_h(rows * hidden);
+    for (int64_t t = 0; t < steps; ++t) {
+      for (int64_t r = 0; r < rows; ++r)
+        quantize_dynamic(step_x.data() + r * in, x + ((first + r) * steps + t) * in, in, x_params);
+      layer.input.run_quantized(projected.data(), step_x.data(), rows, x_input, backend);
+      ValueRange* slots = ranges.data() + (t % 2) * block.parts;
+      slots[block.part] = scan_range(h + first * hidden, rows * hidden);
+#pragma omp barrier
+      ValueRange range = slots[0];
+      for (int part = 1; part < block.parts; ++part) range = merge(range, slots[part]);
+      if (range.poison != 0.0f) {  // every block sees the same merged range and stops here
+        if (block.part == 0) finite = false;
+        return;
+      }
+      const DynamicParams h_params = choose_dynamic_params(range.min, range.max);
+      quantize_dynamic(step_h.data(), h + first * hidden, rows * hidden, h_params);
+      layer.hidden.run_quantized(recurrent.data(), step_h.data(), rows, dynamic_input(h_params), backend);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t b = first + r;
+        dynamic_cell_row(outputs + (b * steps + t) * hidden, h + b * hidden, c + b * hidden,
+                         projected.data() + r * gates, recurrent.data() + r * gates, hidden);
+      }
+    }
+  });
+  QF_CHECK(finite, kNotFinite);
 }
 
 DynamicLstmOp::DynamicLstmOp(std::vector<DynamicLstmLayer> layers) : layers_(std::move(layers)) {
@@ -512,7 +577,8 @@ void StaticLstmOp::run_layer_fast(uint8_t* outputs, uint8_t* h, float* c, const 
   const StaticLstmLayer& l = layers_[layer];
   const Kernels& k = kernels_[layer];
   const int64_t gates = l.input.weight.size(0), hidden = gates / 4, in = l.input.weight.size(1);
-  parallel_row_blocks(batch, gates, [&](int64_t first, int64_t rows) {
+  parallel_row_blocks(batch, gates, [&](const RowBlock& block) {
+    const int64_t first = block.first, rows = block.count;
     // Few rows: every step's input product in one call ahead; many: per step, on the step's
     // inputs gathered into a rows × in buffer.
     const bool project_ahead = rows * steps * gates <= int64_t{1} << 16;

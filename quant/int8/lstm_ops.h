@@ -28,6 +28,8 @@ struct DynamicParams {
   int32_t zero_point;
 };
 DynamicParams choose_dynamic_params(float min, float max, int32_t quant_min = 0, int32_t quant_max = 127);
+// The input quantization of those parameters: uint8's full range, as PyTorch's quint8.
+ActivationQuant dynamic_input(const DynamicParams& params);
 
 // One dynamically quantized matrix product: y (M,N) = x (M,K) · Wᵀ + b, float in and out.
 class DynamicLinear {
@@ -37,6 +39,10 @@ class DynamicLinear {
   void run(float* y, const float* x, int64_t m, Backend backend) const;
   // The parameters the last run chose (for tests against PyTorch's x_scale/x_zero_point).
   DynamicParams choose(const float* x, int64_t count) const;
+  // run's second half: the product on x (M,K) already quantized with `input`, the
+  // parameters choose gave (dynamic_input).
+  void run_quantized(float* y, const uint8_t* q, int64_t m, const ActivationQuant& input,
+                     Backend backend) const;
   const Tensor& weight() const { return weight_; }
   const std::vector<float>& weight_scale() const { return weight_scale_; }
   const std::vector<float>& bias() const { return bias_; }

@@ -219,6 +219,27 @@ TEST_CASE(
   CHECK(model.forward(few).to_vector() == slice(two, 0, 0, 3).to_vector());
 }
 
+TEST_CASE("the dynamic integer LSTM on a block of rows per thread: the same bytes on any thread count") {
+  // h's parameters come from the whole batch at every step: two blocks of 65 rows merge their
+  // ranges; one thread scans all 130. The reference backend (one thread, plain loops) agrees.
+  Generator generator(16);
+  nn::ModulePtr lstm = nn::build_zoo_model("lstm", generator);
+  lstm->eval();
+  const QuantSpec config = parse_quant_spec(json::parse(R"({"mode": "dynamic"})"), "t.json");
+  IntegerModel model = convert_dynamic(*lstm, config.defaults.weight, {1, 28, 28});
+  Tensor images = Tensor::randn({130, 1, 28, 28}, generator);
+  const int threads = num_threads();
+  set_num_threads(2);
+  const Tensor two = model.forward(images);
+  set_num_threads(1);
+  const Tensor one = model.forward(images);
+  set_num_threads(threads);
+  CHECK(one.to_vector() == two.to_vector());
+  CHECK(model.forward(images, Backend::reference).to_vector() == two.to_vector());
+  images.data()[100 * 784 + 5] = std::numeric_limits<float>::quiet_NaN();  // in the second block
+  CHECK_THROWS_WITH_AS(model.forward(images), doctest::Contains("NaN or infinity"), Error);
+}
+
 // Predictions of the integer model that match the simulation, of 64 random images.
 int64_t agreeing_predictions(QatModel& prepared, const IntegerModel& model, Generator& generator,
                              const Shape& image_shape) {
