@@ -2,11 +2,16 @@
 // fan_in = C/groups·KH·KW).
 #pragma once
 
+#include <memory>
+
 #include "core/ops/conv.h"
 #include "core/random.h"
 #include "nn/module.h"
 
 namespace qforge::nn {
+
+// What inference keeps of a conv between calls (Note [Inference weights], nn/inference.cpp).
+struct InferenceWeights;
 
 class Conv2d : public Module {
  public:
@@ -19,6 +24,9 @@ class Conv2d : public Module {
   Conv2dOptions options;
   Tensor weight;  // (O,C/groups,K,K)
   Tensor bias;    // (O) or undefined
+  // Inference's weights (with a BatchNorm after the conv folded in) and their reordered
+  // floats, checked against the parameters at every use; made with the conv.
+  std::shared_ptr<InferenceWeights> inference_weights;
 };
 
 }  // namespace qforge::nn

@@ -27,7 +27,11 @@ Tensor Linear::forward(const Tensor& input) { return linear(input, weight, bias)
 
 Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size, const Conv2dOptions& options,
                bool has_bias, Generator& generator)
-    : in_channels(in_channels), out_channels(out_channels), kernel_size(kernel_size), options(options) {
+    : in_channels(in_channels),
+      out_channels(out_channels),
+      kernel_size(kernel_size),
+      options(options),
+      inference_weights(std::make_shared<InferenceWeights>()) {
   QF_CHECK(options.groups >= 1 && in_channels % options.groups == 0 && out_channels % options.groups == 0,
            "Conv2d: groups ", options.groups, " must divide channels ", in_channels, " and ", out_channels);
   const int64_t fan_in = in_channels / options.groups * kernel_size * kernel_size;

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <tuple>
 
 namespace qforge::kernels {
@@ -76,8 +77,25 @@ int64_t onednn_channel_block();
 // ([N, C/B, H, W, B]) or, when !x_blocked, NCHW; `accumulate` adds the conv to what y holds
 // (oneDNN's sum post-op: a residual add), `relu` applies max(·, 0) last, as the conv writes.
 // Needs groups == 1, O a multiple of B, and C a multiple of B when x is blocked.
+// `kept`, when given, holds w in the layout the primitive reads, for a caller whose weights
+// are the same from call to call (nn's inference, Note [Inference weights] in
+// nn/inference.cpp): the first call reorders w into it, later calls whose primitive reads the
+// same layout use it as it is. A caller that changes w must drop it.
+class ReorderedWeights;
 void conv2d_forward_blocked_onednn(float* y, const float* x, bool x_blocked, const float* w, const float* b,
-                                   const Conv2dShape& s, bool accumulate, bool relu);
+                                   const Conv2dShape& s, bool accumulate, bool relu,
+                                   ReorderedWeights* kept = nullptr);
+// The holder: the layout and the reordered floats (defined in conv2d_onednn.cpp).
+class ReorderedWeights {
+ public:
+  ReorderedWeights();
+  ~ReorderedWeights();
+  ReorderedWeights(const ReorderedWeights&) = delete;
+  ReorderedWeights& operator=(const ReorderedWeights&) = delete;
+  void clear();  // for weights that changed
+  struct State;
+  std::unique_ptr<State> state;
+};
 // NCHW <-> blocked (C a multiple of B): plain loops, the same floats moved.
 void to_channel_blocked(float* blocked, const float* nchw, int64_t n, int64_t c, int64_t hw, int64_t block);
 void from_channel_blocked(float* nchw, const float* blocked, int64_t n, int64_t c, int64_t hw, int64_t block);

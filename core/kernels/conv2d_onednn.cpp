@@ -60,6 +60,21 @@ void* scratch(int slot, std::size_t bytes) {
 }
 
 // Moves one argument between our plain layout and the layout a primitive chose.
+}  // namespace
+
+struct ReorderedWeights::State {
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  memory::desc layout;
+  std::unique_ptr<float, Free> floats;
+};
+ReorderedWeights::ReorderedWeights() = default;
+ReorderedWeights::~ReorderedWeights() = default;
+void ReorderedWeights::clear() { state.reset(); }
+
+namespace {
+
 class LayoutBridge {
  public:
   LayoutBridge() = default;
@@ -79,6 +94,22 @@ class LayoutBridge {
     memory inner(inner_, onednn_engine(), scratch(slot_, inner_.get_size()));
     to_inner_.execute(onednn_stream(), user, inner);
     return inner;
+  }
+  // The same from a holder that keeps the reordered floats: reordered only when it holds none
+  // in this layout.
+  memory kept_input(const float* data, ReorderedWeights& kept) const {
+    if (!to_inner_) return input(data);
+    if (!kept.state || kept.state->layout != inner_) {
+      kept.state = std::make_unique<ReorderedWeights::State>();
+      kept.state->layout = inner_;
+      const std::size_t bytes = (inner_.get_size() + 63) / 64 * 64;
+      kept.state->floats.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+      QF_CHECK(kept.state->floats != nullptr, "conv2d: out of memory for ", bytes, " bytes of weights");
+      memory user(user_, onednn_engine(), const_cast<float*>(data));
+      memory inner(inner_, onednn_engine(), kept.state->floats.get());
+      to_inner_.execute(onednn_stream(), user, inner);
+    }
+    return memory(inner_, onednn_engine(), kept.state->floats.get());
   }
   // The argument to pass for an output that must end up in `data`; call finish after.
   memory output(float* data) const {
@@ -264,11 +295,12 @@ BlockedConv& blocked_primitive_for(const Conv2dShape& s, bool has_bias, bool x_b
 }  // namespace
 
 void conv2d_forward_blocked_onednn(float* y, const float* x, bool x_blocked, const float* w, const float* b,
-                                   const Conv2dShape& s, bool accumulate, bool relu) {
+                                   const Conv2dShape& s, bool accumulate, bool relu, ReorderedWeights* kept) {
   BlockedConv& p = blocked_primitive_for(s, b != nullptr, x_blocked, accumulate, relu);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(p.src, onednn_engine(), const_cast<float*>(x))},
-                                       {DNNL_ARG_WEIGHTS, p.weights_bridge.input(w)},
-                                       {DNNL_ARG_DST, memory(p.dst, onednn_engine(), y)}};
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, memory(p.src, onednn_engine(), const_cast<float*>(x))},
+      {DNNL_ARG_WEIGHTS, kept ? p.weights_bridge.kept_input(w, *kept) : p.weights_bridge.input(w)},
+      {DNNL_ARG_DST, memory(p.dst, onednn_engine(), y)}};
   if (b) args.emplace(DNNL_ARG_BIAS, memory(p.bias, onednn_engine(), const_cast<float*>(b)));
   p.primitive.execute(onednn_stream(), args);
   onednn_stream().wait();

@@ -162,7 +162,8 @@ namespace {
 
 // conv2d_blocked's work: into a new tensor, or, with `onto`, adding the conv to what it holds.
 Tensor blocked_conv(const Tensor& input, const Tensor& weight, const Tensor& bias,
-                    const Conv2dOptions& options, bool relu, const Tensor* onto) {
+                    const Conv2dOptions& options, bool relu, const Tensor* onto,
+                    kernels::ReorderedWeights* kept) {
   QF_CHECK(conv2d_blocked_applies(input, weight, options), "conv2d_blocked: input ", input.shape(),
            " weight ", weight.shape(), " groups ", options.groups,
            ": not a blocked conv on this machine (block ", channel_block(), ")");
@@ -187,7 +188,8 @@ Tensor blocked_conv(const Tensor& input, const Tensor& weight, const Tensor& bia
   const ProfileScope profile("forward", relu ? "conv2d_blocked_relu" : "conv2d_blocked",
                              describe_conv(logical, weight, s));
   kernels::conv2d_forward_blocked_onednn(y.data(), x.data(), x_blocked, weight.data(),
-                                         bias.defined() ? bias.data() : nullptr, s, onto != nullptr, relu);
+                                         bias.defined() ? bias.data() : nullptr, s, onto != nullptr, relu,
+                                         kept);
   count_multiply_adds(s.macs());
   return y;
 }
@@ -195,15 +197,16 @@ Tensor blocked_conv(const Tensor& input, const Tensor& weight, const Tensor& bia
 }  // namespace
 
 Tensor conv2d_blocked(const Tensor& input, const Tensor& weight, const Tensor& bias,
-                      const Conv2dOptions& options, bool relu, const Tensor& residual) {
-  if (!residual.defined()) return blocked_conv(input, weight, bias, options, relu, nullptr);
+                      const Conv2dOptions& options, bool relu, const Tensor& residual,
+                      kernels::ReorderedWeights* kept) {
+  if (!residual.defined()) return blocked_conv(input, weight, bias, options, relu, nullptr, kept);
   const Tensor onto = residual.clone();
-  return blocked_conv(input, weight, bias, options, relu, &onto);
+  return blocked_conv(input, weight, bias, options, relu, &onto, kept);
 }
 
 void conv2d_blocked_onto(Tensor& residual, const Tensor& input, const Tensor& weight, const Tensor& bias,
-                         const Conv2dOptions& options, bool relu) {
-  blocked_conv(input, weight, bias, options, relu, &residual);
+                         const Conv2dOptions& options, bool relu, kernels::ReorderedWeights* kept) {
+  blocked_conv(input, weight, bias, options, relu, &residual, kept);
 }
 
 }  // namespace qforge

@@ -7,6 +7,10 @@
 
 namespace qforge {
 
+namespace kernels {
+class ReorderedWeights;  // core/kernels/conv2d.h
+}
+
 struct Conv2dOptions {
   int64_t stride_height = 1, stride_width = 1;
   int64_t padding_height = 0, padding_width = 0;
@@ -45,11 +49,14 @@ bool conv2d_blocked_applies(const Tensor& input, const Tensor& weight, const Con
 // the conv reads it as it is, as a first layer), written blocked: max(conv + bias + residual, 0)
 // with `relu`, conv + bias + residual without; `residual` (blocked, the output's shape) may be
 // undefined. Equal to the NCHW ops to rounding (the sum's order is oneDNN's).
+// `kept` (optional): the weights in the kernel's layout, kept between calls by a caller whose
+// weights do not change meanwhile (kernels::ReorderedWeights).
 Tensor conv2d_blocked(const Tensor& input, const Tensor& weight, const Tensor& bias,
-                      const Conv2dOptions& options, bool relu, const Tensor& residual = Tensor());
+                      const Conv2dOptions& options, bool relu, const Tensor& residual = Tensor(),
+                      kernels::ReorderedWeights* kept = nullptr);
 // The same with the residual added in place: `residual` becomes the output (no copy of it);
 // it must not be the input. For activations no one reads again (a block's shortcut).
 void conv2d_blocked_onto(Tensor& residual, const Tensor& input, const Tensor& weight, const Tensor& bias,
-                         const Conv2dOptions& options, bool relu);
+                         const Conv2dOptions& options, bool relu, kernels::ReorderedWeights* kept = nullptr);
 
 }  // namespace qforge

@@ -3,12 +3,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 
 #include "core/file_io.h"
 #include "core/ops.h"
 #include "nn/batch_norm.h"
 #include "nn/conv2d.h"
+#include "nn/inference.h"
 #include "nn/lstm.h"
 #include "nn/resnet.h"
 #include "nn/sequential.h"
@@ -154,6 +156,67 @@ TEST_CASE("A two-layer LSTM gives the same outputs and states in inference as wh
   CHECK(inferred.outputs.shape() == Shape{5, 7, 20});
   CHECK(inferred.h.shape() == Shape{2, 5, 20});
   CHECK(inferred.c.shape() == Shape{2, 5, 20});
+}
+
+TEST_CASE(
+    "Inference keeps a conv's folded, reordered weights until any parameter changes, however it changes") {
+  Generator generator(41);
+  ModulePtr model = build_zoo_model("resnet8", generator);
+  model->eval();
+  TensorMap state = model->state_dict();               // the model's own tensors
+  Conv2d *stem_conv = nullptr, *block_conv = nullptr;  // the first conv; one in the first residual block
+  for (auto& [name, module] : model->named_modules())
+    if (auto* conv = dynamic_cast<Conv2d*>(module)) {
+      if (!stem_conv) stem_conv = conv;
+      if (!block_conv && name.find("layers.0") != std::string::npos) block_conv = conv;
+    }
+  REQUIRE(stem_conv);
+  REQUIRE(block_conv);
+  REQUIRE(stem_conv != block_conv);
+  // Each case: inference equals the layers run one by one (grad mode), and differs from the
+  // last result, for batch 1 and a batch of 3 (primitives of other sizes, maybe other layouts).
+  std::map<int64_t, std::vector<float>> last;
+  auto check = [&](const std::string& label) {
+    CAPTURE(label);
+    for (const int64_t batch : {int64_t{1}, int64_t{3}}) {
+      CAPTURE(batch);
+      Generator images(7);
+      const Tensor x = Tensor::randn({batch, 1, 28, 28}, images);
+      const Tensor layer_by_layer = model->forward(x);  // grad mode on: no inference walk
+      NoGradGuard no_grad;
+      const Tensor inferred = model->forward(x);
+      CHECK(qforge::testing::all_close(inferred, layer_by_layer, 1e-4, 1e-5));
+      CHECK(inferred.to_vector() != last[batch]);
+      last[batch] = inferred.to_vector();
+    }
+  };
+  check("first calls");
+  const float* kept = block_conv->inference_weights->weight.data();
+  {
+    NoGradGuard no_grad;
+    model->forward(Tensor::randn({2, 1, 28, 28}, generator));
+  }
+  CHECK(block_conv->inference_weights->weight.data() == kept);  // nothing changed: nothing rebuilt
+  block_conv->weight.data()[5] += 0.5f;                         // a write through data()
+  check("a conv weight");
+  CHECK(block_conv->inference_weights->weight.data() != kept);
+  stem_conv->weight.data()[0] -= 0.25f;  // the first layer (1-channel NCHW input)
+  check("the stem's weight");
+  for (auto& [name, tensor] : state)  // BatchNorm statistics
+    if (name.find("running_var") != std::string::npos) tensor.data()[1] *= 3.0f;
+  check("running variances");
+  for (auto& [name, module] : model->named_modules())
+    if (auto* bn = dynamic_cast<BatchNorm2d*>(module)) bn->eps = 0.5f;
+  check("eps");
+  TensorMap loaded = model->state_dict();  // a checkpoint of other values, loaded
+  for (auto& [name, tensor] : loaded) {
+    if (tensor.dtype() != DType::f32) continue;
+    Tensor copy = tensor.clone();
+    for (int64_t i = 0; i < copy.numel(); ++i) copy.data()[i] *= 0.9f;
+    if (tensor.dtype() == DType::f32) tensor = copy;
+  }
+  model->load_state_dict(loaded);
+  check("a loaded state");
 }
 
 TEST_CASE("Sequential inference runs Conv2d-BatchNorm2d-ReLU as one conv: the layers' values, to rounding") {
