@@ -180,11 +180,12 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
   const IntegerTiming int8 = time_integer_model(*prepared, infer_images, one_image, options.min_seconds);
   // Dynamic int8 (PyTorch's quantize_dynamic: int8 weights, activations quantized per call),
   // the only int8 path PyTorch has for an LSTM, so the LSTM is compared on it too.
-  double dynamic_seconds = 0;
+  double dynamic_seconds = 0, dynamic_latency = 0;
   if (model_name == "lstm") {
     const quant::int8::IntegerModel dynamic =
         quant::convert_dynamic(*model, quant::QuantSpec{}.defaults.weight, {1, 28, 28});
     dynamic_seconds = time_steps([&] { dynamic.forward(infer_images); }, options.min_seconds);
+    dynamic_latency = time_steps([&] { dynamic.forward(one_image); }, options.min_seconds / 4);
   }
 
   const double train_gflops = train.flops / train.seconds / 1e9;
@@ -214,6 +215,7 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
   if (dynamic_seconds > 0) {
     row["int8_dynamic_infer_images_per_second"] = options.infer_batch / dynamic_seconds;
     row["int8_dynamic_to_fp32_infer_ratio"] = infer_seconds / dynamic_seconds;
+    row["int8_dynamic_latency_ms"] = 1e3 * dynamic_latency;
   }
   if (!options.onnx_dir.empty()) {
     const std::string base = options.onnx_dir + "/" + model_name;
