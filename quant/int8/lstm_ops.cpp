@@ -16,6 +16,10 @@ namespace {
 
 constexpr float kSmallScale = 6.1e-5f;  // PyTorch's SMALL_SCALE_THRESHOLD (fp16's smallest normal)
 
+// The LSTMs' blocks of rows run every step's input product ahead while its floats number at
+// most this (a block of a few rows: latency), and one product a step above.
+constexpr int64_t kProjectAheadFloats = int64_t{1} << 16;
+
 Tensor float_tensor(const std::vector<float>& v) {
   return Tensor::from_vector({static_cast<int64_t>(v.size())}, v);
 }
@@ -264,12 +268,23 @@ void dynamic_lstm_layer(float* outputs, float* h, float* c, const float* x, int6
   bool finite = true;
   parallel_row_blocks(batch, gates, [&](const RowBlock& block) {
     const int64_t first = block.first, rows = block.count;
-    std::vector<float> projected(rows * gates), recurrent(rows * gates);
-    std::vector<uint8_t> step_x(rows * in), step_h(rows * hidden);
+    // Few rows: every step's input product in one call ahead (as the static LSTM); many: per step.
+    const bool project_ahead = rows * steps * gates <= kProjectAheadFloats;
+    const int64_t gate_stride = project_ahead ? steps * gates : gates;
+    std::vector<float> projected(project_ahead ? rows * steps * gates : rows * gates),
+        recurrent(rows * gates);
+    std::vector<uint8_t> step_x(project_ahead ? rows * steps * in : rows * in), step_h(rows * hidden);
+    if (project_ahead) {
+      quantize_dynamic(step_x.data(), x + first * steps * in, rows * steps * in, x_params);
+      layer.input.run_quantized(projected.data(), step_x.data(), rows * steps, x_input, backend);
+    }
     for (int64_t t = 0; t < steps; ++t) {
-      for (int64_t r = 0; r < rows; ++r)
-        quantize_dynamic(step_x.data() + r * in, x + ((first + r) * steps + t) * in, in, x_params);
-      layer.input.run_quantized(projected.data(), step_x.data(), rows, x_input, backend);
+      const float* projected_t = projected.data() + (project_ahead ? t * gates : 0);
+      if (!project_ahead) {
+        for (int64_t r = 0; r < rows; ++r)
+          quantize_dynamic(step_x.data() + r * in, x + ((first + r) * steps + t) * in, in, x_params);
+        layer.input.run_quantized(projected.data(), step_x.data(), rows, x_input, backend);
+      }
       ValueRange* slots = ranges.data() + (t % 2) * block.parts;
       slots[block.part] = scan_range(h + first * hidden, rows * hidden);
 #pragma omp barrier
@@ -285,7 +300,7 @@ void dynamic_lstm_layer(float* outputs, float* h, float* c, const float* x, int6
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t b = first + r;
         dynamic_cell_row(outputs + (b * steps + t) * hidden, h + b * hidden, c + b * hidden,
-                         projected.data() + r * gates, recurrent.data() + r * gates, hidden);
+                         projected_t + r * gate_stride, recurrent.data() + r * gates, hidden);
       }
     }
   });
@@ -581,7 +596,7 @@ void StaticLstmOp::run_layer_fast(uint8_t* outputs, uint8_t* h, float* c, const 
     const int64_t first = block.first, rows = block.count;
     // Few rows: every step's input product in one call ahead; many: per step, on the step's
     // inputs gathered into a rows × in buffer.
-    const bool project_ahead = rows * steps * gates <= int64_t{1} << 16;
+    const bool project_ahead = rows * steps * gates <= kProjectAheadFloats;
     const int64_t gate_stride = project_ahead ? steps * gates : gates;
     std::vector<float> projected(project_ahead ? rows * steps * gates : rows * gates),
         recurrent(rows * gates);
