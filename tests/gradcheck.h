@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "core/threading.h"
 
 namespace qforge::testing {
 
@@ -39,5 +40,17 @@ Tensor distinct_leaf(const Shape& shape, uint64_t seed, float gap = 0.05f);
 
 // |a-b| <= atol + rtol·|b| for every element, reporting the first failure.
 bool all_close(const Tensor& actual, const Tensor& expected, double rtol = 1e-5, double atol = 1e-6);
+
+// f() run with `threads` threads, the count restored after (for "the same on any thread count").
+template <typename F>
+auto with_threads(int threads, F f) {
+  const int saved = num_threads();
+  set_num_threads(threads);
+  struct Restore {
+    int saved;
+    ~Restore() { set_num_threads(saved); }
+  } restore{saved};
+  return f();
+}
 
 }  // namespace qforge::testing

@@ -34,9 +34,6 @@ void cell_forward_row(float* __restrict a, const float* __restrict c_prev, float
   }
 }
 
-// lstm_layer_inference projects all steps' inputs ahead while the buffer stays this small.
-constexpr int64_t kProjectAheadFloats = int64_t{1} << 16;
-
 // One batch row of the cell for inference: gates (4H) hold the GEMMs' sums, bias (4H) the
 // two biases summed; c (H) holds c_{t-1} and receives c_t, h (H) receives h_t.
 void cell_inference_row(const float* __restrict gates, const float* __restrict bias, float* __restrict c,
@@ -266,25 +263,21 @@ LstmLayerStates lstm_layer_inference(const Tensor& x, const Tensor& weight_ih, c
   float *hs = h.data(), *cs = c.data();
   auto run_rows = [&](const RowBlock& block) {
     const int64_t first = block.first, rows = block.count;
-    // Few rows (latency): all steps' input projections in one GEMM first — the buffer is
-    // small — rather than one small GEMM a step. Many rows: per step, into a rows × 4H buffer.
-    const bool project_ahead = rows * steps * g4 <= kProjectAheadFloats;
-    const int64_t gate_stride = project_ahead ? steps * g4 : g4;
-    std::vector<float> gates(project_ahead ? rows * steps * g4 : rows * g4);
+    StepProjections gates(rows, steps, g4);
     const float* x_rows = xs + first * steps * in;
-    if (project_ahead)
+    if (gates.ahead())
       kernels::gemm(false, true, rows * steps, g4, in, 1.0f, x_rows, in, w_ih, in, 0.0f, gates.data(), g4);
     for (int64_t t = 0; t < steps; ++t) {
-      float* gates_t = project_ahead ? gates.data() + t * g4 : gates.data();
-      if (!project_ahead)
+      float* gates_t = gates.step(t);
+      if (!gates.ahead())
         kernels::gemm(false, true, rows, g4, in, 1.0f, x_rows + t * in, steps * in, w_ih, in, 0.0f, gates_t,
                       g4);
       const float* h_prev = t == 0 ? h_init + first * hidden : hs + (first * steps + t - 1) * hidden;
       const int64_t h_stride = t == 0 ? hidden : steps * hidden;
       kernels::gemm(false, true, rows, g4, hidden, 1.0f, h_prev, h_stride, w_hh, hidden, 1.0f, gates_t,
-                    gate_stride);
+                    gates.stride());
       for (int64_t r = 0; r < rows; ++r)
-        cell_inference_row(gates_t + r * gate_stride, bias.data(), cs + (first + r) * hidden,
+        cell_inference_row(gates_t + r * gates.stride(), bias.data(), cs + (first + r) * hidden,
                            hs + ((first + r) * steps + t) * hidden, hidden);
     }
   };

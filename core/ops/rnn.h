@@ -4,6 +4,8 @@
 //   gates (B,4H), c_prev (B,H) -> (B,2H) holding [h | c]
 #pragma once
 
+#include <vector>
+
 #include "core/kernels/activation.h"
 #include "core/tensor.h"
 
@@ -43,6 +45,31 @@ Tensor lstm_layer(const Tensor& projected, const Tensor& weight_hh, const Tensor
 // (records nothing). Note [LSTM inference] in rnn.cpp says how it differs from the above.
 //   x (B,T,in), weight_ih (4H,in), weight_hh (4H,H), bias_ih, bias_hh (4H), h0, c0 (B,H)
 //   ->  h (B,T,H) for every step, c (B,H) after the last step
+// A block of rows' input products x·W_ihᵀ (4H floats a row and step) in an LSTM's inference
+// (Note [LSTM inference], the integer LSTMs too): for a few rows — latency — every step's at
+// once, ahead of the recurrence, in one call; for more, one step's at a time into a rows × 4H
+// buffer that stays in cache, where all steps' would go through memory.
+class StepProjections {
+ public:
+  StepProjections(int64_t rows, int64_t steps, int64_t gates)
+      : ahead_(rows * steps * gates <= kAheadFloats),
+        steps_(steps),
+        gates_(gates),
+        buffer_(ahead_ ? rows * steps * gates : rows * gates) {}
+  bool ahead() const { return ahead_; }
+  // Where the products are written: ahead, (rows·T, 4H) with row r·T + t; else (rows, 4H).
+  float* data() { return buffer_.data(); }
+  // Step t's products: row r at step(t) + r·stride().
+  float* step(int64_t t) { return buffer_.data() + (ahead_ ? t * gates_ : 0); }
+  int64_t stride() const { return ahead_ ? steps_ * gates_ : gates_; }
+
+ private:
+  static constexpr int64_t kAheadFloats = int64_t{1} << 16;
+  bool ahead_;
+  int64_t steps_, gates_;
+  std::vector<float> buffer_;
+};
+
 struct LstmLayerStates {
   Tensor h, c;
 };

@@ -16,10 +16,6 @@ namespace {
 
 constexpr float kSmallScale = 6.1e-5f;  // PyTorch's SMALL_SCALE_THRESHOLD (fp16's smallest normal)
 
-// The LSTMs' blocks of rows run every step's input product ahead while its floats number at
-// most this (a block of a few rows: latency), and one product a step above.
-constexpr int64_t kProjectAheadFloats = int64_t{1} << 16;
-
 Tensor float_tensor(const std::vector<float>& v) {
   return Tensor::from_vector({static_cast<int64_t>(v.size())}, v);
 }
@@ -268,19 +264,16 @@ void dynamic_lstm_layer(float* outputs, float* h, float* c, const float* x, int6
   bool finite = true;
   parallel_row_blocks(batch, gates, [&](const RowBlock& block) {
     const int64_t first = block.first, rows = block.count;
-    // Few rows: every step's input product in one call ahead (as the static LSTM); many: per step.
-    const bool project_ahead = rows * steps * gates <= kProjectAheadFloats;
-    const int64_t gate_stride = project_ahead ? steps * gates : gates;
-    std::vector<float> projected(project_ahead ? rows * steps * gates : rows * gates),
-        recurrent(rows * gates);
-    std::vector<uint8_t> step_x(project_ahead ? rows * steps * in : rows * in), step_h(rows * hidden);
-    if (project_ahead) {
+    StepProjections projected(rows, steps, gates);
+    std::vector<float> recurrent(rows * gates);
+    std::vector<uint8_t> step_x(projected.ahead() ? rows * steps * in : rows * in), step_h(rows * hidden);
+    if (projected.ahead()) {
       quantize_dynamic(step_x.data(), x + first * steps * in, rows * steps * in, x_params);
       layer.input.run_quantized(projected.data(), step_x.data(), rows * steps, x_input, backend);
     }
     for (int64_t t = 0; t < steps; ++t) {
-      const float* projected_t = projected.data() + (project_ahead ? t * gates : 0);
-      if (!project_ahead) {
+      const float* projected_t = projected.step(t);
+      if (!projected.ahead()) {
         for (int64_t r = 0; r < rows; ++r)
           quantize_dynamic(step_x.data() + r * in, x + ((first + r) * steps + t) * in, in, x_params);
         layer.input.run_quantized(projected.data(), step_x.data(), rows, x_input, backend);
@@ -300,7 +293,7 @@ void dynamic_lstm_layer(float* outputs, float* h, float* c, const float* x, int6
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t b = first + r;
         dynamic_cell_row(outputs + (b * steps + t) * hidden, h + b * hidden, c + b * hidden,
-                         projected_t + r * gate_stride, recurrent.data() + r * gates, hidden);
+                         projected_t + r * projected.stride(), recurrent.data() + r * gates, hidden);
       }
     }
   });
@@ -594,18 +587,14 @@ void StaticLstmOp::run_layer_fast(uint8_t* outputs, uint8_t* h, float* c, const 
   const int64_t gates = l.input.weight.size(0), hidden = gates / 4, in = l.input.weight.size(1);
   parallel_row_blocks(batch, gates, [&](const RowBlock& block) {
     const int64_t first = block.first, rows = block.count;
-    // Few rows: every step's input product in one call ahead; many: per step, on the step's
-    // inputs gathered into a rows × in buffer.
-    const bool project_ahead = rows * steps * gates <= kProjectAheadFloats;
-    const int64_t gate_stride = project_ahead ? steps * gates : gates;
-    std::vector<float> projected(project_ahead ? rows * steps * gates : rows * gates),
-        recurrent(rows * gates);
-    std::vector<uint8_t> step_inputs(project_ahead ? 0 : rows * in);
+    StepProjections projected(rows, steps, gates);
+    std::vector<float> recurrent(rows * gates);
+    std::vector<uint8_t> step_inputs(projected.ahead() ? 0 : rows * in);  // the step's, gathered
     const uint8_t* x_rows = x + first * steps * in;
-    if (project_ahead) k.input->run(projected.data(), x_rows, rows * steps);
+    if (projected.ahead()) k.input->run(projected.data(), x_rows, rows * steps);
     for (int64_t t = 0; t < steps; ++t) {
-      const float* projected_t = projected.data() + (project_ahead ? t * gates : 0);
-      if (!project_ahead) {
+      const float* projected_t = projected.step(t);
+      if (!projected.ahead()) {
         for (int64_t r = 0; r < rows; ++r)
           std::copy_n(x_rows + (r * steps + t) * in, in, step_inputs.data() + r * in);
         k.input->run(projected.data(), step_inputs.data(), rows);
@@ -614,8 +603,8 @@ void StaticLstmOp::run_layer_fast(uint8_t* outputs, uint8_t* h, float* c, const 
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t b = first + r;
         static_cell_row(outputs + (b * steps + t) * hidden, h + b * hidden, c + b * hidden,
-                        projected_t + r * gate_stride, recurrent.data() + r * gates, hidden, k.sigmoid.data(),
-                        k.tanh.data(), l);
+                        projected_t + r * projected.stride(), recurrent.data() + r * gates, hidden,
+                        k.sigmoid.data(), k.tanh.data(), l);
       }
     }
   });

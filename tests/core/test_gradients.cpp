@@ -4,7 +4,6 @@
 
 #include "core/kernels/gemm.h"
 #include "core/ops.h"
-#include "core/threading.h"
 #include "tests/gradcheck.h"
 
 using namespace qforge;
@@ -222,7 +221,6 @@ TEST_CASE(
   // per thread (B·4H at two parallel grains), once with odd sizes.
   const int64_t shapes[][4] = {{1, 6, 5, 3}, {3, 4, 7, 5}, {256, 3, 9, 64}, {130, 2, 28, 128}};
   uint64_t seed = 20;
-  const int threads = num_threads();
   for (const auto& shape : shapes) {
     const int64_t batch = shape[0], steps = shape[1], in = shape[2], hidden = shape[3];
     CAPTURE(batch);
@@ -233,11 +231,9 @@ TEST_CASE(
     const Tensor b_ih = random_leaf({4 * hidden}, seed++), b_hh = random_leaf({4 * hidden}, seed++);
     const Tensor h0 = random_leaf({batch, hidden}, seed++), c0 = random_leaf({batch, hidden}, seed++, -3, 3);
     const Tensor expected = lstm_layer(linear(x, w_ih, b_ih), w_hh, b_hh, h0, c0);  // (B,T,2H) = [h | c]
-    set_num_threads(2);
-    const LstmLayerStates two = lstm_layer_inference(x, w_ih, w_hh, b_ih, b_hh, h0, c0);
-    set_num_threads(1);
-    const LstmLayerStates one = lstm_layer_inference(x, w_ih, w_hh, b_ih, b_hh, h0, c0);
-    set_num_threads(threads);
+    auto infer = [&] { return lstm_layer_inference(x, w_ih, w_hh, b_ih, b_hh, h0, c0); };
+    const LstmLayerStates two = qforge::testing::with_threads(2, infer);
+    const LstmLayerStates one = qforge::testing::with_threads(1, infer);
     CHECK(qforge::testing::all_close(two.h, slice(expected, 2, 0, hidden), 1e-5, 1e-6));
     const Tensor last_c =
         reshape(slice(slice(expected, 1, steps - 1, steps), 2, hidden, 2 * hidden), {batch, hidden});

@@ -12,7 +12,6 @@
 
 #include "core/file_io.h"
 #include "core/ops.h"
-#include "core/threading.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/sequential.h"
@@ -21,6 +20,7 @@
 #include "quant/convert.h"
 #include "quant/int8/integer_ops.h"
 #include "quant/prepare.h"
+#include "tests/gradcheck.h"
 #include "tests/quant/int8_test_util.h"
 #include "tests/reference.h"
 #include "tests/temp_folder.h"
@@ -206,12 +206,8 @@ TEST_CASE(
     NoGradGuard no_grad;
     simulated = prepared->forward(images);
   }
-  const int threads = num_threads();
-  set_num_threads(2);
-  const Tensor two = model.forward(images);
-  set_num_threads(1);
-  const Tensor one = model.forward(images);
-  set_num_threads(threads);
+  const Tensor two = qforge::testing::with_threads(2, [&] { return model.forward(images); });
+  const Tensor one = qforge::testing::with_threads(1, [&] { return model.forward(images); });
   CHECK(two.to_vector() == simulated.to_vector());
   CHECK(one.to_vector() == two.to_vector());
   const Tensor few = slice(images, 0, 0, 3);  // few rows: the inputs' products ahead of the steps
@@ -228,12 +224,8 @@ TEST_CASE("the dynamic integer LSTM on a block of rows per thread: the same byte
   const QuantSpec config = parse_quant_spec(json::parse(R"({"mode": "dynamic"})"), "t.json");
   IntegerModel model = convert_dynamic(*lstm, config.defaults.weight, {1, 28, 28});
   Tensor images = Tensor::randn({130, 1, 28, 28}, generator);
-  const int threads = num_threads();
-  set_num_threads(2);
-  const Tensor two = model.forward(images);
-  set_num_threads(1);
-  const Tensor one = model.forward(images);
-  set_num_threads(threads);
+  const Tensor two = qforge::testing::with_threads(2, [&] { return model.forward(images); });
+  const Tensor one = qforge::testing::with_threads(1, [&] { return model.forward(images); });
   CHECK(one.to_vector() == two.to_vector());
   CHECK(model.forward(images, Backend::reference).to_vector() == two.to_vector());
   const Tensor few = slice(images, 0, 0, 2);  // few rows: the inputs' products ahead of the steps
