@@ -32,6 +32,7 @@
 #include "nn/zoo.h"
 #include "quant/convert.h"
 #include "quant/int8/integer_ops.h"
+#include "quant/int8/peak.h"
 #include "quant/onnx/onnx_export.h"
 #include "train/benchmark.h"
 #include "train/config.h"
@@ -237,26 +238,30 @@ void run_bench(std::vector<std::string> models, int64_t batch, int64_t infer_bat
                bool as_json, bool profile, const std::string& onnx_dir) {
   if (models.empty()) models = nn::zoo_model_names();
   const double peak = kernels::measure_fp32_peak(2048, 0.5).peak_gflops();
+  const double int8_peak = quant::int8::measure_int8_peak_gops(quant::int8::detect_isa(), 0.5);
   if (!onnx_dir.empty()) std::filesystem::create_directories(onnx_dir);
   for (const std::string& model : models) {
     nlohmann::json row = train::benchmark_model(model, {.batch = batch,
                                                         .infer_batch = infer_batch,
                                                         .min_seconds = seconds,
                                                         .peak_gflops = peak,
+                                                        .int8_peak_gops = int8_peak,
                                                         .onnx_dir = onnx_dir});
     if (as_json) {
       std::cout << row.dump() << std::endl;
     } else {
       std::printf(
           "%-9s batch %lld, %d threads: train %.0f img/s (%.1f GFLOP/s, %.0f%% of %.0f peak), qat %.0f "
-          "img/s, infer fp32 %.0f img/s, int8 %.0f img/s (%.2fx, %s), latency fp32 %.3f ms, int8 %.3f ms\n",
+          "img/s, infer fp32 %.0f img/s, int8 %.0f img/s (%.2fx, %s, %.0f%% of %.0f GOP/s peak), latency "
+          "fp32 "
+          "%.3f ms, int8 %.3f ms\n",
           model.c_str(), static_cast<long long>(batch), num_threads(),
           row["fp32_train_images_per_second"].get<double>(), row["fp32_train_gflops"].get<double>(),
           100 * row["fp32_train_fraction_of_peak"].get<double>(), peak,
           row.value("qat_train_images_per_second", 0.0), row["fp32_infer_images_per_second"].get<double>(),
           row.value("int8_infer_images_per_second", 0.0), row.value("int8_to_fp32_infer_ratio", 0.0),
-          row.value("int8_isa", std::string("n/a")).c_str(), row["fp32_latency_ms"].get<double>(),
-          row.value("int8_latency_ms", 0.0));
+          row.value("int8_isa", std::string("n/a")).c_str(), 100 * row.value("int8_fraction_of_peak", 0.0),
+          int8_peak, row["fp32_latency_ms"].get<double>(), row.value("int8_latency_ms", 0.0));
       if (profile) {
         print_profile("fp32 training step, per op:", row["fp32_train_profile"]);
         print_profile("fp32 inference, per op:", row["fp32_infer_profile"]);

@@ -20,6 +20,7 @@
 #include "core/random.h"
 #include "core/threading.h"
 #include "quant/int8/kernels.h"
+#include "quant/int8/peak.h"
 
 using namespace qforge;
 using nlohmann::json;
@@ -154,39 +155,17 @@ quant::int8::OutputStage stage_for(int64_t channels) {
                                           std::vector<float>(channels, 0.1f), {0.5f, 10}, true);
 }
 
-// This machine's int8 peak per instruction set: a compute-bound GEMM, m 4096 × n 256 ×
-// k 1024, through the packed kernel.
-void bench_int8_peak(Int8Data& data, double peak, int threads) {
+// This machine's int8 peak per instruction set (quant/int8/peak.h).
+void bench_int8_peak(double peak, int threads) {
   using namespace qforge::quant::int8;
-  for (Isa isa : supported_isas()) {
-    const int64_t m = 4096, n = 256, k = 1024;
-    auto a = data.bytes(m * k);
-    auto w = data.weights(n * k);
-    std::vector<int32_t> c(m * n);
-    PackedWeights packed(w.data(), n, 1, k, isa);
-    std::vector<int16_t> a_words(a.begin(), a.end());
-    std::vector<int64_t> rows(m);
-    for (int64_t i = 0; i < m; ++i) rows[i] = i * k;
-    const int64_t taps[1] = {0};
-    const GemmRows source{isa == Isa::avx2 ? static_cast<const void*>(a_words.data()) : a.data(), rows.data(),
-                          taps};
-    const double seconds = kernels::seconds_per_call(
-        [&] {
-#pragma omp parallel for schedule(static)
-          for (int64_t block = 0; block < m; block += 256) {
-            const GemmRows part{source.base, source.row_offsets + block, taps};
-            packed.multiply(c.data() + block * n, n, part, 256);
-          }
-        },
-        min_seconds);
+  for (Isa isa : supported_isas())
     std::cout << json{{"kernel", "peak_int8_gemm"},
                       {"isa", isa_name(isa)},
                       {"shape", "4096x256x1024"},
                       {"threads", threads},
-                      {"gops", 2.0 * m * n * k / seconds / 1e9},
+                      {"gops", measure_int8_peak_gops(isa, min_seconds)},
                       {"fp32_peak_gflops", peak}}
               << std::endl;
-  }
 }
 
 // The int8 conv and linear layers' GOP/s per instruction set, beside the fp32 forward.
@@ -252,7 +231,7 @@ int main(int argc, char** argv) {
   bench_sgemm_layers(peak);
   const std::vector<double> fp32_forward = bench_fp32_convs(peak);
   Int8Data data;
-  bench_int8_peak(data, peak, threads);
+  bench_int8_peak(peak, threads);
   bench_int8_layers(data, fp32_forward);
   return 0;
 }

@@ -176,6 +176,15 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
       time_inference(*model, infer_images, options.min_seconds, options.peak_gflops);
   const double infer_seconds = infer.seconds;
   const double fp32_latency = time_inference(*model, one_image, options.min_seconds / 4).seconds;
+  // One image's multiply-adds in its convolutions, linear and LSTM layers, as fp32 inference
+  // counts them: the integer model runs the same products, so these are its ops too.
+  double ops_per_image = 0;
+  {
+    NoGradGuard no_grad;
+    FlopCounter counter;
+    model->forward(one_image);
+    ops_per_image = counter.flops();
+  }
   // int8: the QAT model above (its observers have seen the QAT steps' batches), converted.
   const IntegerTiming int8 = time_integer_model(*prepared, infer_images, one_image, options.min_seconds);
   // Dynamic int8 (PyTorch's quantize_dynamic: int8 weights, activations quantized per call),
@@ -208,6 +217,12 @@ nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOpt
     row["int8_to_fp32_infer_ratio"] = infer_seconds / int8.seconds;
     row["int8_latency_ms"] = 1e3 * int8.latency;
     row["int8_isa"] = quant::int8::isa_name(quant::int8::detect_isa());
+    row["int8_ops_per_image"] = ops_per_image;
+    row["int8_gops"] = ops_per_image * options.infer_batch / int8.seconds / 1e9;
+    if (options.int8_peak_gops > 0) {
+      row["int8_peak_gops"] = options.int8_peak_gops;
+      row["int8_fraction_of_peak"] = row["int8_gops"].get<double>() / options.int8_peak_gops;
+    }
     row["int8_profile"] = int8.profile;
   } else {
     row["int8_error"] = int8.error;

@@ -16,9 +16,10 @@ namespace qforge::train {
 
 struct BenchmarkOptions {
   int64_t batch = 64, infer_batch = 256;
-  double min_seconds = 2.0;  // per measurement
-  double peak_gflops = 0;    // measured once by the caller
-  std::string onnx_dir;      // "" for none
+  double min_seconds = 2.0;   // per measurement
+  double peak_gflops = 0;     // measured once by the caller
+  double int8_peak_gops = 0;  // the same, for the int8 kernels of detect_isa() (quant/int8/peak.h)
+  std::string onnx_dir;       // "" for none
 };
 
 nlohmann::json benchmark_model(const std::string& model_name, const BenchmarkOptions& options);

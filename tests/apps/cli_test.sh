@@ -52,6 +52,12 @@ assert 0.5 < sum(r["share"] for r in train) <= 1.0001
 assert any("gflops" in r and r["op"] == "conv2d" for r in row["fp32_infer_profile"])
 assert any(r["op"].startswith("fake_quantize") for r in row["qat_train_profile"])
 assert row["batch"] == 8 and row["infer_batch"] == 8, row
+# int8 ops per image: 2 per multiply-add of jermmy's conv1 (40 of 3×3 over 26×26), grouped conv2
+# (40 of 2×3×3 over 11×11) and fc (1000 -> 10); the fraction of the int8 peak is its GOP/s over
+# the measured peak.
+assert row["int8_ops_per_image"] == 2 * (40 * 9 * 26 * 26 + 40 * 2 * 9 * 11 * 11 + 1000 * 10), row
+assert row["int8_peak_gops"] > 0, row
+assert abs(row["int8_fraction_of_peak"] - row["int8_gops"] / row["int8_peak_gops"]) < 1e-9, row
 PY
 # The whole output first: grep -q would stop reading at the match, and under pipefail the bench
 # writing its remaining rows into the closed pipe (SIGPIPE) failed the check now and then.
