@@ -66,7 +66,7 @@ void conv2d_backward_data_onednn(float* dx, const float* dy, const float* w, con
 // tensor [N, C/B, H, W, B], B channels contiguous (B = 16 with AVX-512, 8 with AVX2). Run
 // from NCHW, each conv reorders its input and its output, two passes over each activation:
 // in a ResNet's inference those reorders took 43% of the time (12.4 of 28.5 ms per 256
-// images, ONEDNN_VERBOSE). Inference (nn/blocked_inference.h) keeps the activations blocked
+// images, ONEDNN_VERBOSE). Inference (nn/inference.h) keeps the activations blocked
 // from one conv to the next, and reorders once on the way in (not at all from a 1-channel
 // image: the first conv reads NCHW) and once on the way out.
 //

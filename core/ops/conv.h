@@ -34,7 +34,7 @@ Tensor conv2d_relu(const Tensor& input, const Tensor& weight, const Tensor& bias
                    const Conv2dOptions& options = {}, Backend backend = Backend::fast);
 
 // Inference with activations in oneDNN's channel-blocked layout (Note [Blocked inference] in
-// core/kernels/conv2d.h; nn/blocked_inference.h runs models so). A blocked activation is a
+// core/kernels/conv2d.h; nn/inference.h runs models so). A blocked activation is a
 // 5-D tensor [N, C/B, H, W, B]: channel c of pixel (h, w) at [n, c/B, h, w, c%B]. No gradients.
 //
 // This machine's channel block B; 0 when its oneDNN has no blocked kernels.
