@@ -31,15 +31,15 @@ void check_output_kind(const OutputStage& stage, const char* layer) {
 
 // One tile through a GEMM: uint8 straight from the fused stage, or float from int32 sums.
 void run_tile(uint8_t* y, int64_t ldy, const PackedWeights& w, const GemmRows& rows, int64_t count,
-              const std::optional<FusedStage>& fused, std::vector<int32_t>&) {
-  w.multiply_requantize(y, ldy, rows, count, *fused);
+              const FusedStage& fused, std::vector<int32_t>&) {
+  w.multiply_requantize(y, ldy, rows, count, fused);
 }
 
 void run_tile(float* y, int64_t ldy, const PackedWeights& w, const GemmRows& rows, int64_t count,
-              const std::optional<FusedStage>& fused, std::vector<int32_t>& acc) {
+              const FusedStage& fused, std::vector<int32_t>& acc) {
   const int64_t n = w.n();
-  const int32_t* offsets = fused->offsets.data();
-  const OutputStage& s = fused->stage;
+  const int32_t* offsets = fused.offsets.data();
+  const OutputStage& s = fused.stage;
   acc.resize(count * n);
   w.multiply(acc.data(), n, rows, count);
   for (int64_t r = 0; r < count; ++r)
@@ -70,9 +70,8 @@ LinearLayer::LinearLayer(const int8_t* w, int64_t n, int64_t k, int32_t x_zero_p
 }
 
 template <typename Out>
-void LinearLayer::run_rows(Out* y, const uint8_t* x, int64_t m,
-                           const std::optional<FusedStage>& fused) const {
-  check_output_kind<Out>(fused->stage, "int8 linear");
+void LinearLayer::run_rows(Out* y, const uint8_t* x, int64_t m, const FusedStage& fused) const {
+  check_output_kind<Out>(fused.stage, "int8 linear");
   const int64_t n = packed_.n(), k = packed_.k();
   const int64_t tiles = (m + kTileRows - 1) / kTileRows;
   // Rows are read in place when the kernel takes bytes and k is a whole number of its
@@ -105,15 +104,22 @@ void LinearLayer::run_rows(Out* y, const uint8_t* x, int64_t m,
   }
 }
 
-void LinearLayer::run(uint8_t* y, const uint8_t* x, int64_t m) const { run_rows(y, x, m, fused_); }
-void LinearLayer::run(float* y, const uint8_t* x, int64_t m) const { run_rows(y, x, m, fused_); }
+void LinearLayer::run(uint8_t* y, const uint8_t* x, int64_t m) const { run_rows(y, x, m, *fused_); }
+void LinearLayer::run(float* y, const uint8_t* x, int64_t m) const { run_rows(y, x, m, *fused_); }
 
 void LinearLayer::run(float* y, const uint8_t* x, int64_t m, int32_t x_zero_point,
                       const OutputStage& stage) const {
   std::vector<int32_t> column_offsets;
   for (int32_t sum : packed_.column_sums()) column_offsets.push_back(x_zero_point * sum);
-  run_rows(y, x, m,
-           std::optional<FusedStage>(std::in_place, column_offsets, stage, FusedStage::Allow::float_output));
+  run_rows(y, x, m, FusedStage(column_offsets, stage, FusedStage::Allow::float_output));
+}
+
+void LinearLayer::run(float* y, const uint8_t* x, int64_t m, const FusedStage& stage) const {
+  QF_CHECK(static_cast<int64_t>(stage.offsets.size()) >= packed_.n() &&
+               static_cast<int64_t>(stage.stage.multiplier.size()) == packed_.n(),
+           "int8 linear: a stage for ", stage.stage.multiplier.size(), " columns, weights have ",
+           packed_.n());
+  run_rows(y, x, m, stage);
 }
 
 // ---- conv --------------------------------------------------------------------------------
@@ -236,7 +242,7 @@ void Conv2dLayer::run_rows(Out* y, const uint8_t* x, int64_t batch) const {
       for (const Gemm& gemm : gemms_) {
         for (int64_t r = 0; r < rows; ++r) row_offsets[r] = pixels[r] + gemm.input_channel;
         run_tile(y + first * s.out_channels + gemm.first_channel, s.out_channels, gemm.weights,
-                 {base, row_offsets.data(), tap_offsets_.data()}, rows, gemm.fused, acc);
+                 {base, row_offsets.data(), tap_offsets_.data()}, rows, *gemm.fused, acc);
       }
     }
   }

@@ -110,12 +110,16 @@ class LinearLayer {
   void run(float* y, const uint8_t* x, int64_t m) const;  // stage.is_float_output
   // With this call's input zero point and float output stage (dynamic quantization).
   void run(float* y, const uint8_t* x, int64_t m, int32_t x_zero_point, const OutputStage& stage) const;
+  // The same with a float stage the caller laid out (FusedStage, Allow::float_output) and keeps,
+  // refilling it for each call's input parameters without allocating (the dynamic LSTM's steps).
+  void run(float* y, const uint8_t* x, int64_t m, const FusedStage& stage) const;
+  const std::vector<int32_t>& column_sums() const { return packed_.column_sums(); }  // Σ_k w[j,k]
   int64_t in_features() const { return packed_.k(); }
   int64_t out_features() const { return packed_.n(); }
 
  private:
   template <typename Out>
-  void run_rows(Out* y, const uint8_t* x, int64_t m, const std::optional<FusedStage>& fused) const;
+  void run_rows(Out* y, const uint8_t* x, int64_t m, const FusedStage& fused) const;
   PackedWeights packed_;
   OutputStage stage_;
   std::optional<FusedStage> fused_;

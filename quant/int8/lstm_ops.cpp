@@ -168,6 +168,24 @@ void DynamicLinear::run(float* y, const float* x, int64_t m, Backend backend) co
   run_quantized(y, q.data(), m, dynamic_input(params), backend);
 }
 
+FusedStage DynamicLinear::make_stage() const {
+  const ActivationQuant placeholder{1.0f, 0};
+  return {std::vector<int32_t>(weight_scale_.size(), 0),
+          make_dequantization(placeholder, weight_scale_, bias_, has_relu_), FusedStage::Allow::float_output};
+}
+
+void DynamicLinear::set_input(FusedStage& stage, const ActivationQuant& input) const {
+  const std::vector<int32_t>& sums = fast_->column_sums();
+  for (std::size_t j = 0; j < weight_scale_.size(); ++j) {
+    stage.stage.multiplier[j] = stage.multiplier[j] = input.scale * weight_scale_[j];
+    stage.offsets[j] = input.zero_point * sums[j];
+  }
+}
+
+void DynamicLinear::run_fast(float* y, const uint8_t* q, int64_t m, const FusedStage& stage) const {
+  fast_->run(y, q, m, stage);
+}
+
 void DynamicLinear::run_quantized(float* y, const uint8_t* q, int64_t m, const ActivationQuant& input,
                                   Backend backend) const {
   const int64_t n = weight_.size(0), k = weight_.size(1);
@@ -267,16 +285,20 @@ void dynamic_lstm_layer(float* outputs, float* h, float* c, const float* x, int6
     StepProjections projected(rows, steps, gates);
     std::vector<float> recurrent(rows * gates);
     std::vector<uint8_t> step_x(projected.ahead() ? rows * steps * in : rows * in), step_h(rows * hidden);
+    // The products' stages, laid out once a block: x's parameters hold for the sequence, h's
+    // are refilled every step.
+    FusedStage x_stage = layer.input.make_stage(), h_stage = layer.hidden.make_stage();
+    layer.input.set_input(x_stage, x_input);
     if (projected.ahead()) {
       quantize_dynamic(step_x.data(), x + first * steps * in, rows * steps * in, x_params);
-      layer.input.run_quantized(projected.data(), step_x.data(), rows * steps, x_input, backend);
+      layer.input.run_fast(projected.data(), step_x.data(), rows * steps, x_stage);
     }
     for (int64_t t = 0; t < steps; ++t) {
       const float* projected_t = projected.step(t);
       if (!projected.ahead()) {
         for (int64_t r = 0; r < rows; ++r)
           quantize_dynamic(step_x.data() + r * in, x + ((first + r) * steps + t) * in, in, x_params);
-        layer.input.run_quantized(projected.data(), step_x.data(), rows, x_input, backend);
+        layer.input.run_fast(projected.data(), step_x.data(), rows, x_stage);
       }
       ValueRange* slots = ranges.data() + (t % 2) * block.parts;
       slots[block.part] = scan_range(h + first * hidden, rows * hidden);
@@ -289,7 +311,8 @@ void dynamic_lstm_layer(float* outputs, float* h, float* c, const float* x, int6
       }
       const DynamicParams h_params = choose_dynamic_params(range.min, range.max);
       quantize_dynamic(step_h.data(), h + first * hidden, rows * hidden, h_params);
-      layer.hidden.run_quantized(recurrent.data(), step_h.data(), rows, dynamic_input(h_params), backend);
+      layer.hidden.set_input(h_stage, dynamic_input(h_params));
+      layer.hidden.run_fast(recurrent.data(), step_h.data(), rows, h_stage);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t b = first + r;
         dynamic_cell_row(outputs + (b * steps + t) * hidden, h + b * hidden, c + b * hidden,

@@ -43,6 +43,13 @@ class DynamicLinear {
   // parameters choose gave (dynamic_input).
   void run_quantized(float* y, const uint8_t* q, int64_t m, const ActivationQuant& input,
                      Backend backend) const;
+  // For a caller that runs many products as the input's parameters change (the dynamic LSTM's
+  // steps), on the fast backend: a stage laid out once (make_stage), refilled for each call's
+  // input parameters in place (set_input: the multipliers and zero-point offsets
+  // make_dequantization and run give, the same floats), and the product through it.
+  FusedStage make_stage() const;
+  void set_input(FusedStage& stage, const ActivationQuant& input) const;
+  void run_fast(float* y, const uint8_t* q, int64_t m, const FusedStage& stage) const;
   const Tensor& weight() const { return weight_; }
   const std::vector<float>& weight_scale() const { return weight_scale_; }
   const std::vector<float>& bias() const { return bias_; }
