@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "core/autograd.h"
+#include "core/ops/conv.h"
 #include "core/random.h"
 
 namespace qforge::testing {
@@ -92,6 +93,12 @@ bool all_close(const Tensor& actual, const Tensor& expected, double rtol, double
     }
   }
   return true;
+}
+
+int64_t channel_block_or_note() {
+  const int64_t block = channel_block();
+  if (block == 0) MESSAGE("this machine's oneDNN has no blocked layout: nothing runs blocked");
+  return block;
 }
 
 }  // namespace qforge::testing

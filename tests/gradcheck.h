@@ -41,6 +41,10 @@ Tensor distinct_leaf(const Shape& shape, uint64_t seed, float gap = 0.05f);
 // |a-b| <= atol + rtol·|b| for every element, reporting the first failure.
 bool all_close(const Tensor& actual, const Tensor& expected, double rtol = 1e-5, double atol = 1e-6);
 
+// This machine's channel block (channel_block()); when it has none (oneDNN below AVX2),
+// notes in the test log that nothing runs blocked, and returns 0: the caller's test returns.
+int64_t channel_block_or_note();
+
 // f() run with `threads` threads, the count restored after (for "the same on any thread count").
 template <typename F>
 auto with_threads(int threads, F f) {
