@@ -15,18 +15,23 @@ namespace {
 thread_local bool grad_enabled = true;
 thread_local GradientReadyHook* ready_hook = nullptr;
 
-// Adds `gradient` into `slot`. An empty slot takes the gradient over when nothing else
-// can see its storage; otherwise it takes a copy, because a closure may hand the same
-// tensor to two inputs (add returns grad_output for both) and the slot is later
-// added into in place.
-void accumulate(Tensor& slot, Tensor&& gradient) {
-  if (slot.defined()) {
+// Adds `gradient` into `slot`, a node's pending gradient or a leaf's .grad. A closure may
+// hand one tensor to several inputs (add returns grad_output for both), so a gradient's
+// storage can be seen elsewhere. A pending slot then shares it and is copied on write: the
+// first gradient added into it makes a new tensor (one pass, where a copy and an in-place
+// add made two; it was a ResNet add's whole backward). A leaf's .grad, which optimizers
+// and gradient hooks write in place, always owns its storage.
+bool owns_storage(const Tensor& t) {
+  return t.impl_ptr().use_count() == 1 && t.impl()->storage.use_count() == 1;
+}
+
+void accumulate(Tensor& slot, Tensor&& gradient, bool is_leaf) {
+  if (!slot.defined())
+    slot = (is_leaf && !owns_storage(gradient)) ? gradient.clone() : std::move(gradient);
+  else if (owns_storage(slot))
     add_(slot, gradient);
-  } else if (gradient.impl_ptr().use_count() == 1 && gradient.impl()->storage.use_count() == 1) {
-    slot = std::move(gradient);
-  } else {
-    slot = gradient.clone();
-  }
+  else
+    slot = add(slot, gradient);
 }
 }  // namespace
 
@@ -45,7 +50,9 @@ bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
   return false;
 }
 
-Tensor record(Tensor output, const char* name, std::vector<Tensor> inputs, Node::BackwardFn backward) {
+namespace {
+Tensor make_node(Tensor output, const char* name, std::vector<Tensor> inputs, Node::BackwardFn backward,
+                 Node::AddIntoFn add_into) {
   if (!grad_enabled) return output;
   bool needed = false;
   for (const Tensor& input : inputs) needed = needed || input.requires_grad();
@@ -54,9 +61,20 @@ Tensor record(Tensor output, const char* name, std::vector<Tensor> inputs, Node:
   node->name = name;
   node->inputs = std::move(inputs);
   node->backward = std::move(backward);
+  node->add_into = std::move(add_into);
   output.impl()->requires_grad = true;
   output.impl()->grad_fn = std::move(node);
   return output;
+}
+}  // namespace
+
+Tensor record(Tensor output, const char* name, std::vector<Tensor> inputs, Node::BackwardFn backward) {
+  return make_node(std::move(output), name, std::move(inputs), std::move(backward), nullptr);
+}
+
+Tensor record(Tensor output, const char* name, const Tensor& input, Node::BackwardFn backward,
+              Node::AddIntoFn add_into) {
+  return make_node(std::move(output), name, {input}, std::move(backward), std::move(add_into));
 }
 
 namespace {
@@ -104,6 +122,17 @@ std::vector<std::shared_ptr<Node>> topological_order(const std::shared_ptr<Node>
 // the producing node's pending gradient or, for a leaf, into its .grad.
 void propagate(Node& node, const Tensor& node_grad, std::unordered_map<Node*, Tensor>& pending) {
   const ProfileScope profile("backward", node.name);
+  if (node.add_into) {  // one input; its gradient so far, owned, takes this one in place
+    const Tensor& input = node.inputs[0];
+    if (!input.requires_grad()) return;
+    Tensor& slot = input.grad_fn() ? pending[input.grad_fn().get()] : input.impl()->grad;
+    if (!slot.defined())
+      slot = Tensor::zeros(input.shape());
+    else if (!owns_storage(slot))
+      slot = slot.clone();
+    node.add_into(node_grad, slot);
+    return;
+  }
   std::vector<Tensor> input_grads = node.backward(node_grad, node);
   assert(input_grads.size() == node.inputs.size());
   for (std::size_t i = 0; i < node.inputs.size(); ++i) {
@@ -112,9 +141,9 @@ void propagate(Node& node, const Tensor& node_grad, std::unordered_map<Node*, Te
     QF_CHECK(input_grads[i].shape() == input.shape(), "backward of '", node.name, "': gradient for input ", i,
              " has shape ", input_grads[i].shape(), ", expected ", input.shape());
     if (input.grad_fn())
-      accumulate(pending[input.grad_fn().get()], std::move(input_grads[i]));
+      accumulate(pending[input.grad_fn().get()], std::move(input_grads[i]), false);
     else
-      accumulate(input.impl()->grad, std::move(input_grads[i]));
+      accumulate(input.impl()->grad, std::move(input_grads[i]), true);
   }
 }
 
@@ -147,7 +176,7 @@ void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_gra
   Tensor seed = seed_gradient(root, grad_output);
   NoGradGuard no_grad;
   if (root.is_leaf()) {  // backward of a leaf: its gradient is the seed
-    accumulate(root.impl()->grad, std::move(seed));
+    accumulate(root.impl()->grad, std::move(seed), true);
     if (ready_hook != nullptr) ready_hook->gradient_ready(root);
     return;
   }
@@ -167,6 +196,7 @@ void run_backward(const Tensor& root, const Tensor& grad_output, bool retain_gra
     countdown.visited(node);
     if (!retain_graph) {
       node.backward = nullptr;  // frees the saved tensors
+      node.add_into = nullptr;
       node.inputs.clear();
       node.is_released = true;
     }

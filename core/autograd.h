@@ -22,6 +22,12 @@ struct Node {
   const char* name = "";       // the op, for error messages
   std::vector<Tensor> inputs;  // edges; released with the graph
   BackwardFn backward;         // owns the saved tensors; released with the graph
+  // Optional, for an op of one input whose gradient fills a small part of it (slice): adds
+  // dL/d(input) into `input_gradient`, the input's whole gradient so far (zeros when none
+  // has reached it yet), in place. backward then uses it instead of `backward`, so the T
+  // slices of one tensor cost T slices, not T zero-filled copies of the whole tensor.
+  using AddIntoFn = std::function<void(const Tensor& grad_output, Tensor& input_gradient)>;
+  AddIntoFn add_into;
   bool is_released = false;
 
   // True when input i needs a gradient; backward closures skip the others.
@@ -50,6 +56,10 @@ bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
 // Attaches a Node to `output` when any input requires grad (and grad mode is on);
 // returns `output` for chaining. Undefined inputs (an absent bias) are allowed.
 Tensor record(Tensor output, const char* name, std::vector<Tensor> inputs, Node::BackwardFn backward);
+// The same for an op of one input with an in-place rule as well (Node::add_into); `backward`
+// stays the rule's plain statement.
+Tensor record(Tensor output, const char* name, const Tensor& input, Node::BackwardFn backward,
+              Node::AddIntoFn add_into);
 
 // Note [Gradient-ready hooks]
 // ~~~~~~~~~~~~~~~~~~~~~~~~~~~

@@ -149,12 +149,25 @@ Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
   for (int64_t o = 0; o < s.outer; ++o)
     std::memcpy(y.data() + o * row, x.data() + (o * extent + start) * s.inner, row * sizeof(float));
   const Shape& input_shape = x.shape();
-  return record(y, "slice", {x}, [input_shape, start, row, s](const Tensor& g, const Node&) {
-    Tensor dx = Tensor::zeros(input_shape);
-    for (int64_t o = 0; o < s.outer; ++o)
-      std::memcpy(dx.data() + (o * s.extent + start) * s.inner, g.data() + o * row, row * sizeof(float));
-    return std::vector<Tensor>{dx};
-  });
+  // Its gradient is g in the sliced rows and zero elsewhere: added in place into the input's
+  // gradient so far (Node::add_into), only the sliced rows are touched.
+  auto add_into = [start, row, s](const Tensor& g, Tensor& dx) {
+    float* out = dx.data();
+    const float* in = g.data();
+    for (int64_t o = 0; o < s.outer; ++o) {
+      float* target = out + (o * s.extent + start) * s.inner;
+      const float* source = in + o * row;
+      for (int64_t i = 0; i < row; ++i) target[i] += source[i];
+    }
+  };
+  return record(
+      y, "slice", x,
+      [input_shape, add_into](const Tensor& g, const Node&) {
+        Tensor dx = Tensor::zeros(input_shape);
+        add_into(g, dx);
+        return std::vector<Tensor>{dx};
+      },
+      add_into);
 }
 
 Tensor index_select(const Tensor& x, int64_t axis, const Tensor& indices) {

@@ -44,6 +44,29 @@ TEST_CASE("shared gradient tensors are not corrupted by in-place accumulation") 
   CHECK(w.grad().to_vector() == std::vector<float>{12, 12});
 }
 
+TEST_CASE("a gradient several nodes share is copied before one adds into it") {
+  // add hands its gradient to both inputs, so pending slots share one tensor (autograd.cpp's
+  // accumulate). Here the outer add's gradient reaches c and s; s's reaches p and q; then
+  // c's adds into q's slot while p's and c's own still hold the shared tensor.
+  Tensor x = Tensor::from_vector({2}, {1, 2}).set_requires_grad(true);
+  Tensor p = mul(x, 2.0f), q = mul(x, 3.0f);
+  Tensor t = mul(p, 4.0f);
+  Tensor c = add(q, t), s = add(p, q);
+  sum(add(c, s)).backward();  // dy/dp = 1 + 4, dy/dq = 2: dy/dx = 5·2 + 2·3
+  CHECK(x.grad().to_vector() == std::vector<float>{16, 16});
+}
+
+TEST_CASE("a leaf's gradient owns its storage") {
+  // add_scalar passes the given gradient through unchanged; an optimizer writing into
+  // x.grad in place must not change the caller's tensor.
+  Tensor x = Tensor::from_vector({2}, {1, 2}).set_requires_grad(true);
+  const Tensor given = Tensor::from_vector({2}, {1, 10});
+  add(x, 1.0f).backward(given);
+  Tensor grad = x.grad();
+  grad.data()[0] = 7;
+  CHECK(given.to_vector() == std::vector<float>{1, 10});
+}
+
 TEST_CASE("backward with an explicit gradient") {
   Tensor x = Tensor::from_vector({2}, {1, 2}).set_requires_grad(true);
   Tensor y = mul(x, 3.0f);

@@ -80,6 +80,28 @@ TEST_CASE("gradients: shape ops") {
       {random_leaf({2, 3, 2}, 5), random_leaf({2, 1, 2}, 6)}));
   CHECK(
       check_gradients([](const Inputs& in) { return slice(in[0], 1, 1, -1); }, {random_leaf({3, 5, 2}, 7)}));
+  // Many slices of one tensor, overlapping, of a leaf and of an op's output: each adds its
+  // rows into the gradient so far (Node::add_into), which an add shares between two nodes.
+  CHECK(check_gradients(
+      [](const Inputs& in) {
+        const Tensor y = exp(in[0]), shared = add(y, in[0]);
+        std::vector<Tensor> parts;
+        for (int64_t t = 0; t < 5; ++t)
+          parts.push_back(mul(slice(t % 2 ? y : in[0], 1, t, t + 1), static_cast<float>(t + 1)));
+        parts.push_back(slice(y, 1, 1, 4));
+        parts.push_back(slice(shared, 1, 0, 2));
+        parts.push_back(mul(slice(shared, 1, 3, 5), slice(in[0], 1, 0, 2)));
+        return cat(parts, 1);
+      },
+      {random_leaf({3, 5, 2}, 9)}));
+  // The slice adds into z's gradient while q's, not yet used, shares its storage (both came
+  // from one add): the slice must copy it first.
+  CHECK(check_gradients(
+      [](const Inputs& in) {
+        const Tensor z = exp(in[0]), q = mul(in[0], 3.0f);
+        return add(z, add(q, slice(z, 1, 1, 2)));
+      },
+      {random_leaf({3, 5, 2}, 10)}));
   Tensor indices = Tensor::from_data<int32_t>({4}, std::vector<int32_t>{2, 0, 2, 3});
   CHECK(check_gradients([indices](const Inputs& in) { return index_select(in[0], 1, indices); },
                         {random_leaf({3, 5, 2}, 8)}));
