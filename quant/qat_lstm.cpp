@@ -57,13 +57,22 @@ nn::LstmOutput QatLSTM::forward_sequence(const Tensor& x, const Tensor& h0, cons
       return linear(input, weight, bias);
     };
     auto [h, c] = lstm->initial_state(h0, c0, layer, batch);
-    const int64_t features = layer_input.size(2);
+    const int64_t features = layer_input.size(2), gate_rows = 4 * hidden;
+    // The input products do not depend on the recurrence: in float, all steps' in one GEMM
+    // (and one in backward), each step then a slice of it. The deployed arithmetic keeps
+    // one product per step.
+    Tensor projected;  // (B,T,4H)
+    if (!input_product)
+      projected = reshape(linear(reshape(layer_input, {batch * steps, features}), w_ih, lstm->bias_ih[layer]),
+                          {batch, steps, gate_rows});
     std::vector<Tensor> outputs;
     for (int64_t t = 0; t < steps; ++t) {
-      Tensor x_t = reshape(slice(layer_input, 1, t, t + 1), {batch, features});
-      Tensor gates = add(product(input_product, x_t, w_ih, lstm->bias_ih[layer]),
-                         product(hidden_product, h, w_hh, lstm->bias_hh[layer]));  // (B,4H)
-      Tensor hc = lstm_cell(gates_quant[layer]->forward(gates), c);                // (B,2H)
+      const Tensor input_gates =
+          input_product ? product(input_product, reshape(slice(layer_input, 1, t, t + 1), {batch, features}),
+                                  w_ih, lstm->bias_ih[layer])
+                        : reshape(slice(projected, 1, t, t + 1), {batch, gate_rows});
+      Tensor gates = add(input_gates, product(hidden_product, h, w_hh, lstm->bias_hh[layer]));  // (B,4H)
+      Tensor hc = lstm_cell(gates_quant[layer]->forward(gates), c);                             // (B,2H)
       h = hidden_quant[layer]->forward(slice(hc, 1, 0, hidden));
       c = slice(hc, 1, hidden, 2 * hidden);
       outputs.push_back(reshape(h, {batch, 1, hidden}));
