@@ -14,7 +14,7 @@ Tensor fold_weight(const nn::Conv2d& conv, const Tensor& factor) {
 
 Tensor conv_bn_folded_forward(const Tensor& x, const Tensor& folded_weight, const Tensor& factor,
                               nn::Conv2d& conv, nn::BatchNorm2d& bn, bool use_batch_statistics) {
-  // conv output / f (+ conv bias), as one per-channel affine pass, then BN. A channel with
+  // conv output / f (+ conv bias), a per-channel affine, then BN. A channel with
   // f = 0 (γ = 0: a pruned channel) has zero folded weights and a zero conv output; BN's
   // output there is β whatever it normalizes, so that channel divides by 1 instead of 0
   // (0/0 would poison BN's running statistics with NaN). The gradient still flows through f.
@@ -22,9 +22,10 @@ Tensor conv_bn_folded_forward(const Tensor& x, const Tensor& folded_weight, cons
   for (int64_t c = 0; c < factor.numel(); ++c)
     zero_channels.data()[c] = factor.data()[c] == 0.0f ? 1.0f : 0.0f;
   const Tensor divisor = add(factor, zero_channels);
-  Tensor y = channel_affine(conv2d(x, folded_weight, Tensor(), conv.options), pow(divisor, -1.0f), conv.bias);
-  return batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, use_batch_statistics, bn.momentum,
-                    bn.eps, bn.sync);
+  // The affine and BN are one op (affine_batch_norm): the rescaled output is never stored.
+  return affine_batch_norm(conv2d(x, folded_weight, Tensor(), conv.options), pow(divisor, -1.0f), conv.bias,
+                           bn.running_mean, bn.running_var, bn.weight, bn.bias, use_batch_statistics,
+                           bn.momentum, bn.eps, bn.sync);
 }
 
 std::pair<Tensor, Tensor> folded_weight_and_bias(const nn::Conv2d& conv, const nn::BatchNorm2d* bn) {

@@ -19,10 +19,13 @@
 #include "core/ops/norm.h"
 
 #include <array>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/ops/elementwise.h"
 #include "core/profiler.h"
 #include "core/threading.h"
 
@@ -58,107 +61,194 @@ std::array<double, K> channel_sums(int64_t batch, int64_t channels, int64_t spat
   return total;
 }
 
+// Σ over one row of `count` values of terms(s) (K float terms), in kRowLanes independent
+// float sums so the compiler vectorizes them: one running float sum is a chain of dependent
+// adds it may not reorder (no -ffast-math), about 4 cycles a value.
+constexpr int64_t kRowLanes = 16;
+template <std::size_t K, typename Terms>
+std::array<float, K> row_sums(int64_t count, Terms terms) {
+  std::array<std::array<float, kRowLanes>, K> lanes{};
+  std::array<float, K> total{};
+  int64_t s = 0;
+  for (; s + kRowLanes <= count; s += kRowLanes)
+    for (int64_t j = 0; j < kRowLanes; ++j) {
+      const std::array<float, K> t = terms(s + j);
+      for (std::size_t k = 0; k < K; ++k) lanes[k][j] += t[k];
+    }
+  for (; s < count; ++s) {
+    const std::array<float, K> t = terms(s);
+    for (std::size_t k = 0; k < K; ++k) total[k] += t[k];
+  }
+  for (std::size_t k = 0; k < K; ++k)
+    for (const float lane : lanes[k]) total[k] += lane;
+  return total;
+}
+
+// v > 0 ? g : 0 (relu's backward rule), as a bit mask: GCC made the select a branch, which
+// kept the loop scalar and mispredicted on every other value (7x slower).
+inline float where_positive(float v, float g) {
+  const uint32_t keep = 0u - static_cast<uint32_t>(v > 0.0f);
+  return std::bit_cast<float>(std::bit_cast<uint32_t>(g) & keep);
+}
+
+// What batch norm normalizes: x itself, or (affine_batch_norm) z = x·a_c + b_c computed as
+// it is read, as channel_affine computes it.
+struct Affine {
+  const float* a = nullptr;  // null: no affine
+  const float* b = nullptr;  // null: no shift
+};
+
 // batch_norm's backward (the table above), one channel per iteration:
-//   out: dx (N,C,S), dgamma (C), dbeta (C) — each skipped when null
-//   in:  g (N,C,S) = dL/dy, x (N,C,S), gamma (C) or null (1), mean (C) = μ,
+//   out: dx (N,C,S), dgamma (C), dbeta (C), and with an affine da (C), db (C) — each
+//        skipped when null (dx is then dL/dx = dL/dz·a_c; da = Σ dL/dz·x, db = Σ dL/dz)
+//   in:  g (N,C,S) = dL/dy, x (N,C,S), the affine, gamma (C) or null (1), mean (C) = μ,
 //        inverse_std (C) = σ⁻¹, both as the forward normalized with
-void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* g, const float* x,
-                         const float* gamma, const float* mean, const float* inverse_std, int64_t batch,
-                         int64_t channels, int64_t spatial, bool is_training,
-                         const SumAcrossProcesses* across) {
+template <bool kAffine, bool kRelu>
+void batch_norm_backward(float* dx, float* dgamma, float* dbeta, float* da, float* db, const float* g,
+                         const float* x, Affine affine, const float* gamma, const float* beta,
+                         const float* mean, const float* inverse_std, int64_t batch, int64_t channels,
+                         int64_t spatial, bool is_training, const SumAcrossProcesses* across) {
   int64_t count = batch * spatial;  // M
-  // dx of channel c from its sums Σg and Σ(g·x̂) over `whole` values.
-  auto channel_dx = [&](int64_t c, double sum_g, double sum_g_xhat, int64_t whole) {
+  const bool needs_dz = dx || da || db;
+  // With a ReLU after it, dL/dy is g where the normalized value y = z·scale_c + shift_c was
+  // positive and 0 elsewhere (relu's own rule), y recomputed from x by the forward's float
+  // operations.
+  auto output_scale = [&](int64_t c) { return inverse_std[c] * (gamma ? gamma[c] : 1.0f); };
+  auto output_shift = [&](int64_t c) { return (beta ? beta[c] : 0.0f) - mean[c] * output_scale(c); };
+  // dL/dz of channel c from its sums Σg and Σ(g·ẑ) over `whole` values: into dx (times a_c
+  // with an affine), and the affine's sums Σ dL/dz·x and Σ dL/dz (row_sums: per row in
+  // float lanes, across rows in double, as channel_affine's backward sums them).
+  auto channel_dz = [&](int64_t c, double sum_g, double sum_g_xhat, int64_t whole) {
     const float k = (gamma ? gamma[c] : 1.0f) * inverse_std[c];
     const float mean_g = static_cast<float>(sum_g / whole),
                 mean_g_xhat = static_cast<float>(sum_g_xhat / whole);
+    const float ac = kAffine ? affine.a[c] : 1.0f, bc = kAffine && affine.b ? affine.b[c] : 0.0f;
+    const float mu = mean[c], inverse = inverse_std[c];  // locals: dx's stores could alias the arrays
+    const float scale_c = output_scale(c), shift_c = output_shift(c);
+    double sum_dz_x = 0, sum_dz = 0;
     for (int64_t n = 0; n < batch; ++n) {
       const float* grow = g + (n * channels + c) * spatial;
       const float* xrow = x + (n * channels + c) * spatial;
-      float* out = dx + (n * channels + c) * spatial;
-      if (is_training)
-        for (int64_t s = 0; s < spatial; ++s) {
-          const float xhat = (xrow[s] - mean[c]) * inverse_std[c];
-          out[s] = k * (grow[s] - mean_g - xhat * mean_g_xhat);
-        }
-      else
-        for (int64_t s = 0; s < spatial; ++s) out[s] = k * grow[s];
+      float* out = dx ? dx + (n * channels + c) * spatial : nullptr;
+      auto dz_at = [&](int64_t s) {
+        const float z = kAffine ? xrow[s] * ac + bc : xrow[s];
+        const float gs = kRelu ? where_positive(z * scale_c + shift_c, grow[s]) : grow[s];
+        return is_training ? k * (gs - mean_g - (z - mu) * inverse * mean_g_xhat) : k * gs;
+      };
+      if constexpr (kAffine) {
+        const auto [row_dz_x, row_dz] = row_sums<2>(spatial, [&](int64_t s) {
+          const float dz = dz_at(s);
+          if (out) out[s] = dz * ac;
+          return std::array<float, 2>{dz * xrow[s], dz};
+        });
+        sum_dz_x += row_dz_x, sum_dz += row_dz;
+      } else {
+        for (int64_t s = 0; s < spatial; ++s) out[s] = dz_at(s);
+      }
     }
+    if (da) da[c] = static_cast<float>(sum_dz_x);
+    if (db) db[c] = static_cast<float>(sum_dz);
   };
-  // Σg and Σ(g·x̂) per channel: [0, C) and [C, 2C). In one process each channel's dx follows
-  // its sums at once, while its values are still in this core's cache (Note [Batch norm
-  // passes]); summed across processes, every channel's sums come first.
+  // Σg and Σ(g·ẑ) per channel: [0, C) and [C, 2C). In one process each channel's dL/dz
+  // follows its sums at once, while its values are still in this core's cache (Note [Batch
+  // norm passes]); summed across processes, every channel's sums come first.
   const bool sums_first = across != nullptr && is_training;
   std::vector<double> sums(static_cast<std::size_t>(2 * channels));
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < channels; ++c) {
     const float mu = mean[c], inverse = inverse_std[c];
-    const auto [sum_g, sum_g_xhat] = channel_sums<2>(batch, channels, spatial, c, [&](int64_t i) {
-      return std::array<double, 2>{g[i], g[i] * (x[i] - mu) * inverse};
-    });
+    const float ac = kAffine ? affine.a[c] : 1.0f, bc = kAffine && affine.b ? affine.b[c] : 0.0f;
+    const float scale_c = output_scale(c), shift_c = output_shift(c);
+    // Per row in float lanes, across rows in double (the terms are gradients: float's
+    // rounding over a row is far below what they need, and double lanes cost twice the work).
+    double sum_g = 0, sum_g_xhat = 0;
+    for (int64_t n = 0; n < batch; ++n) {
+      const int64_t base = (n * channels + c) * spatial;
+      const auto [row_g, row_g_xhat] = row_sums<2>(spatial, [&](int64_t s) {
+        const float z = kAffine ? x[base + s] * ac + bc : x[base + s];
+        const float gi = kRelu ? where_positive(z * scale_c + shift_c, g[base + s]) : g[base + s];
+        return std::array<float, 2>{gi, gi * (z - mu) * inverse};
+      });
+      sum_g += row_g, sum_g_xhat += row_g_xhat;
+    }
     if (dgamma) dgamma[c] = static_cast<float>(sum_g_xhat);  // this process's part
     if (dbeta) dbeta[c] = static_cast<float>(sum_g);
     sums[c] = sum_g, sums[channels + c] = sum_g_xhat;
-    if (dx && !sums_first) channel_dx(c, sum_g, sum_g_xhat, count);
+    if (needs_dz && !sums_first) channel_dz(c, sum_g, sum_g_xhat, count);
   }
-  if (!dx || !sums_first) return;
+  if (!needs_dz || !sums_first) return;
   double total = static_cast<double>(count);  // the whole batch's sums and size
   across->sum(sums.data(), 2 * channels);
   across->sum(&total, 1);
   count = static_cast<int64_t>(total);
 #pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < channels; ++c) channel_dx(c, sums[c], sums[channels + c], count);
+  for (int64_t c = 0; c < channels; ++c) channel_dz(c, sums[c], sums[channels + c], count);
 }
 
-}  // namespace
-
-Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, const Tensor& weight,
-                  const Tensor& bias, bool is_training, float momentum, float eps,
-                  const SumAcrossProcesses* across) {
-  QF_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: expected (N,C) or (N,C,H,W) input, got ", x.shape());
+// batch_norm, affine_batch_norm and batch_norm_relu: `scale` undefined without the affine;
+// kRelu: the output is relu(y).
+template <bool kAffine, bool kRelu>
+Tensor batch_norm_of(const char* name, const Tensor& x, const Tensor& scale, const Tensor& shift,
+                     Tensor& running_mean, Tensor& running_var, const Tensor& weight, const Tensor& bias,
+                     bool is_training, float momentum, float eps, const SumAcrossProcesses* across) {
+  QF_CHECK(x.dim() == 2 || x.dim() == 4, name, ": expected (N,C) or (N,C,H,W) input, got ", x.shape());
   const int64_t batch = x.size(0), channels = x.size(1);
   const int64_t spatial = x.dim() == 4 ? x.size(2) * x.size(3) : 1;
   const int64_t count = batch * spatial;  // M
   const Shape channel_shape{channels};
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&running_mean, &running_var, &weight, &bias})
-    QF_CHECK(!t->defined() || t->shape() == channel_shape,
-             "batch_norm: expected per-channel tensors of shape [", channels, "] for input ", x.shape(),
-             ", got ", t->shape());
-  QF_CHECK(running_mean.defined() && running_var.defined(), "batch_norm: running statistics are required");
-  QF_CHECK(!is_training || count > 1 || across != nullptr,
-           "batch_norm: training needs more than one value per channel, got input ", x.shape());
+  for (const Tensor* t :
+       std::initializer_list<const Tensor*>{&running_mean, &running_var, &weight, &bias, &scale, &shift})
+    QF_CHECK(!t->defined() || t->shape() == channel_shape, name, ": expected per-channel tensors of shape [",
+             channels, "] for input ", x.shape(), ", got ", t->shape());
+  QF_CHECK(running_mean.defined() && running_var.defined(), name, ": running statistics are required");
+  QF_CHECK(!kAffine || scale.defined(), name, ": the scale is required");
+  QF_CHECK(!is_training || count > 1 || across != nullptr, name,
+           ": training needs more than one value per channel, got input ", x.shape());
 
-  const ProfileScope profile("forward", "batch_norm", [&] { return shape_to_string(x.shape()); });
+  const ProfileScope profile("forward", name, [&] { return shape_to_string(x.shape()); });
   // Per-channel statistics used for normalization: μ and σ⁻¹.
   std::vector<float> mean(channels), inverse_std(channels);
   const float* px = x.data();
+  const Affine affine{kAffine ? scale.data() : nullptr, kAffine && shift.defined() ? shift.data() : nullptr};
+  const auto affine_of = [&](int64_t c) {  // a_c, b_c
+    return std::pair<float, float>{kAffine ? affine.a[c] : 1.0f, kAffine && affine.b ? affine.b[c] : 0.0f};
+  };
   Tensor y = Tensor::empty(x.shape());
   float* py = y.data();
   const float* gamma = weight.defined() ? weight.data() : nullptr;
   const float* beta = bias.defined() ? bias.data() : nullptr;
   auto normalize = [&](int64_t n, int64_t c) {
-    const float scale = inverse_std[c] * (gamma ? gamma[c] : 1.0f);
-    const float shift = (beta ? beta[c] : 0.0f) - mean[c] * scale;
+    const float scale_c = inverse_std[c] * (gamma ? gamma[c] : 1.0f);
+    const float shift_c = (beta ? beta[c] : 0.0f) - mean[c] * scale_c;
+    const auto [ac, bc] = affine_of(c);
     const float* row = px + (n * channels + c) * spatial;
     float* out = py + (n * channels + c) * spatial;
-    for (int64_t s = 0; s < spatial; ++s) out[s] = row[s] * scale + shift;
+    for (int64_t s = 0; s < spatial; ++s) {
+      const float z = kAffine ? row[s] * ac + bc : row[s];
+      const float v = z * scale_c + shift_c;
+      out[s] = kRelu ? relu_value(v) : v;
+    }
   };
   if (is_training) {
     float* rm = running_mean.data();
     float* rv = running_var.data();
-    // Two sums per channel (summed across processes for SyncBatchNorm): Σx gives μ, then
-    // Σ(x − μ)² the variance; then the running statistics and, in one process, the
+    // Two sums per channel (summed across processes for SyncBatchNorm): Σz gives μ, then
+    // Σ(z − μ)² the variance; then the running statistics and, in one process, the
     // channel's normalized values while they are still in cache (Note [Batch norm passes]).
     std::vector<double> totals(static_cast<std::size_t>(channels)),
         squares(static_cast<std::size_t>(channels));
     auto channel_total = [&](int64_t c) {
-      totals[c] = channel_sums<1>(batch, channels, spatial, c,
-                                  [&](int64_t i) { return std::array<double, 1>{px[i]}; })[0];
+      const auto [ac, bc] = affine_of(c);
+      totals[c] = channel_sums<1>(batch, channels, spatial, c, [&](int64_t i) {
+        return std::array<double, 1>{kAffine ? px[i] * ac + bc : px[i]};
+      })[0];
     };
     auto channel_squares = [&](int64_t c, double whole) {
       const double mu = totals[c] / whole;
+      const auto [ac, bc] = affine_of(c);
       squares[c] = channel_sums<1>(batch, channels, spatial, c, [&](int64_t i) {
-        return std::array<double, 1>{(px[i] - mu) * (px[i] - mu)};
+        const float z = kAffine ? px[i] * ac + bc : px[i];
+        return std::array<double, 1>{(z - mu) * (z - mu)};
       })[0];
     };
     auto channel_statistics = [&](int64_t c, double whole) {
@@ -181,8 +271,7 @@ Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, co
       for (int64_t c = 0; c < channels; ++c) channel_total(c);
       double whole = static_cast<double>(count);  // the whole batch's M
       across->sum(totals.data(), channels), across->sum(&whole, 1);
-      QF_CHECK(whole > 1, "batch_norm: training needs more than one value per channel, got input ",
-               x.shape());
+      QF_CHECK(whole > 1, name, ": training needs more than one value per channel, got input ", x.shape());
 #pragma omp parallel for schedule(static)
       for (int64_t c = 0; c < channels; ++c) channel_squares(c, whole);
       across->sum(squares.data(), channels);
@@ -199,20 +288,56 @@ Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, co
     for (int64_t n = 0; n < batch; ++n)
       for (int64_t c = 0; c < channels; ++c) normalize(n, c);
   }
-  if (!any_requires_grad({&x, &weight, &bias})) return y;
+  if (!any_requires_grad({&x, &weight, &bias, &scale, &shift})) return y;
 
-  // Saved for backward: x (N,C,S), gamma (C) or undefined, mean and inverse_std (C).
-  Tensor saved_x = x.detach(), saved_weight = weight.defined() ? weight.detach() : Tensor();
-  return record(y, "batch_norm", {x, weight, bias}, [=](const Tensor& g, const Node& node) {
-    Tensor dx = node.needs_grad(0) ? Tensor::empty(saved_x.shape()) : Tensor();
-    Tensor dgamma = node.needs_grad(1) ? Tensor::empty({channels}) : Tensor();
-    Tensor dbeta = node.needs_grad(2) ? Tensor::empty({channels}) : Tensor();
-    batch_norm_backward(dx.defined() ? dx.data() : nullptr, dgamma.defined() ? dgamma.data() : nullptr,
-                        dbeta.defined() ? dbeta.data() : nullptr, g.data(), saved_x.data(),
-                        saved_weight.defined() ? saved_weight.data() : nullptr, mean.data(),
-                        inverse_std.data(), batch, channels, spatial, is_training, across);
-    return std::vector<Tensor>{dx, dgamma, dbeta};
-  });
+  // Saved for backward: x (N,C,S), the affine's scale and shift, gamma (C) or undefined,
+  // mean and inverse_std (C).
+  Tensor saved_x = x.detach(), saved_weight = weight.defined() ? weight.detach() : Tensor(),
+         saved_bias = kRelu && bias.defined() ? bias.detach() : Tensor();
+  Tensor saved_scale = scale.defined() ? scale.detach() : Tensor(),
+         saved_shift = shift.defined() ? shift.detach() : Tensor();
+  auto backward = [=](const Tensor& g, const Node& node) {
+    auto gradient_of = [&](std::size_t input, const Shape& shape) {
+      return input < node.inputs.size() && node.needs_grad(input) ? Tensor::empty(shape) : Tensor();
+    };
+    auto data_of = [](const Tensor& t) -> const float* { return t.defined() ? t.data() : nullptr; };
+    auto out_of = [](Tensor& t) -> float* { return t.defined() ? t.data() : nullptr; };
+    Tensor dx = gradient_of(0, saved_x.shape()), dgamma = gradient_of(1, {channels}),
+           dbeta = gradient_of(2, {channels}), da = gradient_of(3, {channels}),
+           db = gradient_of(4, {channels});
+    batch_norm_backward<kAffine, kRelu>(
+        out_of(dx), out_of(dgamma), out_of(dbeta), out_of(da), out_of(db), g.data(), saved_x.data(),
+        Affine{data_of(saved_scale), data_of(saved_shift)}, data_of(saved_weight), data_of(saved_bias),
+        mean.data(), inverse_std.data(), batch, channels, spatial, is_training, across);
+    std::vector<Tensor> grads{dx, dgamma, dbeta};
+    if (kAffine) grads.push_back(da), grads.push_back(db);
+    return grads;
+  };
+  if (kAffine) return record(y, name, {x, weight, bias, scale, shift}, backward);
+  return record(y, name, {x, weight, bias}, backward);
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, const Tensor& weight,
+                  const Tensor& bias, bool is_training, float momentum, float eps,
+                  const SumAcrossProcesses* across) {
+  return batch_norm_of<false, false>("batch_norm", x, Tensor(), Tensor(), running_mean, running_var, weight,
+                                     bias, is_training, momentum, eps, across);
+}
+
+Tensor batch_norm_relu(const Tensor& x, Tensor& running_mean, Tensor& running_var, const Tensor& weight,
+                       const Tensor& bias, bool is_training, float momentum, float eps,
+                       const SumAcrossProcesses* across) {
+  return batch_norm_of<false, true>("batch_norm_relu", x, Tensor(), Tensor(), running_mean, running_var,
+                                    weight, bias, is_training, momentum, eps, across);
+}
+
+Tensor affine_batch_norm(const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& running_mean,
+                         Tensor& running_var, const Tensor& weight, const Tensor& bias, bool is_training,
+                         float momentum, float eps, const SumAcrossProcesses* across) {
+  return batch_norm_of<true, false>("affine_batch_norm", x, scale, shift, running_mean, running_var, weight,
+                                    bias, is_training, momentum, eps, across);
 }
 
 Tensor channel_affine(const Tensor& x, const Tensor& scale, const Tensor& shift) {
@@ -247,12 +372,10 @@ Tensor channel_affine(const Tensor& x, const Tensor& scale, const Tensor& shift)
       double sum_gx = 0, sum_g = 0;
       for (int64_t n = 0; n < batch; ++n) {
         const int64_t base = (n * channels + c) * spatial;
-        float row_gx = 0, row_g = 0;  // per row in float (vectorizes), across rows in double
-        for (int64_t i = 0; i < spatial; ++i) {
-          row_gx += pg[base + i] * px[base + i];
-          row_g += pg[base + i];
-        }
-        sum_gx += row_gx, sum_g += row_g;
+        const auto [row_gx, row_g] = row_sums<2>(spatial, [&](int64_t i) {  // per row in float lanes
+          return std::array<float, 2>{pg[base + i] * px[base + i], pg[base + i]};
+        });
+        sum_gx += row_gx, sum_g += row_g;  // across rows in double
         if (pdx)
           for (int64_t i = 0; i < spatial; ++i) pdx[base + i] = pg[base + i] * a[c];
       }

@@ -26,6 +26,23 @@ Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, co
                   const Tensor& bias, bool is_training, float momentum = 0.1f, float eps = 1e-5f,
                   const SumAcrossProcesses* across = nullptr);
 
+// batch_norm_relu: relu(batch_norm(...)) as one op — the same values and gradients; the
+// ReLU is applied as the normalized values are written and its mask recomputed in backward,
+// so neither direction makes a pass of its own (nn::Sequential runs a BatchNorm2d followed by
+// a ReLU with it).
+Tensor batch_norm_relu(const Tensor& x, Tensor& running_mean, Tensor& running_var, const Tensor& weight,
+                       const Tensor& bias, bool is_training, float momentum = 0.1f, float eps = 1e-5f,
+                       const SumAcrossProcesses* across = nullptr);
+
+// affine_batch_norm: batch_norm(channel_affine(x, scale, shift), ...) as one op — the same
+// values, but the affine's output z = x·scale[c] + shift[c] is computed where it is read and
+// never stored, which spares its write and its reads both ways (QAT's folded conv and BN,
+// quant/bn_folding.cpp). shift may be undefined.
+Tensor affine_batch_norm(const Tensor& x, const Tensor& scale, const Tensor& shift, Tensor& running_mean,
+                         Tensor& running_var, const Tensor& weight, const Tensor& bias, bool is_training,
+                         float momentum = 0.1f, float eps = 1e-5f,
+                         const SumAcrossProcesses* across = nullptr);
+
 // channel_affine: y[n,c,...] = x[n,c,...]·scale[c] + shift[c], one pass each way — the
 // per-channel rescaling of QAT's BN folding. shift may be undefined.
 Tensor channel_affine(const Tensor& x, const Tensor& scale, const Tensor& shift);

@@ -190,6 +190,87 @@ TEST_CASE("gradients: batch_norm in training and evaluation") {
       {random_leaf({5, 3, 2, 2}, 4)}));
 }
 
+TEST_CASE("gradients: affine_batch_norm in training and evaluation") {
+  for (bool is_training : {true, false})
+    for (bool has_shift : {true, false})
+      for (Shape shape : {Shape{4, 3, 3, 5}, Shape{6, 3}}) {
+        CAPTURE(is_training);
+        CAPTURE(has_shift);
+        CAPTURE(shape);
+        Tensor running_mean = Tensor::from_vector({3}, {0.1f, -0.2f, 0.3f});
+        Tensor running_var = Tensor::from_vector({3}, {0.5f, 1.5f, 2.0f});
+        std::vector<Tensor> inputs{random_leaf(shape, 1, -2, 2), random_leaf({3}, 2, 0.5f, 1.5f),
+                                   random_leaf({3}, 3), random_leaf({3}, 4, 0.5f, 2.0f)};
+        if (has_shift) inputs.push_back(random_leaf({3}, 5));
+        CHECK(check_gradients(
+            [=](const Inputs& in) mutable {
+              return affine_batch_norm(in[0], in[3], has_shift ? in[4] : Tensor(), running_mean, running_var,
+                                       in[1], in[2], is_training);
+            },
+            inputs));
+      }
+}
+
+TEST_CASE("affine_batch_norm equals channel_affine then batch_norm: values, statistics, gradients") {
+  // Enough channels and values for both threads and the summation lanes' tails.
+  for (bool is_training : {true, false}) {
+    CAPTURE(is_training);
+    const Shape shape{8, 16, 7, 9};
+    Tensor x = random_leaf(shape, 11, -3, 3), gamma = random_leaf({16}, 12, 0.5f, 1.5f),
+           beta = random_leaf({16}, 13), scale = random_leaf({16}, 14, 0.2f, 3.0f),
+           shift = random_leaf({16}, 15);
+    const Tensor g = random_leaf(shape, 16).detach();
+    Tensor mean_a = random_leaf({16}, 17).detach(), var_a = random_leaf({16}, 18, 0.5f, 2.0f).detach();
+    Tensor mean_b = mean_a.clone(), var_b = var_a.clone();
+    auto run = [&](bool fused, Tensor& running_mean, Tensor& running_var) {
+      for (Tensor* t : {&x, &gamma, &beta, &scale, &shift}) t->zero_grad();
+      Tensor y = fused
+                     ? affine_batch_norm(x, scale, shift, running_mean, running_var, gamma, beta, is_training)
+                     : batch_norm(channel_affine(x, scale, shift), running_mean, running_var, gamma, beta,
+                                  is_training);
+      y.backward(g);
+      return std::vector<Tensor>{y.detach(), x.grad(), gamma.grad(), beta.grad(), scale.grad(), shift.grad()};
+    };
+    const std::vector<Tensor> fused = run(true, mean_a, var_a), composed = run(false, mean_b, var_b);
+    for (std::size_t i = 0; i < fused.size(); ++i) {
+      CAPTURE(i);
+      CHECK(qforge::testing::all_close(fused[i], composed[i], 1e-5, 1e-5));
+    }
+    CHECK(qforge::testing::all_close(mean_a, mean_b, 1e-6, 1e-7));
+    CHECK(qforge::testing::all_close(var_a, var_b, 1e-6, 1e-7));
+  }
+}
+
+TEST_CASE("batch_norm_relu equals batch_norm then relu: values, statistics, gradients") {
+  for (bool is_training : {true, false})
+    for (Shape shape : {Shape{8, 16, 7, 9}, Shape{6, 3}}) {
+      CAPTURE(is_training);
+      CAPTURE(shape);
+      const int64_t channels = shape[1];
+      Tensor x = random_leaf(shape, 21, -3, 3), gamma = random_leaf({channels}, 22, -1.5f, 1.5f),
+             beta = random_leaf({channels}, 23);
+      const Tensor g = random_leaf(shape, 24).detach();
+      Tensor mean_a = random_leaf({channels}, 25).detach(),
+             var_a = random_leaf({channels}, 26, 0.5f, 2.0f).detach();
+      Tensor mean_b = mean_a.clone(), var_b = var_a.clone();
+      auto run = [&](bool fused, Tensor& running_mean, Tensor& running_var) {
+        for (Tensor* t : {&x, &gamma, &beta}) t->zero_grad();
+        Tensor y = fused ? batch_norm_relu(x, running_mean, running_var, gamma, beta, is_training)
+                         : relu(batch_norm(x, running_mean, running_var, gamma, beta, is_training));
+        y.backward(g);
+        return std::vector<Tensor>{y.detach(), x.grad(), gamma.grad(), beta.grad()};
+      };
+      const std::vector<Tensor> fused = run(true, mean_a, var_a), composed = run(false, mean_b, var_b);
+      CHECK(fused[0].to_vector() == composed[0].to_vector());  // the same float operations
+      for (std::size_t i = 1; i < fused.size(); ++i) {
+        CAPTURE(i);
+        CHECK(qforge::testing::all_close(fused[i], composed[i], 1e-5, 1e-6));
+      }
+      CHECK(mean_a.to_vector() == mean_b.to_vector());
+      CHECK(var_a.to_vector() == var_b.to_vector());
+    }
+}
+
 TEST_CASE("gradients: dropout with a fixed mask") {
   CHECK(check_gradients(
       [](const Inputs& in) {
