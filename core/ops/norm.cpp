@@ -210,9 +210,9 @@ Tensor batch_norm_of(const char* name, const Tensor& x, const Tensor& scale, con
   std::vector<float> mean(channels), inverse_std(channels);
   const float* px = x.data();
   const Affine affine{kAffine ? scale.data() : nullptr, kAffine && shift.defined() ? shift.data() : nullptr};
-  const auto affine_of = [&](int64_t c) {  // a_c, b_c
-    return std::pair<float, float>{kAffine ? affine.a[c] : 1.0f, kAffine && affine.b ? affine.b[c] : 0.0f};
-  };
+  // a_c and b_c (plain floats: clang 14 cannot capture a structured binding in a lambda)
+  const auto affine_scale = [&](int64_t c) { return kAffine ? affine.a[c] : 1.0f; };
+  const auto affine_shift = [&](int64_t c) { return kAffine && affine.b ? affine.b[c] : 0.0f; };
   Tensor y = Tensor::empty(x.shape());
   float* py = y.data();
   const float* gamma = weight.defined() ? weight.data() : nullptr;
@@ -220,7 +220,7 @@ Tensor batch_norm_of(const char* name, const Tensor& x, const Tensor& scale, con
   auto normalize = [&](int64_t n, int64_t c) {
     const float scale_c = inverse_std[c] * (gamma ? gamma[c] : 1.0f);
     const float shift_c = (beta ? beta[c] : 0.0f) - mean[c] * scale_c;
-    const auto [ac, bc] = affine_of(c);
+    const float ac = affine_scale(c), bc = affine_shift(c);
     const float* row = px + (n * channels + c) * spatial;
     float* out = py + (n * channels + c) * spatial;
     for (int64_t s = 0; s < spatial; ++s) {
@@ -238,14 +238,14 @@ Tensor batch_norm_of(const char* name, const Tensor& x, const Tensor& scale, con
     std::vector<double> totals(static_cast<std::size_t>(channels)),
         squares(static_cast<std::size_t>(channels));
     auto channel_total = [&](int64_t c) {
-      const auto [ac, bc] = affine_of(c);
+      const float ac = affine_scale(c), bc = affine_shift(c);
       totals[c] = channel_sums<1>(batch, channels, spatial, c, [&](int64_t i) {
         return std::array<double, 1>{kAffine ? px[i] * ac + bc : px[i]};
       })[0];
     };
     auto channel_squares = [&](int64_t c, double whole) {
       const double mu = totals[c] / whole;
-      const auto [ac, bc] = affine_of(c);
+      const float ac = affine_scale(c), bc = affine_shift(c);
       squares[c] = channel_sums<1>(batch, channels, spatial, c, [&](int64_t i) {
         const float z = kAffine ? px[i] * ac + bc : px[i];
         return std::array<double, 1>{(z - mu) * (z - mu)};
