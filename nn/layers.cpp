@@ -1,7 +1,6 @@
 // The parameterized layers' constructors and forwards: thin calls into core ops; and
 // Sequential's forward (nn/inference.h without gradients).
 #include <cmath>
-#include <typeinfo>
 
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -84,23 +83,8 @@ std::pair<Tensor, Tensor> fold_batch_norm(const Conv2d& conv, const BatchNorm2d&
 
 Tensor Sequential::forward(const Tensor& input) {
   if (!grad_mode_enabled() && input.dim() != 5) return inference_forward(*this, input);
-  // A BatchNorm2d followed by a ReLU runs as one op (batch_norm_relu, core/ops/norm.h): the
-  // same values and gradients, without the ReLU's own pass each way. Only these exact
-  // classes: a replaced or derived layer runs its own forward.
-  const auto& layers = children();
   Tensor x = input;
-  for (std::size_t i = 0; i < layers.size(); ++i) {
-    const Module& layer = *layers[i].second;
-    if (i + 1 < layers.size() && typeid(layer) == typeid(BatchNorm2d) &&
-        typeid(*layers[i + 1].second) == typeid(ReLU)) {
-      auto& bn = static_cast<BatchNorm2d&>(*layers[i].second);
-      x = batch_norm_relu(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.is_training(),
-                          bn.momentum, bn.eps, bn.sync);
-      ++i;
-    } else {
-      x = layers[i].second->forward(x);
-    }
-  }
+  for (const auto& [name, layer] : children()) x = layer->forward(x);
   return x;
 }
 

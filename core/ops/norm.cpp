@@ -159,18 +159,14 @@ void batch_norm_backward(float* dx, float* dgamma, float* dbeta, float* da, floa
     const float mu = mean[c], inverse = inverse_std[c];
     const float ac = kAffine ? affine.a[c] : 1.0f, bc = kAffine && affine.b ? affine.b[c] : 0.0f;
     const float scale_c = output_scale(c), shift_c = output_shift(c);
-    // Per row in float lanes, across rows in double (the terms are gradients: float's
-    // rounding over a row is far below what they need, and double lanes cost twice the work).
-    double sum_g = 0, sum_g_xhat = 0;
-    for (int64_t n = 0; n < batch; ++n) {
-      const int64_t base = (n * channels + c) * spatial;
-      const auto [row_g, row_g_xhat] = row_sums<2>(spatial, [&](int64_t s) {
-        const float z = kAffine ? x[base + s] * ac + bc : x[base + s];
-        const float gi = kRelu ? where_positive(z * scale_c + shift_c, g[base + s]) : g[base + s];
-        return std::array<float, 2>{gi, gi * (z - mu) * inverse};
-      });
-      sum_g += row_g, sum_g_xhat += row_g_xhat;
-    }
+    // In double lanes. Per row in float lanes, across rows in double, was 2.5x faster, but it
+    // changed resnet20's training enough that one ONNX export stopped agreeing with its
+    // integer model in ONNX Runtime (the closing note of that stop): to be looked into first.
+    const auto [sum_g, sum_g_xhat] = channel_sums<2>(batch, channels, spatial, c, [&](int64_t i) {
+      const float z = kAffine ? x[i] * ac + bc : x[i];
+      const float gi = kRelu ? where_positive(z * scale_c + shift_c, g[i]) : g[i];
+      return std::array<double, 2>{gi, gi * (z - mu) * inverse};
+    });
     if (dgamma) dgamma[c] = static_cast<float>(sum_g_xhat);  // this process's part
     if (dbeta) dbeta[c] = static_cast<float>(sum_g);
     sums[c] = sum_g, sums[channels + c] = sum_g_xhat;

@@ -28,8 +28,8 @@ Tensor batch_norm(const Tensor& x, Tensor& running_mean, Tensor& running_var, co
 
 // batch_norm_relu: relu(batch_norm(...)) as one op — the same values and gradients; the
 // ReLU is applied as the normalized values are written and its mask recomputed in backward,
-// so neither direction makes a pass of its own (nn::Sequential runs a BatchNorm2d followed by
-// a ReLU with it).
+// so neither direction makes a pass of its own. Not yet used by nn::Sequential: docs/kernels.md
+// ("Batch norm in training") says what holds it back.
 Tensor batch_norm_relu(const Tensor& x, Tensor& running_mean, Tensor& running_var, const Tensor& weight,
                        const Tensor& bias, bool is_training, float momentum = 0.1f, float eps = 1e-5f,
                        const SumAcrossProcesses* across = nullptr);
